@@ -1,0 +1,47 @@
+# quietwire — the two commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Debian packages the platform and its tests run with.
+DEB_PACKAGES := redis-server
+STATE_DIR ?= .quietwire
+SIP_HOST ?= 127.0.0.1
+SIP_PORT ?= 5061
+
+.PHONY: run test setup debs protos protos-check lint bench clean
+
+run: setup
+	$(BIN)/quietwire up --state-dir $(STATE_DIR) --sip-host $(SIP_HOST) --sip-port $(SIP_PORT)
+
+test: setup protos-check lint
+	$(BIN)/pytest
+
+setup: $(VENV)/.installed debs
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "quietwire needs Python 3.11 or newer as $(PYTHON)")'
+	@$(PYTHON) -m venv $(VENV) || { echo "cannot create a venv: on Debian install python3-venv" >&2; exit 1; }
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+debs:
+	@tools/debian-packages $(DEB_PACKAGES)
+
+protos: $(VENV)/.installed
+	$(BIN)/python tools/gen_protos.py
+
+protos-check: $(VENV)/.installed
+	$(BIN)/python tools/gen_protos.py --check
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check services tests tools
+	$(BIN)/ruff format --check services tests tools
+	$(BIN)/mypy
+
+bench: setup
+	@echo "make bench: no benchmarks yet. They come with the signaling issue (sipp load,"
+	@echo "Kamailio side by side) and the relay issue (media load, rtpengine side by side)."
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

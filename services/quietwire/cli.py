@@ -1,0 +1,144 @@
+"""The ``quietwire`` command.
+
+    quietwire [--config FILE] signaling|keyagreement|relay   run one service
+    quietwire [--config FILE] user add|del|list              manage SIP users
+    quietwire up [--state-dir DIR] [--sip-host H] [--sip-port P]   everything, locally
+
+Settings come from ``QW_*`` environment variables and the optional YAML file
+(``--config`` or ``QW_CONFIG``). A bad setting ends the process with status 2
+and a message naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from quietwire.embedded.redis_server import RedisUnavailable
+from quietwire.embedded.up import UpFailed, UpOptions, up
+from quietwire.keyagreement.service import KeyAgreementService
+from quietwire.keyagreement.settings import KeyAgreementSettings
+from quietwire.relay.service import RelayService
+from quietwire.relay.settings import RelaySettings
+from quietwire.runtime.logs import configure_logging
+from quietwire.runtime.redisclient import redis_client
+from quietwire.runtime.service import Service, serve
+from quietwire.runtime.settings import ServiceSettings, SettingsError, load_settings
+from quietwire.signaling.service import SignalingService
+from quietwire.signaling.settings import SignalingSettings, UserAdminSettings
+from quietwire.signaling.users import UserError, UserStore
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+#: Each service: its settings class and what builds it from those settings.
+SERVICES: dict[str, tuple[type[ServiceSettings], Callable[[Any], Service]]] = {
+    "signaling": (SignalingSettings, SignalingService),
+    "keyagreement": (KeyAgreementSettings, KeyAgreementService),
+    "relay": (RelaySettings, RelayService),
+}
+
+
+def _config_file(args: argparse.Namespace) -> Path | None:
+    value = args.config or os.environ.get("QW_CONFIG")
+    return Path(value) if value else None
+
+
+def run_service(name: str, args: argparse.Namespace) -> int:
+    settings_cls, factory = SERVICES[name]
+    settings = load_settings(settings_cls, _config_file(args))
+    configure_logging(name, settings.log_level, show_ips=settings.log_ips)
+    service = factory(settings)
+    return asyncio.run(serve(name, settings, service))
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise UserError("no password: pass --password-stdin, or run on a terminal to be asked")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise UserError("the passwords differ")
+    return first
+
+
+async def _user_command(args: argparse.Namespace) -> int:
+    settings = load_settings(UserAdminSettings, _config_file(args))
+    client = redis_client(settings)
+    try:
+        store = UserStore(client, settings.sip_domain)
+        if args.user_command == "add":
+            created = await store.put(args.username, _read_password(args))
+            print(f"{'added' if created else 'updated'} {args.username}@{settings.sip_domain}")
+        elif args.user_command == "del":
+            if not await store.delete(args.username):
+                print(f"no such user: {args.username}@{settings.sip_domain}", file=sys.stderr)
+                return EXIT_FAILURE
+            print(f"deleted {args.username}@{settings.sip_domain}")
+        else:
+            for name in await store.usernames():
+                print(f"{name}@{settings.sip_domain}")
+        return 0
+    finally:
+        await client.aclose()
+
+
+def run_up(args: argparse.Namespace) -> int:
+    configure_logging("up", "info")
+    options = UpOptions(Path(args.state_dir), args.sip_host, args.sip_port)
+    return asyncio.run(up(options))
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="quietwire", description="Secure VoIP hosting platform.")
+    root.add_argument("--config", help="YAML settings file (default: $QW_CONFIG)")
+    commands = root.add_subparsers(dest="command", required=True)
+    for name in SERVICES:
+        commands.add_parser(name, help=f"run the {name} service")
+    user = commands.add_parser("user", help="manage SIP users")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    add = user_commands.add_parser("add", help="create or update a user (asks for the password)")
+    add.add_argument("username")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    delete = user_commands.add_parser("del", help="delete a user")
+    delete.add_argument("username")
+    user_commands.add_parser("list", help="list users")
+    embedded = commands.add_parser("up", help="run the whole platform locally (development)")
+    embedded.add_argument("--state-dir", default=".quietwire", help="default: ./.quietwire")
+    embedded.add_argument("--sip-host", default="127.0.0.1", help="host phones register to")
+    embedded.add_argument("--sip-port", type=int, default=5061, help="SIP over TLS port")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command in SERVICES:
+            return run_service(args.command, args)
+        if args.command == "user":
+            return asyncio.run(_user_command(args))
+        return run_up(args)
+    except SettingsError as exc:
+        print(f"quietwire {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UserError, RedisUnavailable, UpFailed) as exc:
+        print(f"quietwire {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (redis.RedisError, OSError) as exc:
+        print(
+            f"quietwire {args.command}: cannot reach Redis (QW_REDIS_URL): {exc}", file=sys.stderr
+        )
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        logging.getLogger(__name__).info("interrupted")
+        return EXIT_FAILURE

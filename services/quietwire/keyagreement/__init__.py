@@ -1,0 +1,1 @@
+"""keyagreement: the security plan of every call (mode, relay, ZRTP binding, downgrades)."""

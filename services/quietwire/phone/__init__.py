@@ -1,0 +1,1 @@
+"""phone: the ZRTP softphone, echo service and load generator."""

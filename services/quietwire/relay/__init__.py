@@ -1,0 +1,1 @@
+"""relay: SRTP/ZRTP media relays (port pairs, latching, forwarding, classification)."""

@@ -1,0 +1,28 @@
+"""gRPC client channels to other quietwire services."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from quietwire.runtime.interceptors import CallIdClientInterceptor
+from quietwire.runtime.tls import TlsFiles, channel_credentials
+
+#: Keepalive so a dead peer is noticed within seconds, not at the next call.
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+
+
+def open_channel(target: str, tls: TlsFiles | None) -> grpc.aio.Channel:
+    """A channel to ``target`` (host:port) with mutual TLS, or plain text when ``tls`` is None."""
+    interceptors: Sequence[Any] = [CallIdClientInterceptor()]
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        target, channel_credentials(tls), options=CHANNEL_OPTIONS, interceptors=interceptors
+    )

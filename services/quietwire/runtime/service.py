@@ -1,0 +1,136 @@
+"""The one service skeleton every quietwire service runs in.
+
+settings → dependencies → gRPC server with health → run until a signal →
+NOT_SERVING → drain → stop with grace → close. A second SIGTERM/SIGINT during
+shutdown forces: calls are cut and the process exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Mapping
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from quietwire.runtime.health import HealthMonitor, ReadinessCheck
+from quietwire.runtime.interceptors import CallIdServerInterceptor
+from quietwire.runtime.metrics import start_metrics
+from quietwire.runtime.settings import ServiceSettings, SettingsError, env_name
+from quietwire.runtime.tls import server_credentials
+
+log = logging.getLogger(__name__)
+
+#: Exit status when a second signal cut the graceful shutdown short.
+EXIT_FORCED = 130
+
+
+class Service(Protocol):
+    """What a service gives the skeleton."""
+
+    #: Full gRPC service names it serves (for health), e.g. ``quietwire.relay.v1.Relay``.
+    grpc_services: tuple[str, ...]
+
+    def add_to_server(self, server: grpc.aio.Server) -> None: ...
+
+    async def start(self) -> None: ...
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]: ...
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking new work; return when work in progress ends or ``timeout`` passes."""
+
+    async def close(self) -> None: ...
+
+
+def build_server(settings: ServiceSettings) -> tuple[grpc.aio.Server, int]:
+    """A ``grpc.aio`` server with our interceptors, bound to ``QW_GRPC_BIND:QW_GRPC_PORT``."""
+    server = grpc.aio.server(
+        interceptors=[CallIdServerInterceptor()],
+        options=(("grpc.so_reuseport", 0),),
+    )
+    files = settings.grpc_tls
+    try:
+        if files is None:
+            port = server.add_insecure_port(settings.grpc_address)
+        else:
+            port = server.add_secure_port(settings.grpc_address, server_credentials(files))
+    except (RuntimeError, OSError) as exc:
+        raise SettingsError(
+            f"cannot listen on {env_name('grpc_bind')}:{env_name('grpc_port')}"
+            f" = {settings.grpc_address}: {exc}"
+        ) from exc
+    if port == 0:
+        raise SettingsError(
+            f"cannot listen on {env_name('grpc_bind')}:{env_name('grpc_port')}"
+            f" = {settings.grpc_address} (in use?)"
+        )
+    return server, port
+
+
+class _Signals:
+    """Counts SIGTERM/SIGINT: the first asks to stop, the second forces."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.force = asyncio.Event()
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._received, sig)
+
+    def _received(self, sig: signal.Signals) -> None:
+        if self.stop.is_set():
+            log.warning("second signal: forcing shutdown", extra={"signal": sig.name})
+            self.force.set()
+        else:
+            log.info("stopping", extra={"signal": sig.name})
+            self.stop.set()
+
+    async def unless_forced(self, step: Awaitable[object]) -> bool:
+        """Run ``step``; False if a second signal came first."""
+        task = asyncio.ensure_future(step)
+        forced = asyncio.ensure_future(self.force.wait())
+        await asyncio.wait({task, forced}, return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if task.done():
+            task.result()
+            return True
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+
+
+async def serve(name: str, settings: ServiceSettings, service: Service) -> int:
+    """Run ``service`` until a signal; returns the process exit status."""
+    log.info("starting", extra={"settings": settings.redacted()})
+    server, port = build_server(settings)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    service.add_to_server(server)
+    metrics = start_metrics(name, settings.metrics_bind, settings.metrics_port)
+    signals = _Signals()
+    signals.install()
+    monitor = HealthMonitor(health, service.grpc_services, service.readiness_checks())
+    try:
+        await service.start()
+        await server.start()
+        await monitor.start()
+        log.info("listening", extra={"grpc_port": port, "metrics_port": metrics and metrics.port})
+        await signals.stop.wait()
+        await monitor.stop()
+        graceful = await signals.unless_forced(service.drain(settings.drain_timeout))
+        graceful = graceful and await signals.unless_forced(server.stop(settings.shutdown_grace))
+        if not graceful:
+            await server.stop(None)
+        log.info("stopped", extra={"graceful": graceful})
+        return 0 if graceful else EXIT_FORCED
+    finally:
+        await service.close()
+        if metrics is not None:
+            metrics.close()

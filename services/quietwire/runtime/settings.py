@@ -1,0 +1,241 @@
+"""Typed settings from ``QW_*`` environment variables and an optional YAML file.
+
+Precedence, highest first: environment, YAML file, defaults. Every setting is
+validated at start; a bad value raises :class:`SettingsError`, whose message
+names the setting as an operator writes it (``QW_SIP_PORT``), and the process
+stops. :meth:`QuietwireSettings.redacted` is what the startup log prints:
+secrets and URL passwords hidden.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from quietwire.runtime.tls import TlsFiles
+
+ENV_PREFIX = "QW_"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+#: A listening port where 0 turns the listener off.
+OptionalPort = Annotated[int, Field(ge=0, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+S = TypeVar("S", bound="QuietwireSettings")
+
+_yaml_values: ContextVar[Mapping[str, Any] | None] = ContextVar("quietwire_yaml", default=None)
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``sip_port`` → ``QW_SIP_PORT``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Values from the YAML file being loaded (see :func:`load_settings`)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_yaml_values.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        return {k: v for k, v in (_yaml_values.get() or {}).items() if k in fields}
+
+
+class QuietwireSettings(BaseSettings):
+    """Base of every settings class; subclasses add their fields."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, validate_default=True
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlSource(settings_cls)
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting by its environment name, secrets hidden, for the startup log."""
+        values = self.model_dump(mode="json")
+        return {env_name(k): _redact_url(v) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def _redact_url(value: str) -> str:
+    if "://" not in value or "@" not in value:
+        return value
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class CommonSettings(QuietwireSettings):
+    """Settings of every process, services and admin commands alike."""
+
+    log_level: LogLevel = "info"
+    #: Privacy (OSTN): IP addresses are masked in logs unless this is on.
+    log_ips: bool = False
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: SecretStr | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class SipDomainSettings(QuietwireSettings):
+    #: The SIP domain of users' addresses of record, and the digest realm.
+    sip_domain: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9.:\[\]-]+$")] = "127.0.0.1"
+
+
+class ServiceSettings(CommonSettings):
+    """Settings of a long-running service: its gRPC server, metrics and shutdown."""
+
+    grpc_bind: str = "127.0.0.1"
+    grpc_port: Port = 50051
+    #: Server certificate and key, and the CA that signs peers' client
+    #: certificates (mutual TLS between services).
+    grpc_tls_cert: FilePath | None = None
+    grpc_tls_key: FilePath | None = None
+    grpc_tls_ca: FilePath | None = None
+    #: Plain-text gRPC; for tests and local debugging only.
+    grpc_insecure: bool = False
+    metrics_bind: str = "127.0.0.1"
+    metrics_port: OptionalPort = 0
+    #: After SIGTERM: how long calls in progress may take to finish.
+    drain_timeout: Seconds = 30.0
+    #: Then how long in-flight RPCs get before the server stops.
+    shutdown_grace: Seconds = 5.0
+
+    @model_validator(mode="after")
+    def _grpc_tls_complete(self) -> Self:
+        if not self.grpc_insecure:
+            for name in ("grpc_tls_cert", "grpc_tls_key", "grpc_tls_ca"):
+                if getattr(self, name) is None:
+                    raise ValueError(
+                        f"{env_name(name)} is required unless {env_name('grpc_insecure')}=true"
+                    )
+        return self
+
+    @field_validator("grpc_bind", "metrics_bind")
+    @classmethod
+    def _bind_address(cls, value: str) -> str:
+        ipaddress.ip_address(value.strip("[]"))
+        return value
+
+    @property
+    def grpc_tls(self) -> TlsFiles | None:
+        """The mutual-TLS files, or None with ``QW_GRPC_INSECURE=true``."""
+        cert, key, ca = self.grpc_tls_cert, self.grpc_tls_key, self.grpc_tls_ca
+        if self.grpc_insecure or cert is None or key is None or ca is None:
+            return None
+        return TlsFiles(cert, key, ca)
+
+    @property
+    def grpc_address(self) -> str:
+        host = self.grpc_bind
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.grpc_port}"
+
+
+def _format(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if loc:
+            shown = (
+                "" if "secret" in item["type"] or "password" in loc else f" (got {item['input']!r})"
+            )
+            if item["type"] == "missing":
+                shown = ""
+            lines.append(f"invalid setting {env_name(loc)}: {message}{shown}")
+        else:
+            lines.append(f"invalid settings: {message}")
+    return "; ".join(lines)
+
+
+def known_settings() -> set[str]:
+    """Names of every setting of every imported settings class.
+
+    One YAML file may serve several services, so a key is unknown only when
+    no class has it (a typo).
+    """
+    found: set[str] = set()
+    stack: list[type[QuietwireSettings]] = [QuietwireSettings]
+    while stack:
+        cls = stack.pop()
+        found.update(cls.model_fields)
+        stack.extend(cls.__subclasses__())
+    return found
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML settings file: a mapping of setting names (``sip_port: 5061``)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path} must hold a mapping of setting names")
+    unknown = sorted(str(k) for k in data if k not in known_settings())
+    if unknown:
+        raise SettingsError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return data
+
+
+@contextmanager
+def _yaml_context(values: Mapping[str, Any]) -> Iterator[None]:
+    token = _yaml_values.set(values)
+    try:
+        yield
+    finally:
+        _yaml_values.reset(token)
+
+
+def load_settings(cls: type[S], config_file: Path | None = None, **overrides: Any) -> S:
+    """Settings of ``cls`` from the environment, ``config_file`` and ``overrides``.
+
+    Raises :class:`SettingsError` naming the first bad setting(s).
+    """
+    values = read_yaml(config_file) if config_file is not None else {}
+    try:
+        with _yaml_context(values):
+            return cls(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_format(exc)) from None

@@ -1,0 +1,1 @@
+"""signaling: the SIP-over-TLS front ends (registrar, proxy)."""

@@ -1,0 +1,102 @@
+"""SIP users in Redis: digest HA1 hashes per algorithm, never a password."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+from redis.typing import EncodableT, FieldT
+
+from quietwire.protocols.sip.digest import DigestAlgorithm, ha1
+from quietwire.runtime.redisclient import text
+
+#: Hash per user: ``ha1_md5`` and ``ha1_sha256`` (lowercase hex), ``created``
+#: (unix seconds). Accounts have no TTL: they live until deleted. The hash
+#: tag keeps a realm's users and their index in one Cluster slot, so adding a
+#: user is one MULTI.
+USER_KEY = "qw:{{users:{realm}}}:user:{username}"
+#: Set of the usernames of a realm, for listing without SCAN.
+USER_INDEX_KEY = "qw:{{users:{realm}}}:index"
+
+#: A conservative subset of the RFC 3261 ``user`` production: no escapes,
+#: nothing a phone's UI might mangle.
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MIN_PASSWORD_LENGTH = 8
+
+
+class UserError(ValueError):
+    """A username or password that cannot be stored; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    realm: str
+    ha1: dict[DigestAlgorithm, str]
+    created: float
+
+
+def check_username(username: str) -> str:
+    if not USERNAME.match(username):
+        raise UserError(
+            f"invalid username {username!r}: use 1-64 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return username
+
+
+def _ha1_field(algorithm: DigestAlgorithm) -> str:
+    """``ha1_md5``, ``ha1_sha256``."""
+    return "ha1_" + algorithm.name.lower().replace("_", "")
+
+
+class UserStore:
+    """Users of one realm (the SIP domain) in Redis."""
+
+    def __init__(self, client: redis.Redis, realm: str) -> None:
+        self.redis = client
+        self.realm = realm
+
+    def _key(self, username: str) -> str:
+        return USER_KEY.format(realm=self.realm, username=username)
+
+    @property
+    def _index(self) -> str:
+        return USER_INDEX_KEY.format(realm=self.realm)
+
+    async def put(self, username: str, password: str) -> bool:
+        """Create or replace a user; True if it is new."""
+        check_username(username)
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise UserError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
+        fields: dict[FieldT, EncodableT] = {
+            _ha1_field(alg): ha1(alg, username, self.realm, password) for alg in DigestAlgorithm
+        }
+        fields["created"] = str(time.time())
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key(username))
+            pipe.hset(self._key(username), mapping=fields)
+            pipe.sadd(self._index, username)
+            _, _, added = await pipe.execute()
+        return bool(added)
+
+    async def delete(self, username: str) -> bool:
+        """Remove a user; True if it existed."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key(username))
+            pipe.srem(self._index, username)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def get(self, username: str) -> User | None:
+        stored = await self.redis.hgetall(self._key(username))
+        raw = {text(k): text(v) for k, v in stored.items()}
+        if not raw:
+            return None
+        hashes = {alg: raw[_ha1_field(alg)] for alg in DigestAlgorithm}
+        return User(username, self.realm, hashes, float(raw["created"]))
+
+    async def usernames(self) -> list[str]:
+        return sorted(text(m) for m in await self.redis.smembers(self._index))
