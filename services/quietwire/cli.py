@@ -89,6 +89,9 @@ async def _user_command(args: argparse.Namespace) -> int:
             for name in await store.usernames():
                 print(f"{name}@{settings.sip_domain}")
         return 0
+    except (redis.RedisError, OSError) as exc:
+        print(f"quietwire user: cannot use Redis at QW_REDIS_URL: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         await client.aclose()
 
@@ -133,11 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except (UserError, RedisUnavailable, UpFailed) as exc:
         print(f"quietwire {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except (redis.RedisError, OSError) as exc:
-        print(
-            f"quietwire {args.command}: cannot reach Redis (QW_REDIS_URL): {exc}", file=sys.stderr
-        )
         return EXIT_FAILURE
     except KeyboardInterrupt:
         logging.getLogger(__name__).info("interrupted")
