@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from prometheus_client import Counter
@@ -19,6 +19,16 @@ from quietwire.runtime.context import CALL_ID_METADATA, CallId, call_id_var
 RPCS = Counter("quietwire_grpc_server_requests", "gRPC requests received", ["method"])
 
 Behavior = Callable[..., Any]
+
+# grpc-stubs makes the interceptor bases generic; at run time they are not.
+if TYPE_CHECKING:
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+    _UnaryUnaryClientInterceptor = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStreamClientInterceptor = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+else:
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+    _UnaryUnaryClientInterceptor = grpc.aio.UnaryUnaryClientInterceptor
+    _UnaryStreamClientInterceptor = grpc.aio.UnaryStreamClientInterceptor
 
 
 def _with_call_id(behavior: Behavior, call_id: CallId) -> Behavior:
@@ -46,7 +56,7 @@ def _with_call_id(behavior: Behavior, call_id: CallId) -> Behavior:
     return unary
 
 
-class CallIdServerInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+class CallIdServerInterceptor(_ServerInterceptor):
     """Sets :data:`call_id_var` from ``x-call-id`` for the duration of a handler."""
 
     async def intercept_service(
@@ -93,8 +103,8 @@ def _details_with_call_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.Clien
 
 
 class CallIdClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor[Any, Any],
-    grpc.aio.UnaryStreamClientInterceptor[Any, Any],
+    _UnaryUnaryClientInterceptor,
+    _UnaryStreamClientInterceptor,
 ):
     """Adds ``x-call-id`` from :data:`call_id_var` to outgoing RPCs."""
 

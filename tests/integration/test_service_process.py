@@ -1,0 +1,97 @@
+"""A service as a real process: fail-fast settings, health, metrics, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from quietwire.runtime.channels import open_channel
+from quietwire.runtime.health import LIVENESS, NOT_SERVING, SERVING, serving_status
+
+from tests.conftest import (
+    free_port,
+    port_open,
+    quietwire_env,
+    run_quietwire,
+    start_redis,
+    stop_redis,
+)
+
+
+def test_bad_setting_stops_at_once() -> None:
+    result = run_quietwire("signaling", env=quietwire_env(QW_SIP_PORT="abc"))
+    assert result.returncode == 2
+    assert "invalid setting QW_SIP_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unloadable_certificate_named(tmp_path: Path) -> None:
+    cert, key = tmp_path / "sip.pem", tmp_path / "sip.key"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    key.write_text("nothing\n")
+    env = quietwire_env(QW_SIP_TLS_CERT=str(cert), QW_SIP_TLS_KEY=str(key), QW_GRPC_INSECURE="true")
+    result = run_quietwire("signaling", env=env)
+    assert result.returncode == 2
+    assert "QW_SIP_TLS_CERT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def wait_status(target: str, want: int, service: str = "", timeout: float = 15) -> None:
+    channel = open_channel(target, None)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (status := await serving_status(channel, service)) != want:
+            assert asyncio.get_running_loop().time() < deadline, f"{service!r} stuck at {status}"
+            await asyncio.sleep(0.1)
+    finally:
+        await channel.close(None)
+
+
+async def test_relay_lifecycle(tmp_path: Path) -> None:
+    redis = start_redis(tmp_path)
+    grpc_port, metrics_port = free_port(), free_port()
+    env = quietwire_env(
+        QW_REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
+        QW_GRPC_INSECURE="true",
+        QW_GRPC_PORT=str(grpc_port),
+        QW_METRICS_PORT=str(metrics_port),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "quietwire", "relay"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    target = f"127.0.0.1:{grpc_port}"
+    try:
+        await wait_status(target, SERVING)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+            metrics = reply.read().decode()
+        assert 'quietwire_build_info{service="relay"' in metrics
+        assert "quietwire_ready 1.0" in metrics
+
+        stop_redis(redis)
+        await wait_status(target, NOT_SERVING)
+        await wait_status(target, SERVING, service=LIVENESS, timeout=2)
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        stop_redis(redis)
+        _, stderr = process.communicate(timeout=5)
+    assert not port_open(grpc_port)
+    assert not port_open(metrics_port)
+    entries = [json.loads(line) for line in stderr.splitlines()]
+    messages = [e["msg"] for e in entries]
+    assert messages[0] == "starting"
+    assert "not ready" in messages
+    assert messages[-1] == "stopped"
+    assert entries[-1]["graceful"] is True
+    assert "127.0.0.1" not in stderr

@@ -1,0 +1,196 @@
+"""`quietwire up` as a user runs it: healthy, usable, and gone without a trace on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quietwire.runtime.channels import open_channel
+from quietwire.runtime.health import SERVING, serving_status
+from quietwire.runtime.tls import TlsFiles
+
+from tests.conftest import free_port, port_open, quietwire_env, run_quietwire
+
+UP_TIMEOUT = 60
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def read_up_line(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + UP_TIMEOUT
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("quietwire up:"):
+            return line.strip()
+        if not line and process.poll() is not None:
+            break
+    pytest.fail(f"no 'quietwire up:' line (exit status {process.poll()})")
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int]]:
+    state, sip_port = tmp_path / "state", free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "quietwire",
+            "up",
+            "--state-dir",
+            str(state),
+            "--sip-port",
+            str(sip_port),
+        ],
+        env=quietwire_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    yield process, state, sip_port
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+async def test_up_healthy_usable_and_leaves_nothing(
+    platform: tuple[subprocess.Popen[str], Path, int],
+) -> None:
+    process, state, sip_port = platform
+    line = read_up_line(process)
+    assert line.startswith(f"quietwire up: sip:127.0.0.1:{sip_port};transport=tls ")
+    fields = dict(part.split("=", 1) for part in line.split()[3:])
+    assert Path(fields["ca"]) == state.resolve() / "pki" / "ca.pem"
+    credentials = dict(pair.split(":", 1) for pair in fields["users"].split(","))
+    assert set(credentials) == {"alice", "bob"}
+
+    status: dict[str, Any] = json.loads((state / "up.json").read_text())
+    pki = state / "pki"
+    tls = TlsFiles(pki / "grpc.pem", pki / "grpc.key", pki / "ca.pem")
+    for name, service in status["services"].items():
+        channel = open_channel(service["grpc"], tls)
+        try:
+            assert await serving_status(channel) == SERVING, name
+        finally:
+            await channel.close(None)
+
+    config = fields["config"]
+    added = run_quietwire(
+        "--config", config, "user", "add", "carol", "--password-stdin", stdin="carol-secret\n"
+    )
+    assert added.returncode == 0, added.stderr
+    listed = run_quietwire("--config", config, "user", "list")
+    assert listed.stdout.split() == ["alice@127.0.0.1", "bob@127.0.0.1", "carol@127.0.0.1"]
+
+    pids = [status["redis"]["pid"], *(s["pid"] for s in status["services"].values())]
+    ports = [
+        int(s[k].rsplit(":", 1)[1])
+        for s in status["services"].values()
+        for k in ("grpc", "metrics")
+    ]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert [pid for pid in pids if alive(pid)] == []
+    assert [port for port in ports if port_open(port)] == []
+    assert not (state / "redis" / "redis.sock").exists()
+    assert not (state / "up.json").exists()
+
+
+def test_up_kept_state_between_runs(tmp_path: Path) -> None:
+    """Users added in one run are there in the next; the CA is the same."""
+    state = tmp_path / "state"
+    lines = []
+    for _ in range(2):
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "quietwire",
+                "up",
+                "--state-dir",
+                str(state),
+                "--sip-port",
+                str(free_port()),
+            ],
+            env=quietwire_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            lines.append(read_up_line(process).split(" ", 3)[3])
+            if len(lines) == 1:
+                ca = (state / "pki" / "ca.pem").read_bytes()
+                run_quietwire(
+                    "--config",
+                    str(state / "quietwire.yaml"),
+                    "user",
+                    "add",
+                    "dave",
+                    "--password-stdin",
+                    stdin="dave-secret\n",
+                )
+            else:
+                users = run_quietwire("--config", str(state / "quietwire.yaml"), "user", "list")
+                assert "dave@127.0.0.1" in users.stdout.split()
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(30) == 0
+    assert lines[0] == lines[1]
+    assert (state / "pki" / "ca.pem").read_bytes() == ca
+
+
+def test_up_without_redis_names_the_package(tmp_path: Path) -> None:
+    env = quietwire_env(PATH=str(Path(sys.executable).parent))
+    result = run_quietwire(
+        "up", "--state-dir", str(tmp_path / "s"), "--sip-port", str(free_port()), env=env
+    )
+    assert result.returncode == 1
+    assert "install the Debian package redis-server" in result.stderr
+
+
+def wait_gone(pids: list[int], timeout: float = 20) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def child_pids(state: Path) -> list[int]:
+    status = json.loads((state / "up.json").read_text())
+    return [status["redis"]["pid"], *(s["pid"] for s in status["services"].values())]
+
+
+def test_killed_up_takes_its_children_along(
+    platform: tuple[subprocess.Popen[str], Path, int],
+) -> None:
+    process, state, _ = platform
+    read_up_line(process)
+    pids = child_pids(state)
+    process.kill()
+    process.wait()
+    assert wait_gone(pids) == []
+
+
+def test_a_dying_service_stops_the_platform(
+    platform: tuple[subprocess.Popen[str], Path, int],
+) -> None:
+    process, state, _ = platform
+    read_up_line(process)
+    status = json.loads((state / "up.json").read_text())
+    pids = child_pids(state)
+    os.kill(status["services"]["relay"]["pid"], signal.SIGKILL)
+    assert process.wait(30) == 1
+    assert wait_gone(pids) == []
