@@ -3,6 +3,7 @@
     quietwire [--config FILE] signaling|keyagreement|relay   run one service
     quietwire [--config FILE] user add|del|list              manage SIP users
     quietwire up [--state-dir DIR] [--sip-host H] [--sip-port P]   everything, locally
+    quietwire pki --dir DIR [--sip-host H] [--grpc-name N]...    development certificates
 
 Settings come from ``QW_*`` environment variables and the optional YAML file
 (``--config`` or ``QW_CONFIG``). A bad setting ends the process with status 2
@@ -23,6 +24,7 @@ from typing import Any
 
 import redis
 
+from quietwire.embedded.pki import ensure_pki
 from quietwire.embedded.redis_server import RedisUnavailable
 from quietwire.embedded.up import UpFailed, UpOptions, up
 from quietwire.keyagreement.service import KeyAgreementService
@@ -102,6 +104,13 @@ def run_up(args: argparse.Namespace) -> int:
     return asyncio.run(up(options))
 
 
+def run_pki(args: argparse.Namespace) -> int:
+    pki = ensure_pki(Path(args.dir), args.sip_host, tuple(args.grpc_name))
+    for path in (pki.ca, pki.sip_cert, pki.sip_key, pki.grpc_cert, pki.grpc_key):
+        print(path)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="quietwire", description="Secure VoIP hosting platform.")
     root.add_argument("--config", help="YAML settings file (default: $QW_CONFIG)")
@@ -120,6 +129,12 @@ def parser() -> argparse.ArgumentParser:
     embedded.add_argument("--state-dir", default=".quietwire", help="default: ./.quietwire")
     embedded.add_argument("--sip-host", default="127.0.0.1", help="host phones register to")
     embedded.add_argument("--sip-port", type=int, default=5061, help="SIP over TLS port")
+    pki = commands.add_parser("pki", help="create or reuse development certificates")
+    pki.add_argument("--dir", required=True, help="where the CA and certificates go")
+    pki.add_argument("--sip-host", default="127.0.0.1", help="name in the SIP certificate")
+    pki.add_argument(
+        "--grpc-name", action="append", default=[], help="extra name for the gRPC certificate"
+    )
     return root
 
 
@@ -130,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_service(args.command, args)
         if args.command == "user":
             return asyncio.run(_user_command(args))
+        if args.command == "pki":
+            return run_pki(args)
         return run_up(args)
     except SettingsError as exc:
         print(f"quietwire {args.command}: {exc}", file=sys.stderr)

@@ -89,3 +89,23 @@ def test_wrong_name_is_refused(tmp_path: Path) -> None:
     pki = ensure_pki(tmp_path, "127.0.0.1")
     with pytest.raises(ssl.SSLCertVerificationError):
         handshake(pki, "other.example.test", pki.sip_cert, pki.sip_key)
+
+
+def test_pki_command_adds_container_names(tmp_path: Path) -> None:
+    from tests.conftest import run_quietwire
+
+    result = run_quietwire(
+        "pki",
+        "--dir",
+        str(tmp_path),
+        "--sip-host",
+        "sip.example.test",
+        "--grpc-name",
+        "relay",
+        "--grpc-name",
+        "keyagreement",
+    )
+    assert result.returncode == 0, result.stderr
+    assert names(tmp_path / "sip.pem") == ("sip.example.test", ["sip.example.test"])
+    _, grpc_names = names(tmp_path / "grpc.pem")
+    assert {"localhost", "relay", "keyagreement"} <= set(grpc_names)

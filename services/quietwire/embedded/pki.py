@@ -152,8 +152,12 @@ def _ensure(
     return cert, key
 
 
-def ensure_pki(directory: Path, sip_host: str) -> Pki:
-    """Create or reuse the development CA and the certificates it signs."""
+def ensure_pki(directory: Path, sip_host: str, grpc_names: tuple[str, ...] = ()) -> Pki:
+    """Create or reuse the development CA and the certificates it signs.
+
+    ``grpc_names`` adds host names to the gRPC certificate (for containers that
+    reach each other by service name, as in docker-compose.yml).
+    """
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     pki = Pki(
         ca=directory / "ca.pem",
@@ -169,7 +173,7 @@ def ensure_pki(directory: Path, sip_host: str) -> Pki:
         pki.grpc_key,
         "quietwire services",
         ca,
-        GRPC_NAMES,
+        GRPC_NAMES + grpc_names,
         [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
     )
     return pki
