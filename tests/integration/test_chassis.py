@@ -63,8 +63,7 @@ async def server(tls: TlsFiles) -> AsyncIterator[tuple[str, HealthServicer]]:
 
 async def test_call_id_crosses_grpc(server: tuple[str, HealthServicer], tls: TlsFiles) -> None:
     target, _ = server
-    channel = open_channel(target, tls)
-    try:
+    async with open_channel(target, tls) as channel:
         whoami = channel.unary_unary(WHOAMI)
         assert await whoami(b"", timeout=5) == b""
         token = call_id_var.set(CallId("3848276298220188511@atlanta.example.com"))
@@ -72,8 +71,6 @@ async def test_call_id_crosses_grpc(server: tuple[str, HealthServicer], tls: Tls
             assert await whoami(b"", timeout=5) == b"3848276298220188511@atlanta.example.com"
         finally:
             call_id_var.reset(token)
-    finally:
-        await channel.close(None)
 
 
 async def test_client_without_certificate_refused(
@@ -92,11 +89,8 @@ async def test_client_trusting_another_ca_refused(
 ) -> None:
     target, _ = server
     other = ensure_pki(tmp_path / "other", "127.0.0.1")
-    channel = open_channel(target, TlsFiles(other.grpc_cert, other.grpc_key, other.ca))
-    try:
+    async with open_channel(target, TlsFiles(other.grpc_cert, other.grpc_key, other.ca)) as channel:
         assert await serving_status(channel) != SERVING
-    finally:
-        await channel.close(None)
 
 
 async def test_readiness_follows_checks_liveness_does_not(
@@ -109,8 +103,7 @@ async def test_readiness_follows_checks_liveness_does_not(
         return redis_up
 
     monitor = HealthMonitor(health, ["quietwire.test.v1.Test"], {"redis": redis_check}, 0.05)
-    channel = open_channel(target, tls)
-    try:
+    async with open_channel(target, tls) as channel:
         await monitor.start()
         assert await serving_status(channel) == SERVING
         assert await serving_status(channel, "quietwire.test.v1.Test") == SERVING
@@ -123,8 +116,6 @@ async def test_readiness_follows_checks_liveness_does_not(
         assert await serving_status(channel) == SERVING
         await monitor.stop()
         assert await serving_status(channel) == NOT_SERVING
-    finally:
-        await channel.close(None)
 
 
 async def test_port_in_use_is_a_settings_error(tls: TlsFiles) -> None:

@@ -42,14 +42,11 @@ def test_unloadable_certificate_named(tmp_path: Path) -> None:
 
 
 async def wait_status(target: str, want: int, service: str = "", timeout: float = 15) -> None:
-    channel = open_channel(target, None)
-    try:
+    async with open_channel(target, None) as channel:
         deadline = asyncio.get_running_loop().time() + timeout
         while (status := await serving_status(channel, service)) != want:
             assert asyncio.get_running_loop().time() < deadline, f"{service!r} stuck at {status}"
             await asyncio.sleep(0.1)
-    finally:
-        await channel.close(None)
 
 
 async def test_relay_lifecycle(tmp_path: Path) -> None:

@@ -42,10 +42,9 @@ def read_up_line(process: subprocess.Popen[str]) -> str:
     pytest.fail(f"no 'quietwire up:' line (exit status {process.poll()})")
 
 
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int]]:
-    state, sip_port = tmp_path / "state", free_port()
-    process = subprocess.Popen(
+def start_up(state: Path, sip_port: int) -> subprocess.Popen[str]:
+    """`quietwire up` as a user starts it, its stdout readable."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -60,6 +59,12 @@ def platform(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int]
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int]]:
+    state, sip_port = tmp_path / "state", free_port()
+    process = start_up(state, sip_port)
     yield process, state, sip_port
     if process.poll() is None:
         process.kill()
@@ -81,11 +86,8 @@ async def test_up_healthy_usable_and_leaves_nothing(
     pki = state / "pki"
     tls = TlsFiles(pki / "grpc.pem", pki / "grpc.key", pki / "ca.pem")
     for name, service in status["services"].items():
-        channel = open_channel(service["grpc"], tls)
-        try:
+        async with open_channel(service["grpc"], tls) as channel:
             assert await serving_status(channel) == SERVING, name
-        finally:
-            await channel.close(None)
 
     config = fields["config"]
     added = run_quietwire(
@@ -114,21 +116,7 @@ def test_up_kept_state_between_runs(tmp_path: Path) -> None:
     state = tmp_path / "state"
     lines = []
     for _ in range(2):
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "quietwire",
-                "up",
-                "--state-dir",
-                str(state),
-                "--sip-port",
-                str(free_port()),
-            ],
-            env=quietwire_env(),
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        process = start_up(state, free_port())
         try:
             lines.append(read_up_line(process).split(" ", 3)[3])
             if len(lines) == 1:
