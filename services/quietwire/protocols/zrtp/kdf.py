@@ -170,6 +170,10 @@ def confirm_mac(hash_type: HashType, mac_key: bytes, encrypted: bytes) -> bytes:
     return hmac.new(mac_key, encrypted, hash_type.hashlib_name).digest()[:MAC_LENGTH]
 
 
+def confirm_mac_ok(hash_type: HashType, mac_key: bytes, encrypted: bytes, mac: bytes) -> bool:
+    return hmac.compare_digest(confirm_mac(hash_type, mac_key, encrypted), mac)
+
+
 def cfb_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
     """AES in 128-bit CFB mode, as Confirm and SASrelay use (section 5.7)."""
     encryptor = Cipher(algorithms.AES(key), CFB(iv)).encryptor()
