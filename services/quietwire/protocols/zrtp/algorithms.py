@@ -115,6 +115,25 @@ class Offer:
     key_agreements: tuple[Block, ...] = (KeyAgreementType.DH3k.value, KeyAgreementType.Mult.value)
     sas_types: tuple[Block, ...] = (SasType.B32.value,)
 
+    def with_mandatory(self) -> Offer:
+        """This offer with every mandatory algorithm listed (appended where missing).
+
+        Some peers (bzrtp) do not imply unlisted mandatory algorithms, so a Hello
+        without DH3k can leave them with nothing in common.
+        """
+
+        def listed(blocks: tuple[Block, ...], kind: type[enum.Enum]) -> tuple[Block, ...]:
+            missing = [m.value for m in MANDATORY[kind] if m.value not in blocks]
+            return (*blocks, *missing)[:7]
+
+        return Offer(
+            listed(self.hashes, HashType),
+            listed(self.ciphers, CipherType),
+            listed(self.auth_tags, AuthTagType),
+            listed(self.key_agreements, KeyAgreementType),
+            listed(self.sas_types, SasType),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Suite:

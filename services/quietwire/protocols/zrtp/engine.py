@@ -235,15 +235,16 @@ class ZrtpEngine:
         self.cache = cache
         self.session = session
         self.chain = kdf.HashChain.generate()
+        self.offer = config.offer.with_mandatory()
         self.hello = Hello(
             client_id=config.client_id.ljust(16)[:16],
             h3=self.chain.h3,
             zid=config.zid,
-            hashes=config.offer.hashes,
-            ciphers=config.offer.ciphers,
-            auth_tags=config.offer.auth_tags,
-            key_agreements=config.offer.key_agreements,
-            sas_types=config.offer.sas_types,
+            hashes=self.offer.hashes,
+            ciphers=self.offer.ciphers,
+            auth_tags=self.offer.auth_tags,
+            key_agreements=self.offer.key_agreements,
+            sas_types=self.offer.sas_types,
         )
         self.hello = replace(self.hello, mac=kdf.message_mac(self.chain.h2, self.hello.mac_input))
         self.hello_raw = self.hello.serialize()
@@ -367,7 +368,7 @@ class ZrtpEngine:
             suite = (
                 replace(self.session.suite, key_agreement=KeyAgreementType.Mult)
                 if self.session is not None
-                else negotiate(self.config.offer, peer)
+                else negotiate(self.offer, peer)
             )
         except NoCommonAlgorithm as exc:
             self._fail(_NO_COMMON_CODE[exc.kind], str(exc))
