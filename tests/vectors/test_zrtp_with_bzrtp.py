@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 from quietwire.protocols.zrtp.algorithms import Offer
 from quietwire.protocols.zrtp.cache import MemoryZidCache
-from quietwire.protocols.zrtp.engine import EngineConfig, Secured, State, ZrtpEngine
+from quietwire.protocols.zrtp.engine import State, ZrtpEngine
+from quietwire.protocols.zrtp.session import EngineConfig, Secured
 
 from tests.unit.zrtp.harness import FakeClock
 from tests.vectors import bzrtp_peer

@@ -7,16 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from quietwire.protocols.zrtp.cache import MemoryZidCache
-from quietwire.protocols.zrtp.engine import (
-    EngineConfig,
-    Failed,
-    MultistreamSession,
-    Secured,
-    State,
-    ZrtpEngine,
-)
+from quietwire.protocols.zrtp.engine import State, ZrtpEngine
 from quietwire.protocols.zrtp.messages import message_type
 from quietwire.protocols.zrtp.packet import HEADER_LENGTH
+from quietwire.protocols.zrtp.session import EngineConfig, Failed, MultistreamSession, Secured
 
 #: Decides a packet's fate in flight: return it (maybe altered), or None to drop it.
 Filter = Callable[[str, bytes], bytes | None]

@@ -8,10 +8,11 @@ import os
 
 import pytest
 from quietwire.protocols.zrtp.algorithms import Offer, SasType
-from quietwire.protocols.zrtp.engine import EngineConfig, Failed, Role, State
+from quietwire.protocols.zrtp.engine import State
 from quietwire.protocols.zrtp.errors import ErrorCode
 from quietwire.protocols.zrtp.messages import Error
 from quietwire.protocols.zrtp.packet import ZrtpPacket, crc
+from quietwire.protocols.zrtp.session import EngineConfig, Failed, Role
 
 from tests.unit.zrtp.harness import Pair, call_again, endpoint, kind, pair
 

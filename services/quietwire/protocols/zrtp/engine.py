@@ -25,17 +25,11 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from quietwire.protocols.zrtp import kdf
 from quietwire.protocols.zrtp.algorithms import (
-    AuthTagType,
-    CipherType,
-    HashType,
     KeyAgreementType,
     NoCommonAlgorithm,
-    Offer,
-    SasType,
     Suite,
     negotiate,
 )
@@ -60,29 +54,31 @@ from quietwire.protocols.zrtp.messages import (
     PingACK,
     parse_message,
 )
+from quietwire.protocols.zrtp.negotiation import (
+    NO_COMMON_CODE,
+    Unsupported,
+    commit_wins,
+    offer_of,
+    suite_of,
+)
 from quietwire.protocols.zrtp.packet import ZrtpPacket
 from quietwire.protocols.zrtp.sas import render
+from quietwire.protocols.zrtp.session import (
+    Clock,
+    EngineConfig,
+    Event,
+    Failed,
+    MultistreamSession,
+    Role,
+    Secured,
+    SrtpKeys,
+)
 
 log = logging.getLogger(__name__)
 
 # Section 6: retransmission timers.
 T1_INITIAL, T1_CAP, T1_MAX_RETRANSMISSIONS = 0.050, 0.200, 20
 T2_INITIAL, T2_CAP, T2_MAX_RETRANSMISSIONS = 0.150, 1.200, 10
-
-CLIENT_ID = b"quietwire"
-DEFAULT_OFFER = Offer(
-    hashes=(b"S256", b"S384"),
-    ciphers=(b"AES1",),
-    auth_tags=(b"HS80", b"HS32"),
-    key_agreements=(b"DH3k", b"X255", b"EC25", b"DH2k", b"EC38", b"Mult"),
-    sas_types=(b"B32 ", b"B256"),
-)
-
-
-class Clock(Protocol):
-    def now(self) -> float:
-        """Monotonic seconds."""
-        ...
 
 
 class State(enum.Enum):
@@ -118,76 +114,6 @@ _TRANSITIONS: dict[State, frozenset[State]] = {
     State.SECURE: frozenset(),
     State.FAILED: frozenset(),
 }
-
-
-class Role(enum.Enum):
-    INITIATOR = b"Initiator"
-    RESPONDER = b"Responder"
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    zid: bytes
-    offer: Offer = DEFAULT_OFFER
-    client_id: bytes = CLIENT_ID
-    #: Send a Commit once discovery completes (both sides usually do: 4.2).
-    initiate: bool = True
-    #: A peer Hello that does not match its SDP a=zrtp-hash ends the call's security.
-    binding_mismatch_fatal: bool = True
-    #: Seconds the peer should keep our new retained secret.
-    cache_expiration: int = 0xFFFFFFFF
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class SrtpKeys:
-    """SRTP master keys and salts, ours to send with and the peer's to receive with."""
-
-    cipher: CipherType
-    auth_tag: AuthTagType
-    send_key: bytes
-    send_salt: bytes
-    receive_key: bytes
-    receive_salt: bytes
-
-    def __repr__(self) -> str:
-        return f"SrtpKeys({self.cipher.name}/{self.auth_tag.name}, <hidden>)"
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class MultistreamSession:
-    """What a secured DH stream hands to further streams of the same call (4.4.3)."""
-
-    zrtp_session: bytes
-    suite: Suite
-    sas: str
-    sas_verified: bool
-
-    def __repr__(self) -> str:
-        return f"MultistreamSession({self.suite}, <hidden>)"
-
-
-@dataclass(frozen=True, slots=True)
-class Secured:
-    sas: str
-    sas_type: SasType
-    suite: Suite
-    #: The SAS was verified on an earlier call and the retained secret matched.
-    sas_verified: bool
-    #: We had a retained secret for this peer and it did not match: a MiTM, or a
-    #: reinstalled phone. The user must compare the SAS again.
-    cache_mismatch: bool
-    multistream: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    code: ErrorCode
-    reason: str
-    #: True when the peer sent the Error; False when we gave up.
-    by_peer: bool
-
-
-Event = Secured | Failed
 
 
 @dataclass(slots=True)
@@ -363,7 +289,7 @@ class ZrtpEngine:
             return
         if not self.config.initiate:
             return
-        peer = _offer_of(hs.peer_hello)
+        peer = offer_of(hs.peer_hello)
         try:
             suite = (
                 replace(self.session.suite, key_agreement=KeyAgreementType.Mult)
@@ -371,7 +297,7 @@ class ZrtpEngine:
                 else negotiate(self.offer, peer)
             )
         except NoCommonAlgorithm as exc:
-            self._fail(_NO_COMMON_CODE[exc.kind], str(exc))
+            self._fail(NO_COMMON_CODE[exc.kind], str(exc))
             return
         hs.suite = suite
         commit = Commit(
@@ -434,11 +360,15 @@ class ZrtpEngine:
         if not kdf.mac_ok(message.h2, hs.peer_hello.mac_input, hs.peer_hello.mac):
             self._fail(ErrorCode.MALFORMED_PACKET, "peer's Hello MAC does not verify")
             return
-        if self.state is State.COMMIT_SENT and hs.commit is not None and _wins(hs.commit, message):
+        if (
+            self.state is State.COMMIT_SENT
+            and hs.commit is not None
+            and commit_wins(hs.commit, message)
+        ):
             return  # contention (4.2): ours wins, the peer becomes responder
         try:
-            suite = _suite_of(message)
-        except _Unsupported as exc:
+            suite = suite_of(message)
+        except Unsupported as exc:
             self._fail(exc.code, f"peer chose an algorithm we do not support ({exc.block!r})")
             return
         self._timer = None
@@ -781,52 +711,6 @@ class ZrtpEngine:
             message, initial, cap, retransmissions, self.clock.now() + initial
         )
         self._emit(message)
-
-
-class _Unsupported(ValueError):
-    def __init__(self, code: ErrorCode, block: bytes) -> None:
-        super().__init__(block)
-        self.code, self.block = code, block
-
-
-_NO_COMMON_CODE = {
-    HashType: ErrorCode.HASH_TYPE_NOT_SUPPORTED,
-    CipherType: ErrorCode.CIPHER_TYPE_NOT_SUPPORTED,
-    AuthTagType: ErrorCode.AUTH_TAG_NOT_SUPPORTED,
-    KeyAgreementType: ErrorCode.KEY_AGREEMENT_NOT_SUPPORTED,
-    SasType: ErrorCode.SAS_SCHEME_NOT_SUPPORTED,
-}
-
-
-def _suite_of(commit: Commit) -> Suite:
-    def pick(kind: type[enum.Enum], block: bytes) -> enum.Enum:
-        try:
-            return kind(block)
-        except ValueError:
-            raise _Unsupported(_NO_COMMON_CODE[kind], block) from None
-
-    return Suite(
-        hash=pick(HashType, commit.hash),  # type: ignore[arg-type]
-        cipher=pick(CipherType, commit.cipher),  # type: ignore[arg-type]
-        auth_tag=pick(AuthTagType, commit.auth_tag),  # type: ignore[arg-type]
-        key_agreement=pick(KeyAgreementType, commit.key_agreement),  # type: ignore[arg-type]
-        sas=pick(SasType, commit.sas),  # type: ignore[arg-type]
-    )
-
-
-def _offer_of(hello: Hello) -> Offer:
-    return Offer(
-        hello.hashes, hello.ciphers, hello.auth_tags, hello.key_agreements, hello.sas_types
-    )
-
-
-def _wins(ours: Commit, theirs: Commit) -> bool:
-    """Commit contention (section 4.2): does our Commit beat the peer's?"""
-    if ours.is_dh_mode != theirs.is_dh_mode:
-        return ours.is_dh_mode
-    if ours.is_dh_mode:
-        return ours.hvi > theirs.hvi
-    return ours.nonce > theirs.nonce
 
 
 _HANDLERS = {
