@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-import crc32c
+import google_crc32c
 
 from quietwire.protocols.zrtp.errors import ParseError
 
@@ -39,7 +39,7 @@ def looks_like_zrtp(data: bytes) -> bool:
 
 def crc(data: bytes) -> bytes:
     """The CRC field for ``data`` as it goes on the wire."""
-    return crc32c.crc32c(data).to_bytes(4, "little")
+    return int(google_crc32c.value(data)).to_bytes(4, "little")
 
 
 @dataclass(frozen=True, slots=True)

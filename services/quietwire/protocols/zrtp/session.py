@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from quietwire.protocols.rtp.srtp import SrtpKeying, SrtpProfile
 from quietwire.protocols.zrtp.algorithms import AuthTagType, CipherType, Offer, SasType, Suite
 from quietwire.protocols.zrtp.errors import ErrorCode
 
@@ -56,6 +57,17 @@ class SrtpKeys:
 
     def __repr__(self) -> str:
         return f"SrtpKeys({self.cipher.name}/{self.auth_tag.name}, <hidden>)"
+
+    def keying(self) -> SrtpKeying:
+        """These keys for an SRTP context: AES1 with HS80/HS32 is AES-CM-128-HMAC-SHA1-80/32."""
+        profile = (
+            SrtpProfile.AES128_CM_SHA1_80
+            if self.auth_tag is AuthTagType.HS80
+            else SrtpProfile.AES128_CM_SHA1_32
+        )
+        return SrtpKeying(
+            profile, self.send_key, self.send_salt, self.receive_key, self.receive_salt
+        )
 
 
 @dataclass(frozen=True, slots=True, repr=False)
