@@ -1,0 +1,341 @@
+"""SIP header names and the structured headers (RFC 3261 sections 7.3, 20, 25).
+
+Messages keep header values as text; the types here parse them on demand:
+:class:`NameAddr` (From, To, Contact, Route, Record-Route), :class:`Via`,
+:class:`CSeq`, plus comma-list splitting that respects quotes and ``<>``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.uri import SipUri
+
+#: Compact forms (RFC 3261 section 7.3.3 and the extensions that define one).
+COMPACT = {
+    "i": "Call-ID",
+    "m": "Contact",
+    "e": "Content-Encoding",
+    "l": "Content-Length",
+    "c": "Content-Type",
+    "f": "From",
+    "s": "Subject",
+    "k": "Supported",
+    "t": "To",
+    "v": "Via",
+    "o": "Event",
+    "r": "Refer-To",
+    "b": "Referred-By",
+    "u": "Allow-Events",
+    "x": "Session-Expires",
+    "y": "Identity",
+    "a": "Accept-Contact",
+    "j": "Reject-Contact",
+    "d": "Request-Disposition",
+}
+_KNOWN = [
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Allow",
+    "Allow-Events",
+    "Authentication-Info",
+    "Authorization",
+    "Call-ID",
+    "Call-Info",
+    "Contact",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Date",
+    "Error-Info",
+    "Event",
+    "Expires",
+    "Flow-Timer",
+    "From",
+    "In-Reply-To",
+    "Max-Forwards",
+    "Min-Expires",
+    "MIME-Version",
+    "Organization",
+    "Path",
+    "Priority",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "Record-Route",
+    "Refer-To",
+    "Referred-By",
+    "Reply-To",
+    "Require",
+    "Retry-After",
+    "Route",
+    "Server",
+    "Service-Route",
+    "Session-Expires",
+    "Subject",
+    "Supported",
+    "Timestamp",
+    "To",
+    "Unsupported",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "WWW-Authenticate",
+]
+_CANONICAL = {name.lower(): name for name in _KNOWN}
+#: Headers whose values are comma-separated lists (RFC 3261 section 7.3.1).
+LIST_HEADERS = frozenset(
+    {
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Call-Info",
+        "Contact",
+        "Content-Encoding",
+        "Content-Language",
+        "Error-Info",
+        "In-Reply-To",
+        "Path",
+        "Proxy-Require",
+        "Record-Route",
+        "Require",
+        "Route",
+        "Service-Route",
+        "Supported",
+        "Unsupported",
+        "Via",
+        "Warning",
+    }
+)
+_TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+
+
+def is_token(text: str) -> bool:
+    return bool(_TOKEN.match(text))
+
+
+def canonical_name(name: str) -> str:
+    """``v`` → ``Via``, ``cseq`` → ``CSeq``; unknown names keep their spelling."""
+    lower = name.lower()
+    if lower in COMPACT:
+        return COMPACT[lower]
+    return _CANONICAL.get(lower, name)
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma list, not inside ``"quoted strings"`` or ``<URIs>``; drop empties."""
+    parts: list[str] = []
+    depth, quoted, escaped, start = 0, False, False, 0
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted:
+            if ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            parts.append(value[start:i])
+            start = i + 1
+    parts.append(value[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def unquote(text: str) -> str:
+    """The content of a quoted-string (RFC 3261 section 25.1), escapes resolved."""
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        raise ParseError("bad quoted string")
+    return re.sub(r"\\(.)", r"\1", text[1:-1])
+
+
+def quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """``;name=value;flag`` with whitespace around the separators (wsinv), values maybe quoted."""
+    params: dict[str, str | None] = {}
+    for part in _split_outside_quotes(text, ";"):
+        part = part.strip()
+        if not part:
+            continue
+        name, eq, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if not is_token(name):
+            raise ParseError("bad header parameter")
+        if eq and value.startswith('"'):
+            value = unquote(value)
+        elif eq and not value:
+            raise ParseError("empty header parameter value")
+        params[name.lower()] = value if eq else None
+    return params
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts, quoted, escaped, start = [], False, False, 0
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def format_params(params: dict[str, str | None]) -> str:
+    out = ""
+    for name, value in params.items():
+        if value is None:
+            out += f";{name}"
+        elif value == "" or is_token(value) or _looks_like_host(value):
+            out += f";{name}={value}"
+        else:
+            out += f";{name}={quote(value)}"
+    return out
+
+
+def _looks_like_host(value: str) -> bool:
+    return bool(re.match(r"^[\[\]0-9A-Za-z.:-]+$", value))
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """``"Display" <sip:uri>;params`` or ``sip:uri;params`` (RFC 3261 section 20.10)."""
+
+    uri: SipUri
+    display: str | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: str) -> NameAddr:
+        value = value.strip()
+        open_at = _find_unquoted(value, "<")
+        if open_at < 0:
+            uri_text, _, rest = value.partition(";")
+            if not uri_text or " " in uri_text.strip():
+                raise ParseError("bad addr-spec")
+            return cls(SipUri.parse(uri_text), None, parse_params(rest))
+        close_at = value.find(">", open_at)
+        if close_at < 0:
+            raise ParseError("unterminated <URI>")
+        inner = value[open_at + 1 : close_at]
+        if inner != inner.strip() or not inner:
+            raise ParseError("whitespace inside <URI>")
+        display = value[:open_at].strip() or None
+        if display is not None:
+            if display.startswith('"'):
+                display = unquote(display)
+            elif not all(is_token(word) for word in display.split()):
+                raise ParseError("bad display name")
+        rest = value[close_at + 1 :].strip()
+        if rest and not rest.startswith(";"):
+            raise ParseError("junk after <URI>")
+        return cls(SipUri.parse(inner), display, parse_params(rest))
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def with_params(self, **params: str | None) -> NameAddr:
+        return NameAddr(self.uri, self.display, {**self.params, **params})
+
+    def __str__(self) -> str:
+        display = f"{quote(self.display)} " if self.display else ""
+        return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+def _find_unquoted(text: str, char: str) -> int:
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == char and not quoted:
+            return i
+    return -1
+
+
+_VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9-]+)\s+(.+)$", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value (RFC 3261 section 20.42, RFC 3581 rport, RFC 5923 alias)."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: str) -> Via:
+        match = _VIA.match(value.strip())
+        if not match:
+            raise ParseError("bad Via")
+        transport, rest = match.group(1).upper(), match.group(2)
+        sent_by, _, param_text = rest.partition(";")
+        sent_by = sent_by.strip()
+        try:
+            uri = SipUri.parse(f"sip:{sent_by}")
+        except ParseError as exc:
+            raise ParseError("bad Via sent-by") from exc
+        if uri.user is not None or uri.params:
+            raise ParseError("bad Via sent-by")
+        return cls(transport, uri.host, uri.port, parse_params(param_text))
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    def with_params(self, **params: str | None) -> Via:
+        return Via(self.transport, self.host, self.port, {**self.params, **params})
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return f"SIP/2.0/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+
+MAX_CSEQ = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    number: int
+    method: str
+
+    @classmethod
+    def parse(cls, value: str) -> CSeq:
+        parts = value.split()
+        if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+            raise ParseError("bad CSeq")
+        number = int(parts[0])
+        if number > MAX_CSEQ:
+            raise ParseError("CSeq out of range")
+        return cls(number, parts[1])
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"

@@ -1,0 +1,126 @@
+"""SIP and SIPS URIs (RFC 3261 section 19.1) and tel URIs kept opaque.
+
+    sip:user:password@host:port;uri-parameters?headers
+
+Escapes (%XX) are decoded in the user part and parameters for comparison and
+kept as written for serialization, so a URI round-trips byte for byte.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from quietwire.protocols.sip.errors import ParseError
+
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?)$")
+SCHEMES = ("sip", "sips")
+
+
+def _split_params(text: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for part in text.split(";"):
+        if not part:
+            continue
+        name, eq, value = part.partition("=")
+        params[unquote(name).lower()] = unquote(value) if eq else None
+    return params
+
+
+@dataclass(frozen=True, slots=True)
+class SipUri:
+    scheme: str
+    host: str
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict, compare=False)
+    headers: str | None = field(default=None, compare=False)
+    #: The text as received, for an exact round trip.
+    raw: str = field(default="", compare=False)
+
+    @classmethod
+    def parse(cls, text: str) -> SipUri:
+        text = text.strip()
+        scheme, colon, rest = text.partition(":")
+        scheme = scheme.lower()
+        if not colon or scheme not in SCHEMES:
+            raise ParseError("unsupported URI scheme", 416)
+        rest, _, headers = rest.partition("?")
+        userinfo, at, hostport = rest.rpartition("@")
+        if not at:
+            hostport, userinfo = rest, ""
+        hostport, _, param_text = hostport.partition(";")
+        user = password = None
+        if at:
+            user, _, pw = userinfo.partition(":")
+            password = pw if ":" in userinfo else None
+        host, port = _host_port(hostport)
+        return cls(
+            scheme, host, user, password, port, _split_params(param_text), headers or None, text
+        )
+
+    @property
+    def user_unescaped(self) -> str | None:
+        return None if self.user is None else unquote(self.user)
+
+    @property
+    def host_key(self) -> str:
+        """The host as compared: lower case, IPv6 without brackets."""
+        return self.host.strip("[]").lower()
+
+    @property
+    def transport(self) -> str:
+        value = self.params.get("transport")
+        return (value or ("tls" if self.scheme == "sips" else "udp")).lower()
+
+    @property
+    def aor(self) -> str:
+        """The address of record: ``sip:user@host``, lower-cased host, no port or params."""
+        user = f"{self.user_unescaped}@" if self.user else ""
+        return f"sip:{user}{self.host_key}"
+
+    def __str__(self) -> str:
+        if self.raw:
+            return self.raw
+        out = f"{self.scheme}:"
+        if self.user is not None:
+            out += self.user + (f":{self.password}" if self.password is not None else "") + "@"
+        out += self.host
+        if self.port is not None:
+            out += f":{self.port}"
+        for name, value in self.params.items():
+            out += f";{name}" + (f"={value}" if value is not None else "")
+        if self.headers:
+            out += f"?{self.headers}"
+        return out
+
+    def with_params(self, **params: str | None) -> SipUri:
+        merged = {**self.params, **params}
+        return SipUri(
+            self.scheme, self.host, self.user, self.password, self.port, merged, self.headers
+        )
+
+
+def _host_port(text: str) -> tuple[str, int | None]:
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ParseError("bad IPv6 reference")
+        host, rest = text[: end + 1], text[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError as exc:
+            raise ParseError("bad IPv6 reference") from exc
+    else:
+        host, _, port_text = text.partition(":")
+        rest = f":{port_text}" if port_text else ""
+    if not _HOST.match(host):
+        raise ParseError("bad host")
+    if not rest:
+        return host, None
+    if not rest.startswith(":") or not rest[1:].isdigit() or not 0 < int(rest[1:]) < 65536:
+        raise ParseError("bad port")
+    return host, int(rest[1:])
