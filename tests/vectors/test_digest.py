@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from quietwire.protocols.sip.digest import DigestAlgorithm, ha1
+from quietwire.protocols.sip.digest import (
+    Challenge,
+    Credentials,
+    DigestAlgorithm,
+    NonceCheck,
+    NonceMint,
+    client_credentials,
+    format_credentials,
+    ha1,
+    parse_challenge,
+)
+from quietwire.protocols.sip.errors import ParseError
 
 # RFC 7616 section 3.9.1: the same request answered with MD5 and with SHA-256.
 RFC7616 = {
@@ -43,3 +54,75 @@ def test_rfc7616_response_from_stored_ha1(algorithm: DigestAlgorithm, response: 
     ha2 = algorithm.hash(f"{v['method']}:{v['uri']}")
     computed = algorithm.hash(f"{stored}:{v['nonce']}:{v['nc']}:{v['cnonce']}:{v['qop']}:{ha2}")
     assert computed == response
+
+
+RFC7616_AUTHORIZATION = (
+    'Digest username="Mufasa", realm="http-auth@example.org", uri="/dir/index.html",'
+    ' algorithm=SHA-256, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", nc=00000001,'
+    ' cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", qop=auth,'
+    ' response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1",'
+    ' opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"'
+)
+
+
+def test_rfc7616_header_verifies_against_stored_ha1() -> None:
+    credentials = Credentials.parse(RFC7616_AUTHORIZATION)
+    assert credentials.algorithm is DigestAlgorithm.SHA_256
+    assert credentials.nonce_count == 1
+    stored = ha1(DigestAlgorithm.SHA_256, "Mufasa", "http-auth@example.org", "Circle of Life")
+    assert credentials.matches(stored, "GET")
+    assert not credentials.matches(stored, "POST")
+    wrong = ha1(DigestAlgorithm.SHA_256, "Mufasa", "http-auth@example.org", "Circle of life")
+    assert not credentials.matches(wrong, "GET")
+
+
+def test_rfc2069_style_without_qop() -> None:
+    """Linphone answers MD5 without qop when none is offered."""
+    stored = ha1(DigestAlgorithm.MD5, "alice", "127.0.0.1", "secret-pass")
+    ha2 = DigestAlgorithm.MD5.hash("REGISTER:sip:127.0.0.1")
+    response = DigestAlgorithm.MD5.hash(f"{stored}:abc:{ha2}")
+    header = (
+        f'Digest username="alice", realm="127.0.0.1", nonce="abc", uri="sip:127.0.0.1", '
+        f'response="{response}"'
+    )
+    assert Credentials.parse(header).matches(stored, "REGISTER")
+
+
+def test_client_and_server_agree_through_the_headers() -> None:
+    mint = NonceMint(b"k" * 32)
+    challenge = parse_challenge(
+        str(Challenge("example.org", mint.mint(1000.0), DigestAlgorithm.SHA_256, opaque="o1"))
+    )
+    answer = client_credentials(
+        challenge, "bob", "hunter2hunter2", "INVITE", "sip:x@example.org", 3, "cn0nce"
+    )
+    parsed = Credentials.parse(format_credentials(answer))
+    assert parsed == answer
+    assert parsed.matches(
+        ha1(DigestAlgorithm.SHA_256, "bob", "example.org", "hunter2hunter2"), "INVITE"
+    )
+    assert mint.check(parsed.nonce, 1010.0) is NonceCheck.FRESH
+
+
+def test_nonces_expire_and_cannot_be_forged() -> None:
+    mint = NonceMint(b"k" * 32, lifetime=60)
+    nonce = mint.mint(1000.0)
+    assert mint.check(nonce, 1059.0) is NonceCheck.FRESH
+    assert mint.check(nonce, 1061.0) is NonceCheck.STALE
+    assert NonceMint(b"x" * 32).check(nonce, 1000.0) is NonceCheck.FORGED
+    assert mint.check("not-a-nonce!", 1000.0) is NonceCheck.FORGED
+    assert mint.check(nonce[:-2] + "AA", 1000.0) is NonceCheck.FORGED
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic dXNlcg==",
+        'Digest username="a"',
+        'Digest username="a", realm="r", nonce="n", uri="u", response="x", algorithm=SHA-512',
+        'Digest username="a", realm="r", nonce="n", uri="u", response="x", qop=auth',
+    ],
+)
+def test_bad_credentials(header: str) -> None:
+    with pytest.raises(ParseError):
+        Credentials.parse(header)
