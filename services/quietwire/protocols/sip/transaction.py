@@ -169,6 +169,7 @@ class ClientInviteTransaction(Transaction):
         if self.state in (State.CALLING, State.PROCEEDING):
             self._stop(Timer.TIMER_A)
             if response.status < 200:
+                self._stop(Timer.TIMER_B)
                 self._set_state(State.PROCEEDING)
                 self.to_tu.append(response)
             elif response.status < 300:
@@ -207,7 +208,8 @@ class ClientInviteTransaction(Transaction):
         if timer is Timer.TIMER_A and self.state is State.CALLING:
             self.to_send.append(self.request)
             self._start(Timer.TIMER_A, self.intervals[Timer.TIMER_A] * 2)
-        elif timer is Timer.TIMER_B and self.state in (State.CALLING, State.PROCEEDING):
+        elif timer is Timer.TIMER_B and self.state is State.CALLING:
+            # Once ringing, only the TU's Timer C (a proxy) or the user ends the wait.
             self.to_tu.append(Timeout(timer))
             self._set_state(State.TERMINATED)
         elif timer in (Timer.TIMER_D, Timer.TIMER_M):
