@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from quietwire.protocols.sip.errors import ParseError
-from quietwire.protocols.sip.framing import KeepAlive, StreamFramer
+from quietwire.protocols.sip.framing import KeepAlive, Malformed, StreamFramer
 from quietwire.protocols.sip.headers import CSeq, NameAddr, Via, split_list
 from quietwire.protocols.sip.message import Headers, Request, parse_message
 from quietwire.protocols.sip.uri import SipUri
@@ -138,3 +138,11 @@ def test_framing_limits() -> None:
         StreamFramer(max_body_bytes=10).feed(REGISTER.replace(b"Length: 0", b"Length: 11"))
     with pytest.raises(ParseError, match="Content-Length required"):
         StreamFramer().feed(REGISTER.replace(b"Content-Length: 0\r\n", b""))
+
+
+def test_framing_keeps_going_after_a_malformed_message() -> None:
+    framer = StreamFramer()
+    bad = REGISTER.replace(b"CSeq: 20 REGISTER", b"CSeq: twenty REGISTER")
+    first, second = framer.feed(bad + REGISTER)
+    assert isinstance(first, Malformed) and first.error.status == 400
+    assert isinstance(second, Request)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quietwire.protocols.sip.message import Request, Response, parse_message
+from quietwire.protocols.sip.message import Request, Response, parse_message, reply
 from quietwire.protocols.sip.transaction import (
     T1,
     T2,
@@ -43,11 +43,7 @@ def request(method: str = "INVITE") -> Request:
 
 
 def response(status: int, req: Request) -> Response:
-    reply = Response(status=status, reason="X")
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        for value in req.headers.get_all(name):
-            reply.headers.add(name, value)
-    return reply
+    return reply(req, status, "X")
 
 
 def run_until(

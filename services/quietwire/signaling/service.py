@@ -1,23 +1,66 @@
-"""``quietwire signaling``: the SIP-TLS front end.
+"""``quietwire signaling``: one SIP-over-TLS front end replica.
 
-So far the chassis only: it loads the SIP certificate (failing fast when it
-cannot) and reports ready while Redis answers. The registrar and proxy come
-with their own issue.
+It listens for phones (TLS, certificate reloaded when its files change),
+registers and authenticates them, proxies their calls, heartbeats in Redis so
+other replicas can hand it messages for the flows it holds, and serves the
+Signaling gRPC service for those handovers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
 import ssl
+import time
+from collections.abc import Mapping
+from pathlib import Path
 
+import grpc
+
+from quietwire.protocols.sip.digest import NonceMint
+from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
+from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.settings import SettingsError, env_name
+from quietwire.signaling.auth import Authenticator
+from quietwire.signaling.core import SipCore
+from quietwire.signaling.flows import FlowTable, TlsListener
+from quietwire.signaling.limits import SourceLimiter
+from quietwire.signaling.locations import LocationStore, ReplicaRegistry
+from quietwire.signaling.media import Passthrough
+from quietwire.signaling.peers import GrpcPeers
+from quietwire.signaling.proxy import Proxy
+from quietwire.signaling.registrar import MAX_EXPIRES, Registrar
+from quietwire.signaling.servicer import SignalingServicer
 from quietwire.signaling.settings import SignalingSettings
+from quietwire.signaling.targets import Router
+from quietwire.signaling.users import UserStore
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 3.0
+TIMER_TICK = 0.05
+CERT_CHECK_EVERY = 5.0
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
 
 
 def sip_tls_context(settings: SignalingSettings) -> ssl.SSLContext:
     """Server-side TLS for SIP (RFC 5630): TLS 1.2 or newer, modern ciphers."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    load_certificate(context, settings)
+    return context
+
+
+def load_certificate(context: ssl.SSLContext, settings: SignalingSettings) -> None:
     try:
         context.load_cert_chain(settings.sip_tls_cert, settings.sip_tls_key)
     except (ssl.SSLError, OSError) as exc:
@@ -25,10 +68,125 @@ def sip_tls_context(settings: SignalingSettings) -> ssl.SSLContext:
             f"invalid setting {env_name('sip_tls_cert')}/{env_name('sip_tls_key')}:"
             f" cannot load the certificate and key: {exc}"
         ) from exc
-    return context
+
+
+def _mtimes(*paths: Path) -> tuple[float, ...]:
+    return tuple(p.stat().st_mtime if p.exists() else 0.0 for p in paths)
 
 
 class SignalingService(RedisBackedService):
+    grpc_services: tuple[str, ...] = ("quietwire.signaling.v1.Signaling",)
+
     def __init__(self, settings: SignalingSettings) -> None:
+        self.settings = settings
         self.tls = sip_tls_context(settings)
         super().__init__(settings)
+        self.replica = settings.replica_id or f"{socket.gethostname()[:40]}-{secrets.token_hex(3)}"
+        secret = (
+            settings.sip_secret.get_secret_value().encode()
+            if settings.sip_secret
+            else os.urandom(32)
+        )
+        clock = MonotonicClock()
+        self.flows = FlowTable(self.replica)
+        self.users = UserStore(self.redis, settings.sip_domain)
+        self.locations = LocationStore(self.redis, MAX_EXPIRES)
+        self.replicas = ReplicaRegistry(self.redis)
+        self.peers = GrpcPeers(self.replicas, settings.grpc_tls)
+        auth = Authenticator(self.users, self.redis, NonceMint(secret))
+        self.proxy = Proxy(
+            domain=settings.sip_domain,
+            host=settings.sip_domain,
+            port=settings.sip_port,
+            replica=self.replica,
+            auth=auth,
+            users=self.users,
+            locations=self.locations,
+            replicas=self.replicas,
+            router=Router(self.replica, self.flows, self.peers),
+            media=Passthrough(),
+            clock=clock,
+            token_key=secret,
+        )
+        registrar = Registrar(settings.sip_domain, auth, self.locations, self.replica)
+        limiter = SourceLimiter(
+            clock, settings.sip_rate_limit, settings.sip_rate_burst, settings.sip_max_auth_failures
+        )
+        self.core = SipCore(registrar, self.proxy, limiter)
+        self.listener = TlsListener(self.flows, self.core.on_message, self.tls)
+        self.sip_port: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        signaling_pb2_grpc.add_SignalingServicer_to_server(
+            SignalingServicer(self.flows, self.proxy, self.locations), server
+        )
+
+    async def start(self) -> None:
+        try:
+            self.sip_port = await self.listener.start(
+                self.settings.sip_bind, self.settings.sip_port
+            )
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot listen on {env_name('sip_bind')}:{env_name('sip_port')} ="
+                f" {self.settings.sip_bind}:{self.settings.sip_port}: {exc.strerror}"
+            ) from exc
+        log.info("SIP over TLS listening", extra={"port": self.sip_port, "replica": self.replica})
+        for work in (self._heartbeat(), self._timers(), self._watch_certificate()):
+            self._tasks.append(asyncio.create_task(work))
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        async def listening() -> bool:
+            return self.listener.server is not None and self.listener.server.is_serving()
+
+        return {**super().readiness_checks(), "sip-listener": listening}
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.replicas.heartbeat(self.replica, self.settings.grpc_peer_address)
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    async def _timers(self) -> None:
+        while True:
+            await asyncio.sleep(TIMER_TICK)
+            try:
+                await self.proxy.run_timers()
+            except Exception:
+                log.exception("proxy timers failed")
+
+    async def _watch_certificate(self) -> None:
+        paths = (Path(self.settings.sip_tls_cert), Path(self.settings.sip_tls_key))
+        seen = _mtimes(*paths)
+        while True:
+            await asyncio.sleep(CERT_CHECK_EVERY)
+            current = _mtimes(*paths)
+            if current == seen:
+                continue
+            try:
+                load_certificate(self.tls, self.settings)
+            except SettingsError as exc:
+                log.error("new SIP certificate not loaded", extra={"reason": str(exc)})
+                continue
+            seen = current
+            log.info("SIP certificate reloaded")
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking connections; flows in progress keep going until ``timeout``."""
+        if self.listener.server is not None:
+            self.listener.server.close()
+        deadline = time.monotonic() + timeout
+        # Polling: contexts end inside the proxy's timer loop, which has no event to offer.
+        while self.proxy.servers and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.listener.close()
+        await self.peers.close()
+        with contextlib.suppress(Exception):
+            await self.replicas.leave(self.replica)
+        await super().close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import FilePath
+from typing import Annotated
+
+from pydantic import Field, FilePath, SecretStr
 
 from quietwire.runtime.settings import (
     CommonSettings,
@@ -24,6 +26,24 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     sip_tls_cert: FilePath
     sip_tls_key: FilePath
     keyagreement_target: str = "127.0.0.1:50052"
+    #: This replica's name in Redis and in flow ids; default: host name and a random suffix.
+    replica_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")] | None = None
+    #: Where other replicas reach this one's gRPC (default: the bind address and port).
+    grpc_advertise: str | None = None
+    #: Key for digest nonces and Record-Route tokens, the same on every replica
+    #: (otherwise a phone that moves replica is challenged again).
+    sip_secret: SecretStr | None = None
+    #: Per source address: requests per second, burst, and failed logins before a block.
+    sip_rate_limit: Annotated[float, Field(gt=0)] = 50.0
+    sip_rate_burst: Annotated[float, Field(ge=1)] = 200.0
+    sip_max_auth_failures: Annotated[int, Field(ge=1)] = 10
+
+    @property
+    def grpc_peer_address(self) -> str:
+        if self.grpc_advertise:
+            return self.grpc_advertise
+        host = "127.0.0.1" if self.grpc_bind in ("0.0.0.0", "::") else self.grpc_bind  # noqa: S104
+        return f"{host}:{self.grpc_port}"
 
 
 class UserAdminSettings(CommonSettings, SipDomainSettings):

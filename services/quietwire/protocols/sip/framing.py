@@ -1,8 +1,9 @@
 """Message framing on stream transports (TLS, TCP): RFC 3261 section 18.3.
 
 Bytes in, whole messages out, by Content-Length. Limits bound what a peer can
-make us buffer; a violation raises :class:`ParseError` and the connection is
-to be closed, since the stream can no longer be trusted. Keep-alives (RFC 5626
+make us buffer; a framing violation raises :class:`ParseError` and the
+connection is to be closed, since the stream can no longer be trusted. A
+well-framed message that does not parse comes out as :class:`Malformed`. Keep-alives (RFC 5626
 section 4.4.1: CRLFCRLF ping, CRLF pong) are reported, not parsed.
 """
 
@@ -24,23 +25,31 @@ class KeepAlive:
     """A CRLFCRLF ping: answer with a CRLF pong."""
 
 
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A message framed correctly that does not parse: answer 400, keep the connection."""
+
+    data: bytes
+    error: ParseError
+
+
 @dataclass(slots=True)
 class StreamFramer:
     max_header_bytes: int = MAX_HEADER_BYTES
     max_body_bytes: int = MAX_BODY_BYTES
     _buffer: bytearray = field(default_factory=bytearray)
 
-    def feed(self, data: bytes) -> list[Message | KeepAlive]:
+    def feed(self, data: bytes) -> list[Message | KeepAlive | Malformed]:
         """Every complete message (or ping) that ``data`` finishes, in order."""
         self._buffer += data
-        out: list[Message | KeepAlive] = []
+        out: list[Message | KeepAlive | Malformed] = []
         while True:
             item = self._next()
             if item is None:
                 return out
             out.append(item)
 
-    def _next(self) -> Message | KeepAlive | None:
+    def _next(self) -> Message | KeepAlive | Malformed | None:
         buffer = self._buffer
         if buffer.startswith(PING):
             del buffer[: len(PING)]
@@ -62,7 +71,10 @@ class StreamFramer:
             return None
         data = bytes(buffer[:total])
         del buffer[:total]
-        return parse_message(data, datagram=False)
+        try:
+            return parse_message(data, datagram=False)
+        except ParseError as exc:
+            return Malformed(data, exc)
 
 
 def _content_length(head: bytes) -> int:

@@ -163,6 +163,20 @@ class Response(_Message):
 
 Message = Request | Response
 
+#: Headers a response copies from its request (RFC 3261 section 8.2.6.2).
+RESPONSE_COPIES = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def reply(request: Request, status: int, reason: str, to_tag: str | None = None) -> Response:
+    """A response to ``request``; ``to_tag`` is added to To when it has none."""
+    response = Response(status=status, reason=reason)
+    for name in RESPONSE_COPIES:
+        for value in request.headers.get_all(name):
+            if name == "To" and to_tag and NameAddr.parse(value).tag is None:
+                value = f"{value};tag={to_tag}"
+            response.headers.add(name, value)
+    return response
+
 
 def split_head(data: bytes) -> tuple[bytes, bytes]:
     """The header block and what follows the empty line (CRLF CRLF, or bare LF LF)."""

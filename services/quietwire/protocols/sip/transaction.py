@@ -90,6 +90,20 @@ def top_via(message: Message) -> Via:
     return message.vias[0]
 
 
+def ack_for(invite: Request, response: Response) -> Request:
+    """The ACK of a non-2xx final response (RFC 3261 section 17.1.1.3): same branch."""
+    ack = Request(method="ACK", uri=invite.uri)
+    ack.headers.add("Via", invite.headers.get_all("Via")[0])
+    for value in invite.headers.get_all("Route"):
+        ack.headers.add("Route", value)
+    ack.headers.add("From", invite.headers.get("From") or "")
+    ack.headers.add("To", response.headers.get("To") or "")
+    ack.headers.add("Call-ID", invite.call_id)
+    ack.headers.add("CSeq", f"{invite.cseq.number} ACK")
+    ack.headers.add("Max-Forwards", "70")
+    return ack
+
+
 class Transaction:
     """The shared machinery: state, transition table, timers, outboxes."""
 
@@ -180,29 +194,13 @@ class ClientInviteTransaction(Transaction):
             else:
                 self._stop(Timer.TIMER_B)
                 self._set_state(State.COMPLETED)
-                self.to_send.append(self.ack_for(response))
+                self.to_send.append(ack_for(self.request, response))
                 self.to_tu.append(response)
                 self._wait(Timer.TIMER_D, 32.0)
         elif self.state is State.COMPLETED and response.status >= 300:
-            self.to_send.append(self.ack_for(response))
+            self.to_send.append(ack_for(self.request, response))
         elif self.state is State.ACCEPTED and 200 <= response.status < 300:
             self.to_tu.append(response)  # 2xx retransmissions go to the TU, which ACKs them
-
-    def ack_for(self, response: Response) -> Request:
-        """The ACK of a non-2xx final response (RFC 3261 section 17.1.1.3)."""
-        ack = Request(method="ACK", uri=self.request.uri)
-        for name in ("Via", "Route"):
-            values = self.request.headers.get_all(name)
-            if name == "Via":
-                values = values[:1]
-            for value in values:
-                ack.headers.add(name, value)
-        ack.headers.add("From", self.request.headers.get("From") or "")
-        ack.headers.add("To", response.headers.get("To") or "")
-        ack.headers.add("Call-ID", self.request.call_id)
-        ack.headers.add("CSeq", f"{self.request.cseq.number} ACK")
-        ack.headers.add("Max-Forwards", "70")
-        return ack
 
     def _fire(self, timer: Timer) -> None:
         if timer is Timer.TIMER_A and self.state is State.CALLING:

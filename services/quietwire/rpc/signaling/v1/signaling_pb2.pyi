@@ -26,20 +26,46 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class DeliverRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[DeliverRequest._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: DeliverRequest._Kind.ValueType  # 0
+        KIND_WRITE: DeliverRequest._Kind.ValueType  # 1
+        """Write the message on the flow named by flow_id."""
+        KIND_RECEIVE: DeliverRequest._Kind.ValueType  # 2
+        """Process the message as if it had arrived here (a response whose
+        transaction this replica holds).
+        """
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    KIND_UNSPECIFIED: DeliverRequest.Kind.ValueType  # 0
+    KIND_WRITE: DeliverRequest.Kind.ValueType  # 1
+    """Write the message on the flow named by flow_id."""
+    KIND_RECEIVE: DeliverRequest.Kind.ValueType  # 2
+    """Process the message as if it had arrived here (a response whose
+    transaction this replica holds).
+    """
+
     FLOW_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     flow_id: _builtins.str
     message: _builtins.bytes
     """One complete SIP message as it goes on the wire."""
+    kind: Global___DeliverRequest.Kind.ValueType
     def __init__(
         self,
         *,
         flow_id: _builtins.str = ...,
         message: _builtins.bytes = ...,
+        kind: Global___DeliverRequest.Kind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["flow_id", b"flow_id", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flow_id", b"flow_id", "kind", b"kind", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -143,6 +169,8 @@ Global___ListRegistrationsRequest: _TypeAlias = ListRegistrationsRequest  # noqa
 
 @_typing.final
 class Registration(_message.Message):
+    """One binding of an address of record, as the registrar stores it in Redis."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AOR_FIELD_NUMBER: _builtins.int
@@ -152,13 +180,21 @@ class Registration(_message.Message):
     REPLICA_FIELD_NUMBER: _builtins.int
     FLOW_ID_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_UNIX_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    CSEQ_FIELD_NUMBER: _builtins.int
     aor: _builtins.str
     contact: _builtins.str
+    """The Contact URI the phone registered."""
     instance_id: _builtins.str
+    """+sip.instance (RFC 5626), e.g. "<urn:uuid:...>"; also the GRUU's gr value."""
     reg_id: _builtins.int
     replica: _builtins.str
+    """The replica and connection that reach the phone."""
     flow_id: _builtins.str
     expires_at_unix: _builtins.float
+    call_id: _builtins.str
+    """Call-ID and CSeq of the REGISTER, for ordering (RFC 3261 section 10.3)."""
+    cseq: _builtins.int
     def __init__(
         self,
         *,
@@ -169,10 +205,12 @@ class Registration(_message.Message):
         replica: _builtins.str = ...,
         flow_id: _builtins.str = ...,
         expires_at_unix: _builtins.float = ...,
+        call_id: _builtins.str = ...,
+        cseq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aor", b"aor", "contact", b"contact", "expires_at_unix", b"expires_at_unix", "flow_id", b"flow_id", "instance_id", b"instance_id", "reg_id", b"reg_id", "replica", b"replica"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aor", b"aor", "call_id", b"call_id", "contact", b"contact", "cseq", b"cseq", "expires_at_unix", b"expires_at_unix", "flow_id", b"flow_id", "instance_id", b"instance_id", "reg_id", b"reg_id", "replica", b"replica"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,64 @@
+"""The SIP core of a signaling replica: every message from a flow comes here first.
+
+Requests pass the per-source limits, get their Via stamped (RFC 3581
+``received``/``rport``), and go to the registrar (REGISTER) or the proxy
+(everything else); responses go to the proxy.
+"""
+
+from __future__ import annotations
+
+from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.message import Message, Request, reply
+from quietwire.signaling.flows import Flow
+from quietwire.signaling.limits import SourceLimiter
+from quietwire.signaling.proxy import Proxy
+from quietwire.signaling.registrar import Registrar
+
+
+class SipCore:
+    def __init__(self, registrar: Registrar, proxy: Proxy, limiter: SourceLimiter) -> None:
+        self.registrar = registrar
+        self.proxy = proxy
+        self.limiter = limiter
+
+    async def on_message(self, flow: Flow, message: Message) -> None:
+        if not isinstance(message, Request):
+            await self.proxy.response(message)
+            return
+        source = flow.remote[0]
+        if message.method != "ACK":
+            if not self.limiter.allow(source):
+                busy = reply(message, 503, "Service Unavailable")
+                busy.headers.add("Retry-After", "5")
+                flow.send_message(busy)
+                return
+            if self.limiter.blocked(source):
+                flow.send_message(reply(message, 403, "Too Many Failed Attempts"))
+                return
+        try:
+            stamp_via(flow, message)
+        except ParseError as exc:
+            flow.send_message(reply(message, exc.status, exc.reason))
+            return
+        if message.method == "REGISTER":
+            response = await self.registrar.handle(flow, message)
+            if response.status == 403:
+                self.limiter.failed(source)
+            flow.send_message(response)
+            return
+        await self.proxy.request(flow, message)
+
+
+def stamp_via(flow: Flow, request: Request) -> None:
+    """RFC 3581/3261 18.2.1: note where the request really came from in its top Via."""
+    top = request.vias[0]
+    host, port = flow.remote
+    params: dict[str, str | None] = {}
+    if top.host.strip("[]") != host:
+        params["received"] = host
+    if "rport" in top.params:
+        params["rport"] = str(port)
+        params["received"] = host
+    if params:
+        request.headers.pop_first("Via")
+        request.headers.add("Via", str(top.with_params(**params)), first=True)

@@ -1,0 +1,139 @@
+"""The registrar (RFC 3261 section 10.3, RFC 5626 outbound, RFC 5627 GRUU).
+
+Only an authenticated user may register, and only their own address of record.
+Each binding names the replica and the flow (TLS connection) it arrived on:
+phones like Linphone never accept connections, so that flow is the only way
+back to them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.headers import NameAddr, quote
+from quietwire.protocols.sip.message import Request, Response, reply
+from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
+from quietwire.signaling.auth import Authenticator, Verdict
+from quietwire.signaling.flows import Flow
+from quietwire.signaling.locations import LocationStore
+
+MIN_EXPIRES = 60
+DEFAULT_EXPIRES = 3600
+MAX_EXPIRES = 3600
+
+REGISTERS = Counter("quietwire_sip_registers", "REGISTER requests by outcome", ["status"])
+
+
+def pub_gruu(aor: str, instance: str) -> str:
+    """The public GRUU of an instance (RFC 5627 section 3.1): the AOR with ``gr``."""
+    return f"{aor};gr={instance.strip('<>')}"
+
+
+@dataclass(slots=True)
+class Registrar:
+    domain: str
+    auth: Authenticator
+    locations: LocationStore
+    replica: str
+
+    async def handle(self, flow: Flow, request: Request) -> Response:
+        response = await self._handle(flow, request)
+        REGISTERS.labels(str(response.status)).inc()
+        return response
+
+    async def _handle(self, flow: Flow, request: Request) -> Response:
+        if request.request_uri.host_key != self.domain.lower():
+            return reply(request, 403, "Not Our Domain")
+        result = await self.auth.check(request, proxy=False)
+        if result.verdict in (Verdict.CHALLENGE, Verdict.STALE):
+            return self.auth.challenge(request, proxy=False, stale=result.verdict is Verdict.STALE)
+        if result.verdict is Verdict.FAILED:
+            return reply(request, 403, "Forbidden")
+        to = request.to
+        if to.uri.user_unescaped != result.username or to.uri.host_key != self.domain.lower():
+            return reply(request, 403, "Only Your Own Address")
+        aor = to.uri.aor
+        try:
+            changed = await self._apply(flow, request, aor)
+        except _Refused as refused:
+            return refused.response
+        bindings = await self.locations.bindings(aor)
+        ok = reply(request, 200, "OK", to_tag=uuid.uuid4().hex[:10])
+        now = time.time()
+        for reg in bindings:
+            contact = f"{reg.contact};expires={max(0, int(reg.expires_at_unix - now))}"
+            if reg.instance_id:
+                contact += f";+sip.instance={quote(reg.instance_id)};reg-id={reg.reg_id}"
+                contact += f';pub-gruu="{pub_gruu(aor, reg.instance_id)}"'
+            ok.headers.add("Contact", contact)
+        ok.headers.add("Supported", "outbound, gruu, path")
+        if changed and any(reg.reg_id for reg in bindings):
+            ok.headers.add("Require", "outbound")
+        return ok
+
+    async def _apply(self, flow: Flow, request: Request, aor: str) -> bool:
+        """Add, refresh or remove the request's bindings; True if it named contacts."""
+        values = request.headers.get_all("Contact")
+        if not values:
+            return False
+        header_expires = _int(request.headers.get("Expires"), DEFAULT_EXPIRES)
+        if any(v.strip() == "*" for v in values):
+            if len(values) != 1 or header_expires != 0:
+                raise _Refused(reply(request, 400, "Bad Wildcard Contact"))
+            await self.locations.clear(aor)
+            return True
+        existing = {
+            (r.contact, r.instance_id, r.reg_id): r for r in await self.locations.bindings(aor)
+        }
+        now = time.time()
+        for value in values:
+            try:
+                contact = NameAddr.parse(value)
+            except ParseError:
+                raise _Refused(reply(request, 400, "Bad Contact")) from None
+            expires = _int(contact.params.get("expires"), header_expires)
+            if 0 < expires < MIN_EXPIRES:
+                brief = reply(request, 423, "Interval Too Brief")
+                brief.headers.add("Min-Expires", str(MIN_EXPIRES))
+                raise _Refused(brief)
+            instance = contact.params.get("+sip.instance") or ""
+            reg_id = _int(contact.params.get("reg-id"), 0)
+            uri = f"<{contact.uri}>"
+            previous = existing.get((uri, instance, reg_id))
+            cseq = request.cseq.number
+            if previous and previous.call_id == request.call_id and previous.cseq >= cseq:
+                raise _Refused(reply(request, 500, "Out Of Order Register"))
+            if expires == 0:
+                await self.locations.remove(aor, uri, instance, reg_id)
+                continue
+            await self.locations.put(
+                Registration(
+                    aor=aor,
+                    contact=uri,
+                    instance_id=instance,
+                    reg_id=reg_id,
+                    replica=self.replica,
+                    flow_id=flow.id,
+                    expires_at_unix=now + min(expires, MAX_EXPIRES),
+                    call_id=request.call_id,
+                    cseq=cseq,
+                )
+            )
+        return True
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _int(text: str | None, default: int) -> int:
+    if text is None or not text.strip().isdigit():
+        return default
+    return int(text.strip())

@@ -1,0 +1,63 @@
+"""The Signaling gRPC service: protobuf in and out, the SIP core does the work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.message import Response, parse_message
+from quietwire.rpc.signaling.v1 import signaling_pb2, signaling_pb2_grpc
+from quietwire.signaling.flows import FlowTable
+from quietwire.signaling.locations import LocationStore
+from quietwire.signaling.proxy import Proxy
+
+Outcome = signaling_pb2.DeliverResponse.Outcome
+
+
+class SignalingServicer(signaling_pb2_grpc.SignalingServicer):
+    def __init__(self, flows: FlowTable, proxy: Proxy, locations: LocationStore) -> None:
+        self.flows = flows
+        self.proxy = proxy
+        self.locations = locations
+
+    async def Deliver(
+        self, request: signaling_pb2.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> signaling_pb2.DeliverResponse:
+        if request.kind == signaling_pb2.DeliverRequest.KIND_RECEIVE:
+            try:
+                message = parse_message(request.message, datagram=False)
+            except ParseError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.reason)
+            if not isinstance(message, Response):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "only responses are handed over"
+                )
+            await self.proxy.response(message)
+            return signaling_pb2.DeliverResponse(outcome=Outcome.OUTCOME_WRITTEN)
+        flow = self.flows.get(request.flow_id)
+        if flow is None:
+            return signaling_pb2.DeliverResponse(outcome=Outcome.OUTCOME_NO_SUCH_FLOW)
+        written = flow.send(request.message)
+        return signaling_pb2.DeliverResponse(
+            outcome=Outcome.OUTCOME_WRITTEN if written else Outcome.OUTCOME_QUEUE_FULL
+        )
+
+    async def ListRegistrations(
+        self,
+        request: signaling_pb2.ListRegistrationsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> signaling_pb2.ListRegistrationsResponse:
+        bindings = await self.locations.bindings(request.aor)
+        return signaling_pb2.ListRegistrationsResponse(registrations=bindings)
+
+    async def TerminateCall(
+        self,
+        request: signaling_pb2.TerminateCallRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> signaling_pb2.TerminateCallResponse:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "TerminateCall comes with the media issue"
+        )
+        raise AssertionError("unreachable")

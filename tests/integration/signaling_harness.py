@@ -1,0 +1,91 @@
+"""Signaling replicas in the test's event loop: real TLS, real Redis, real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import redis.asyncio as redis
+from quietwire.embedded.pki import Pki, ensure_pki
+from quietwire.phone.connection import SipConnection
+from quietwire.phone.useragent import UserAgent
+from quietwire.protocols.sip.message import Request
+from quietwire.runtime.service import build_server
+from quietwire.runtime.settings import load_settings
+from quietwire.signaling.service import SignalingService
+from quietwire.signaling.settings import SignalingSettings
+from quietwire.signaling.users import UserStore
+
+from tests.conftest import free_port
+
+DOMAIN = "127.0.0.1"
+PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret-1", "carol": "carol-secret"}
+
+
+@dataclass
+class Replica:
+    service: SignalingService
+    server: grpc.aio.Server
+    port: int
+
+
+def replica_settings(pki: Pki, redis_url: str, **overrides: Any) -> SignalingSettings:
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "grpc_insecure": True,
+        "grpc_port": free_port(),
+        "metrics_port": 0,
+        "sip_bind": "127.0.0.1",
+        "sip_port": free_port(),
+        "sip_domain": DOMAIN,
+        "sip_tls_cert": pki.sip_cert,
+        "sip_tls_key": pki.sip_key,
+        "sip_secret": "shared-test-secret",
+    }
+    values.update(overrides)
+    return load_settings(SignalingSettings, **values)
+
+
+@asynccontextmanager
+async def replica(pki: Pki, redis_url: str, **overrides: Any) -> AsyncIterator[Replica]:
+    settings = replica_settings(pki, redis_url, **overrides)
+    service = SignalingService(settings)
+    server, _ = build_server(settings)
+    service.add_to_server(server)
+    await service.start()
+    await server.start()
+    await service.replicas.heartbeat(service.replica, settings.grpc_peer_address)
+    try:
+        yield Replica(service, server, settings.sip_port)
+    finally:
+        await server.stop(None)
+        await service.close()
+
+
+async def add_users(redis_url: str) -> None:
+    client = redis.from_url(redis_url)
+    store = UserStore(client, DOMAIN)
+    for name, password in PASSWORDS.items():
+        await store.put(name, password)
+    await client.aclose()
+
+
+async def phone(pki: Pki, port: int, user: str, password: str | None = None) -> UserAgent:
+    connection = await SipConnection.open("127.0.0.1", port, pki.ca)
+    return UserAgent(connection, user, password or PASSWORDS[user], DOMAIN, port)
+
+
+async def next_request(ua: UserAgent, method: str, timeout: float = 5.0) -> Request:
+    while True:
+        request = await asyncio.wait_for(ua.requests.get(), timeout)
+        if request.method == method:
+            return request
+
+
+def make_pki(tmp_path: Path) -> Pki:
+    return ensure_pki(tmp_path / "pki", DOMAIN)

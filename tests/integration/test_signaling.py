@@ -1,0 +1,227 @@
+"""The signaling service with real phones' behaviour over TLS: register, call, cancel,
+fork, refuse, and survive bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from quietwire.embedded.pki import Pki
+from quietwire.phone.connection import SipConnection
+from quietwire.phone.useragent import UserAgent
+from quietwire.protocols.sip.message import Request, Response
+
+from tests.integration.signaling_harness import (
+    DOMAIN,
+    Replica,
+    add_users,
+    make_pki,
+    next_request,
+    phone,
+    replica,
+)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path)
+
+
+@pytest.fixture
+async def one(pki: Pki, redis_url: str) -> AsyncIterator[Replica]:
+    await add_users(redis_url)
+    async with replica(pki, redis_url) as r:
+        yield r
+
+
+async def registered(pki: Pki, port: int, user: str) -> UserAgent:
+    ua = await phone(pki, port, user)
+    response = await ua.register()
+    assert response.status == 200, response.status
+    return ua
+
+
+async def test_options_to_the_proxy(pki: Pki, one: Replica) -> None:
+    ua = await phone(pki, one.port, "alice")
+    exchange = await ua.send(ua.build("OPTIONS", f"sip:{DOMAIN}"))
+    assert exchange.final is not None and exchange.final.status == 200
+    assert "INVITE" in (exchange.final.headers.get("Allow") or "")
+    await ua.close()
+
+
+async def test_register_challenge_and_binding(pki: Pki, one: Replica) -> None:
+    ua = await phone(pki, one.port, "alice")
+    first = await ua._send_once(ua.build("REGISTER", f"sip:{DOMAIN}", to=f"<{ua.aor}>"), 5)
+    assert first.final is not None and first.final.status == 401
+    challenges = first.final.headers.get_all("WWW-Authenticate")
+    assert [c.split("algorithm=")[1].split(",")[0] for c in challenges] == ["SHA-256", "MD5"]
+    response = await ua.register()
+    assert response.status == 200
+    assert ua.gruu is not None and ua.gruu.startswith(f"sip:alice@{DOMAIN};gr=urn:uuid:")
+    (binding,) = await one.service.locations.bindings(f"sip:alice@{DOMAIN}")
+    assert binding.replica == one.service.replica
+    assert one.service.flows.get(binding.flow_id) is not None
+    assert (await ua.register(expires=0)).status == 200
+    assert await one.service.locations.bindings(f"sip:alice@{DOMAIN}") == []
+    await ua.close()
+
+
+async def test_wrong_password_and_foreign_aor_refused(pki: Pki, one: Replica) -> None:
+    wrong = await phone(pki, one.port, "alice", "not-the-password")
+    assert (await wrong.register()).status == 403
+    await wrong.close()
+    mallory = await phone(pki, one.port, "carol")
+    request = mallory.build("REGISTER", f"sip:{DOMAIN}", to=f"<sip:alice@{DOMAIN}>")
+    request.headers.add("Expires", "600")
+    exchange = await mallory.send(request)
+    assert exchange.final is not None and exchange.final.status == 403
+    await mallory.close()
+
+
+async def test_too_brief_expires(pki: Pki, one: Replica) -> None:
+    ua = await phone(pki, one.port, "alice")
+    response = await ua.register(expires=10)
+    assert response.status == 423
+    assert response.headers.get("Min-Expires") == "60"
+    await ua.close()
+
+
+async def call(alice: UserAgent, bob: UserAgent, callee: str = "bob") -> tuple[Request, Response]:
+    invite = alice.build(
+        "INVITE", f"sip:{callee}@{DOMAIN}", body=b"v=0\r\n", content_type="application/sdp"
+    )
+    sending = asyncio.create_task(alice.send(invite))
+    incoming = await next_request(bob, "INVITE")
+    assert incoming.headers.get_all("Record-Route")
+    await bob.connection.send(bob.answer(incoming, 180, "Ringing"))
+    ok = bob.answer(incoming, 200, "OK", body=b"v=0\r\n")
+    ok.headers.set("Record-Route", ", ".join(incoming.headers.get_all("Record-Route")))
+    await bob.connection.send(ok)
+    exchange = await sending
+    assert exchange.final is not None and exchange.final.status == 200
+    assert [r.status for r in exchange.provisional] == [100, 180]
+    return incoming, exchange.final
+
+
+async def test_call_ack_bye(pki: Pki, one: Replica) -> None:
+    alice = await registered(pki, one.port, "alice")
+    bob = await registered(pki, one.port, "bob")
+    unauthenticated = await alice._send_once(alice.build("INVITE", f"sip:bob@{DOMAIN}"), 5)
+    assert unauthenticated.final is not None and unauthenticated.final.status == 407
+
+    incoming, ok = await call(alice, bob)
+    invite_cseq = ok.cseq.number
+    dialog = alice.dialog_from_response(
+        Request(ok.headers.copy(), b"", "INVITE", f"sip:bob@{DOMAIN}"), ok
+    )
+    await alice.connection.send(alice.in_dialog(dialog, "ACK", cseq=invite_cseq))
+    ack = await next_request(bob, "ACK")
+    assert ack.call_id == incoming.call_id
+
+    bob_dialog = bob.dialog_from_request(incoming, ok)
+    bye = asyncio.create_task(bob.send(bob.in_dialog(bob_dialog, "BYE")))
+    got_bye = await next_request(alice, "BYE")
+    await alice.connection.send(alice.answer(got_bye, 200, "OK"))
+    done = await bye
+    assert done.final is not None and done.final.status == 200
+    await alice.close()
+    await bob.close()
+
+
+async def test_unknown_and_offline_callees(pki: Pki, one: Replica) -> None:
+    alice = await registered(pki, one.port, "alice")
+    for callee, status in (("nobody", 404), ("carol", 480)):
+        exchange = await alice.send(alice.build("INVITE", f"sip:{callee}@{DOMAIN}"))
+        assert exchange.final is not None and exchange.final.status == status
+    relay = await alice.send(alice.build("INVITE", "sip:someone@elsewhere.example"))
+    assert relay.final is not None and relay.final.status == 403
+    await alice.close()
+
+
+async def test_cancel_while_ringing(pki: Pki, one: Replica) -> None:
+    alice = await registered(pki, one.port, "alice")
+    bob = await registered(pki, one.port, "bob")
+    invite = alice.build("INVITE", f"sip:bob@{DOMAIN}")
+    sending = asyncio.create_task(alice.send(invite))
+    incoming = await next_request(bob, "INVITE")
+    await bob.connection.send(bob.answer(incoming, 180, "Ringing"))
+    await alice.cancel(invite.call_id)
+    got_cancel = await next_request(bob, "CANCEL")
+    await bob.connection.send(bob.answer(got_cancel, 200, "OK"))
+    await bob.connection.send(bob.answer(incoming, 487, "Request Terminated"))
+    exchange = await sending
+    assert exchange.final is not None and exchange.final.status == 487
+    await alice.close()
+    await bob.close()
+
+
+async def test_forking_to_two_devices(pki: Pki, one: Replica) -> None:
+    alice = await registered(pki, one.port, "alice")
+    desk = await registered(pki, one.port, "bob")
+    mobile = await registered(pki, one.port, "bob")
+    sending = asyncio.create_task(alice.send(alice.build("INVITE", f"sip:bob@{DOMAIN}")))
+    at_desk = await next_request(desk, "INVITE")
+    at_mobile = await next_request(mobile, "INVITE")
+    await desk.connection.send(desk.answer(at_desk, 200, "OK"))
+    cancel = await next_request(mobile, "CANCEL")
+    assert cancel.call_id == at_mobile.call_id
+    await mobile.connection.send(mobile.answer(cancel, 200, "OK"))
+    await mobile.connection.send(mobile.answer(at_mobile, 487, "Request Terminated"))
+    exchange = await sending
+    assert exchange.final is not None and exchange.final.status == 200
+    for ua in (alice, desk, mobile):
+        await ua.close()
+
+
+async def test_malformed_input_answered_and_listener_survives(pki: Pki, one: Replica) -> None:
+    raw = await SipConnection.open("127.0.0.1", one.port, pki.ca)
+    bad = (
+        b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 1.2.3.4;branch=z9hG4bKx\r\n"
+        b"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: m1\r\n"
+        b"CSeq: 1 OPTIONS\r\nMax-Forwards: many\r\nContent-Length: 0\r\n\r\n"
+    )
+    await raw.send_raw(bad)
+    answer = await raw.receive()
+    assert isinstance(answer, Response) and answer.status == 400
+    ua = UserAgent(raw, "alice", "alice-secret", DOMAIN)
+    exchange = await ua.send(ua.build("OPTIONS", f"sip:{DOMAIN}"))
+    assert exchange.final is not None and exchange.final.status == 200
+    garbage = await SipConnection.open("127.0.0.1", one.port, pki.ca)
+    await garbage.send_raw(b"\x16\x03" + b"A" * 20000)
+    await asyncio.wait_for(garbage.closed.wait(), 5)
+    await garbage.close()
+    again = await registered(pki, one.port, "bob")
+    await again.close()
+    await ua.close()
+
+
+async def test_flood_gets_503(pki: Pki, redis_url: str) -> None:
+    await add_users(redis_url)
+    async with replica(pki, redis_url, sip_rate_limit=1.0, sip_rate_burst=3) as small:
+        ua = await phone(pki, small.port, "alice")
+        statuses = []
+        for _ in range(6):
+            exchange = await ua.send(ua.build("OPTIONS", f"sip:{DOMAIN}"))
+            assert exchange.final is not None
+            statuses.append(exchange.final.status)
+        assert statuses[:3] == [200, 200, 200]
+        assert 503 in statuses[3:]
+        await ua.close()
+
+
+async def test_call_across_two_replicas(pki: Pki, redis_url: str) -> None:
+    await add_users(redis_url)
+    async with replica(pki, redis_url) as first, replica(pki, redis_url) as second:
+        alice = await registered(pki, first.port, "alice")
+        bob = await registered(pki, second.port, "bob")
+        incoming, ok = await call(alice, bob)
+        bob_dialog = bob.dialog_from_request(incoming, ok)
+        bye = asyncio.create_task(bob.send(bob.in_dialog(bob_dialog, "BYE")))
+        got_bye = await next_request(alice, "BYE")
+        await alice.connection.send(alice.answer(got_bye, 200, "OK"))
+        done = await bye
+        assert done.final is not None and done.final.status == 200
+        await alice.close()
+        await bob.close()
