@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from quietwire.phone.connection import SipConnection
+from quietwire.phone.useragent import UserAgent
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.health import SERVING, serving_status
 from quietwire.runtime.tls import TlsFiles
@@ -20,6 +22,12 @@ from quietwire.runtime.tls import TlsFiles
 from tests.conftest import free_port, port_open, quietwire_env, run_quietwire
 
 UP_TIMEOUT = 60
+
+
+async def phone_of(state: Path, sip_port: int, user: str, password: str) -> UserAgent:
+    """A phone that trusts the platform's CA, as a user would set one up."""
+    connection = await SipConnection.open("127.0.0.1", sip_port, state / "pki" / "ca.pem")
+    return UserAgent(connection, user, password, "127.0.0.1", sip_port)
 
 
 def alive(pid: int) -> bool:
@@ -97,8 +105,12 @@ async def test_up_healthy_usable_and_leaves_nothing(
     listed = run_quietwire("--config", config, "user", "list")
     assert listed.stdout.split() == ["alice@127.0.0.1", "bob@127.0.0.1", "carol@127.0.0.1"]
 
+    alice = await phone_of(state, sip_port, "alice", credentials["alice"])
+    assert (await alice.register()).status == 200
+    await alice.close()
+
     pids = [status["redis"]["pid"], *(s["pid"] for s in status["services"].values())]
-    ports = [
+    ports = [sip_port] + [
         int(s[k].rsplit(":", 1)[1])
         for s in status["services"].values()
         for k in ("grpc", "metrics")

@@ -86,6 +86,7 @@ class Platform:
         self.status = self.state / "up.json"
         self.pki: Pki = ensure_pki(self.state / "pki", options.sip_host)
         self.redis_password = secrets.token_urlsafe(24)
+        self.sip_secret = secrets.token_urlsafe(32)
         self.redis, self.redis_url = redis_child(self.state, self.redis_password)
         self.ports = {name: (free_port(), free_port()) for name in SERVICES}
         self.services = [self._service_child(name) for name in SERVICES]
@@ -115,6 +116,7 @@ class Platform:
             "grpc_tls_ca": str(self.pki.ca),
             "keyagreement_target": f"127.0.0.1:{self.ports['keyagreement'][0]}",
             "relay_advertise": host if _is_ip(host) else "127.0.0.1",
+            "sip_secret": self.sip_secret,
             "drain_timeout": SERVICE_DRAIN,
             "shutdown_grace": SERVICE_GRACE,
         }
