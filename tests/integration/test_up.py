@@ -119,7 +119,7 @@ async def test_up_healthy_usable_and_leaves_nothing(
     assert process.wait(30) == 0
     assert [pid for pid in pids if alive(pid)] == []
     assert [port for port in ports if port_open(port)] == []
-    assert not (state / "redis" / "redis.sock").exists()
+    assert list((state / "redis").glob("*.sock")) == []
     assert not (state / "up.json").exists()
 
 
@@ -150,6 +150,17 @@ def test_up_kept_state_between_runs(tmp_path: Path) -> None:
             assert process.wait(30) == 0
     assert lines[0] == lines[1]
     assert (state / "pki" / "ca.pem").read_bytes() == ca
+
+
+def test_second_up_on_the_same_state_refused(
+    platform: tuple[subprocess.Popen[str], Path, int],
+) -> None:
+    process, state, _ = platform
+    read_up_line(process)
+    second = run_quietwire("up", "--state-dir", str(state), "--sip-port", str(free_port()))
+    assert second.returncode == 1
+    assert "in use by another quietwire up" in second.stderr
+    assert process.poll() is None
 
 
 def test_up_without_redis_names_the_package(tmp_path: Path) -> None:

@@ -40,7 +40,9 @@ def redis_child(state_dir: Path, password: str) -> tuple[Child, str]:
         )
     directory = state_dir / "redis"
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    socket = directory / "redis.sock"
+    # One socket name per run: a Redis still exiting from an earlier run removes
+    # its own socket file, never ours.
+    socket = directory / f"redis-{os.getpid()}.sock"
     if len(str(socket)) > MAX_SOCKET_PATH:
         raise RedisUnavailable(f"state directory path too long for a Unix socket: {socket}")
     config = directory / "redis.conf"

@@ -9,18 +9,21 @@ dies stops the whole platform with an error rather than leaving it half up.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import ipaddress
 import json
 import logging
+import os
 import secrets
 import signal
 import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
+from redis.exceptions import RedisError
 
 from quietwire.embedded.children import Child, stop_all
 from quietwire.embedded.pki import Pki, ensure_pki
@@ -75,6 +78,23 @@ def sip_uri(host: str, port: int) -> str:
     return f"sip:{shown}:{port};transport=tls"
 
 
+def _lock(path: Path) -> TextIO:
+    """Hold the state directory for this run; a second ``up`` on it fails clearly."""
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise UpFailed(f"{path.parent} is in use by another quietwire up (pid {owner})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 class Platform:
     """The children of one ``quietwire up`` run and the files describing them."""
 
@@ -82,6 +102,7 @@ class Platform:
         self.options = options
         self.state = options.state_dir.resolve()
         self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = _lock(self.state / "up.lock")
         self.config = self.state / "quietwire.yaml"
         self.status = self.state / "up.json"
         self.pki: Pki = ensure_pki(self.state / "pki", options.sip_host)
@@ -202,7 +223,10 @@ class Platform:
         for child in self.services:
             child.start()
         await self.wait_healthy()
-        users = await self.demo_users()
+        try:
+            users = await self.demo_users()
+        except (RedisError, OSError) as exc:
+            raise UpFailed(f"cannot create the demo users in Redis: {exc}") from exc
         self.write_status()
         return users
 
