@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the platform and its tests run with.
-DEB_PACKAGES := redis-server libbzrtp0
+DEB_PACKAGES := redis-server libbzrtp0 linphone-cli sip-tester stunnel4
 STATE_DIR ?= .quietwire
 SIP_HOST ?= 127.0.0.1
 SIP_PORT ?= 5061

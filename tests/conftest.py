@@ -48,6 +48,42 @@ def run_quietwire(
     )
 
 
+def read_up_line(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("quietwire up:"):
+            return line.strip()
+        if not line and process.poll() is not None:
+            break
+    pytest.fail(f"no 'quietwire up:' line (exit status {process.poll()})")
+
+
+def start_up(state: Path, sip_port: int) -> subprocess.Popen[str]:
+    """`quietwire up` as a user starts it, its stdout readable."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "quietwire",
+            "up",
+            "--state-dir",
+            str(state),
+            "--sip-port",
+            str(sip_port),
+        ],
+        env=quietwire_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def up_fields(line: str) -> dict[str, str]:
+    """``key=value`` fields of the ``quietwire up:`` line (ca, users, config)."""
+    return dict(part.split("=", 1) for part in line.split()[3:])
+
+
 @dataclass(frozen=True)
 class RedisServer:
     port: int

@@ -19,9 +19,14 @@ from quietwire.runtime.channels import open_channel
 from quietwire.runtime.health import SERVING, serving_status
 from quietwire.runtime.tls import TlsFiles
 
-from tests.conftest import free_port, port_open, quietwire_env, run_quietwire
-
-UP_TIMEOUT = 60
+from tests.conftest import (
+    free_port,
+    port_open,
+    quietwire_env,
+    read_up_line,
+    run_quietwire,
+    start_up,
+)
 
 
 async def phone_of(state: Path, sip_port: int, user: str, password: str) -> UserAgent:
@@ -36,37 +41,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def read_up_line(process: subprocess.Popen[str]) -> str:
-    assert process.stdout is not None
-    deadline = time.monotonic() + UP_TIMEOUT
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("quietwire up:"):
-            return line.strip()
-        if not line and process.poll() is not None:
-            break
-    pytest.fail(f"no 'quietwire up:' line (exit status {process.poll()})")
-
-
-def start_up(state: Path, sip_port: int) -> subprocess.Popen[str]:
-    """`quietwire up` as a user starts it, its stdout readable."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "quietwire",
-            "up",
-            "--state-dir",
-            str(state),
-            "--sip-port",
-            str(sip_port),
-        ],
-        env=quietwire_env(),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
 
 
 @pytest.fixture

@@ -94,8 +94,18 @@ class Linphone:
         raise AssertionError(f"{self.user}: no {pattern!r} within {timeout:.0f} s:\n{tail}")
 
     def registered(self, timeout: float = 20.0) -> None:
-        self.command("status register")
-        self.wait_for(r"registered, identity=sip:" + re.escape(self.user), timeout)
+        """Ask until Linphone says it is registered (it answers once per question)."""
+        deadline = time.monotonic() + timeout
+        pattern = r"registered, identity=sip:" + re.escape(self.user)
+        while True:
+            mark = len(self.lines)
+            self.command("status register")
+            try:
+                self.wait_for(pattern, 1.0, since=mark)
+                return
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
 
     def sas(self, timeout: float = 20.0) -> str:
         return self.wait_for(SAS.pattern, timeout).group(1)
@@ -103,7 +113,7 @@ class Linphone:
     def call_state(self) -> str:
         mark = len(self.lines)
         self.command("calls")
-        return self.wait_for(r"\|\s+(\w+)\s+\|", 5, since=mark).group(1)
+        return self.wait_for(r"^\d+\s+\|[^|]*\|\s+(\w+)\s+\|", 5, since=mark).group(1)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,0 +1,153 @@
+"""Linphone (linphone-cli, bzrtp) through `quietwire up`: registration over TLS with
+certificate verification, a call with ZRTP mandatory, the same SAS on both sides,
+BYE ending it on both; and the same with the two phones on two replicas."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    free_port,
+    quietwire_env,
+    read_up_line,
+    start_up,
+    up_fields,
+)
+from tests.interop.linphone import Linphone, require_linphone
+
+pytestmark = pytest.mark.interop
+
+
+@dataclass
+class Platform:
+    process: subprocess.Popen[str]
+    state: Path
+    sip_port: int
+    users: dict[str, str]
+
+    @property
+    def ca(self) -> Path:
+        return self.state / "pki" / "ca.pem"
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    require_linphone()
+    state, port = tmp_path / "state", free_port()
+    process = start_up(state, port)
+    try:
+        fields = up_fields(read_up_line(process))
+        users = dict(pair.split(":", 1) for pair in fields["users"].split(","))
+        yield Platform(process, state, port, users)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def second_replica(platform: Platform) -> Iterator[int]:
+    """Another signaling replica on the same Redis, with its own SIP port."""
+    port = free_port()
+    env = quietwire_env(
+        QW_SIP_PORT=str(port),
+        QW_GRPC_PORT=str(free_port()),
+        QW_METRICS_PORT="0",
+        QW_REPLICA_ID="replica-two",
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "quietwire",
+            "--config",
+            str(platform.state / "quietwire.yaml"),
+            "signaling",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import time
+
+        from tests.conftest import port_open
+
+        deadline = time.monotonic() + 20
+        while not port_open(port):
+            assert process.poll() is None and time.monotonic() < deadline, (
+                "replica two did not start"
+            )
+            time.sleep(0.1)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+
+
+def phones(
+    platform: Platform, tmp_path: Path, alice_port: int, bob_port: int
+) -> tuple[Linphone, Linphone]:
+    base = free_port()
+    alice = Linphone(
+        tmp_path / "alice",
+        "alice",
+        platform.users["alice"],
+        alice_port,
+        platform.ca,
+        tls_port=free_port(),
+        rtp_port=base - base % 2,
+    )
+    bob = Linphone(
+        tmp_path / "bob",
+        "bob",
+        platform.users["bob"],
+        bob_port,
+        platform.ca,
+        tls_port=free_port(),
+        rtp_port=(base - base % 2) + 100,
+        auto_answer=True,
+    )
+    return alice, bob
+
+
+def secure_call(alice: Linphone, bob: Linphone) -> None:
+    alice.registered()
+    bob.registered()
+    alice.command("call sip:bob@127.0.0.1")
+    sas_alice, sas_bob = alice.sas(), bob.sas()
+    assert sas_alice == sas_bob
+    assert len(sas_alice) == 4
+    assert alice.call_state() == "StreamsRunning"
+    assert bob.call_state() == "StreamsRunning"
+    alice.command("terminate")
+    alice.wait_for(r"Call 1 with sip:bob@127\.0\.0\.1 ended")
+    bob.wait_for(r"Call 1 with sip:alice@127\.0\.0\.1 ended")
+
+
+def test_linphone_call_through_quietwire(platform: Platform, tmp_path: Path) -> None:
+    alice, bob = phones(platform, tmp_path, platform.sip_port, platform.sip_port)
+    try:
+        secure_call(alice, bob)
+    finally:
+        alice.stop()
+        bob.stop()
+
+
+def test_linphone_call_across_replicas(
+    platform: Platform, second_replica: int, tmp_path: Path
+) -> None:
+    alice, bob = phones(platform, tmp_path, platform.sip_port, second_replica)
+    try:
+        secure_call(alice, bob)
+    finally:
+        alice.stop()
+        bob.stop()
