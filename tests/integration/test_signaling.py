@@ -225,3 +225,19 @@ async def test_call_across_two_replicas(pki: Pki, redis_url: str) -> None:
         assert done.final is not None and done.final.status == 200
         await alice.close()
         await bob.close()
+
+
+async def test_binding_dies_with_its_flow(pki: Pki, one: Replica) -> None:
+    """RFC 5626: a phone whose connection is gone is not called (and not listed)."""
+    alice = await registered(pki, one.port, "alice")
+    bob = await registered(pki, one.port, "bob")
+    await bob.close()
+    for _ in range(50):
+        if not await one.service.locations.bindings(f"sip:bob@{DOMAIN}"):
+            break
+        await asyncio.sleep(0.05)
+    assert await one.service.locations.bindings(f"sip:bob@{DOMAIN}") == []
+    exchange = await alice.send(alice.build("INVITE", f"sip:bob@{DOMAIN}"))
+    assert exchange.final is not None and exchange.final.status == 480
+    assert len(exchange.final.vias) == 1  # our own Via never leaks upstream
+    await alice.close()

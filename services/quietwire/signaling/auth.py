@@ -54,20 +54,27 @@ class AuthResult:
 
 
 class Authenticator:
-    def __init__(self, users: UserStore, client: redis.Redis, mint: NonceMint) -> None:
+    def __init__(
+        self,
+        users: UserStore,
+        client: redis.Redis,
+        mint: NonceMint,
+        algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA_256, DigestAlgorithm.MD5),
+    ) -> None:
         self.users = users
+        self.algorithms = algorithms
         self.redis = client
         self.mint = mint
         self.realm = users.realm
         self._advance = client.register_script(_ADVANCE_NC)
 
     def challenge(self, request: Request, *, proxy: bool, stale: bool = False) -> Response:
-        """401 (registrar) or 407 (proxy) with a SHA-256 and an MD5 challenge."""
+        """401 (registrar) or 407 (proxy) with one challenge per configured algorithm."""
         status, header = (407, "Proxy-Authenticate") if proxy else (401, "WWW-Authenticate")
         reason = "Proxy Authentication Required" if proxy else "Unauthorized"
         response = reply(request, status, reason)
         nonce = self.mint.mint(time.time())
-        for algorithm in (DigestAlgorithm.SHA_256, DigestAlgorithm.MD5):
+        for algorithm in self.algorithms:
             response.headers.add(header, str(Challenge(self.realm, nonce, algorithm, stale=stale)))
         return response
 

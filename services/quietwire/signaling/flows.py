@@ -44,6 +44,10 @@ class Flow:
     writer: asyncio.StreamWriter
     queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE_LIMIT))
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Run when the connection ends (the registrar drops the flow's bindings: RFC 5626).
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: Bindings registered over this flow: (aor, contact, instance, reg-id).
+    bindings: set[tuple[str, str, str, int]] = field(default_factory=set)
 
     def send(self, data: bytes) -> bool:
         """Queue bytes for the peer; False when the queue is full or the flow is gone."""
@@ -162,9 +166,16 @@ class TlsListener:
             self.table.flows.pop(flow.id, None)
             FLOWS.dec()
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(
+                asyncio.CancelledError, ConnectionError, ssl.SSLError, OSError
+            ):
                 await sender
             flow.close()
+            for hook in flow.on_close:
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("flow close hook failed")
 
     async def _receive(self, flow: Flow, framer: StreamFramer, data: bytes) -> bool:
         """Handle what ``data`` completes; False when the connection must end."""

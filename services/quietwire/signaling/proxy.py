@@ -300,7 +300,10 @@ class Proxy:
             bindings = [b for b in bindings if b.instance_id.strip("<>") == gruu]
         alive = []
         for reg in bindings:
-            if reg.replica == self.replica or await self.replicas.address(reg.replica):
+            if reg.replica == self.replica:
+                if self.router.flows.get(reg.flow_id) is not None:
+                    alive.append(reg)
+            elif await self.replicas.address(reg.replica):
                 alive.append(reg)
         return alive
 
@@ -403,7 +406,7 @@ class Proxy:
         self.clients[branch.branch] = (context, branch)
         tx.to_send.clear()
         if not await self.router.send(target, out):
-            branch.final = reply(out, 480, "Temporarily Unavailable")
+            branch.final = reply(request, 480, "Temporarily Unavailable")
             FORWARDS.labels(out.method, "unreachable").inc()
             self._drop_branch(branch)
             return
@@ -420,7 +423,7 @@ class Proxy:
         for event in events:
             if isinstance(event, Timeout):
                 if branch.final is None:
-                    branch.final = reply(branch.request, 408, "Request Timeout")
+                    branch.final = reply(context.request, 408, "Request Timeout")
                 continue
             assert isinstance(event, Response)
             await self._branch_response(context, branch, event)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -111,6 +112,9 @@ class Registrar:
             if expires == 0:
                 await self.locations.remove(aor, uri, instance, reg_id)
                 continue
+            if (aor, uri, instance, reg_id) not in flow.bindings:
+                flow.bindings.add((aor, uri, instance, reg_id))
+                flow.on_close.append(self._forget(flow, aor, uri, instance, reg_id))
             await self.locations.put(
                 Registration(
                     aor=aor,
@@ -125,6 +129,20 @@ class Registrar:
                 )
             )
         return True
+
+    def _forget(
+        self, flow: Flow, aor: str, uri: str, instance: str, reg_id: int
+    ) -> Callable[[], Awaitable[None]]:
+        """When the flow dies its binding is unusable (RFC 5626 section 5.2): drop it."""
+
+        async def forget() -> None:
+            for reg in await self.locations.bindings(aor):
+                if (reg.contact, reg.instance_id, reg.reg_id) == (uri, instance, reg_id) and (
+                    reg.flow_id == flow.id
+                ):
+                    await self.locations.remove(aor, uri, instance, reg_id)
+
+        return forget
 
 
 class _Refused(Exception):

@@ -93,7 +93,7 @@ class SignalingService(RedisBackedService):
         self.locations = LocationStore(self.redis, MAX_EXPIRES)
         self.replicas = ReplicaRegistry(self.redis)
         self.peers = GrpcPeers(self.replicas, settings.grpc_tls)
-        auth = Authenticator(self.users, self.redis, NonceMint(secret))
+        auth = Authenticator(self.users, self.redis, NonceMint(secret), settings.digest_algorithms)
         self.proxy = Proxy(
             domain=settings.sip_domain,
             host=settings.sip_domain,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, FilePath, SecretStr
+from pydantic import Field, FilePath, SecretStr, field_validator
 
+from quietwire.protocols.sip.digest import DigestAlgorithm
 from quietwire.runtime.settings import (
     CommonSettings,
     OptionalPort,
@@ -37,6 +38,22 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     sip_rate_limit: Annotated[float, Field(gt=0)] = 50.0
     sip_rate_burst: Annotated[float, Field(ge=1)] = 200.0
     sip_max_auth_failures: Annotated[int, Field(ge=1)] = 10
+    #: Digest algorithms challenged, most preferred first (RFC 8760). Some
+    #: clients (sipp) answer only the first challenge and know only MD5.
+    sip_digest_algorithms: str = "SHA-256,MD5"
+
+    @field_validator("sip_digest_algorithms")
+    @classmethod
+    def _algorithms(cls, value: str) -> str:
+        names = [n.strip().upper() for n in value.split(",") if n.strip()]
+        known = {a.value for a in DigestAlgorithm}
+        if not names or any(n not in known for n in names):
+            raise ValueError(f"must be a comma-separated list of {', '.join(sorted(known))}")
+        return ",".join(names)
+
+    @property
+    def digest_algorithms(self) -> tuple[DigestAlgorithm, ...]:
+        return tuple(DigestAlgorithm(n) for n in self.sip_digest_algorithms.split(","))
 
     @property
     def grpc_peer_address(self) -> str:
