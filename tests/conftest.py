@@ -60,8 +60,8 @@ def read_up_line(process: subprocess.Popen[str]) -> str:
     pytest.fail(f"no 'quietwire up:' line (exit status {process.poll()})")
 
 
-def start_up(state: Path, sip_port: int) -> subprocess.Popen[str]:
-    """`quietwire up` as a user starts it, its stdout readable."""
+def start_up(state: Path, sip_port: int, **settings: str) -> subprocess.Popen[str]:
+    """`quietwire up` as a user starts it, its stdout readable; ``settings`` are QW_* env."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -73,7 +73,7 @@ def start_up(state: Path, sip_port: int) -> subprocess.Popen[str]:
             "--sip-port",
             str(sip_port),
         ],
-        env=quietwire_env(),
+        env=quietwire_env(**settings),
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -1,0 +1,174 @@
+"""sipp (sip-tester) against `quietwire up` over TLS: REGISTER with a digest
+challenge, a bad password, a full call UAC -> quietwire -> UAS with BYE, a
+CANCEL while ringing, and a call to an unknown user.
+
+Debian's sipp has no TLS, so each sipp talks TCP to a local stunnel that
+opens a verified TLS connection to quietwire: one sipp connection, one flow.
+sipp answers only the first digest challenge and knows only MD5, so this
+platform challenges with MD5 alone (QW_SIP_DIGEST_ALGORITHMS).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, port_open, read_up_line, start_up, up_fields
+
+pytestmark = pytest.mark.interop
+SCENARIOS = Path(__file__).parent / "sipp"
+SIPP_TIMEOUT = "15s"
+
+
+@dataclass
+class Setup:
+    ports: list[int]
+    users: dict[str, str]
+    workdir: Path
+
+
+def need(binary: str, package: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        pytest.skip(f"{binary} not installed (Debian package {package})")
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    sipp, stunnel = need("sipp", "sip-tester"), need("stunnel4", "stunnel4")
+    del sipp
+    state, sip_port = tmp_path / "state", free_port()
+    up = start_up(state, sip_port, QW_SIP_DIGEST_ALGORITHMS="MD5")
+    tunnel: subprocess.Popen[bytes] | None = None
+    try:
+        users = dict(p.split(":", 1) for p in up_fields(read_up_line(up))["users"].split(","))
+        ports = [free_port() for _ in range(4)]
+        config = tmp_path / "stunnel.conf"
+        services = "".join(
+            f"[sip{i}]\nclient = yes\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{sip_port}\n"
+            f"verifyChain = yes\nCAfile = {state / 'pki' / 'ca.pem'}\ncheckHost = 127.0.0.1\n"
+            for i, port in enumerate(ports)
+        )
+        config.write_text(f"foreground = yes\npid =\n{services}", encoding="utf-8")
+        tunnel = subprocess.Popen([stunnel, str(config)], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not all(port_open(p) for p in ports):
+            assert time.monotonic() < deadline, "stunnel did not start"
+            time.sleep(0.05)
+        yield Setup(ports, users, tmp_path)
+    finally:
+        if tunnel is not None:
+            tunnel.terminate()
+            tunnel.wait(10)
+        up.send_signal(signal.SIGTERM)
+        up.wait(30)
+
+
+def scenario(setup: Setup, name: str, **replace: str) -> Path:
+    text = (SCENARIOS / name).read_text(encoding="utf-8")
+    for key, value in replace.items():
+        text = text.replace(f"__{key}__", value)
+    path = setup.workdir / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def sipp(
+    setup: Setup, path: Path, via: int, user: str, password: str, *extra: str
+) -> subprocess.Popen[str]:
+    errors = setup.workdir / f"{path.stem}-{user}-errors.log"
+    return subprocess.Popen(
+        [
+            "sipp",
+            f"127.0.0.1:{setup.ports[via]}",
+            "-sf",
+            str(path),
+            "-t",
+            "t1",
+            "-m",
+            "1",
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-timeout",
+            SIPP_TIMEOUT,
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+            "-error_file",
+            str(errors),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finished(process: subprocess.Popen[str]) -> int:
+    return process.wait(40)
+
+
+def test_register_with_digest(setup: Setup) -> None:
+    path = scenario(setup, "register.xml", FINAL="200")
+    assert finished(sipp(setup, path, 0, "alice", setup.users["alice"])) == 0
+
+
+def test_register_with_a_bad_password_is_forbidden(setup: Setup) -> None:
+    path = scenario(setup, "register.xml", FINAL="403")
+    assert finished(sipp(setup, path, 0, "alice", "not-the-password")) == 0
+
+
+def call(setup: Setup, uac: str, uas: str, call_id: str) -> tuple[int, int]:
+    callee = sipp(
+        setup,
+        scenario(setup, uas),
+        1,
+        "bob",
+        setup.users["bob"],
+        "-cid_str",
+        f"{call_id}@127.0.0.1",
+    )
+    time.sleep(1.5)  # the callee registers first
+    caller = sipp(
+        setup,
+        scenario(setup, uac),
+        0,
+        "alice",
+        setup.users["alice"],
+        "-key",
+        "callee",
+        "bob",
+        "-cid_str",
+        f"{call_id}@127.0.0.1",
+    )
+    return finished(caller), finished(callee)
+
+
+def test_call_with_bye(setup: Setup) -> None:
+    assert call(setup, "uac.xml", "uas.xml", "sippcall") == (0, 0)
+
+
+def test_cancel_while_ringing(setup: Setup) -> None:
+    assert call(setup, "uac_cancel.xml", "uas_cancel.xml", "sippcancel") == (0, 0)
+
+
+def test_unknown_user(setup: Setup) -> None:
+    path = scenario(setup, "uac_unknown.xml")
+    caller = sipp(setup, path, 0, "alice", setup.users["alice"], "-key", "callee", "nobody")
+    assert finished(caller) == 0
