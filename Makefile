@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the platform and its tests run with.
 DEB_PACKAGES := redis-server libbzrtp0 linphone-cli sip-tester stunnel4
+# The anchors `make bench` runs side by side with quietwire.
+BENCH_DEB_PACKAGES := kamailio kamailio-tls-modules
 STATE_DIR ?= .quietwire
 SIP_HOST ?= 127.0.0.1
 SIP_PORT ?= 5061
@@ -40,8 +42,9 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 bench: setup
-	@echo "make bench: no benchmarks yet. They come with the signaling issue (sipp load,"
-	@echo "Kamailio side by side) and the relay issue (media load, rtpengine side by side)."
+	@tools/debian-packages $(BENCH_DEB_PACKAGES)
+	$(BIN)/python -m bench.signaling
+	@echo "media relay benchmark (rtpengine side by side): not yet, it comes with the relay issue."
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import uvloop
 
 from quietwire.embedded.pki import ensure_pki
 from quietwire.embedded.redis_server import RedisUnavailable
@@ -60,7 +61,7 @@ def run_service(name: str, args: argparse.Namespace) -> int:
     settings = load_settings(settings_cls, _config_file(args))
     configure_logging(name, settings.log_level, show_ips=settings.log_ips)
     service = factory(settings)
-    return asyncio.run(serve(name, settings, service))
+    return uvloop.run(serve(name, settings, service))
 
 
 def _read_password(args: argparse.Namespace) -> str:

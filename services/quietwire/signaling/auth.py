@@ -95,19 +95,23 @@ class Authenticator:
             return AuthResult(Verdict.CHALLENGE)
         if nonce_state is NonceCheck.STALE:
             return AuthResult(Verdict.STALE)
-        user = await self.users.get(credentials.username)
+        count = credentials.nonce_count if credentials.qop else 0
+        if count is None:
+            return AuthResult(Verdict.FAILED, credentials.username)
+        # One round trip: the user's hashes, and the nonce-count moved forward.
+        # A wrong password thus spends a count of a nonce it could not use anyway.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.users.key(credentials.username))
+            nonce_key = NONCE_KEY.format(nonce=credentials.nonce)
+            await self._advance(
+                keys=[nonce_key], args=[count, int(self.mint.lifetime) + 10], client=pipe
+            )
+            stored, fresh = await pipe.execute()
+        user = self.users.from_hash(credentials.username, stored)
         if user is None or not credentials.matches(user.ha1[credentials.algorithm], request.method):
             AUTH_FAILURES.labels("credentials").inc()
             return AuthResult(Verdict.FAILED, credentials.username)
-        if not await self._fresh_count(credentials):
+        if not fresh:
             AUTH_FAILURES.labels("replay").inc()
             return AuthResult(Verdict.STALE)
         return AuthResult(Verdict.OK, credentials.username)
-
-    async def _fresh_count(self, credentials: Credentials) -> bool:
-        count = credentials.nonce_count if credentials.qop else 0
-        if count is None:
-            return False
-        key = NONCE_KEY.format(nonce=credentials.nonce)
-        ttl = int(self.mint.lifetime) + 10
-        return bool(await self._advance(keys=[key], args=[count, ttl]))

@@ -14,12 +14,53 @@ from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
 from quietwire.runtime.redisclient import text
 
 #: Hash per AOR: field = binding id (instance + reg-id, or the contact URI),
-#: value = a serialized ``Registration``. Key TTL: the longest registration
-#: allowed, renewed on each write; expired fields are dropped when read.
+#: value = ``<expires ms> <cseq> <call-id>\n`` + a serialized ``Registration``
+#: (the prefix lets the script below expire and order bindings without
+#: protobuf). Key TTL: the longest registration allowed, renewed on each write.
 LOCATION_KEY = "qw:loc:{{{aor}}}"
 #: String per live replica: its gRPC address. TTL: REPLICA_TTL, renewed by heartbeat.
 REPLICA_KEY = "qw:replica:{replica}"
 REPLICA_TTL = 10
+
+#: Apply a REGISTER's changes and return the live bindings, in one round trip.
+#: KEYS[1]: the AOR hash. ARGV[1]: now in ms, ARGV[2]: key TTL, ARGV[3]: the
+#: REGISTER's Call-ID, ARGV[4]: its CSeq, ARGV[5]: "1" to clear first, then
+#: (field, value) pairs, an empty value removing the field. Returns the live
+#: values, or {"out-of-order"} without changing anything when a binding
+#: already holds a newer CSeq of the same Call-ID (RFC 3261 section 10.3 step 7).
+_UPDATE = """
+local now, call_id, cseq = tonumber(ARGV[1]), ARGV[3], tonumber(ARGV[4])
+if ARGV[5] == '1' then redis.call('DEL', KEYS[1]) end
+for i = 6, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if old then
+    local _, seen, cid = string.match(old, '^(%d+) (%d+) (%S+)\\n')
+    if cid == call_id and tonumber(seen) >= cseq then return {'out-of-order'} end
+  end
+end
+for i = 6, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+local all, live = redis.call('HGETALL', KEYS[1]), {}
+for i = 1, #all, 2 do
+  local expires = tonumber(string.match(all[i + 1], '^(%d+) '))
+  if expires and expires > now then
+    table.insert(live, all[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+if #live > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return live
+"""
+
+
+class OutOfOrder(Exception):
+    """A REGISTER older than the binding it would change."""
 
 
 def binding_id(contact: str, instance: str, reg_id: int) -> str:
@@ -27,40 +68,70 @@ def binding_id(contact: str, instance: str, reg_id: int) -> str:
     return f"{instance}#{reg_id}" if instance else contact
 
 
-@dataclass(slots=True)
+def encode(reg: Registration) -> bytes:
+    prefix = f"{int(reg.expires_at_unix * 1000)} {reg.cseq} {reg.call_id or '-'}\n"
+    return prefix.encode() + reg.SerializeToString()
+
+
+def decode(value: bytes | str) -> Registration:
+    raw = value if isinstance(value, bytes) else value.encode()
+    return Registration.FromString(raw.split(b"\n", 1)[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One binding to write (``reg``) or to remove (``reg`` is None)."""
+
+    field: str
+    reg: Registration | None
+
+
 class LocationStore:
-    redis: redis.Redis
-    max_expires: int
+    def __init__(self, client: redis.Redis, max_expires: int) -> None:
+        self.redis = client
+        self.max_expires = max_expires
+        self._update = client.register_script(_UPDATE)
 
     def _key(self, aor: str) -> str:
         return LOCATION_KEY.format(aor=aor)
 
-    async def bindings(self, aor: str, now: float | None = None) -> list[Registration]:
+    async def update(
+        self,
+        aor: str,
+        changes: list[Change],
+        *,
+        call_id: str = "-",
+        cseq: int = 0,
+        clear: bool = False,
+    ) -> list[Registration]:
+        """Apply ``changes`` atomically and return the live bindings of ``aor``."""
+        args: list[str | bytes | int] = [
+            int(time.time() * 1000),
+            self.max_expires + 60,
+            call_id or "-",
+            cseq,
+            "1" if clear else "0",
+        ]
+        for change in changes:
+            args += [change.field, encode(change.reg) if change.reg else b""]
+        live = await self._update(keys=[self._key(aor)], args=args)
+        if live and live[0] in (b"out-of-order", "out-of-order"):
+            raise OutOfOrder(aor)
+        return [decode(v) for v in live]
+
+    async def bindings(self, aor: str) -> list[Registration]:
         """Live bindings of ``aor``; expired ones are removed on the way."""
-        now = time.time() if now is None else now
-        stored = await self.redis.hgetall(self._key(aor))
-        live: list[tuple[bytes | str, Registration]] = []
-        expired: list[tuple[bytes | str, Registration]] = []
-        for field, value in stored.items():
-            reg = Registration.FromString(value if isinstance(value, bytes) else value.encode())
-            (live if reg.expires_at_unix > now else expired).append((field, reg))
-        if expired:
-            await self.redis.hdel(self._key(aor), *(f for f, _ in expired))
-        return [reg for _, reg in live]
+        return await self.update(aor, [])
 
     async def put(self, reg: Registration) -> None:
-        key = self._key(reg.aor)
-        ident = binding_id(reg.contact, reg.instance_id, reg.reg_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, ident, reg.SerializeToString())
-            pipe.expire(key, self.max_expires + 60)
-            await pipe.execute()
+        field = binding_id(reg.contact, reg.instance_id, reg.reg_id)
+        await self.update(reg.aor, [Change(field, reg)], call_id=reg.call_id, cseq=reg.cseq)
 
     async def remove(self, aor: str, contact: str, instance: str, reg_id: int) -> None:
-        await self.redis.hdel(self._key(aor), binding_id(contact, instance, reg_id))
+        await self.update(aor, [Change(binding_id(contact, instance, reg_id), None)])
 
     async def clear(self, aor: str) -> None:
-        await self.redis.delete(self._key(aor))
+        await self.update(aor, [], clear=True)
 
 
 @dataclass(slots=True)

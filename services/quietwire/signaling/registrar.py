@@ -21,7 +21,7 @@ from quietwire.protocols.sip.message import Request, Response, reply
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
 from quietwire.signaling.auth import Authenticator, Verdict
 from quietwire.signaling.flows import Flow
-from quietwire.signaling.locations import LocationStore
+from quietwire.signaling.locations import Change, LocationStore, OutOfOrder, binding_id
 
 MIN_EXPIRES = 60
 DEFAULT_EXPIRES = 3600
@@ -60,10 +60,11 @@ class Registrar:
             return reply(request, 403, "Only Your Own Address")
         aor = to.uri.aor
         try:
-            changed = await self._apply(flow, request, aor)
+            bindings, changed = await self._apply(flow, request, aor)
         except _Refused as refused:
             return refused.response
-        bindings = await self.locations.bindings(aor)
+        except OutOfOrder:
+            return reply(request, 500, "Out Of Order Register")
         ok = reply(request, 200, "OK", to_tag=uuid.uuid4().hex[:10])
         now = time.time()
         for reg in bindings:
@@ -77,21 +78,24 @@ class Registrar:
             ok.headers.add("Require", "outbound")
         return ok
 
-    async def _apply(self, flow: Flow, request: Request, aor: str) -> bool:
-        """Add, refresh or remove the request's bindings; True if it named contacts."""
+    async def _apply(
+        self, flow: Flow, request: Request, aor: str
+    ) -> tuple[list[Registration], bool]:
+        """Add, refresh or remove the request's bindings in one atomic update.
+
+        Returns the bindings afterwards, and whether the request named contacts.
+        """
         values = request.headers.get_all("Contact")
+        call_id, cseq = request.call_id, request.cseq.number
         if not values:
-            return False
+            return await self.locations.bindings(aor), False
         header_expires = _int(request.headers.get("Expires"), DEFAULT_EXPIRES)
         if any(v.strip() == "*" for v in values):
             if len(values) != 1 or header_expires != 0:
                 raise _Refused(reply(request, 400, "Bad Wildcard Contact"))
-            await self.locations.clear(aor)
-            return True
-        existing = {
-            (r.contact, r.instance_id, r.reg_id): r for r in await self.locations.bindings(aor)
-        }
+            return await self.locations.update(aor, [], clear=True), True
         now = time.time()
+        changes: list[Change] = []
         for value in values:
             try:
                 contact = NameAddr.parse(value)
@@ -105,30 +109,31 @@ class Registrar:
             instance = contact.params.get("+sip.instance") or ""
             reg_id = _int(contact.params.get("reg-id"), 0)
             uri = f"<{contact.uri}>"
-            previous = existing.get((uri, instance, reg_id))
-            cseq = request.cseq.number
-            if previous and previous.call_id == request.call_id and previous.cseq >= cseq:
-                raise _Refused(reply(request, 500, "Out Of Order Register"))
+            field = binding_id(uri, instance, reg_id)
             if expires == 0:
-                await self.locations.remove(aor, uri, instance, reg_id)
+                changes.append(Change(field, None))
                 continue
+            changes.append(
+                Change(
+                    field,
+                    Registration(
+                        aor=aor,
+                        contact=uri,
+                        instance_id=instance,
+                        reg_id=reg_id,
+                        replica=self.replica,
+                        flow_id=flow.id,
+                        expires_at_unix=now + min(expires, MAX_EXPIRES),
+                        call_id=call_id,
+                        cseq=cseq,
+                    ),
+                )
+            )
             if (aor, uri, instance, reg_id) not in flow.bindings:
                 flow.bindings.add((aor, uri, instance, reg_id))
                 flow.on_close.append(self._forget(flow, aor, uri, instance, reg_id))
-            await self.locations.put(
-                Registration(
-                    aor=aor,
-                    contact=uri,
-                    instance_id=instance,
-                    reg_id=reg_id,
-                    replica=self.replica,
-                    flow_id=flow.id,
-                    expires_at_unix=now + min(expires, MAX_EXPIRES),
-                    call_id=request.call_id,
-                    cseq=cseq,
-                )
-            )
-        return True
+        bindings = await self.locations.update(aor, changes, call_id=call_id, cseq=cseq)
+        return bindings, True
 
     def _forget(
         self, flow: Flow, aor: str, uri: str, instance: str, reg_id: int

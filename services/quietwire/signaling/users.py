@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as redis
@@ -59,7 +60,7 @@ class UserStore:
         self.redis = client
         self.realm = realm
 
-    def _key(self, username: str) -> str:
+    def key(self, username: str) -> str:
         return USER_KEY.format(realm=self.realm, username=username)
 
     @property
@@ -76,8 +77,8 @@ class UserStore:
         }
         fields["created"] = str(time.time())
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._key(username))
-            pipe.hset(self._key(username), mapping=fields)
+            pipe.delete(self.key(username))
+            pipe.hset(self.key(username), mapping=fields)
             pipe.sadd(self._index, username)
             _, _, added = await pipe.execute()
         return bool(added)
@@ -85,13 +86,16 @@ class UserStore:
     async def delete(self, username: str) -> bool:
         """Remove a user; True if it existed."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._key(username))
+            pipe.delete(self.key(username))
             pipe.srem(self._index, username)
             deleted, _ = await pipe.execute()
         return bool(deleted)
 
     async def get(self, username: str) -> User | None:
-        stored = await self.redis.hgetall(self._key(username))
+        return self.from_hash(username, await self.redis.hgetall(self.key(username)))
+
+    def from_hash(self, username: str, stored: Mapping[bytes | str, bytes | str]) -> User | None:
+        """A user from its stored hash (HGETALL of :meth:`key`), None when absent."""
         raw = {text(k): text(v) for k, v in stored.items()}
         if not raw:
             return None

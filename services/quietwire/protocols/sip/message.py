@@ -10,8 +10,9 @@ server answers with.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.headers import (
@@ -36,10 +37,12 @@ _REQUEST_LINE = re.compile(r"^(\S+) (\S+) (SIP/\d+\.\d+)$")
 class Headers:
     """Ordered SIP headers; names canonical (``v`` is ``Via``), lookups by any spelling."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "version")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
         self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items or []]
+        #: Bumped on every change, so parsed views can be cached safely.
+        self.version = 0
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -64,6 +67,7 @@ class Headers:
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
         item = (canonical_name(name), value)
+        self.version += 1
         if first:
             self._items.insert(0, item)
         else:
@@ -78,6 +82,7 @@ class Headers:
 
     def remove(self, name: str) -> None:
         name = canonical_name(name)
+        self.version += 1
         self._items = [(n, v) for n, v in self._items if n != name]
 
     def pop_first(self, name: str) -> str | None:
@@ -94,10 +99,25 @@ class Headers:
         return values[0]
 
 
+T = TypeVar("T")
+
+
 @dataclass(slots=True)
 class _Message:
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
+    _parsed: dict[str, tuple[Headers, int, object]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def _view(self, name: str, parse: Callable[[], T]) -> T:
+        """A parsed header view, reused until the headers change (the hot path parses once)."""
+        cached = self._parsed.get(name)
+        if cached is not None and cached[0] is self.headers and cached[1] == self.headers.version:
+            return cached[2]  # type: ignore[return-value]
+        value = parse()
+        self._parsed[name] = (self.headers, self.headers.version, value)
+        return value
 
     @property
     def call_id(self) -> str:
@@ -105,23 +125,28 @@ class _Message:
 
     @property
     def cseq(self) -> CSeq:
-        return CSeq.parse(self.headers.get("CSeq") or "")
+        return self._view("cseq", lambda: CSeq.parse(self.headers.get("CSeq") or ""))
 
     @property
     def vias(self) -> list[Via]:
-        return [Via.parse(v) for v in self.headers.get_all("Via")]
+        return self._view("vias", lambda: [Via.parse(v) for v in self.headers.get_all("Via")])
 
     @property
     def from_(self) -> NameAddr:
-        return NameAddr.parse(self.headers.get("From") or "")
+        return self._view("from", lambda: NameAddr.parse(self.headers.get("From") or ""))
 
     @property
     def to(self) -> NameAddr:
-        return NameAddr.parse(self.headers.get("To") or "")
+        return self._view("to", lambda: NameAddr.parse(self.headers.get("To") or ""))
 
     @property
     def contacts(self) -> list[NameAddr]:
-        return [NameAddr.parse(v) for v in self.headers.get_all("Contact") if v.strip() != "*"]
+        return self._view(
+            "contacts",
+            lambda: [
+                NameAddr.parse(v) for v in self.headers.get_all("Contact") if v.strip() != "*"
+            ],
+        )
 
     def _serialize(self, start_line: str) -> bytes:
         """Wire bytes; Content-Length is always written, true to the body, where it was."""

@@ -1,0 +1,399 @@
+"""`make bench`, signaling part: REGISTER with digest over TLS, quietwire vs Kamailio.
+
+Both servers get one core (``taskset``); the load (sipp behind stunnel, which
+adds the TLS sipp lacks) runs on the other. For each offered rate we report the
+rate achieved, failed registrations, p50/p99 time from first REGISTER to 200
+(two round trips, the challenge included), and the server's CPU per
+registration read from /proc (quietwire counts its Redis too). The machine is
+shared and noisy: compare CPU per operation and the ratios, not raw rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SERVER_CORE, LOAD_CORE = "1", "0"
+TICKS = os.sysconf("SC_CLK_TCK")
+DOMAIN = "127.0.0.1"
+USER, PASSWORD = "user0", "password-00000"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+def descendants(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [root], [root]
+    while frontier:
+        children = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+@dataclass
+class Result:
+    offered: float
+    achieved: float
+    ok: int
+    failed: int
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float
+
+
+class Server:
+    name = ""
+    port = 0
+
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
+
+class Quietwire(Server):
+    name = "quietwire"
+
+    def __init__(self, work: Path, users: list[tuple[str, str]]) -> None:
+        from quietwire.embedded.pki import ensure_pki
+
+        self.pki = ensure_pki(work / "pki", DOMAIN)
+        self.work, self.users = work, users
+        self.port = free_port()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Quietwire]:
+        redis_port = free_port()
+        redis = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                SERVER_CORE,
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.work),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        service: subprocess.Popen[bytes] | None = None
+        try:
+            wait_port(redis_port, redis, "redis-server")
+            url = f"redis://127.0.0.1:{redis_port}/0"
+            env = {**os.environ, "QW_REDIS_URL": url, "QW_SIP_DOMAIN": DOMAIN}
+            for user, password in self.users:
+                subprocess.run(
+                    [sys.executable, "-m", "quietwire", "user", "add", user, "--password-stdin"],
+                    input=f"{password}\n".encode(),
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                )
+            env.update(
+                {
+                    "QW_GRPC_INSECURE": "true",
+                    "QW_GRPC_PORT": str(free_port()),
+                    "QW_METRICS_PORT": "0",
+                    "QW_SIP_BIND": "127.0.0.1",
+                    "QW_SIP_PORT": str(self.port),
+                    "QW_SIP_TLS_CERT": str(self.pki.sip_cert),
+                    "QW_SIP_TLS_KEY": str(self.pki.sip_key),
+                    "QW_SIP_DIGEST_ALGORITHMS": "MD5",
+                    "QW_SIP_RATE_LIMIT": "100000",
+                    "QW_SIP_RATE_BURST": "100000",
+                    "QW_LOG_LEVEL": "warning",
+                }
+            )
+            service = subprocess.Popen(
+                ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "quietwire", "signaling"],
+                env=env,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_port(self.port, service, "quietwire signaling")
+            self._pids = [redis.pid, service.pid]
+            yield self
+        finally:
+            for process in (service, redis):
+                if process is not None:
+                    process.terminate()
+                    process.wait(20)
+
+    def pids(self) -> list[int]:
+        return self._pids
+
+
+class Kamailio(Server):
+    name = "kamailio"
+
+    def __init__(self, work: Path, users: list[tuple[str, str]], pki_dir: Path) -> None:
+        self.work, self.users = work, users
+        self.port = free_port()
+        self.pki_dir = pki_dir
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Kamailio]:
+        tls = self.work / "kamailio-tls.cfg"
+        tls.write_text(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+            f"require_certificate = no\nprivate_key = {self.pki_dir / 'sip.key'}\n"
+            f"certificate = {self.pki_dir / 'sip.pem'}\n",
+            encoding="utf-8",
+        )
+        users = "\n".join(f'    $sht(users=>{u}) = "{p}";' for u, p in self.users)
+        config = (HERE / "kamailio.cfg").read_text(encoding="utf-8")
+        config = config.replace("__PORT__", str(self.port)).replace("__TLS_CONFIG__", str(tls))
+        config = config.replace("__USERS__", users)
+        path = self.work / "kamailio.cfg"
+        path.write_text(config, encoding="utf-8")
+        process = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                SERVER_CORE,
+                "kamailio",
+                "-DD",
+                "-E",
+                "-f",
+                str(path),
+                "-P",
+                str(self.work / "kamailio.pid"),
+                "-Y",
+                str(self.work),
+                "-m",
+                "256",
+                "-M",
+                "16",
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_port(self.port, process, "kamailio")
+            self._root = process.pid
+            yield self
+        finally:
+            process.terminate()
+            process.wait(20)
+
+    def pids(self) -> list[int]:
+        return descendants(self._root)
+
+
+@contextlib.contextmanager
+def tunnel(work: Path, target: int, ca: Path) -> Iterator[int]:
+    port = free_port()
+    config = work / f"stunnel-{target}.conf"
+    config.write_text(
+        f"foreground = yes\npid =\n[sip]\nclient = yes\naccept = 127.0.0.1:{port}\n"
+        f"connect = 127.0.0.1:{target}\nverifyChain = yes\nCAfile = {ca}\ncheckHost = {DOMAIN}\n",
+        encoding="utf-8",
+    )
+    process = subprocess.Popen(
+        ["taskset", "-c", LOAD_CORE, "stunnel4", str(config)], stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_port(port, process, "stunnel")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def register_load(server: Server, via: int, work: Path, rate: float, seconds: float) -> Result:
+    total = int(rate * seconds)
+    run = Path(tempfile.mkdtemp(prefix=f"{server.name}-{int(rate)}-", dir=work))
+    before = cpu_seconds(server.pids())
+    started = time.monotonic()
+    subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            "sipp",
+            f"127.0.0.1:{via}",
+            "-sf",
+            str(HERE / "register.xml"),
+            "-s",
+            USER,
+            "-au",
+            USER,
+            "-ap",
+            PASSWORD,
+            "-t",
+            "t1",
+            "-r",
+            str(rate),
+            "-m",
+            str(total),
+            "-l",
+            str(max(100, int(rate * 2))),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-timeout",
+            f"{int(seconds * 3 + 10)}s",
+            "-nostdin",
+            "-trace_stat",
+            "-trace_rtt",
+            "-rtt_freq",
+            "1",
+            "-max_socket",
+            "100",
+        ],
+        cwd=run,
+        capture_output=True,
+        text=True,
+        timeout=seconds * 3 + 30,
+    )
+    elapsed = time.monotonic() - started
+    cpu = cpu_seconds(server.pids()) - before
+    ok, failed = _counts(run)
+    times = _rtts(run)
+    return Result(
+        offered=rate,
+        achieved=ok / elapsed if elapsed else 0.0,
+        ok=ok,
+        failed=failed,
+        p50_ms=statistics.median(times) if times else float("nan"),
+        p99_ms=statistics.quantiles(times, n=100)[98] if len(times) >= 100 else float("nan"),
+        cpu_us=cpu / ok * 1e6 if ok else float("nan"),
+    )
+
+
+def _counts(run: Path) -> tuple[int, int]:
+    stats = sorted(run.glob("*_.csv"))
+    if not stats:
+        return 0, 0
+    header, *rows = stats[-1].read_text().splitlines()
+    columns = header.split(";")
+    last = rows[-1].split(";")
+    value = dict(zip(columns, last, strict=False))
+    return int(value.get("SuccessfulCall(C)", 0)), int(value.get("FailedCall(C)", 0))
+
+
+def _rtts(run: Path) -> list[float]:
+    times: list[float] = []
+    for path in run.glob("*_rtt.csv"):
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split(";")
+            with contextlib.suppress(IndexError, ValueError):
+                times.append(float(fields[1]))
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rates", default="100,200,400,800", help="offered REGISTERs per second")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each step")
+    args = parser.parse_args()
+    missing = [
+        b
+        for b in ("kamailio", "sipp", "stunnel4", "redis-server", "taskset")
+        if shutil.which(b) is None
+    ]
+    if missing:
+        print(f"make bench: missing {', '.join(missing)}", file=sys.stderr)
+        return 1
+    rates = [float(r) for r in args.rates.split(",")]
+    users = [(USER, PASSWORD)]
+    results: dict[str, list[Result]] = {}
+    with tempfile.TemporaryDirectory(prefix="qw-bench-") as scratch:
+        work = Path(scratch)
+        for name in ("qw", "kam"):
+            (work / name).mkdir()
+        quietwire = Quietwire(work / "qw", users)
+        kamailio = Kamailio(work / "kam", users, work / "qw" / "pki")
+        for server in (quietwire, kamailio):
+            with server.running(), tunnel(work, server.port, quietwire.pki.ca) as via:
+                register_load(server, via, work, rates[0], 1.0)  # warm up: connection, caches
+                results[server.name] = [
+                    register_load(server, via, work, rate, args.seconds) for rate in rates
+                ]
+    report(results)
+    return 0
+
+
+def sustained(r: Result) -> bool:
+    """Kept up: nothing failed, at least 95 % of the offered rate, p99 within 50 ms."""
+    return r.failed == 0 and r.achieved >= 0.95 * r.offered and r.p99_ms <= 50
+
+
+def report(results: dict[str, list[Result]]) -> None:
+    print("signaling: REGISTER with MD5 digest over TLS (one open connection), one core each")
+    print(
+        f"{'server':10} {'offered/s':>9} {'achieved/s':>10} {'ok':>6} {'failed':>6} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU us/reg':>10}"
+    )
+    for name, rows in results.items():
+        for r in rows:
+            print(
+                f"{name:10} {r.offered:9.0f} {r.achieved:10.1f} {r.ok:6d} {r.failed:6d} "
+                f"{r.p50_ms:7.2f} {r.p99_ms:7.2f} {r.cpu_us:10.0f}"
+            )
+    ours, anchor = results["quietwire"], results["kamailio"]
+    clean = [(q, k) for q, k in zip(ours, anchor, strict=True) if sustained(q) and sustained(k)]
+    if clean:
+        cpu_ratio = statistics.median(q.cpu_us / k.cpu_us for q, k in clean if k.cpu_us)
+        print(f"quietwire/kamailio CPU per REGISTER (median over clean steps): {cpu_ratio:.2f}x")
+    best = {
+        n: max((r.achieved for r in rows if sustained(r)), default=0.0)
+        for n, rows in results.items()
+    }
+    if best["kamailio"]:
+        print(
+            f"sustained (no failure, >=95% of offered, p99 <= 50 ms): quietwire {best['quietwire']:.0f}/s,"
+            f" kamailio {best['kamailio']:.0f}/s, ratio {best['quietwire'] / best['kamailio']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
