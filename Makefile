@@ -37,8 +37,8 @@ protos-check: $(VENV)/.installed
 	$(BIN)/python tools/gen_protos.py --check
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check services tests tools
-	$(BIN)/ruff format --check services tests tools
+	$(BIN)/ruff check services tests tools bench
+	$(BIN)/ruff format --check services tests tools bench
 	$(BIN)/mypy
 
 bench: setup
