@@ -12,6 +12,8 @@ from quietwire.embedded.pki import Pki
 from quietwire.phone.connection import SipConnection
 from quietwire.phone.useragent import UserAgent
 from quietwire.protocols.sip.message import Request, Response
+from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
+from quietwire.signaling.locations import OutOfOrder
 
 from tests.integration.signaling_harness import (
     DOMAIN,
@@ -241,3 +243,50 @@ async def test_binding_dies_with_its_flow(pki: Pki, one: Replica) -> None:
     assert exchange.final is not None and exchange.final.status == 480
     assert len(exchange.final.vias) == 1  # our own Via never leaks upstream
     await alice.close()
+
+
+async def test_certificate_rotated_without_restart(tmp_path: Path, redis_url: str) -> None:
+    """New connections get the new certificate once its files change (cert-manager style)."""
+    import ssl
+
+    from quietwire.embedded.pki import ensure_pki
+
+    first = ensure_pki(tmp_path / "one", DOMAIN)
+    second = ensure_pki(tmp_path / "two", DOMAIN)
+    live_cert, live_key = tmp_path / "live.pem", tmp_path / "live.key"
+    live_cert.write_bytes(first.sip_cert.read_bytes())
+    live_key.write_bytes(first.sip_key.read_bytes())
+    await add_users(redis_url)
+    async with replica(
+        first, redis_url, sip_tls_cert=live_cert, sip_tls_key=live_key, sip_tls_reload_every=0.1
+    ) as r:
+        ua = await phone(first, r.port, "alice")
+        assert (await ua.register()).status == 200
+        await ua.close()
+        live_cert.write_bytes(second.sip_cert.read_bytes())
+        live_key.write_bytes(second.sip_key.read_bytes())
+        await asyncio.sleep(0.5)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await SipConnection.open("127.0.0.1", r.port, first.ca)
+        again = await phone(second, r.port, "alice")
+        assert (await again.register()).status == 200
+        await again.close()
+
+
+async def test_wildcard_unregister_and_out_of_order(pki: Pki, one: Replica) -> None:
+    ua = await registered(pki, one.port, "alice")
+    aor = f"sip:alice@{DOMAIN}"
+    assert len(await one.service.locations.bindings(aor)) == 1
+    (binding,) = await one.service.locations.bindings(aor)
+    older = Registration()
+    older.CopyFrom(binding)
+    older.cseq = binding.cseq - 1
+    with pytest.raises(OutOfOrder):
+        await one.service.locations.put(older)
+    wildcard = ua.build("REGISTER", f"sip:{DOMAIN}", to=f"<{ua.aor}>")
+    wildcard.headers.set("Contact", "*")
+    wildcard.headers.add("Expires", "0")
+    cleared = await ua.send(wildcard)
+    assert cleared.final is not None and cleared.final.status == 200
+    assert await one.service.locations.bindings(aor) == []
+    await ua.close()

@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 3.0
 TIMER_TICK = 0.05
-CERT_CHECK_EVERY = 5.0
 
 
 class MonotonicClock:
@@ -160,7 +159,7 @@ class SignalingService(RedisBackedService):
         paths = (Path(self.settings.sip_tls_cert), Path(self.settings.sip_tls_key))
         seen = _mtimes(*paths)
         while True:
-            await asyncio.sleep(CERT_CHECK_EVERY)
+            await asyncio.sleep(self.settings.sip_tls_reload_every)
             current = _mtimes(*paths)
             if current == seen:
                 continue

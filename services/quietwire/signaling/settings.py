@@ -26,6 +26,9 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     #: SAN or the CN (Linphone ignores IP SANs).
     sip_tls_cert: FilePath
     sip_tls_key: FilePath
+    #: Seconds between checks of the certificate files; a change is loaded
+    #: without a restart (rotation by cert-manager and the like).
+    sip_tls_reload_every: Annotated[float, Field(gt=0)] = 5.0
     keyagreement_target: str = "127.0.0.1:50052"
     #: This replica's name in Redis and in flow ids; default: host name and a random suffix.
     replica_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")] | None = None
