@@ -1,0 +1,202 @@
+"""A phone call end to end: SIP over TLS for signaling, ZRTP then SRTP for media.
+
+:class:`Phone` registers once and then places (:meth:`Phone.call`) or takes
+(:meth:`Phone.answer`) calls. A call is reported secure only after ZRTP
+completes; then the phone prints ``SAS <string>`` and ``secure
+<cipher>/<auth>/<key agreement>/<sas type>``. Any failure prints
+``not secure: <reason>`` and the call ends without audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quietwire.phone.audio import CODECS, WavRecorder, read_wav
+from quietwire.phone.connection import SipConnection
+from quietwire.phone.media import EchoBuffer, MediaSession
+from quietwire.phone.sdp import NoCommonCodec, Remote, describe, remote_of
+from quietwire.phone.useragent import Dialog, UserAgent
+from quietwire.phone.zidcache import FileZidCache
+from quietwire.protocols.sdp.session import ParseError as SdpParseError
+from quietwire.protocols.sip.message import Request
+from quietwire.protocols.zrtp.errors import ErrorCode
+from quietwire.protocols.zrtp.session import Failed, Secured
+
+log = logging.getLogger(__name__)
+SECURE_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneOptions:
+    registrar: str
+    port: int
+    user: str
+    password: str
+    ca: Path | None
+    domain: str
+    zid_cache: Path
+    play: Path | None = None
+    record: Path | None = None
+    duration: float = 10.0
+    verified: bool = False
+    media_address: str = "127.0.0.1"
+
+
+@dataclass
+class CallResult:
+    secured: Secured | None = None
+    failure: str | None = None
+    ended_by_peer: bool = False
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class Phone:
+    def __init__(self, options: PhoneOptions, say: Callable[[str], None] = print) -> None:
+        self.options = options
+        self.say = say
+        self.cache = FileZidCache(options.zid_cache)
+        self.ua: UserAgent | None = None
+
+    async def start(self) -> None:
+        o = self.options
+        connection = await SipConnection.open(o.registrar, o.port, o.ca, o.domain)
+        self.ua = UserAgent(connection, o.user, o.password, o.domain, o.port)
+        response = await self.ua.register()
+        if response.status != 200:
+            raise RuntimeError(f"registration refused: {response.status} {response.reason}")
+        self.say(f"registered {self.ua.aor}")
+
+    async def close(self) -> None:
+        if self.ua is not None:
+            with contextlib.suppress(Exception):
+                await self.ua.register(expires=0)
+            await self.ua.close()
+
+    def _media(self, echo: bool = False) -> MediaSession:
+        o = self.options
+        rate = CODECS[0].pcm_rate
+        pcm = read_wav(o.play, rate) if o.play and not echo else b""
+        sink = (
+            EchoBuffer(CODECS[0].samples_per_frame)
+            if echo
+            else WavRecorder(o.record, rate)
+            if o.record
+            else None
+        )
+        return MediaSession(o.media_address, self.cache, self.cache.zid, sink, pcm)
+
+    async def call(self, uri: str) -> CallResult:
+        assert self.ua is not None
+        media = self._media()
+        await media.open()
+        offer = describe(self.options.media_address, media.port, media.engine.hello_hash)
+        invite = self.ua.build("INVITE", uri, body=offer, content_type="application/sdp")
+        exchange = await self.ua.send(invite, timeout=60)
+        final = exchange.final
+        if final is None or final.status != 200:
+            await media.close()
+            reason = "no answer" if final is None else f"{final.status} {final.reason}"
+            self.say(f"call failed: {reason}")
+            return CallResult(failure=reason)
+        sent = self.ua.inviting.get(invite.call_id) or invite
+        dialog = self.ua.dialog_from_response(sent, final)
+        await self.ua.connection.send(self.ua.in_dialog(dialog, "ACK", cseq=final.cseq.number))
+        try:
+            remote = remote_of(final.body)
+        except (NoCommonCodec, SdpParseError) as exc:
+            await self._hang_up(dialog)
+            await media.close()
+            return CallResult(failure=f"unusable answer: {exc}")
+        return await self._talk(media, remote, dialog)
+
+    async def answer(self, echo: bool = False, timeout: float | None = None) -> CallResult:
+        """Wait for one call and take it."""
+        assert self.ua is not None
+        while True:
+            request = await asyncio.wait_for(self.ua.requests.get(), timeout)
+            if request.method == "INVITE":
+                break
+            await self._answer_other(request)
+        try:
+            remote = remote_of(request.body)
+        except (NoCommonCodec, SdpParseError) as exc:
+            await self.ua.connection.send(self.ua.answer(request, 488, "Not Acceptable Here"))
+            return CallResult(failure=f"unusable offer: {exc}")
+        media = self._media(echo)
+        await media.open()
+        answer = describe(
+            self.options.media_address, media.port, media.engine.hello_hash, (remote.codec,)
+        )
+        await self.ua.connection.send(self.ua.answer(request, 180, "Ringing"))
+        ok = self.ua.answer(request, 200, "OK", body=answer)
+        await self.ua.connection.send(ok)
+        dialog = self.ua.dialog_from_request(request, ok)
+        self.say(f"answered {request.from_.uri}")
+        return await self._talk(media, remote, dialog)
+
+    async def _talk(self, media: MediaSession, remote: Remote, dialog: Dialog) -> CallResult:
+        result = CallResult()
+        media.start(remote)
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(media.secured), SECURE_TIMEOUT)
+        except TimeoutError:
+            outcome = Failed(ErrorCode.PROTOCOL_TIMEOUT, "no ZRTP answer from the peer", False)
+        if isinstance(outcome, Failed):
+            result.failure = outcome.reason
+            self.say(f"not secure: {outcome.reason}")
+            await self._hang_up(dialog)
+            await media.close()
+            return result
+        result.secured = outcome
+        self.say(f"SAS {outcome.sas}")
+        self.say(f"secure {outcome.suite}")
+        if outcome.sas_verified:
+            self.say("SAS previously verified")
+        if outcome.cache_mismatch:
+            self.say("WARNING: ZRTP cache mismatch: compare the SAS again")
+        if self.options.verified:
+            media.engine.mark_sas_verified(True)
+        result.ended_by_peer = await self._until_bye(dialog, self.options.duration)
+        if not result.ended_by_peer:
+            await self._hang_up(dialog)
+        await media.close()
+        if isinstance(media.sink, WavRecorder):
+            media.sink.close()
+        result.stats = vars(media.stats).copy()
+        self.say("call ended")
+        return result
+
+    async def _until_bye(self, dialog: Dialog, duration: float) -> bool:
+        """Run the call; True if the peer hung up first."""
+        assert self.ua is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + duration
+        while (left := deadline - loop.time()) > 0:
+            try:
+                request = await asyncio.wait_for(self.ua.requests.get(), left)
+            except TimeoutError:
+                return False
+            if request.method == "BYE" and request.call_id == dialog.call_id:
+                await self.ua.connection.send(self.ua.answer(request, 200, "OK"))
+                return True
+            await self._answer_other(request)
+        return False
+
+    async def _answer_other(self, request: Request) -> None:
+        assert self.ua is not None
+        if request.method == "ACK":
+            return
+        if request.method in ("OPTIONS", "BYE", "CANCEL"):
+            await self.ua.connection.send(self.ua.answer(request, 200, "OK"))
+        else:
+            await self.ua.connection.send(self.ua.answer(request, 486, "Busy Here"))
+
+    async def _hang_up(self, dialog: Dialog) -> None:
+        assert self.ua is not None
+        with contextlib.suppress(TimeoutError):
+            await self.ua.send(self.ua.in_dialog(dialog, "BYE"), timeout=5)

@@ -1,0 +1,87 @@
+"""The phone's SDP: an offer or answer with its codecs and a=zrtp-hash, and what
+it learns from the peer's (where to send, which codec, the peer's zrtp-hash)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from quietwire.phone.audio import CODECS, Codec
+from quietwire.protocols.sdp.session import Connection, MediaDescription, SessionDescription
+
+TELEPHONE_EVENT = 101
+
+
+def describe(address: str, port: int, zrtp_hash: str, codecs: tuple[Codec, ...] = CODECS) -> bytes:
+    """Our SDP: RTP/AVP (ZRTP needs no SAVP, as Linphone does), RTCP on port + 1."""
+    session = secrets.randbelow(2**31)
+    sdp = SessionDescription(
+        lines=[
+            ("v", "0"),
+            ("o", f"quietwire {session} {session} IN IP4 {address}"),
+            ("s", "quietwire"),
+            ("c", f"IN IP4 {address}"),
+            ("t", "0 0"),
+        ]
+    )
+    media = MediaDescription(
+        "audio", port, "RTP/AVP", [str(c.payload_type) for c in codecs] + [str(TELEPHONE_EVENT)]
+    )
+    for codec in codecs:
+        media.lines.append(("a", f"rtpmap:{codec.payload_type} {codec.rtpmap}"))
+    media.lines.append(("a", f"rtpmap:{TELEPHONE_EVENT} telephone-event/8000"))
+    media.lines.append(("a", f"rtcp:{port + 1}"))
+    media.lines.append(("a", f"zrtp-hash:{zrtp_hash}"))
+    sdp.media.append(media)
+    return sdp.serialize()
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """What the peer's SDP tells us about its audio."""
+
+    address: str
+    port: int
+    rtcp_port: int
+    codec: Codec
+    zrtp_hash: str | None
+
+
+class NoCommonCodec(ValueError):
+    pass
+
+
+def remote_of(data: bytes, preference: tuple[Codec, ...] = CODECS) -> Remote:
+    """The first audio stream of the peer's SDP and the codec both sides have."""
+    sdp = SessionDescription.parse(data)
+    audio = next((m for m in sdp.media if m.media == "audio" and m.port), None)
+    if audio is None:
+        raise NoCommonCodec("no audio stream")
+    connection = sdp.media_connection(audio) or Connection("0.0.0.0")  # noqa: S104
+    offered = _payload_types(audio)
+    codec = next((c for c in preference if _matches(c, offered)), None)
+    if codec is None:
+        raise NoCommonCodec("no codec in common")
+    pt = next(pt for pt, name in offered.items() if name.lower() == codec.name.lower())
+    codec = Codec(codec.name, pt, codec.clock_rate, codec.channels)
+    return Remote(
+        connection.address, audio.port, audio.rtcp_port or audio.port + 1, codec, audio.zrtp_hash
+    )
+
+
+def _payload_types(audio: MediaDescription) -> dict[int, str]:
+    """Payload type → encoding name, static ones (RFC 3551) included."""
+    names = {0: "PCMU", 8: "PCMA"}
+    found: dict[int, str] = {}
+    for fmt in audio.formats:
+        if fmt.isdigit() and int(fmt) in names:
+            found[int(fmt)] = names[int(fmt)]
+    for value in audio.attributes("rtpmap"):
+        pt, _, encoding = (value or "").partition(" ")
+        if pt.isdigit() and pt in audio.formats:
+            found[int(pt)] = encoding.split("/")[0]
+    return found
+
+
+def _matches(codec: Codec, offered: dict[int, str]) -> bool:
+    return any(name.lower() == codec.name.lower() for name in offered.values())

@@ -1,0 +1,116 @@
+"""Two quietwire phones through the signaling service: ZRTP, the same SAS, SRTP
+audio each way (the right tone heard), key continuity on the next call."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from quietwire.embedded.pki import Pki
+from quietwire.phone.audio import dominant_frequency, tone, write_wav
+from quietwire.phone.call import CallResult, Phone, PhoneOptions
+
+from tests.integration.signaling_harness import (
+    DOMAIN,
+    PASSWORDS,
+    Replica,
+    add_users,
+    make_pki,
+    replica,
+)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path)
+
+
+@pytest.fixture
+async def one(pki: Pki, redis_url: str) -> AsyncIterator[Replica]:
+    await add_users(redis_url)
+    async with replica(pki, redis_url) as r:
+        yield r
+
+
+def options(pki: Pki, port: int, user: str, tmp: Path, hz: int, **extra: object) -> PhoneOptions:
+    play = tmp / f"{user}-play.wav"
+    write_wav(play, tone(hz, 1.0), 8000)
+    values: dict[str, object] = {
+        "registrar": "127.0.0.1",
+        "port": port,
+        "user": user,
+        "password": PASSWORDS[user],
+        "ca": pki.ca,
+        "domain": DOMAIN,
+        "zid_cache": tmp / f"{user}-zid.json",
+        "play": play,
+        "record": tmp / f"{user}-heard.wav",
+        "duration": 2.0,
+    }
+    values.update(extra)
+    return PhoneOptions(**values)  # type: ignore[arg-type]
+
+
+def heard(path: Path) -> tuple[float, float]:
+    """Seconds of audio in a recording, and its dominant frequency."""
+    with wave.open(str(path)) as wav:
+        frames = wav.readframes(wav.getnframes())
+        rate = wav.getframerate()
+    return len(frames) / 2 / rate, dominant_frequency(frames[rate:], rate)
+
+
+async def talk(alice: Phone, bob: Phone) -> tuple[CallResult, CallResult]:
+    answering = asyncio.create_task(bob.answer(timeout=10))
+    calling = asyncio.create_task(alice.call(f"sip:bob@{DOMAIN}"))
+    return await calling, await answering
+
+
+async def test_secure_call_with_audio_both_ways(pki: Pki, one: Replica, tmp_path: Path) -> None:
+    lines: list[str] = []
+    alice = Phone(options(pki, one.port, "alice", tmp_path, 440), lines.append)
+    bob = Phone(options(pki, one.port, "bob", tmp_path, 880), lines.append)
+    await alice.start()
+    await bob.start()
+    try:
+        caller, callee = await talk(alice, bob)
+    finally:
+        await alice.close()
+        await bob.close()
+    assert caller.secured is not None and callee.secured is not None, (caller, callee)
+    assert caller.secured.sas == callee.secured.sas
+    assert lines.count(f"SAS {caller.secured.sas}") == 2
+    assert any(line.startswith("secure AES1/") for line in lines)
+    assert caller.stats["srtp_in"] > 40 and callee.stats["srtp_in"] > 40
+    assert caller.stats["rejected"] == 0 and callee.stats["rejected"] == 0
+    seconds, frequency = heard(tmp_path / "alice-heard.wav")
+    assert seconds > 1.0 and abs(frequency - 880) <= 10
+    seconds, frequency = heard(tmp_path / "bob-heard.wav")
+    assert seconds > 1.0 and abs(frequency - 440) <= 10
+
+
+async def test_second_call_remembers_the_verified_sas(
+    pki: Pki, one: Replica, tmp_path: Path
+) -> None:
+    silent: list[str] = []
+    for attempt in range(2):
+        alice = Phone(
+            options(pki, one.port, "alice", tmp_path, 440, duration=0.5, verified=True),
+            silent.append,
+        )
+        bob = Phone(
+            options(pki, one.port, "bob", tmp_path, 880, duration=0.5, verified=True), silent.append
+        )
+        await alice.start()
+        await bob.start()
+        try:
+            caller, callee = await talk(alice, bob)
+        finally:
+            await alice.close()
+            await bob.close()
+        assert caller.secured is not None and callee.secured is not None
+        assert caller.secured.sas_verified is (attempt == 1)
+        assert callee.secured.sas_verified is (attempt == 1)
+        assert not caller.secured.cache_mismatch
