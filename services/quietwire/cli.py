@@ -4,6 +4,7 @@
     quietwire [--config FILE] user add|del|list              manage SIP users
     quietwire up [--state-dir DIR] [--sip-host H] [--sip-port P]   everything, locally
     quietwire pki --dir DIR [--sip-host H] [--grpc-name N]...    development certificates
+    quietwire phone call URI | answer | echo --registrar ... --user ...   the softphone
 
 Settings come from ``QW_*`` environment variables and the optional YAML file
 (``--config`` or ``QW_CONFIG``). A bad setting ends the process with status 2
@@ -30,6 +31,7 @@ from quietwire.embedded.redis_server import RedisUnavailable
 from quietwire.embedded.up import UpFailed, UpOptions, up
 from quietwire.keyagreement.service import KeyAgreementService
 from quietwire.keyagreement.settings import KeyAgreementSettings
+from quietwire.phone import cli as phone_cli
 from quietwire.relay.service import RelayService
 from quietwire.relay.settings import RelaySettings
 from quietwire.runtime.logs import configure_logging
@@ -130,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
     embedded.add_argument("--state-dir", default=".quietwire", help="default: ./.quietwire")
     embedded.add_argument("--sip-host", default="127.0.0.1", help="host phones register to")
     embedded.add_argument("--sip-port", type=int, default=5061, help="SIP over TLS port")
+    phone_cli.add_parser(commands)
     pki = commands.add_parser("pki", help="create or reuse development certificates")
     pki.add_argument("--dir", required=True, help="where the CA and certificates go")
     pki.add_argument("--sip-host", default="127.0.0.1", help="name in the SIP certificate")
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_user_command(args))
         if args.command == "pki":
             return run_pki(args)
+        if args.command == "phone":
+            return phone_cli.main(args)
         return run_up(args)
     except SettingsError as exc:
         print(f"quietwire {args.command}: {exc}", file=sys.stderr)

@@ -40,6 +40,7 @@ class Linphone:
         *,
         auto_answer: bool = False,
         domain: str = "127.0.0.1",
+        sip_extra: dict[str, str] | None = None,
     ) -> None:
         self.user = user
         home = directory / "home"
@@ -50,7 +51,9 @@ class Linphone:
             "[sip]\nsip_port=0\nsip_tcp_port=0\n"
             f"sip_tls_port={tls_port}\nbind_address=127.0.0.1\n"
             "media_encryption=zrtp\nmedia_encryption_mandatory=1\n"
-            f"root_ca={ca}\nverify_server_certs=1\nverify_server_cn=1\ndefault_proxy=0\n\n"
+            f"root_ca={ca}\nverify_server_certs=1\nverify_server_cn=1\ndefault_proxy=0\n"
+            + "".join(f"{key}={value}\n" for key, value in (sip_extra or {}).items())
+            + "\n"
             f"[rtp]\nbind_address=127.0.0.1\naudio_rtp_port={rtp_port}\n\n"
             f"[proxy_0]\nreg_proxy={proxy}\nreg_route={proxy}\n"
             f"reg_identity=sip:{user}@{domain}\nreg_expires=600\nreg_sendregister=1\npublish=0\n\n"

@@ -1,0 +1,115 @@
+"""``quietwire phone call URI | answer | echo``: the softphone on the command line.
+
+Prints ``SAS <string>`` and ``secure <cipher>/<auth>/<key agreement>/<sas type>``
+once the call is end-to-end secure; exits 0 for a secure call, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from quietwire.phone.call import Phone, PhoneOptions
+from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.uri import SipUri
+
+DEFAULT_PORT = 5061
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    phone = commands.add_parser("phone", help="the ZRTP softphone (call, answer, echo test)")
+    actions = phone.add_subparsers(dest="phone_command", required=True)
+    call = actions.add_parser("call", help="call a SIP URI")
+    call.add_argument("uri")
+    actions.add_parser("answer", help="wait for one call and take it")
+    actions.add_parser("echo", help="answer every call and send the audio back")
+    for sub in actions.choices.values():
+        sub.add_argument(
+            "--registrar",
+            required=True,
+            help="sip:host:port;transport=tls, or host[:port] (port 5061)",
+        )
+        sub.add_argument("--user", required=True)
+        sub.add_argument("--password", help="or $QW_PHONE_PASSWORD, or --password-stdin")
+        sub.add_argument("--password-stdin", action="store_true")
+        sub.add_argument("--domain", help="SIP domain (default: the registrar's host)")
+        sub.add_argument("--ca", help="CA file to verify the registrar's certificate")
+        sub.add_argument("--play", help="WAV file sent (looped) once the call is secure")
+        sub.add_argument("--record", help="WAV file for what the other side sends")
+        sub.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
+        sub.add_argument("--verified", action="store_true", help="mark the SAS as verified")
+        sub.add_argument("--zid-cache", help="ZRTP cache file (default ~/.quietwire/zid-USER.json)")
+        sub.add_argument("--media-address", default="127.0.0.1", help="address for RTP")
+
+
+def _registrar(value: str) -> tuple[str, int]:
+    if value.lower().startswith("sip"):
+        uri = SipUri.parse(value)
+        return uri.host_key, uri.port or DEFAULT_PORT
+    host, _, port = value.partition(":")
+    return host, int(port) if port else DEFAULT_PORT
+
+
+def options(args: argparse.Namespace) -> PhoneOptions:
+    password = args.password or os.environ.get("QW_PHONE_PASSWORD")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ValueError("no password: --password, --password-stdin or $QW_PHONE_PASSWORD")
+    try:
+        host, port = _registrar(args.registrar)
+    except (ParseError, ValueError) as exc:
+        raise ValueError(f"bad --registrar {args.registrar!r}") from exc
+    cache = (
+        Path(args.zid_cache)
+        if args.zid_cache
+        else (Path.home() / ".quietwire" / f"zid-{args.user}.json")
+    )
+    return PhoneOptions(
+        registrar=host,
+        port=port,
+        user=args.user,
+        password=password,
+        ca=Path(args.ca) if args.ca else None,
+        domain=args.domain or host,
+        zid_cache=cache,
+        play=Path(args.play) if args.play else None,
+        record=Path(args.record) if args.record else None,
+        duration=args.duration,
+        verified=args.verified,
+        media_address=args.media_address,
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    phone = Phone(options(args), lambda line: print(line, flush=True))
+    await phone.start()
+    try:
+        if args.phone_command == "call":
+            result = await phone.call(args.uri)
+            return 0 if result.secured else 1
+        if args.phone_command == "answer":
+            result = await phone.answer()
+            return 0 if result.secured else 1
+        while True:  # echo: until stopped
+            await phone.answer(echo=True)
+    finally:
+        with contextlib.suppress(Exception):
+            await phone.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(run(args))
+    except ValueError as exc:
+        print(f"quietwire phone: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as exc:
+        print(f"quietwire phone: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 1
