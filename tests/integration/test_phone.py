@@ -4,6 +4,7 @@ audio each way (the right tone heard), key continuity on the next call."""
 from __future__ import annotations
 
 import asyncio
+import re
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -114,3 +115,55 @@ async def test_second_call_remembers_the_verified_sas(
         assert caller.secured.sas_verified is (attempt == 1)
         assert callee.secured.sas_verified is (attempt == 1)
         assert not caller.secured.cache_mismatch
+
+
+class TamperingPlanner:
+    """A man in the middle on signaling: rewrites the caller's a=zrtp-hash."""
+
+    async def offer(self, call_id: str, caller: str, callee: str, sdp: bytes) -> bytes:
+        return re.sub(rb"zrtp-hash:1\.10 [0-9a-f]{64}", b"zrtp-hash:1.10 " + b"ab" * 32, sdp)
+
+    async def answer(self, call_id: str, sdp: bytes) -> bytes:
+        return sdp
+
+    async def end(self, call_id: str) -> None:
+        return None
+
+
+async def test_tampered_zrtp_hash_is_never_secure(pki: Pki, one: Replica, tmp_path: Path) -> None:
+    one.service.proxy.media = TamperingPlanner()
+    lines: list[str] = []
+    alice = Phone(options(pki, one.port, "alice", tmp_path, 440), lines.append)
+    bob = Phone(options(pki, one.port, "bob", tmp_path, 880), lines.append)
+    await alice.start()
+    await bob.start()
+    try:
+        caller, callee = await talk(alice, bob)
+    finally:
+        await alice.close()
+        await bob.close()
+    assert callee.secured is None
+    assert callee.failure is not None and "a=zrtp-hash" in callee.failure
+    assert any(line.startswith("not secure: ") for line in lines)
+    assert caller.secured is None
+    for result in (caller, callee):
+        assert result.stats.get("srtp_out", 0) == 0
+
+
+async def test_echo_service_sends_back_what_it_hears(
+    pki: Pki, one: Replica, tmp_path: Path
+) -> None:
+    alice = Phone(options(pki, one.port, "alice", tmp_path, 660, duration=2.5), lambda _: None)
+    echo = Phone(options(pki, one.port, "bob", tmp_path, 880), lambda _: None)
+    await alice.start()
+    await echo.start()
+    try:
+        answering = asyncio.create_task(echo.answer(echo=True, timeout=10))
+        caller = await alice.call(f"sip:bob@{DOMAIN}")
+        await answering
+    finally:
+        await alice.close()
+        await echo.close()
+    assert caller.secured is not None
+    seconds, frequency = heard(tmp_path / "alice-heard.wav")
+    assert seconds > 1.0 and abs(frequency - 660) <= 10

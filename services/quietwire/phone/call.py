@@ -141,27 +141,24 @@ class Phone:
 
     async def _talk(self, media: MediaSession, remote: Remote, dialog: Dialog) -> CallResult:
         result = CallResult()
+        hung_up = asyncio.Event()
+        watcher = asyncio.create_task(self._watch(dialog, hung_up))
         media.start(remote)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(media.secured), SECURE_TIMEOUT)
-        except TimeoutError:
-            outcome = Failed(ErrorCode.PROTOCOL_TIMEOUT, "no ZRTP answer from the peer", False)
-        if isinstance(outcome, Failed):
-            result.failure = outcome.reason
-            self.say(f"not secure: {outcome.reason}")
-            await self._hang_up(dialog)
-            await media.close()
-            return result
-        result.secured = outcome
-        self.say(f"SAS {outcome.sas}")
-        self.say(f"secure {outcome.suite}")
-        if outcome.sas_verified:
-            self.say("SAS previously verified")
-        if outcome.cache_mismatch:
-            self.say("WARNING: ZRTP cache mismatch: compare the SAS again")
-        if self.options.verified:
-            media.engine.mark_sas_verified(True)
-        result.ended_by_peer = await self._until_bye(dialog, self.options.duration)
+            outcome = await self._first(media.secured, hung_up, SECURE_TIMEOUT)
+            if isinstance(outcome, Secured):
+                result.secured = outcome
+                self._announce(outcome, media)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(hung_up.wait(), self.options.duration)
+            else:
+                result.failure = outcome.reason if outcome else "the peer hung up"
+                self.say(f"not secure: {result.failure}")
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        result.ended_by_peer = hung_up.is_set()
         if not result.ended_by_peer:
             await self._hang_up(dialog)
         await media.close()
@@ -171,21 +168,42 @@ class Phone:
         self.say("call ended")
         return result
 
-    async def _until_bye(self, dialog: Dialog, duration: float) -> bool:
-        """Run the call; True if the peer hung up first."""
+    @staticmethod
+    async def _first(
+        secured: asyncio.Future[Secured | Failed], hung_up: asyncio.Event, timeout: float
+    ) -> Secured | Failed | None:
+        """ZRTP's outcome, or None if the peer hung up first; a timeout is a failure."""
+        bye = asyncio.ensure_future(hung_up.wait())
+        done, _ = await asyncio.wait(
+            {secured, bye}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        bye.cancel()
+        if secured in done:
+            return secured.result()
+        if bye in done:
+            return None
+        return Failed(ErrorCode.PROTOCOL_TIMEOUT, "no ZRTP answer from the peer", False)
+
+    def _announce(self, secured: Secured, media: MediaSession) -> None:
+        self.say(f"SAS {secured.sas}")
+        self.say(f"secure {secured.suite}")
+        if secured.sas_verified:
+            self.say("SAS previously verified")
+        if secured.cache_mismatch:
+            self.say("WARNING: ZRTP cache mismatch: compare the SAS again")
+        if self.options.verified:
+            media.engine.mark_sas_verified(True)
+
+    async def _watch(self, dialog: Dialog, hung_up: asyncio.Event) -> None:
+        """Answer what arrives during the call; the peer's BYE sets ``hung_up``."""
         assert self.ua is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + duration
-        while (left := deadline - loop.time()) > 0:
-            try:
-                request = await asyncio.wait_for(self.ua.requests.get(), left)
-            except TimeoutError:
-                return False
+        while True:
+            request = await self.ua.requests.get()
             if request.method == "BYE" and request.call_id == dialog.call_id:
                 await self.ua.connection.send(self.ua.answer(request, 200, "OK"))
-                return True
+                hung_up.set()
+                return
             await self._answer_other(request)
-        return False
 
     async def _answer_other(self, request: Request) -> None:
         assert self.ua is not None
