@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from quietwire.phone.audio import CODECS, WavRecorder, read_wav
 from quietwire.phone.connection import SipConnection
@@ -174,9 +175,8 @@ class Phone:
     ) -> Secured | Failed | None:
         """ZRTP's outcome, or None if the peer hung up first; a timeout is a failure."""
         bye = asyncio.ensure_future(hung_up.wait())
-        done, _ = await asyncio.wait(
-            {secured, bye}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        racing: set[asyncio.Future[Any]] = {secured, bye}
+        done, _ = await asyncio.wait(racing, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         bye.cancel()
         if secured in done:
             return secured.result()
