@@ -44,6 +44,7 @@ lint: $(VENV)/.installed
 bench: setup
 	@tools/debian-packages $(BENCH_DEB_PACKAGES)
 	$(BIN)/python -m bench.signaling
+	$(BIN)/python -m bench.zrtp
 	@echo "media relay benchmark (rtpengine side by side): not yet, it comes with the relay issue."
 
 clean:
