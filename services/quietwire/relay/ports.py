@@ -1,0 +1,66 @@
+"""The relay's UDP port pool: RTP on even ports, RTCP on the odd port above
+(RFC 3550 section 11), from the configured range. A pair is bound when taken
+and closed when given back, so a released call leaves nothing listening."""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from dataclasses import dataclass
+
+
+class PoolExhausted(Exception):
+    """No free port pair left."""
+
+
+@dataclass(eq=False)
+class PortPair:
+    rtp: socket.socket
+    rtcp: socket.socket
+
+    @property
+    def port(self) -> int:
+        return int(self.rtp.getsockname()[1])
+
+    def close(self) -> None:
+        self.rtp.close()
+        self.rtcp.close()
+
+
+class PortPool:
+    def __init__(self, bind: str, first: int, last: int) -> None:
+        self.bind = bind
+        self._free: deque[int] = deque(range(first, last - 1 + 1, 2))
+        self.size = len(self._free)
+        self.in_use: set[int] = set()
+
+    @property
+    def available(self) -> int:
+        return len(self._free)
+
+    def take(self) -> PortPair:
+        """Bind the next free pair; ports another program holds are skipped."""
+        for _ in range(len(self._free)):
+            port = self._free.popleft()
+            rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                rtp.bind((self.bind, port))
+                rtcp.bind((self.bind, port + 1))
+            except OSError:
+                rtp.close()
+                rtcp.close()
+                self._free.append(port)
+                continue
+            rtp.setblocking(False)
+            rtcp.setblocking(False)
+            self.in_use.add(port)
+            return PortPair(rtp, rtcp)
+        raise PoolExhausted("no free relay port pair")
+
+    def give_back(self, pair: PortPair) -> None:
+        port = pair.port
+        pair.close()
+        if port in self.in_use:
+            self.in_use.discard(port)
+            self._free.append(port)

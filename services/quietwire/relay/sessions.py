@@ -1,0 +1,279 @@
+"""Relayed calls: two legs, each a port pair, forwarding everything unchanged.
+
+Latching (where a leg's phone really is) is safe against RTP bleed: a leg
+latches to the address its SDP named, or to the first source that proves
+itself — a ZRTP Hello hashing to the leg's ``a=zrtp-hash``, or a STUN
+request — and never re-latches mid-call; packets from anyone else are dropped
+and counted. The relay classifies without keys (RFC 7983 first byte, the ZRTP
+cookie): which ZRTP messages went by, the SHA-256 of each side's Hello, RTP
+sequence and loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge
+
+from quietwire.protocols.rtp.demux import PacketKind, classify
+from quietwire.protocols.zrtp.messages import message_type
+from quietwire.protocols.zrtp.packet import CRC_LENGTH, HEADER_LENGTH
+from quietwire.relay.ports import PortPair, PortPool
+
+log = logging.getLogger(__name__)
+Address = tuple[str, int]
+
+PACKETS = Counter("quietwire_relay_packets", "Packets received by the relay", ["outcome"])
+CALLS = Gauge("quietwire_relay_calls", "Calls with ports allocated")
+
+
+class Side(enum.IntEnum):
+    """Values as LegSide in relay.proto."""
+
+    CALLER = 1
+    CALLEE = 2
+
+    @property
+    def other(self) -> Side:
+        return Side.CALLEE if self is Side.CALLER else Side.CALLER
+
+
+class EventKind(enum.IntEnum):
+    """Values as MediaEvent.Kind in relay.proto."""
+
+    LATCHED = 1
+    ZRTP_MESSAGE = 2
+    MEDIA_STARTED = 3
+    MEDIA_TIMEOUT = 4
+    LEG_STATS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    call_id: str
+    side: Side
+    kind: EventKind
+    zrtp_message: str = ""
+    zrtp_hello_hash: str = ""
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class LegStats:
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_dropped: int = 0
+    rtp_packets: int = 0
+    rtp_lost: int = 0
+    zrtp_seen: dict[str, float] = field(default_factory=dict)
+    zrtp_hello_hash: str = ""
+    highest_seq: int | None = None
+
+
+@dataclass(eq=False)
+class Leg:
+    side: Side
+    pair: PortPair
+    rtcp_mux: bool = False
+    zrtp_hash: str = ""
+    expected: dict[str, Address | None] = field(default_factory=lambda: {"rtp": None, "rtcp": None})
+    latched: dict[str, Address | None] = field(default_factory=lambda: {"rtp": None, "rtcp": None})
+    transports: dict[str, asyncio.DatagramTransport] = field(default_factory=dict)
+    stats: LegStats = field(default_factory=LegStats)
+
+    def target(self, channel: str) -> Address | None:
+        return self.latched[channel] or self.expected[channel]
+
+
+@dataclass(eq=False)
+class RelayCall:
+    call_id: str
+    legs: dict[Side, Leg]
+    last_packet: float = field(default_factory=time.monotonic)
+    media_started: bool = False
+
+
+class _Channel(asyncio.DatagramProtocol):
+    def __init__(self, relay: Relay, call: RelayCall, leg: Leg, channel: str) -> None:
+        self.relay, self.call, self.leg, self.channel = relay, call, leg, channel
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.relay.received(self.call, self.leg, self.channel, data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        PACKETS.labels("send-error").inc()
+
+
+class Relay:
+    """The forwarding engine of one relay process."""
+
+    def __init__(self, pool: PortPool, emit: Callable[[Event], None]) -> None:
+        self.pool = pool
+        self.emit = emit
+        self.calls: dict[str, RelayCall] = {}
+        self.draining = False
+
+    async def allocate(self, call_id: str, specs: list[tuple[Side, bool, str]]) -> RelayCall:
+        """Ports for each leg (side, rtcp-mux, a=zrtp-hash); the same call twice gets the same."""
+        if call_id in self.calls:
+            return self.calls[call_id]
+        legs: dict[Side, Leg] = {}
+        try:
+            for side, mux, zrtp_hash in specs:
+                legs[side] = Leg(side, self.pool.take(), mux, _hash_of(zrtp_hash))
+        except Exception:
+            for leg in legs.values():
+                self.pool.give_back(leg.pair)
+            raise
+        call = RelayCall(call_id, legs)
+        loop = asyncio.get_running_loop()
+        for leg in legs.values():
+            for channel, sock in (("rtp", leg.pair.rtp), ("rtcp", leg.pair.rtcp)):
+                transport, _ = await loop.create_datagram_endpoint(
+                    _factory(_Channel(self, call, leg, channel)), sock=sock
+                )
+                leg.transports[channel] = transport
+        self.calls[call_id] = call
+        CALLS.set(len(self.calls))
+        return call
+
+    def update(
+        self, call_id: str, side: Side, rtp: Address | None, rtcp: Address | None, zrtp_hash: str
+    ) -> bool:
+        call = self.calls.get(call_id)
+        if call is None or side not in call.legs:
+            return False
+        leg = call.legs[side]
+        leg.expected["rtp"] = rtp
+        leg.expected["rtcp"] = rtcp or (rtp and (rtp[0], rtp[1] + 1))
+        if zrtp_hash:
+            leg.zrtp_hash = _hash_of(zrtp_hash)
+        return True
+
+    def release(self, call_id: str) -> bool:
+        call = self.calls.pop(call_id, None)
+        if call is None:
+            return False
+        for leg in call.legs.values():
+            for transport in leg.transports.values():
+                transport.close()
+            self.pool.give_back(leg.pair)
+        CALLS.set(len(self.calls))
+        return True
+
+    def received(self, call: RelayCall, leg: Leg, channel: str, data: bytes, addr: Address) -> None:
+        kind = classify(data)
+        stats = leg.stats
+        if not self._accept(call, leg, channel, data, kind, addr):
+            stats.packets_dropped += 1
+            PACKETS.labels("stranger").inc()
+            return
+        stats.packets_in += 1
+        stats.bytes_in += len(data)
+        call.last_packet = time.monotonic()
+        if kind is PacketKind.ZRTP:
+            self._zrtp(call, leg, data)
+        elif kind is PacketKind.RTP:
+            self._rtp(call, leg, data)
+        other = call.legs.get(leg.side.other)
+        if other is None:
+            return
+        out = channel
+        if kind is PacketKind.RTCP and not other.rtcp_mux:
+            out = "rtcp"
+        elif other.rtcp_mux:
+            out = "rtp"
+        destination = other.target(out)
+        if destination is None:
+            PACKETS.labels("no-destination").inc()
+            return
+        other.transports[out].sendto(data, destination)
+        PACKETS.labels("forwarded").inc()
+
+    def _accept(
+        self, call: RelayCall, leg: Leg, channel: str, data: bytes, kind: PacketKind, addr: Address
+    ) -> bool:
+        latched = leg.latched[channel]
+        if latched is not None:
+            return addr == latched
+        proves = (
+            addr == leg.expected[channel]
+            or kind is PacketKind.STUN
+            or (kind is PacketKind.ZRTP and _is_matching_hello(data, leg.zrtp_hash))
+            or (
+                channel == "rtcp"
+                and leg.latched["rtp"] is not None
+                and addr[0] == leg.latched["rtp"][0]
+            )
+        )
+        if not proves:
+            return False
+        leg.latched[channel] = addr
+        self.emit(Event(call.call_id, leg.side, EventKind.LATCHED))
+        return True
+
+    def _zrtp(self, call: RelayCall, leg: Leg, data: bytes) -> None:
+        message = data[HEADER_LENGTH:-CRC_LENGTH]
+        block = message_type(message)
+        if block is None:
+            return
+        name = block.decode("ascii", "replace").strip()
+        if name in leg.stats.zrtp_seen:
+            return
+        leg.stats.zrtp_seen[name] = time.time()
+        hello_hash = ""
+        if name == "Hello":
+            hello_hash = hashlib.sha256(message).hexdigest()
+            leg.stats.zrtp_hello_hash = hello_hash
+        self.emit(Event(call.call_id, leg.side, EventKind.ZRTP_MESSAGE, name, hello_hash))
+
+    def _rtp(self, call: RelayCall, leg: Leg, data: bytes) -> None:
+        stats = leg.stats
+        stats.rtp_packets += 1
+        sequence = int.from_bytes(data[2:4], "big")
+        if stats.highest_seq is not None:
+            gap = (sequence - stats.highest_seq) & 0xFFFF
+            if 1 < gap < 0x8000:
+                stats.rtp_lost += gap - 1
+            if 0 < gap < 0x8000:
+                stats.highest_seq = sequence
+        else:
+            stats.highest_seq = sequence
+        if not call.media_started:
+            call.media_started = True
+            self.emit(Event(call.call_id, leg.side, EventKind.MEDIA_STARTED))
+
+    def expire(self, idle: float) -> list[str]:
+        """Release calls that carried nothing for ``idle`` seconds; their ids."""
+        now = time.monotonic()
+        gone = [c.call_id for c in self.calls.values() if now - c.last_packet > idle]
+        for call_id in gone:
+            call = self.calls[call_id]
+            for side in call.legs:
+                self.emit(Event(call_id, side, EventKind.MEDIA_TIMEOUT))
+            self.release(call_id)
+        return gone
+
+
+def _factory(protocol: _Channel) -> Callable[[], _Channel]:
+    return lambda: protocol
+
+
+def _hash_of(zrtp_hash: str) -> str:
+    """The hex part of ``a=zrtp-hash:1.10 <hex>``, lower case."""
+    return zrtp_hash.split()[-1].lower() if zrtp_hash else ""
+
+
+def _is_matching_hello(data: bytes, expected: str) -> bool:
+    message = data[HEADER_LENGTH:-CRC_LENGTH]
+    return (
+        bool(expected)
+        and message_type(message) == b"Hello   "
+        and (hashlib.sha256(message).hexdigest() == expected)
+    )

@@ -1,0 +1,109 @@
+"""The relay's forwarding over real UDP: unchanged packets both ways, safe latching,
+strangers dropped, ZRTP seen without keys, ports back in the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from quietwire.protocols.rtp.packets import Rtp
+from quietwire.protocols.zrtp.packet import ZrtpPacket
+from quietwire.relay.ports import PoolExhausted, PortPool
+from quietwire.relay.sessions import Event, EventKind, Relay, Side
+
+from tests.conftest import free_port
+
+VECTORS = Path(__file__).parents[1] / "vectors" / "data" / "bzrtp_exchange.json"
+HELLO = bytes.fromhex(json.loads(VECTORS.read_text())["packets"][0]["hex"])
+HELLO_HASH = "1.10 " + hashlib.sha256(ZrtpPacket.parse(HELLO).message).hexdigest()
+
+
+class Endpoint:
+    """A UDP socket standing for a phone."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.address = self.sock.getsockname()
+
+    def send(self, data: bytes, port: int) -> None:
+        self.sock.sendto(data, ("127.0.0.1", port))
+
+    async def receive(self, timeout: float = 1.0) -> tuple[bytes, tuple[str, int]] | None:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.sock_recvfrom(self.sock, 2048), timeout)
+        except TimeoutError:
+            return None
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[tuple[Relay, list[Event]]]:
+    first = 2 * (free_port() // 2)
+    events: list[Event] = []
+    engine = Relay(PortPool("127.0.0.1", first, first + 7), events.append)
+    yield engine, events
+    for call_id in list(engine.calls):
+        engine.release(call_id)
+
+
+async def test_forwards_unchanged_and_refuses_strangers(relay: tuple[Relay, list[Event]]) -> None:
+    engine, events = relay
+    call = await engine.allocate("c1", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
+    a, b, stranger = Endpoint(), Endpoint(), Endpoint()
+    engine.update("c1", Side.CALLER, a.address, None, "")
+    engine.update("c1", Side.CALLEE, b.address, None, "")
+    caller_port, callee_port = call.legs[Side.CALLER].pair.port, call.legs[Side.CALLEE].pair.port
+    rtp = Rtp(0, 1, 160, 0xABC, b"\x80" * 160).serialize()
+    a.send(rtp, caller_port)
+    got = await b.receive()
+    assert got == (rtp, ("127.0.0.1", callee_port))
+    b.send(rtp[::-1], callee_port)
+    assert (await a.receive()) == (rtp[::-1], ("127.0.0.1", caller_port))
+    stranger.send(b"\x80" + b"x" * 50, caller_port)
+    assert await b.receive(0.3) is None
+    assert call.legs[Side.CALLER].stats.packets_dropped == 1
+    assert {e.kind for e in events} >= {EventKind.LATCHED, EventKind.MEDIA_STARTED}
+
+
+async def test_latches_on_a_matching_zrtp_hello_only(relay: tuple[Relay, list[Event]]) -> None:
+    engine, events = relay
+    call = await engine.allocate("c2", [(Side.CALLER, False, HELLO_HASH), (Side.CALLEE, False, "")])
+    natted, impostor, b = Endpoint(), Endpoint(), Endpoint()
+    engine.update("c2", Side.CALLEE, b.address, None, "")
+    caller_port = call.legs[Side.CALLER].pair.port
+    forged = bytearray(HELLO)
+    forged[60] ^= 1
+    impostor.send(bytes(forged), caller_port)  # a Hello that does not match the SDP
+    assert await b.receive(0.3) is None
+    natted.send(HELLO, caller_port)  # the real phone, from an address its SDP never named
+    assert (await b.receive()) is not None
+    assert call.legs[Side.CALLER].latched["rtp"] == natted.address
+    impostor.send(HELLO, caller_port)  # even a replayed good Hello cannot re-latch
+    assert await b.receive(0.3) is None
+    hellos = [e for e in events if e.kind is EventKind.ZRTP_MESSAGE]
+    assert hellos[0].zrtp_message == "Hello"
+    assert "1.10 " + hellos[0].zrtp_hello_hash == HELLO_HASH
+
+
+async def test_ports_back_in_the_pool(relay: tuple[Relay, list[Event]]) -> None:
+    engine, events = relay
+    first = await engine.allocate("c3", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
+    second = await engine.allocate("c4", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
+    assert engine.pool.available == 0
+    with pytest.raises(PoolExhausted):
+        await engine.allocate("c5", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
+    ports = [leg.pair.port for call in (first, second) for leg in call.legs.values()]
+    assert engine.release("c3") and engine.expire(idle=0.0) == ["c4"]
+    assert engine.pool.available == 4
+    assert any(e.kind is EventKind.MEDIA_TIMEOUT for e in events)
+    for port in ports:  # nothing is left listening
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", port))
+        probe.close()
