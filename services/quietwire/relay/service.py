@@ -1,13 +1,101 @@
-"""``quietwire relay``: media relays.
+"""``quietwire relay``: media relay ports, forwarding, and the Relay gRPC service.
 
-So far the chassis only: ready while Redis answers. Port pairs, latching,
-forwarding and the registry come with their own issue.
+Registers itself in Redis (address, capacity, load, draining) every few
+seconds; reclaims calls that carried no packet for ``QW_RELAY_MEDIA_TIMEOUT``
+(their signaling vanished); on SIGTERM stops taking calls and keeps forwarding
+until they end or the drain budget runs out.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Mapping
+
+import grpc
+
+from quietwire.relay.ports import PortPool
+from quietwire.relay.servicer import RelayServicer
+from quietwire.relay.sessions import Relay
+from quietwire.relay.settings import RelaySettings
+from quietwire.rpc.relay.v1 import relay_pb2_grpc
+from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.redisclient import RedisBackedService
+from quietwire.runtime.registry import RelayEntry, RelayRegistry
+
+log = logging.getLogger(__name__)
+HEARTBEAT_EVERY = 3.0
+EXPIRE_EVERY = 1.0
 
 
 class RelayService(RedisBackedService):
-    pass
+    grpc_services: tuple[str, ...] = ("quietwire.relay.v1.Relay",)
+
+    def __init__(self, settings: RelaySettings) -> None:
+        super().__init__(settings)
+        self.settings = settings
+        self.relay_id = settings.relay_id or f"{socket.gethostname()[:40]}-{secrets.token_hex(3)}"
+        pool = PortPool(settings.relay_bind, settings.relay_port_min, settings.relay_port_max)
+        self.servicer_events: list[object] = []
+        self.engine = Relay(pool, lambda event: self.servicer.publish(event))
+        self.servicer = RelayServicer(self.engine, self.relay_id, settings.relay_advertise)
+        self.registry = RelayRegistry(self.redis)
+        self.capacity = settings.relay_capacity or pool.size // 2
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        relay_pb2_grpc.add_RelayServicer_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._expire())]
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        async def ports_left() -> bool:
+            return self.engine.pool.available > 0 and not self.engine.draining
+
+        return {**super().readiness_checks(), "relay-ports": ports_left}
+
+    def _entry(self) -> RelayEntry:
+        return RelayEntry(
+            self.relay_id,
+            self.settings.grpc_peer_address,
+            self.settings.relay_advertise,
+            self.capacity,
+            len(self.engine.calls),
+            self.engine.draining,
+        )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.registry.heartbeat(self._entry())
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    async def _expire(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRE_EVERY)
+            for call_id in self.engine.expire(self.settings.relay_media_timeout):
+                log.info("call reclaimed by media timeout", extra={"relay_call": call_id})
+
+    async def drain(self, timeout: float) -> None:
+        self.engine.draining = True
+        with contextlib.suppress(Exception):
+            await self.registry.heartbeat(self._entry())
+        deadline = time.monotonic() + timeout
+        # Polling: calls end by Release or by the media-timeout loop, not by an event.
+        while self.engine.calls and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for call_id in list(self.engine.calls):
+            self.engine.release(call_id)
+        with contextlib.suppress(Exception):
+            await self.registry.leave(self.relay_id)
+        await super().close()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from quietwire.runtime.settings import OptionalPort, Port, ServiceSettings, env_name
 
@@ -19,6 +19,13 @@ class RelaySettings(ServiceSettings):
     #: The UDP range for legs; RTP on even ports, RTCP on the odd port above.
     relay_port_min: Port = 30000
     relay_port_max: Port = 39999
+    #: Calls this relay takes (keyagreement balances on active/capacity);
+    #: 0 means half the port pairs (a call has two legs).
+    relay_capacity: Annotated[int, Field(ge=0)] = 0
+    #: A call that carried no packet this long is released (its signaling vanished).
+    relay_media_timeout: Annotated[float, Field(gt=0)] = 60.0
+    #: This relay's name in the registry; default: host name and a random suffix.
+    relay_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")] | None = None
 
     @field_validator("relay_bind", "relay_advertise")
     @classmethod

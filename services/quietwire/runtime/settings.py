@@ -123,6 +123,8 @@ class ServiceSettings(CommonSettings):
 
     grpc_bind: str = "127.0.0.1"
     grpc_port: Port = 50051
+    #: Where other services reach this one's gRPC (default: the bind address and port).
+    grpc_advertise: str | None = None
     #: Server certificate and key, and the CA that signs peers' client
     #: certificates (mutual TLS between services).
     grpc_tls_cert: FilePath | None = None
@@ -160,6 +162,13 @@ class ServiceSettings(CommonSettings):
         if self.grpc_insecure or cert is None or key is None or ca is None:
             return None
         return TlsFiles(cert, key, ca)
+
+    @property
+    def grpc_peer_address(self) -> str:
+        if self.grpc_advertise:
+            return self.grpc_advertise
+        host = "127.0.0.1" if self.grpc_bind in ("0.0.0.0", "::") else self.grpc_bind  # noqa: S104
+        return f"{host}:{self.grpc_port}"
 
     @property
     def grpc_address(self) -> str:

@@ -32,8 +32,6 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     keyagreement_target: str = "127.0.0.1:50052"
     #: This replica's name in Redis and in flow ids; default: host name and a random suffix.
     replica_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")] | None = None
-    #: Where other replicas reach this one's gRPC (default: the bind address and port).
-    grpc_advertise: str | None = None
     #: Key for digest nonces and Record-Route tokens, the same on every replica
     #: (otherwise a phone that moves replica is challenged again).
     sip_secret: SecretStr | None = None
@@ -57,13 +55,6 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     @property
     def digest_algorithms(self) -> tuple[DigestAlgorithm, ...]:
         return tuple(DigestAlgorithm(n) for n in self.sip_digest_algorithms.split(","))
-
-    @property
-    def grpc_peer_address(self) -> str:
-        if self.grpc_advertise:
-            return self.grpc_advertise
-        host = "127.0.0.1" if self.grpc_bind in ("0.0.0.0", "::") else self.grpc_bind  # noqa: S104
-        return f"{host}:{self.grpc_port}"
 
 
 class UserAdminSettings(CommonSettings, SipDomainSettings):

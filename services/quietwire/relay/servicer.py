@@ -1,0 +1,139 @@
+"""The Relay gRPC service: protobuf at the edge, the forwarding engine inside."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from quietwire.relay.ports import PoolExhausted
+from quietwire.relay.sessions import Event, Relay, RelayCall, Side
+from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
+
+WATCH_QUEUE = 10_000
+
+
+def _leg_side(side: Side) -> relay_pb2.LegSide.ValueType:
+    return relay_pb2.LegSide.ValueType(side)
+
+
+def _side(value: int) -> Side:
+    try:
+        return Side(value)
+    except ValueError:
+        raise ValueError("leg side must be CALLER or CALLEE") from None
+
+
+class RelayServicer(relay_pb2_grpc.RelayServicer):
+    def __init__(self, relay: Relay, relay_id: str, advertise: str) -> None:
+        self.relay = relay
+        self.relay_id = relay_id
+        self.advertise = advertise
+        self.watchers: set[asyncio.Queue[Event]] = set()
+
+    def publish(self, event: Event) -> None:
+        for queue in self.watchers:
+            if queue.qsize() < WATCH_QUEUE:
+                queue.put_nowait(event)
+
+    def _legs(self, call: RelayCall) -> list[relay_pb2.Leg]:
+        return [
+            relay_pb2.Leg(
+                side=_leg_side(leg.side),
+                rtp=relay_pb2.Address(host=self.advertise, port=leg.pair.port),
+                rtcp=relay_pb2.Address(
+                    host=self.advertise, port=leg.pair.port + (0 if leg.rtcp_mux else 1)
+                ),
+            )
+            for leg in call.legs.values()
+        ]
+
+    async def Allocate(
+        self, request: relay_pb2.AllocateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> relay_pb2.AllocateResponse:
+        if self.relay.draining:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "relay is draining")
+        try:
+            specs = [(_side(leg.side), leg.rtcp_mux, leg.zrtp_hash) for leg in request.legs]
+            call = await self.relay.allocate(request.call_id, specs)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except PoolExhausted:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "no free port pair")
+        return relay_pb2.AllocateResponse(relay_id=self.relay_id, legs=self._legs(call))
+
+    async def Update(
+        self, request: relay_pb2.UpdateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> relay_pb2.UpdateResponse:
+        def address(value: relay_pb2.Address) -> tuple[str, int] | None:
+            return (value.host, value.port) if value.host and value.port else None
+
+        try:
+            side = _side(request.side)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        found = self.relay.update(
+            request.call_id,
+            side,
+            address(request.remote_rtp),
+            address(request.remote_rtcp),
+            request.zrtp_hash,
+        )
+        if not found:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such call")
+        return relay_pb2.UpdateResponse()
+
+    async def Release(
+        self, request: relay_pb2.ReleaseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> relay_pb2.ReleaseResponse:
+        return relay_pb2.ReleaseResponse(released=self.relay.release(request.call_id))
+
+    async def Query(
+        self, request: relay_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> relay_pb2.QueryResponse:
+        call = self.relay.calls.get(request.call_id)
+        if call is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such call")
+        return relay_pb2.QueryResponse(
+            call_id=call.call_id,
+            legs=[
+                relay_pb2.LegStats(
+                    side=_leg_side(leg.side),
+                    latched=leg.latched["rtp"] is not None,
+                    packets_in=leg.stats.packets_in,
+                    bytes_in=leg.stats.bytes_in,
+                    packets_dropped=leg.stats.packets_dropped,
+                    rtp_lost=leg.stats.rtp_lost,
+                    zrtp_messages_seen=sorted(leg.stats.zrtp_seen),
+                    zrtp_hello_hash=leg.stats.zrtp_hello_hash,
+                )
+                for leg in call.legs.values()
+            ],
+        )
+
+    async def Drain(
+        self, request: relay_pb2.DrainRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> relay_pb2.DrainResponse:
+        self.relay.draining = True
+        return relay_pb2.DrainResponse(active_calls=len(self.relay.calls))
+
+    async def WatchEvents(
+        self, request: relay_pb2.WatchEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[relay_pb2.MediaEvent]:
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.watchers.add(queue)
+        try:
+            while True:
+                event = await queue.get()
+                yield relay_pb2.MediaEvent(
+                    call_id=event.call_id,
+                    side=_leg_side(event.side),
+                    kind=relay_pb2.MediaEvent.Kind.ValueType(event.kind),
+                    zrtp_message=event.zrtp_message,
+                    zrtp_hello_hash=event.zrtp_hello_hash,
+                    at_unix=event.at,
+                )
+        finally:
+            self.watchers.discard(queue)
