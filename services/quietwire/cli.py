@@ -5,6 +5,7 @@
     quietwire up [--state-dir DIR] [--sip-host H] [--sip-port P]   everything, locally
     quietwire pki --dir DIR [--sip-host H] [--grpc-name N]...    development certificates
     quietwire phone call URI | answer | echo --registrar ... --user ...   the softphone
+    quietwire calls                                              active calls, their security
 
 Settings come from ``QW_*`` environment variables and the optional YAML file
 (``--config`` or ``QW_CONFIG``). A bad setting ends the process with status 2
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import redis
 import uvloop
 
@@ -34,6 +36,9 @@ from quietwire.keyagreement.settings import KeyAgreementSettings
 from quietwire.phone import cli as phone_cli
 from quietwire.relay.service import RelayService
 from quietwire.relay.settings import RelaySettings
+from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
+from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
+from quietwire.runtime.channels import open_channel
 from quietwire.runtime.logs import configure_logging
 from quietwire.runtime.redisclient import redis_client
 from quietwire.runtime.service import Service, serve
@@ -107,6 +112,33 @@ def run_up(args: argparse.Namespace) -> int:
     return asyncio.run(up(options))
 
 
+OUTCOMES = {
+    pb.ZRTP_STATE_WAITING: "waiting",
+    pb.ZRTP_STATE_HANDSHAKING: "handshaking",
+    pb.ZRTP_STATE_SECURED: "zrtp-verified",
+    pb.ZRTP_STATE_FAILED: "zrtp-failed",
+    pb.ZRTP_STATE_BINDING_MISMATCH: "zrtp-mismatch",
+    pb.ZRTP_STATE_CLEAR: "clear",
+}
+
+
+async def _calls(args: argparse.Namespace) -> int:
+    """Active calls and their security outcome, from keyagreement."""
+    settings = load_settings(SignalingSettings, _config_file(args))
+    async with open_channel(settings.keyagreement_target, settings.grpc_tls) as channel:
+        stub = keyagreement_pb2_grpc.KeyAgreementStub(channel)
+        try:
+            answer = await stub.ListCalls(pb.ListCallsRequest(limit=args.limit), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            print(f"quietwire calls: keyagreement: {exc.details()}", file=sys.stderr)
+            return EXIT_FAILURE
+    for call in answer.calls:
+        outcome = OUTCOMES.get(call.zrtp_state, "not-e2e") if call.end_to_end else "not-e2e"
+        mode = pb.SecurityMode.Name(call.mode).removeprefix("SECURITY_MODE_").lower()
+        print(f"{call.call_id} {mode} {outcome} {call.detail}".rstrip())
+    return 0
+
+
 def run_pki(args: argparse.Namespace) -> int:
     pki = ensure_pki(Path(args.dir), args.sip_host, tuple(args.grpc_name))
     for path in (pki.ca, pki.sip_cert, pki.sip_key, pki.grpc_cert, pki.grpc_key):
@@ -133,6 +165,8 @@ def parser() -> argparse.ArgumentParser:
     embedded.add_argument("--sip-host", default="127.0.0.1", help="host phones register to")
     embedded.add_argument("--sip-port", type=int, default=5061, help="SIP over TLS port")
     phone_cli.add_parser(commands)
+    calls = commands.add_parser("calls", help="active calls and their media security")
+    calls.add_argument("--limit", type=int, default=100)
     pki = commands.add_parser("pki", help="create or reuse development certificates")
     pki.add_argument("--dir", required=True, help="where the CA and certificates go")
     pki.add_argument("--sip-host", default="127.0.0.1", help="name in the SIP certificate")
@@ -153,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_pki(args)
         if args.command == "phone":
             return phone_cli.main(args)
+        if args.command == "calls":
+            return asyncio.run(_calls(args))
         return run_up(args)
     except SettingsError as exc:
         print(f"quietwire {args.command}: {exc}", file=sys.stderr)

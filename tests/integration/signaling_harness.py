@@ -46,6 +46,7 @@ def replica_settings(pki: Pki, redis_url: str, **overrides: Any) -> SignalingSet
         "sip_tls_cert": pki.sip_cert,
         "sip_tls_key": pki.sip_key,
         "sip_secret": "shared-test-secret",
+        "sip_media": "passthrough",
     }
     values.update(overrides)
     return load_settings(SignalingSettings, **values)

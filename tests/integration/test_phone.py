@@ -120,10 +120,12 @@ async def test_second_call_remembers_the_verified_sas(
 class TamperingPlanner:
     """A man in the middle on signaling: rewrites the caller's a=zrtp-hash."""
 
-    async def offer(self, call_id: str, caller: str, callee: str, sdp: bytes) -> bytes:
+    async def offer(
+        self, call_id: str, caller: str, callee: str, sdp: bytes, from_callee: bool = False
+    ) -> bytes:
         return re.sub(rb"zrtp-hash:1\.10 [0-9a-f]{64}", b"zrtp-hash:1.10 " + b"ab" * 32, sdp)
 
-    async def answer(self, call_id: str, sdp: bytes) -> bytes:
+    async def answer(self, call_id: str, sdp: bytes, from_caller: bool = False) -> bytes:
         return sdp
 
     async def end(self, call_id: str) -> None:

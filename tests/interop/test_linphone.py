@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from tests.conftest import (
     free_port,
     quietwire_env,
     read_up_line,
+    run_quietwire,
     start_up,
     up_fields,
 )
@@ -119,13 +121,25 @@ def phones(
     return alice, bob
 
 
-def secure_call(alice: Linphone, bob: Linphone) -> None:
+def verified_through_relay(platform: Platform) -> str:
+    """Wait until keyagreement, from what the relay saw, calls the call zrtp-verified."""
+    deadline = time.monotonic() + 15
+    while True:
+        listed = run_quietwire("--config", str(platform.state / "quietwire.yaml"), "calls")
+        if "zrtp-verified" in listed.stdout or time.monotonic() > deadline:
+            return listed.stdout
+        time.sleep(0.5)
+
+
+def secure_call(alice: Linphone, bob: Linphone, platform: Platform) -> None:
     alice.registered()
     bob.registered()
     alice.command("call sip:bob@127.0.0.1")
     sas_alice, sas_bob = alice.sas(), bob.sas()
     assert sas_alice == sas_bob
     assert len(sas_alice) == 4
+    calls = verified_through_relay(platform)
+    assert " zrtp zrtp-verified" in calls, calls
     assert alice.call_state() == "StreamsRunning"
     assert bob.call_state() == "StreamsRunning"
     alice.command("terminate")
@@ -136,7 +150,7 @@ def secure_call(alice: Linphone, bob: Linphone) -> None:
 def test_linphone_call_through_quietwire(platform: Platform, tmp_path: Path) -> None:
     alice, bob = phones(platform, tmp_path, platform.sip_port, platform.sip_port)
     try:
-        secure_call(alice, bob)
+        secure_call(alice, bob, platform)
     finally:
         alice.stop()
         bob.stop()
@@ -147,7 +161,7 @@ def test_linphone_call_across_replicas(
 ) -> None:
     alice, bob = phones(platform, tmp_path, platform.sip_port, second_replica)
     try:
-        secure_call(alice, bob)
+        secure_call(alice, bob, platform)
     finally:
         alice.stop()
         bob.stop()

@@ -1,13 +1,56 @@
-"""``quietwire keyagreement``: per-call security plans.
+"""``quietwire keyagreement``: the security plan of every call.
 
-So far the chassis only: ready while Redis answers. Plans, policy and the
-ZRTP binding checks come with their own issue.
+Plans offers and answers (policy, a relay, SDP endpoints), keeps call security
+records in Redis, and follows every relay's events for the ZRTP binding check.
 """
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
+
+from quietwire.keyagreement.binding import BindingChecker
+from quietwire.keyagreement.calls import CallStore
+from quietwire.keyagreement.planner import Planner, RelayClients
+from quietwire.keyagreement.policy import Policy
+from quietwire.keyagreement.servicer import KeyAgreementServicer
+from quietwire.keyagreement.settings import KeyAgreementSettings
+from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
 from quietwire.runtime.redisclient import RedisBackedService
+from quietwire.runtime.registry import RelayRegistry
 
 
 class KeyAgreementService(RedisBackedService):
-    pass
+    grpc_services: tuple[str, ...] = ("quietwire.keyagreement.v1.KeyAgreement",)
+
+    def __init__(self, settings: KeyAgreementSettings) -> None:
+        super().__init__(settings)
+        self.store = CallStore(self.redis)
+        self.registry = RelayRegistry(self.redis)
+        self.relays = RelayClients(settings.grpc_tls)
+        self.binding = BindingChecker(self.store, self.registry, self.relays)
+        self.planner = Planner(
+            self.store,
+            self.registry,
+            self.relays,
+            Policy(settings.media_policy),
+            on_relay=self.binding.ensure,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        keyagreement_pb2_grpc.add_KeyAgreementServicer_to_server(
+            KeyAgreementServicer(self.planner, self.store), server
+        )
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.binding.run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.binding.close()
+        await self.relays.close()
+        await super().close()

@@ -1,14 +1,28 @@
-"""The seam where calls get their media plan (keyagreement and relays, later).
+"""The seam where calls get their media plan: keyagreement and its relays.
 
-Until the media issue lands, :class:`Passthrough` leaves SDP as the phones
-wrote it; the proxy already calls it at every offer and answer, and honours a
-refusal (``488 Not Acceptable Here`` with a Warning).
+At an offer the proxy asks :class:`KeyAgreementPlanner` for a plan (policy,
+a relay) and forwards the SDP rewritten toward the relay leg that faces the
+receiver; at the answer, the same the other way. A refusal becomes a SIP
+error with a Warning that says why (488 for policy). :class:`Passthrough`
+leaves SDP alone (tests of signaling alone; a deployment without relays).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
+
+import grpc
+
+from quietwire.protocols.sdp.session import Connection, ParseError, SessionDescription
+from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
+from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
+from quietwire.runtime.channels import open_channel
+from quietwire.runtime.tls import TlsFiles
+
+log = logging.getLogger(__name__)
+PLAN_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,23 +30,144 @@ class Refusal:
     status: int
     warning: str
 
+    @property
+    def reason(self) -> str:
+        return {488: "Not Acceptable Here", 503: "Service Unavailable"}.get(
+            self.status, "Server Internal Error"
+        )
+
 
 class MediaPlanner(Protocol):
-    async def offer(self, call_id: str, caller: str, callee: str, sdp: bytes) -> bytes | Refusal:
+    async def offer(
+        self, call_id: str, caller: str, callee: str, sdp: bytes, from_callee: bool = False
+    ) -> bytes | Refusal:
         """The SDP to forward for an offer, or why the call is refused."""
         ...
 
-    async def answer(self, call_id: str, sdp: bytes) -> bytes | Refusal: ...
+    async def answer(
+        self, call_id: str, sdp: bytes, from_caller: bool = False
+    ) -> bytes | Refusal: ...
 
     async def end(self, call_id: str) -> None: ...
 
 
 class Passthrough:
-    async def offer(self, call_id: str, caller: str, callee: str, sdp: bytes) -> bytes | Refusal:
+    async def offer(
+        self, call_id: str, caller: str, callee: str, sdp: bytes, from_callee: bool = False
+    ) -> bytes | Refusal:
         return sdp
 
-    async def answer(self, call_id: str, sdp: bytes) -> bytes | Refusal:
+    async def answer(self, call_id: str, sdp: bytes, from_caller: bool = False) -> bytes | Refusal:
         return sdp
 
     async def end(self, call_id: str) -> None:
         return None
+
+
+def describe(sdp: SessionDescription) -> list[pb.MediaDescription]:
+    """The SDP's streams as keyagreement reads them (never SDP text over gRPC)."""
+    out = []
+    for m in sdp.media:
+        connection = sdp.media_connection(m)
+        out.append(
+            pb.MediaDescription(
+                media=m.media,
+                connection_address=connection.address if connection else "",
+                port=m.port,
+                protocol=m.protocol,
+                formats=m.formats,
+                rtcp_port=m.rtcp_port or 0,
+                rtcp_mux=m.rtcp_mux,
+                zrtp_hash=m.zrtp_hash or "",
+                crypto=[pb.Crypto(tag=c.tag, suite=c.suite) for c in m.crypto],
+                fingerprints=[
+                    pb.Fingerprint(hash_function=f.hash_function, value=f.value)
+                    for f in m.fingerprints
+                ],
+            )
+        )
+    return out
+
+
+def rewrite(sdp: SessionDescription, plan: pb.Plan, toward_caller: bool) -> bytes:
+    """Point every planned stream at the relay leg that faces the receiver."""
+    for m, media_plan in zip(sdp.media, plan.media, strict=False):
+        endpoint = media_plan.toward_caller if toward_caller else media_plan.toward_callee
+        if not m.port or not endpoint.rtp_port:
+            continue
+        m.port = endpoint.rtp_port
+        m.set_connection(Connection(endpoint.host))
+        if not m.rtcp_mux:
+            m.set_attribute("rtcp", str(endpoint.rtcp_port))
+    sdp.lines = [
+        (k, str(Connection(_relay_host(plan)))) if k == "c" else (k, v) for k, v in sdp.lines
+    ]
+    return sdp.serialize()
+
+
+def _relay_host(plan: pb.Plan) -> str:
+    return next((m.toward_caller.host for m in plan.media if m.toward_caller.host), "0.0.0.0")  # noqa: S104
+
+
+class KeyAgreementPlanner:
+    def __init__(self, target: str, tls: TlsFiles | None) -> None:
+        self.target, self.tls = target, tls
+        self.channel: grpc.aio.Channel | None = None
+
+    @property
+    def stub(self) -> keyagreement_pb2_grpc.KeyAgreementAsyncStub:
+        """Opened on first use: a grpc.aio channel belongs to the loop that creates it."""
+        if self.channel is None:
+            self.channel = open_channel(self.target, self.tls)
+        return keyagreement_pb2_grpc.KeyAgreementStub(self.channel)
+
+    async def offer(
+        self, call_id: str, caller: str, callee: str, sdp: bytes, from_callee: bool = False
+    ) -> bytes | Refusal:
+        try:
+            session = SessionDescription.parse(sdp)
+        except ParseError:
+            return Refusal(488, "quietwire: the SDP offer does not parse")
+        request = pb.PlanOfferRequest(
+            call_id=call_id,
+            caller=caller,
+            callee=callee,
+            media=describe(session),
+            reoffer=not caller,
+            from_callee=from_callee,
+        )
+        try:
+            plan = await self.stub.PlanOffer(request, timeout=PLAN_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("no media plan", extra={"code": exc.code().name})
+            return Refusal(503, "quietwire: media planning unavailable")
+        if not plan.accepted:
+            return Refusal(plan.sip_status or 488, plan.warning)
+        return rewrite(session, plan, toward_caller=from_callee)
+
+    async def answer(self, call_id: str, sdp: bytes, from_caller: bool = False) -> bytes | Refusal:
+        try:
+            session = SessionDescription.parse(sdp)
+        except ParseError:
+            return Refusal(488, "quietwire: the SDP answer does not parse")
+        request = pb.PlanAnswerRequest(
+            call_id=call_id, media=describe(session), from_caller=from_caller
+        )
+        try:
+            plan = await self.stub.PlanAnswer(request, timeout=PLAN_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("no media plan for the answer", extra={"code": exc.code().name})
+            return Refusal(503, "quietwire: media planning unavailable")
+        if not plan.accepted:
+            return Refusal(plan.sip_status or 488, plan.warning)
+        return rewrite(session, plan, toward_caller=not from_caller)
+
+    async def end(self, call_id: str) -> None:
+        try:
+            await self.stub.EndCall(pb.EndCallRequest(call_id=call_id), timeout=PLAN_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("EndCall failed", extra={"code": exc.code().name})
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close(None)

@@ -276,14 +276,16 @@ class Proxy:
             await self._fork(context, target, out)
         await self._check_done(context)
 
-    async def _plan_offer(self, context: Context, caller: str, callee: str) -> bool:
+    async def _plan_offer(
+        self, context: Context, caller: str, callee: str, from_callee: bool = False
+    ) -> bool:
         """Let the media planner see (and rewrite) an SDP offer; False if it refused the call."""
         request = context.request
         if request.method != "INVITE" or not request.body:
             return True
-        planned = await self.media.offer(request.call_id, caller, callee, request.body)
+        planned = await self.media.offer(request.call_id, caller, callee, request.body, from_callee)
         if isinstance(planned, Refusal):
-            refused = reply(request, planned.status, "Not Acceptable Here")
+            refused = reply(request, planned.status, planned.reason)
             refused.headers.add("Warning", f'399 {self.host} "{planned.warning}"')
             await self._respond(context, refused)
             return False
@@ -311,6 +313,7 @@ class Proxy:
         request = context.request
         token = self._pop_our_route(request)
         target: Target | None = None
+        toward_callee = True
         if token is not None:
             toward_callee = request.from_.tag == token.ftag
             target = Target.of_flow(token.callee if toward_callee else token.caller)
@@ -322,7 +325,7 @@ class Proxy:
         if target is None:
             await self._respond(context, reply(request, 404, "No Route To Target"))
             return
-        if not await self._plan_offer(context, "", ""):
+        if not await self._plan_offer(context, "", "", from_callee=not toward_callee):
             return
         if request.method == "BYE":
             await self.media.end(request.call_id)
@@ -469,6 +472,8 @@ class Proxy:
         if not context.answered:
             finals = [b.final for b in context.branches.values() if b.final is not None]
             await self._respond(context, _best(finals, context.request))
+            if context.initial_invite:
+                await self.media.end(context.request.call_id)  # no call: free the relay
 
     def _cancel_branch(self, branch: Branch, reason: str) -> None:
         if branch.cancelled or branch.final is not None or branch.request.method != "INVITE":

@@ -31,7 +31,7 @@ from quietwire.signaling.core import SipCore
 from quietwire.signaling.flows import FlowTable, TlsListener
 from quietwire.signaling.limits import SourceLimiter
 from quietwire.signaling.locations import LocationStore, ReplicaRegistry
-from quietwire.signaling.media import Passthrough
+from quietwire.signaling.media import KeyAgreementPlanner, Passthrough
 from quietwire.signaling.peers import GrpcPeers
 from quietwire.signaling.proxy import Proxy
 from quietwire.signaling.registrar import MAX_EXPIRES, Registrar
@@ -87,6 +87,11 @@ class SignalingService(RedisBackedService):
             else os.urandom(32)
         )
         clock = MonotonicClock()
+        self.media: KeyAgreementPlanner | Passthrough = (
+            KeyAgreementPlanner(settings.keyagreement_target, settings.grpc_tls)
+            if settings.sip_media == "relay"
+            else Passthrough()
+        )
         self.flows = FlowTable(self.replica)
         self.users = UserStore(self.redis, settings.sip_domain)
         self.locations = LocationStore(self.redis, MAX_EXPIRES)
@@ -103,7 +108,7 @@ class SignalingService(RedisBackedService):
             locations=self.locations,
             replicas=self.replicas,
             router=Router(self.replica, self.flows, self.peers),
-            media=Passthrough(),
+            media=self.media,
             clock=clock,
             token_key=secret,
         )
@@ -186,6 +191,8 @@ class SignalingService(RedisBackedService):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.listener.close()
         await self.peers.close()
+        if isinstance(self.media, KeyAgreementPlanner):
+            await self.media.close()
         with contextlib.suppress(Exception):
             await self.replicas.leave(self.replica)
         await super().close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator
 
@@ -30,6 +30,9 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     #: without a restart (rotation by cert-manager and the like).
     sip_tls_reload_every: Annotated[float, Field(gt=0)] = 5.0
     keyagreement_target: str = "127.0.0.1:50052"
+    #: relay: media goes through keyagreement's plans and relays (the default);
+    #: passthrough: SDP untouched, media flows between the phones.
+    sip_media: Literal["relay", "passthrough"] = "relay"
     #: This replica's name in Redis and in flow ids; default: host name and a random suffix.
     replica_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")] | None = None
     #: Key for digest nonces and Record-Route tokens, the same on every replica

@@ -179,11 +179,14 @@ class PlanOfferRequest(_message.Message):
     CALLEE_FIELD_NUMBER: _builtins.int
     MEDIA_FIELD_NUMBER: _builtins.int
     REOFFER_FIELD_NUMBER: _builtins.int
+    FROM_CALLEE_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     caller: _builtins.str
     callee: _builtins.str
     reoffer: _builtins.bool
     """A re-INVITE: the plan must not downgrade the established one."""
+    from_callee: _builtins.bool
+    """The offer comes from the callee (a re-INVITE in the other direction)."""
     @_builtins.property
     def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___MediaDescription]: ...
     def __init__(
@@ -194,10 +197,11 @@ class PlanOfferRequest(_message.Message):
         callee: _builtins.str = ...,
         media: _abc.Iterable[Global___MediaDescription] | None = ...,
         reoffer: _builtins.bool = ...,
+        from_callee: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "callee", b"callee", "caller", b"caller", "media", b"media", "reoffer", b"reoffer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "callee", b"callee", "caller", b"caller", "from_callee", b"from_callee", "media", b"media", "reoffer", b"reoffer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -209,7 +213,10 @@ class PlanAnswerRequest(_message.Message):
 
     CALL_ID_FIELD_NUMBER: _builtins.int
     MEDIA_FIELD_NUMBER: _builtins.int
+    FROM_CALLER_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
+    from_caller: _builtins.bool
+    """The answer comes from the caller (to a re-INVITE the callee sent)."""
     @_builtins.property
     def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___MediaDescription]: ...
     def __init__(
@@ -217,10 +224,11 @@ class PlanAnswerRequest(_message.Message):
         *,
         call_id: _builtins.str = ...,
         media: _abc.Iterable[Global___MediaDescription] | None = ...,
+        from_caller: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "media", b"media"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "from_caller", b"from_caller", "media", b"media"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

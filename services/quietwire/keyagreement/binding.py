@@ -1,0 +1,106 @@
+"""The ZRTP binding check (RFC 6189 section 8.1), from what the relays see.
+
+Each relay streams its media events; for every call we compare the SHA-256 of
+the Hello the relay saw on a leg with the ``a=zrtp-hash`` that side sent over
+TLS. Both matching and a Conf2ACK seen: ``zrtp-verified``. A Hello that does
+not match: ``zrtp-mismatch`` — a man in the middle on the media path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import grpc
+from prometheus_client import Counter
+
+from quietwire.keyagreement.calls import CallStore
+from quietwire.keyagreement.planner import RelayClients
+from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
+from quietwire.rpc.relay.v1 import relay_pb2
+from quietwire.runtime.registry import RelayRegistry
+
+log = logging.getLogger(__name__)
+DISCOVER_EVERY = 3.0
+OUTCOMES = Counter("quietwire_zrtp_outcomes", "Calls by ZRTP binding outcome", ["outcome"])
+SIDES = {relay_pb2.LEG_SIDE_CALLER: "caller", relay_pb2.LEG_SIDE_CALLEE: "callee"}
+
+
+class BindingChecker:
+    def __init__(self, store: CallStore, registry: RelayRegistry, relays: RelayClients) -> None:
+        self.store, self.registry, self.relays = store, registry, relays
+        self._streams: dict[str, asyncio.Task[None]] = {}
+
+    def ensure(self, address: str) -> None:
+        """Follow this relay's events (called before a call's media can flow through it)."""
+        task = self._streams.get(address)
+        if task is None or task.done():
+            self._streams[address] = asyncio.create_task(self._follow(address))
+
+    async def run(self) -> None:
+        """Keep one event stream per alive relay."""
+        while True:
+            with contextlib.suppress(Exception):
+                for relay in await self.registry.alive():
+                    self.ensure(relay.grpc)
+            await asyncio.sleep(DISCOVER_EVERY)
+
+    async def close(self) -> None:
+        for task in self._streams.values():
+            task.cancel()
+        await asyncio.gather(*self._streams.values(), return_exceptions=True)
+
+    async def _follow(self, address: str) -> None:
+        stub = self.relays.stub(address)
+        try:
+            async for event in stub.WatchEvents(relay_pb2.WatchEventsRequest()):
+                await self.observe(event)
+        except grpc.aio.AioRpcError as exc:
+            log.info("relay event stream ended", extra={"code": exc.code().name})
+
+    async def observe(self, event: relay_pb2.MediaEvent) -> None:
+        if event.kind != relay_pb2.MediaEvent.KIND_ZRTP_MESSAGE:
+            return
+        call_id = event.call_id.rsplit("#", 1)[0]
+        record = await self.store.get(call_id)
+        if record is None or record.state in (
+            pb.ZRTP_STATE_BINDING_MISMATCH,
+            pb.ZRTP_STATE_SECURED,
+        ):
+            return
+        side = SIDES.get(event.side, "")
+        fields: dict[str, str | int | float] = {}
+        if event.zrtp_message == "Hello" and side:
+            signaled = record.values.get(f"hash_{side}", "").split()[-1:]
+            if signaled and signaled[0].lower() != event.zrtp_hello_hash:
+                OUTCOMES.labels("zrtp-mismatch").inc()
+                fields.update(
+                    state=int(pb.ZRTP_STATE_BINDING_MISMATCH),
+                    detail=f"the {side}'s ZRTP Hello does not match its a=zrtp-hash"
+                    " (man in the middle on the media path?)",
+                )
+                await self.store.put(call_id, fields)
+                return
+            fields[f"seen_{side}"] = 1
+            fields["state"] = int(pb.ZRTP_STATE_HANDSHAKING)
+        elif event.zrtp_message == "Conf2ACK":
+            fields["conf2ack"] = 1
+        elif event.zrtp_message == "Error":
+            OUTCOMES.labels("zrtp-failed").inc()
+            fields.update(state=int(pb.ZRTP_STATE_FAILED), detail="ZRTP Error on the media path")
+        elif event.zrtp_message == "GoClear":
+            fields.update(state=int(pb.ZRTP_STATE_CLEAR), detail="GoClear: media no longer secret")
+        values = {**record.values, **{k: str(v) for k, v in fields.items()}}
+        if (
+            values.get("seen_caller") == "1"
+            and values.get("seen_callee") == "1"
+            and values.get("conf2ack") == "1"
+        ):
+            OUTCOMES.labels("zrtp-verified").inc()
+            fields.update(
+                state=int(pb.ZRTP_STATE_SECURED), secured_at=time.time(), detail="zrtp-verified"
+            )
+        if fields:
+            await self.store.put(call_id, fields)
