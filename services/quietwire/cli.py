@@ -128,11 +128,16 @@ async def _calls(args: argparse.Namespace) -> int:
     async with open_channel(settings.keyagreement_target, settings.grpc_tls) as channel:
         stub = keyagreement_pb2_grpc.KeyAgreementStub(channel)
         try:
-            answer = await stub.ListCalls(pb.ListCallsRequest(limit=args.limit), timeout=5)
+            if args.call_id:
+                request = pb.GetCallSecurityRequest(call_id=args.call_id)
+                calls = [await stub.GetCallSecurity(request, timeout=5)]
+            else:
+                listed = await stub.ListCalls(pb.ListCallsRequest(limit=args.limit), timeout=5)
+                calls = list(listed.calls)
         except grpc.aio.AioRpcError as exc:
             print(f"quietwire calls: keyagreement: {exc.details()}", file=sys.stderr)
             return EXIT_FAILURE
-    for call in answer.calls:
+    for call in calls:
         outcome = OUTCOMES.get(call.zrtp_state, "not-e2e") if call.end_to_end else "not-e2e"
         mode = pb.SecurityMode.Name(call.mode).removeprefix("SECURITY_MODE_").lower()
         print(f"{call.call_id} {mode} {outcome} {call.detail}".rstrip())
@@ -166,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
     embedded.add_argument("--sip-port", type=int, default=5061, help="SIP over TLS port")
     phone_cli.add_parser(commands)
     calls = commands.add_parser("calls", help="active calls and their media security")
+    calls.add_argument("call_id", nargs="?", help="one call (also for a minute after it ended)")
     calls.add_argument("--limit", type=int, default=100)
     pki = commands.add_parser("pki", help="create or reuse development certificates")
     pki.add_argument("--dir", required=True, help="where the CA and certificates go")

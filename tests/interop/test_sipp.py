@@ -20,7 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, port_open, read_up_line, start_up, up_fields
+from tests.conftest import (
+    free_port,
+    port_open,
+    read_up_line,
+    run_quietwire,
+    start_up,
+    up_fields,
+)
 
 pytestmark = pytest.mark.interop
 SCENARIOS = Path(__file__).parent / "sipp"
@@ -160,12 +167,22 @@ def call(setup: Setup, uac: str, uas: str, call_id: str) -> tuple[int, int]:
     return finished(caller), finished(callee)
 
 
-def test_call_with_bye(setup: Setup) -> None:
+def test_sdes_call_accepted_and_reported_hop_by_hop(setup: Setup) -> None:
     assert call(setup, "uac.xml", "uas.xml", "sippcall") == (0, 0)
+    security = run_quietwire(
+        "--config", str(setup.workdir / "state" / "quietwire.yaml"), "calls", "sippcall@127.0.0.1"
+    )
+    assert "sdes_srtp not-e2e" in security.stdout, security.stdout + security.stderr
 
 
 def test_cancel_while_ringing(setup: Setup) -> None:
     assert call(setup, "uac_cancel.xml", "uas_cancel.xml", "sippcancel") == (0, 0)
+
+
+def test_plain_rtp_refused_with_a_warning(setup: Setup) -> None:
+    path = scenario(setup, "uac_plain.xml")
+    caller = sipp(setup, path, 0, "alice", setup.users["alice"], "-key", "callee", "bob")
+    assert finished(caller) == 0
 
 
 def test_unknown_user(setup: Setup) -> None:

@@ -260,10 +260,13 @@ class Proxy:
         if bindings is None:
             await self._respond(context, reply(request, 404, "Not Found"))
             return
+        # Policy before availability: a plain-RTP offer gets its 488 either way.
+        if not await self._plan_offer(context, caller.aor, uri.aor):
+            return
         if not bindings:
             await self._respond(context, reply(request, 480, "Temporarily Unavailable"))
-            return
-        if not await self._plan_offer(context, caller.aor, uri.aor):
+            if request.method == "INVITE":
+                await self.media.end(request.call_id)
             return
         context.initial_invite = request.method == "INVITE"
         ftag = request.from_.tag or ""
@@ -498,9 +501,8 @@ class Proxy:
         self.clients.pop(branch.branch, None)
 
     async def _cancel(self, flow: Flow, request: Request) -> None:
-        context = self.servers.get(
-            ServerKey(ServerKey.of(request).branch, ServerKey.of(request).sent_by, "INVITE")
-        )
+        key = ServerKey.of(request)
+        context = self.servers.get(ServerKey(key.branch, key.sent_by, "INVITE"))
         if context is None:
             flow.send_message(reply(request, 481, "Call/Transaction Does Not Exist"))
             return
