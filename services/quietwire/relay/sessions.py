@@ -86,6 +86,7 @@ class Leg:
     latched: dict[str, Address | None] = field(default_factory=lambda: {"rtp": None, "rtcp": None})
     transports: dict[str, asyncio.DatagramTransport] = field(default_factory=dict)
     stats: LegStats = field(default_factory=LegStats)
+    last_packet: float | None = None
 
     def target(self, channel: str) -> Address | None:
         return self.latched[channel] or self.expected[channel]
@@ -176,7 +177,7 @@ class Relay:
             return
         stats.packets_in += 1
         stats.bytes_in += len(data)
-        call.last_packet = time.monotonic()
+        call.last_packet = leg.last_packet = time.monotonic()
         if kind is PacketKind.ZRTP:
             self._zrtp(call, leg, data)
         elif kind is PacketKind.RTP:
@@ -250,9 +251,19 @@ class Relay:
             self.emit(Event(call.call_id, leg.side, EventKind.MEDIA_STARTED))
 
     def expire(self, idle: float) -> list[str]:
-        """Release calls that carried nothing for ``idle`` seconds; their ids."""
+        """Release calls silent for ``idle`` seconds, or whose one side fell silent that
+        long after sending (a phone that died mid-call); their ids."""
         now = time.monotonic()
-        gone = [c.call_id for c in self.calls.values() if now - c.last_packet > idle]
+
+        def dead(call: RelayCall) -> bool:
+            if now - call.last_packet > idle:
+                return True
+            return any(
+                leg.last_packet is not None and now - leg.last_packet > idle
+                for leg in call.legs.values()
+            )
+
+        gone = [c.call_id for c in self.calls.values() if dead(c)]
         for call_id in gone:
             call = self.calls[call_id]
             for side in call.legs:

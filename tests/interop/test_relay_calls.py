@@ -1,0 +1,111 @@
+"""Calls between quietwire phones through `quietwire up` and its relay: the relay
+sees the handshake (zrtp-verified), and a phone that dies mid-call does not
+leave ports or calls behind (media timeout)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+
+from tests.conftest import free_port, read_up_line, run_quietwire, start_up, up_fields
+
+pytestmark = pytest.mark.interop
+MEDIA_TIMEOUT = "2"
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[tuple[Path, int, dict[str, str]]]:
+    state, port = tmp_path / "state", free_port()
+    process = start_up(state, port, QW_RELAY_MEDIA_TIMEOUT=MEDIA_TIMEOUT)
+    try:
+        users = dict(p.split(":", 1) for p in up_fields(read_up_line(process))["users"].split(","))
+        yield state, port, users
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+def phone(state: Path, port: int, user: str, password: str, *command: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "quietwire",
+            "phone",
+            *command,
+            "--registrar",
+            f"127.0.0.1:{port}",
+            "--user",
+            user,
+            "--ca",
+            str(state / "pki" / "ca.pem"),
+            "--duration",
+            "60",
+            "--zid-cache",
+            str(state.parent / f"{user}-zid.json"),
+        ],
+        env={**os.environ, "QW_PHONE_PASSWORD": password},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def wait_line(process: subprocess.Popen[str], prefix: str, timeout: float = 30) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith(prefix):
+            return line.strip()
+        if not line and process.poll() is not None:
+            break
+    raise AssertionError(f"no {prefix!r} line")
+
+
+def relay_calls(state: Path) -> int:
+    """Active calls the relays report in their registry entries."""
+    config = yaml.safe_load((state / "quietwire.yaml").read_text())
+    client = redis.Redis.from_url(config["redis_url"], password=config["redis_password"])
+    try:
+        ids = client.smembers("qw:relays")
+        return sum(int(client.hget(f"qw:relay:{i.decode()}", "active") or 0) for i in ids)
+    finally:
+        client.close()
+
+
+def test_dead_phone_frees_the_relay(platform: tuple[Path, int, dict[str, str]]) -> None:
+    state, port, users = platform
+    bob = phone(state, port, "bob", users["bob"], "answer")
+    wait_line(bob, "registered")
+    alice = phone(state, port, "alice", users["alice"], "call", "sip:bob@127.0.0.1")
+    try:
+        sas = wait_line(alice, "SAS ")
+        assert wait_line(bob, "SAS ") == sas
+        deadline = time.monotonic() + 15
+        listed = ""
+        while "zrtp-verified" not in listed and time.monotonic() < deadline:
+            listed = run_quietwire("--config", str(state / "quietwire.yaml"), "calls").stdout
+            time.sleep(0.3)
+        assert " zrtp zrtp-verified" in listed, listed
+        time.sleep(3.5)  # a relay heartbeat
+        assert relay_calls(state) == 1
+        alice.kill()  # the caller's phone dies: no BYE, its media stops
+        deadline = time.monotonic() + 20
+        while relay_calls(state) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert relay_calls(state) == 0
+    finally:
+        for process in (alice, bob):
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
