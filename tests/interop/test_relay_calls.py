@@ -109,3 +109,50 @@ def test_dead_phone_frees_the_relay(platform: tuple[Path, int, dict[str, str]]) 
             if process.poll() is None:
                 process.kill()
             process.wait(10)
+
+
+async def test_tampered_zrtp_hash_is_a_mismatch(
+    platform: tuple[Path, int, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phone whose SDP a=zrtp-hash does not match its Hello (what a man in the
+    middle produces): the relay's Hello hash gives it away, the callee refuses."""
+    import asyncio
+
+    from quietwire.phone import call as call_module
+    from quietwire.phone.call import Phone, PhoneOptions
+    from quietwire.phone.sdp import describe
+
+    state, port, users = platform
+
+    def options(user: str) -> PhoneOptions:
+        return PhoneOptions(
+            registrar="127.0.0.1",
+            port=port,
+            user=user,
+            password=users[user],
+            ca=state / "pki" / "ca.pem",
+            domain="127.0.0.1",
+            zid_cache=state.parent / f"{user}-zid.json",
+            duration=1.0,
+        )
+
+    alice, bob = Phone(options("alice"), lambda _: None), Phone(options("bob"), lambda _: None)
+    await alice.start()
+    await bob.start()
+    try:
+        answering = asyncio.create_task(bob.answer(timeout=10))
+        monkeypatch.setattr(
+            call_module,
+            "describe",
+            lambda address, port, zrtp_hash, *codecs: describe(address, port, "1.10 " + "ab" * 32),
+        )
+        calling = asyncio.create_task(alice.call("sip:bob@127.0.0.1"))
+        callee = await answering
+        caller = await calling
+    finally:
+        await alice.close()
+        await bob.close()
+    assert callee.secured is None and caller.secured is None
+    assert callee.failure is not None and "a=zrtp-hash" in callee.failure
+    security = run_quietwire("--config", str(state / "quietwire.yaml"), "calls", callee.call_id)
+    assert " zrtp zrtp-mismatch" in security.stdout, security.stdout + security.stderr

@@ -50,6 +50,7 @@ class PhoneOptions:
 
 @dataclass
 class CallResult:
+    call_id: str = ""
     secured: Secured | None = None
     failure: str | None = None
     ended_by_peer: bool = False
@@ -141,7 +142,7 @@ class Phone:
         return await self._talk(media, remote, dialog)
 
     async def _talk(self, media: MediaSession, remote: Remote, dialog: Dialog) -> CallResult:
-        result = CallResult()
+        result = CallResult(call_id=dialog.call_id)
         hung_up = asyncio.Event()
         watcher = asyncio.create_task(self._watch(dialog, hung_up))
         media.start(remote)
