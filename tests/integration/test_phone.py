@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from quietwire.embedded.pki import Pki
 from quietwire.phone.audio import dominant_frequency, tone, write_wav
 from quietwire.phone.call import CallResult, Phone, PhoneOptions
@@ -18,22 +16,7 @@ from tests.integration.signaling_harness import (
     DOMAIN,
     PASSWORDS,
     Replica,
-    add_users,
-    make_pki,
-    replica,
 )
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return make_pki(tmp_path)
-
-
-@pytest.fixture
-async def one(pki: Pki, redis_url: str) -> AsyncIterator[Replica]:
-    await add_users(redis_url)
-    async with replica(pki, redis_url) as r:
-        yield r
 
 
 def options(pki: Pki, port: int, user: str, tmp: Path, hz: int, **extra: object) -> PhoneOptions:

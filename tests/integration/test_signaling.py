@@ -4,7 +4,6 @@ fork, refuse, and survive bad input."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,23 +18,10 @@ from tests.integration.signaling_harness import (
     DOMAIN,
     Replica,
     add_users,
-    make_pki,
     next_request,
     phone,
     replica,
 )
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return make_pki(tmp_path)
-
-
-@pytest.fixture
-async def one(pki: Pki, redis_url: str) -> AsyncIterator[Replica]:
-    await add_users(redis_url)
-    async with replica(pki, redis_url) as r:
-        yield r
 
 
 async def registered(pki: Pki, port: int, user: str) -> UserAgent:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,43 +16,19 @@ import pytest
 from tests.conftest import (
     free_port,
     quietwire_env,
-    read_up_line,
     run_quietwire,
-    start_up,
-    up_fields,
 )
+from tests.interop.conftest import Platform, running_platform
 from tests.interop.linphone import Linphone, require_linphone
 
 pytestmark = pytest.mark.interop
 
 
-@dataclass
-class Platform:
-    process: subprocess.Popen[str]
-    state: Path
-    sip_port: int
-    users: dict[str, str]
-
-    @property
-    def ca(self) -> Path:
-        return self.state / "pki" / "ca.pem"
-
-
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[Platform]:
     require_linphone()
-    state, port = tmp_path / "state", free_port()
-    process = start_up(state, port)
-    try:
-        fields = up_fields(read_up_line(process))
-        users = dict(pair.split(":", 1) for pair in fields["users"].split(","))
-        yield Platform(process, state, port, users)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with running_platform(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
@@ -72,7 +47,7 @@ def second_replica(platform: Platform) -> Iterator[int]:
             "-m",
             "quietwire",
             "--config",
-            str(platform.state / "quietwire.yaml"),
+            str(platform.config),
             "signaling",
         ],
         env=env,
@@ -125,7 +100,7 @@ def verified_through_relay(platform: Platform) -> str:
     """Wait until keyagreement, from what the relay saw, calls the call zrtp-verified."""
     deadline = time.monotonic() + 15
     while True:
-        listed = run_quietwire("--config", str(platform.state / "quietwire.yaml"), "calls")
+        listed = run_quietwire("--config", str(platform.config), "calls")
         if "zrtp-verified" in listed.stdout or time.monotonic() > deadline:
             return listed.stdout
         time.sleep(0.5)

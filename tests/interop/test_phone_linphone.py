@@ -5,18 +5,17 @@ B256): the same SAS on both sides, and each hears the other's tone."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from quietwire.phone.audio import dominant_frequency, tone, write_wav
 
-from tests.conftest import free_port, read_up_line, start_up, up_fields
+from tests.conftest import free_port
+from tests.interop.conftest import Platform, running_platform
 from tests.interop.linphone import Linphone, require_linphone
 
 pytestmark = pytest.mark.interop
@@ -28,28 +27,11 @@ EXTENDED = {
 }
 
 
-@dataclass
-class Platform:
-    state: Path
-    sip_port: int
-    users: dict[str, str]
-
-    @property
-    def ca(self) -> Path:
-        return self.state / "pki" / "ca.pem"
-
-
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[Platform]:
     require_linphone()
-    state, port = tmp_path / "state", free_port()
-    process = start_up(state, port)
-    try:
-        users = dict(p.split(":", 1) for p in up_fields(read_up_line(process))["users"].split(","))
-        yield Platform(state, port, users)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
+    with running_platform(tmp_path) as running:
+        yield running
 
 
 def heard(path: Path) -> float:
