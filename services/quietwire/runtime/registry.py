@@ -1,6 +1,6 @@
-"""The relay registry in Redis: relays announce themselves, keyagreement picks one.
-
-Shared state between two services, so it lives here rather than in either.
+"""Registries in Redis, shared between services: relays (written by relays, read
+by keyagreement) and signaling replicas (written by each replica, read by the
+other replicas and by keyagreement, which asks one of them to end a call).
 """
 
 from __future__ import annotations
@@ -83,3 +83,41 @@ class RelayRegistry:
                 )
             )
         return found
+
+
+#: String per live signaling replica: its gRPC address. TTL: REPLICA_TTL,
+#: renewed by heartbeat.
+REPLICA_KEY = "qw:replica:{replica}"
+#: Set of replica ids; TTL renewed by every heartbeat.
+REPLICAS_KEY = "qw:replicas"
+REPLICA_TTL = 10
+
+
+class ReplicaRegistry:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    async def heartbeat(self, replica: str, grpc_address: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(REPLICA_KEY.format(replica=replica), grpc_address, ex=REPLICA_TTL)
+            pipe.sadd(REPLICAS_KEY, replica)
+            pipe.expire(REPLICAS_KEY, REPLICA_TTL * 6)
+            await pipe.execute()
+
+    async def address(self, replica: str) -> str | None:
+        value = await self.redis.get(REPLICA_KEY.format(replica=replica))
+        return None if value is None else text(value)
+
+    async def any_address(self) -> str | None:
+        """The gRPC address of some live replica (for work any of them can do)."""
+        for replica in sorted(text(m) for m in await self.redis.smembers(REPLICAS_KEY)):
+            if (address := await self.address(replica)) is not None:
+                return address
+            await self.redis.srem(REPLICAS_KEY, replica)
+        return None
+
+    async def leave(self, replica: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(REPLICA_KEY.format(replica=replica))
+            pipe.srem(REPLICAS_KEY, replica)
+            await pipe.execute()

@@ -11,16 +11,12 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
-from quietwire.runtime.redisclient import text
 
 #: Hash per AOR: field = binding id (instance + reg-id, or the contact URI),
 #: value = ``<expires ms> <cseq> <call-id>\n`` + a serialized ``Registration``
 #: (the prefix lets the script below expire and order bindings without
 #: protobuf). Key TTL: the longest registration allowed, renewed on each write.
 LOCATION_KEY = "qw:loc:{{{aor}}}"
-#: String per live replica: its gRPC address. TTL: REPLICA_TTL, renewed by heartbeat.
-REPLICA_KEY = "qw:replica:{replica}"
-REPLICA_TTL = 10
 
 #: Apply a REGISTER's changes and return the live bindings, in one round trip.
 #: KEYS[1]: the AOR hash. ARGV[1]: now in ms, ARGV[2]: key TTL, ARGV[3]: the
@@ -132,18 +128,3 @@ class LocationStore:
 
     async def clear(self, aor: str) -> None:
         await self.update(aor, [], clear=True)
-
-
-@dataclass(slots=True)
-class ReplicaRegistry:
-    redis: redis.Redis
-
-    async def heartbeat(self, replica: str, grpc_address: str) -> None:
-        await self.redis.set(REPLICA_KEY.format(replica=replica), grpc_address, ex=REPLICA_TTL)
-
-    async def address(self, replica: str) -> str | None:
-        value = await self.redis.get(REPLICA_KEY.format(replica=replica))
-        return None if value is None else text(value)
-
-    async def leave(self, replica: str) -> None:
-        await self.redis.delete(REPLICA_KEY.format(replica=replica))

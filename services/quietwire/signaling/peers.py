@@ -8,8 +8,8 @@ import grpc
 
 from quietwire.rpc.signaling.v1 import signaling_pb2, signaling_pb2_grpc
 from quietwire.runtime.channels import open_channel
+from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.runtime.tls import TlsFiles
-from quietwire.signaling.locations import ReplicaRegistry
 from quietwire.signaling.targets import Target
 
 log = logging.getLogger(__name__)

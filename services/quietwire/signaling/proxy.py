@@ -36,9 +36,10 @@ from quietwire.protocols.sip.transaction import (
 )
 from quietwire.protocols.sip.uri import SipUri
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
+from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.signaling.auth import Authenticator, Verdict
 from quietwire.signaling.flows import Flow
-from quietwire.signaling.locations import LocationStore, ReplicaRegistry
+from quietwire.signaling.locations import LocationStore
 from quietwire.signaling.media import MediaPlanner, Refusal
 from quietwire.signaling.targets import Router, Target
 from quietwire.signaling.users import UserStore

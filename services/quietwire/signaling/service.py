@@ -25,12 +25,13 @@ from quietwire.protocols.sip.digest import NonceMint
 from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.redisclient import RedisBackedService
+from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.runtime.settings import SettingsError, env_name
 from quietwire.signaling.auth import Authenticator
 from quietwire.signaling.core import SipCore
 from quietwire.signaling.flows import FlowTable, TlsListener
 from quietwire.signaling.limits import SourceLimiter
-from quietwire.signaling.locations import LocationStore, ReplicaRegistry
+from quietwire.signaling.locations import LocationStore
 from quietwire.signaling.media import KeyAgreementPlanner, Passthrough
 from quietwire.signaling.peers import GrpcPeers
 from quietwire.signaling.proxy import Proxy
