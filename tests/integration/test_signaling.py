@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import grpc
 import pytest
 from quietwire.embedded.pki import Pki
 from quietwire.phone.connection import SipConnection
 from quietwire.phone.useragent import UserAgent
 from quietwire.protocols.sip.message import Request, Response
-from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
+from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
+from quietwire.rpc.signaling.v1.signaling_pb2 import Registration, TerminateCallRequest
 from quietwire.signaling.locations import OutOfOrder
 
 from tests.integration.signaling_harness import (
@@ -211,6 +213,34 @@ async def test_call_across_two_replicas(pki: Pki, redis_url: str) -> None:
         await alice.connection.send(alice.answer(got_bye, 200, "OK"))
         done = await bye
         assert done.final is not None and done.final.status == 200
+        await alice.close()
+        await bob.close()
+
+
+async def test_terminate_call_hangs_up_both_phones(pki: Pki, redis_url: str) -> None:
+    await add_users(redis_url)
+    async with replica(pki, redis_url) as first, replica(pki, redis_url) as second:
+        alice = await registered(pki, first.port, "alice")
+        bob = await registered(pki, second.port, "bob")
+        incoming, _ = await call(alice, bob)
+        address = f"127.0.0.1:{second.service.settings.grpc_port}"
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = signaling_pb2_grpc.SignalingStub(channel)
+            request = TerminateCallRequest(call_id=incoming.call_id, reason="zrtp-mismatch")
+            answer = await stub.TerminateCall(request, timeout=5)
+            assert answer.found
+            byes = [await next_request(ua, "BYE") for ua in (alice, bob)]
+            for ua, bye in zip((alice, bob), byes, strict=True):
+                assert bye.call_id == incoming.call_id
+                assert 'text="zrtp-mismatch"' in (bye.headers.get("Reason") or "")
+                await ua.connection.send(ua.answer(bye, 200, "OK"))
+            assert byes[0].to.tag == incoming.from_.tag  # to alice, as if from bob
+            assert byes[1].from_.tag == incoming.from_.tag  # to bob, as if from alice
+            again = await stub.TerminateCall(request, timeout=5)
+            assert not again.found
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.TerminateCall(TerminateCallRequest(), timeout=5)
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         await alice.close()
         await bob.close()
 

@@ -1,6 +1,7 @@
 """Calls between quietwire phones through `quietwire up` and its relay: the relay
 sees the handshake (zrtp-verified), and a phone that dies mid-call does not
-leave ports or calls behind (media timeout)."""
+leave ports or calls behind: the media times out and the platform hangs up the
+other phone."""
 
 from __future__ import annotations
 
@@ -100,6 +101,8 @@ def test_dead_phone_frees_the_relay(platform: tuple[Path, int, dict[str, str]]) 
         time.sleep(3.5)  # a relay heartbeat
         assert relay_calls(state) == 1
         alice.kill()  # the caller's phone dies: no BYE, its media stops
+        # The platform hangs up the callee (long before its 60 s call would end).
+        assert "media timeout" in wait_line(bob, "hung up: ", timeout=20)
         deadline = time.monotonic() + 20
         while relay_calls(state) and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -3,7 +3,9 @@
 Each relay streams its media events; for every call we compare the SHA-256 of
 the Hello the relay saw on a leg with the ``a=zrtp-hash`` that side sent over
 TLS. Both matching and a Conf2ACK seen: ``zrtp-verified``. A Hello that does
-not match: ``zrtp-mismatch`` — a man in the middle on the media path.
+not match: ``zrtp-mismatch`` — a man in the middle on the media path — and
+the call is ended. A call whose media timed out at the relay (a phone died)
+is ended too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import grpc
 from prometheus_client import Counter
@@ -28,9 +31,20 @@ OUTCOMES = Counter("quietwire_zrtp_outcomes", "Calls by ZRTP binding outcome", [
 SIDES = {relay_pb2.LEG_SIDE_CALLER: "caller", relay_pb2.LEG_SIDE_CALLEE: "callee"}
 
 
+#: Ends a call (the call id, why); True if it was established.
+Terminate = Callable[[str, str], Awaitable[bool]]
+
+
 class BindingChecker:
-    def __init__(self, store: CallStore, registry: RelayRegistry, relays: RelayClients) -> None:
+    def __init__(
+        self,
+        store: CallStore,
+        registry: RelayRegistry,
+        relays: RelayClients,
+        terminate: Terminate,
+    ) -> None:
         self.store, self.registry, self.relays = store, registry, relays
+        self.terminate = terminate
         self._streams: dict[str, asyncio.Task[None]] = {}
 
     def ensure(self, address: str) -> None:
@@ -61,9 +75,12 @@ class BindingChecker:
             log.info("relay event stream ended", extra={"code": exc.code().name})
 
     async def observe(self, event: relay_pb2.MediaEvent) -> None:
+        call_id = event.call_id.rsplit("#", 1)[0]
+        if event.kind == relay_pb2.MediaEvent.KIND_MEDIA_TIMEOUT:
+            await self._end(call_id, "media timeout")
+            return
         if event.kind != relay_pb2.MediaEvent.KIND_ZRTP_MESSAGE:
             return
-        call_id = event.call_id.rsplit("#", 1)[0]
         record = await self.store.get(call_id)
         if record is None or record.state in (
             pb.ZRTP_STATE_BINDING_MISMATCH,
@@ -82,6 +99,7 @@ class BindingChecker:
                     " (man in the middle on the media path?)",
                 )
                 await self.store.put(call_id, fields)
+                await self._end(call_id, "zrtp-mismatch")
                 return
             fields[f"seen_{side}"] = 1
             fields["state"] = int(pb.ZRTP_STATE_HANDSHAKING)
@@ -104,3 +122,11 @@ class BindingChecker:
             )
         if fields:
             await self.store.put(call_id, fields)
+
+    async def _end(self, call_id: str, reason: str) -> None:
+        """End the call once (every leg of a dead call reports its timeout)."""
+        record = await self.store.get(call_id)
+        if record is None or record.values.get("terminated"):
+            return
+        await self.store.put(call_id, {"terminated": reason})
+        await self.terminate(call_id, reason)

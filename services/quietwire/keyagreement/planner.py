@@ -25,9 +25,8 @@ from quietwire.keyagreement.calls import (
 from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
-from quietwire.runtime.channels import open_channel
+from quietwire.runtime.channels import ChannelPool
 from quietwire.runtime.registry import RelayEntry, RelayRegistry
-from quietwire.runtime.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 RELAY_TIMEOUT = 3.0
@@ -46,20 +45,9 @@ class LeastLoaded:
         return min(usable, key=lambda r: (r.load, r.relay_id), default=None)
 
 
-class RelayClients:
-    def __init__(self, tls: TlsFiles | None) -> None:
-        self.tls = tls
-        self._channels: dict[str, grpc.aio.Channel] = {}
-
+class RelayClients(ChannelPool):
     def stub(self, address: str) -> relay_pb2_grpc.RelayAsyncStub:
-        if address not in self._channels:
-            self._channels[address] = open_channel(address, self.tls)
-        return relay_pb2_grpc.RelayStub(self._channels[address])
-
-    async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close(None)
-        self._channels.clear()
+        return relay_pb2_grpc.RelayStub(self.channel(address))
 
 
 def _remote(m: pb.MediaDescription) -> tuple[relay_pb2.Address, relay_pb2.Address]:

@@ -16,9 +16,11 @@ from quietwire.keyagreement.planner import Planner, RelayClients
 from quietwire.keyagreement.policy import Policy
 from quietwire.keyagreement.servicer import KeyAgreementServicer
 from quietwire.keyagreement.settings import KeyAgreementSettings
+from quietwire.keyagreement.teardown import CallTerminator
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
+from quietwire.runtime.channels import ChannelPool
 from quietwire.runtime.redisclient import RedisBackedService
-from quietwire.runtime.registry import RelayRegistry
+from quietwire.runtime.registry import RelayRegistry, ReplicaRegistry
 
 
 class KeyAgreementService(RedisBackedService):
@@ -29,7 +31,11 @@ class KeyAgreementService(RedisBackedService):
         self.store = CallStore(self.redis)
         self.registry = RelayRegistry(self.redis)
         self.relays = RelayClients(settings.grpc_tls)
-        self.binding = BindingChecker(self.store, self.registry, self.relays)
+        self.signaling = ChannelPool(settings.grpc_tls)
+        self.terminator = CallTerminator(ReplicaRegistry(self.redis), self.signaling)
+        self.binding = BindingChecker(
+            self.store, self.registry, self.relays, self.terminator.terminate
+        )
         self.planner = Planner(
             self.store,
             self.registry,
@@ -53,4 +59,5 @@ class KeyAgreementService(RedisBackedService):
             await asyncio.gather(self._task, return_exceptions=True)
         await self.binding.close()
         await self.relays.close()
+        await self.signaling.close()
         await super().close()

@@ -202,6 +202,8 @@ class Phone:
             request = await self.ua.requests.get()
             if request.method == "BYE" and request.call_id == dialog.call_id:
                 await self.ua.connection.send(self.ua.answer(request, 200, "OK"))
+                if reason := request.headers.get("Reason"):
+                    self.say(f"hung up: {reason}")
                 hung_up.set()
                 return
             await self._answer_other(request)

@@ -26,3 +26,21 @@ def open_channel(target: str, tls: TlsFiles | None) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(
         target, channel_credentials(tls), options=CHANNEL_OPTIONS, interceptors=interceptors
     )
+
+
+class ChannelPool:
+    """One channel per address, opened on first use, all closed together."""
+
+    def __init__(self, tls: TlsFiles | None) -> None:
+        self.tls = tls
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        if address not in self._channels:
+            self._channels[address] = open_channel(address, self.tls)
+        return self._channels[address]
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close(None)
+        self._channels.clear()

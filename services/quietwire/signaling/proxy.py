@@ -38,6 +38,7 @@ from quietwire.protocols.sip.uri import SipUri
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
 from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.signaling.auth import Authenticator, Verdict
+from quietwire.signaling.dialogs import Dialog, DialogStore, Side
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.locations import LocationStore
 from quietwire.signaling.media import MediaPlanner, Refusal
@@ -127,6 +128,7 @@ class Proxy:
         users: UserStore,
         locations: LocationStore,
         replicas: ReplicaRegistry,
+        dialogs: DialogStore,
         router: Router,
         media: MediaPlanner,
         clock: Clock,
@@ -136,6 +138,7 @@ class Proxy:
         self.host, self.port, self.replica = host, port, replica
         self.auth, self.users, self.locations, self.replicas = auth, users, locations, replicas
         self.router, self.media, self.clock = router, media, clock
+        self.dialogs = dialogs
         self.token_key = token_key
         self.servers: dict[ServerKey, Context] = {}
         self.clients: dict[str, tuple[Context, Branch]] = {}
@@ -332,6 +335,7 @@ class Proxy:
         if not await self._plan_offer(context, "", "", from_callee=not toward_callee):
             return
         if request.method == "BYE":
+            await self.dialogs.take(request.call_id)
             await self.media.end(request.call_id)
         await self._fork(context, target, self._prepare(request, None))
         await self._check_done(context)
@@ -458,6 +462,8 @@ class Proxy:
                 upstream.body = planned
             context.answered = True
             await self._respond(context, upstream)
+            if context.initial_invite:
+                await self._record_dialog(context, branch, response)
             for other in context.pending:
                 self._cancel_branch(other, "answered elsewhere")
             return
@@ -465,6 +471,33 @@ class Proxy:
         if status >= 600:
             for other in context.pending:
                 self._cancel_branch(other, "declined")
+
+    async def _record_dialog(self, context: Context, branch: Branch, ok: Response) -> None:
+        request = context.request
+        caller_contact = request.headers.get("Contact")
+        callee_contact = ok.headers.get("Contact")
+        if not caller_contact or not callee_contact:
+            return
+        await self.dialogs.record(
+            Dialog(
+                request.call_id,
+                request.cseq.number,
+                Side(context.upstream.id, caller_contact, request.headers.get("From") or ""),
+                Side(branch.target.flow_id, callee_contact, ok.headers.get("To") or ""),
+            )
+        )
+
+    async def terminate(self, call_id: str, reason: str) -> bool:
+        """End an established call: a BYE to each phone, then free its media."""
+        dialog = await self.dialogs.take(call_id)
+        if dialog is None:
+            return False
+        for flow_id, bye in dialog.byes(self.host, self.port, self.replica, reason):
+            sent = await self.router.send(Target.of_flow(flow_id), bye)
+            FORWARDS.labels("BYE", "terminated" if sent else "unreachable").inc()
+        await self.media.end(call_id)
+        log.info("call terminated", extra={"call_id": call_id, "reason": reason})
+        return True
 
     async def _check_done(self, context: Context) -> None:
         if context.finished or context.pending or not context.branches:

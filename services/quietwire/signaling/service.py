@@ -29,6 +29,7 @@ from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.runtime.settings import SettingsError, env_name
 from quietwire.signaling.auth import Authenticator
 from quietwire.signaling.core import SipCore
+from quietwire.signaling.dialogs import DialogStore
 from quietwire.signaling.flows import FlowTable, TlsListener
 from quietwire.signaling.limits import SourceLimiter
 from quietwire.signaling.locations import LocationStore
@@ -108,6 +109,7 @@ class SignalingService(RedisBackedService):
             users=self.users,
             locations=self.locations,
             replicas=self.replicas,
+            dialogs=DialogStore(self.redis),
             router=Router(self.replica, self.flows, self.peers),
             media=self.media,
             clock=clock,

@@ -57,7 +57,7 @@ class SignalingServicer(signaling_pb2_grpc.SignalingServicer):
         request: signaling_pb2.TerminateCallRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> signaling_pb2.TerminateCallResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "TerminateCall comes with the media issue"
-        )
-        raise AssertionError("unreachable")
+        if not request.call_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id is required")
+        found = await self.proxy.terminate(request.call_id, request.reason or "terminated")
+        return signaling_pb2.TerminateCallResponse(found=found)

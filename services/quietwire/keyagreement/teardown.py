@@ -1,0 +1,47 @@
+"""Ending a call from the platform: any signaling replica sends the BYEs.
+
+Keyagreement decides a call must end (its media died, or its ZRTP binding
+failed) but holds no SIP; it asks one live signaling replica, which finds the
+dialog in Redis and hangs up both phones.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from prometheus_client import Counter
+
+from quietwire.rpc.signaling.v1 import signaling_pb2, signaling_pb2_grpc
+from quietwire.runtime.channels import ChannelPool
+from quietwire.runtime.registry import ReplicaRegistry
+
+log = logging.getLogger(__name__)
+TERMINATE_TIMEOUT = 5.0
+TERMINATIONS = Counter(
+    "quietwire_calls_terminated", "Calls the platform ended, by reason", ["reason"]
+)
+
+
+class CallTerminator:
+    def __init__(self, replicas: ReplicaRegistry, channels: ChannelPool) -> None:
+        self.replicas, self.channels = replicas, channels
+
+    async def terminate(self, call_id: str, reason: str) -> bool:
+        """True if a replica found the call established and hung it up."""
+        address = await self.replicas.any_address()
+        if address is None:
+            log.warning("no signaling replica to end a call", extra={"call_id": call_id})
+            return False
+        stub = signaling_pb2_grpc.SignalingStub(self.channels.channel(address))
+        try:
+            answer = await stub.TerminateCall(
+                signaling_pb2.TerminateCallRequest(call_id=call_id, reason=reason),
+                timeout=TERMINATE_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("TerminateCall failed", extra={"call_id": call_id, "code": exc.code().name})
+            return False
+        if answer.found:
+            TERMINATIONS.labels(reason).inc()
+        return bool(answer.found)

@@ -1,0 +1,91 @@
+"""Established calls, kept so the platform can end one (``TerminateCall``).
+
+At the 2xx of an initial INVITE the proxy records what a BYE to each side
+needs: both flows, both Contacts and both tagged addresses. Any replica can
+then end the call with a BYE to each phone (RFC 3261 section 15.1.1), acting
+as the other party, with a ``Reason`` (RFC 3326) saying why. The record goes
+with the call's BYE.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass
+
+import redis.asyncio as redis
+
+from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.headers import NameAddr, Via
+from quietwire.protocols.sip.message import Request
+from quietwire.protocols.sip.transaction import BRANCH_COOKIE
+from quietwire.runtime.redisclient import text
+
+#: String per established call: a JSON :class:`Dialog`. TTL: DIALOG_TTL.
+DIALOG_KEY = "qw:dialog:{{{call_id}}}"
+#: The longest call we can still end from the platform.
+DIALOG_TTL = 24 * 3600
+#: Our BYEs' CSeq: above anything either phone will have used (RFC 3261 section
+#: 12.2.2 accepts gaps, refuses going back).
+CSEQ_STEP = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One party: the flow it is on, its Contact, its tagged From/To value."""
+
+    flow_id: str
+    contact: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dialog:
+    call_id: str
+    cseq: int
+    caller: Side
+    callee: Side
+
+    def byes(self, host: str, port: int, replica: str, reason: str) -> list[tuple[str, Request]]:
+        """A BYE to each side (its flow id first), each as if sent by the other side."""
+        out = []
+        for to, sender in ((self.callee, self.caller), (self.caller, self.callee)):
+            try:
+                uri = NameAddr.parse(to.contact).uri
+            except ParseError:
+                continue
+            bye = Request(method="BYE", uri=str(uri))
+            branch = f"{BRANCH_COOKIE}qw{secrets.token_hex(8)}"
+            bye.headers.add("Via", str(Via("TLS", host, port, {"branch": branch, "qwr": replica})))
+            bye.headers.add("Max-Forwards", "70")
+            bye.headers.add("From", sender.address)
+            bye.headers.add("To", to.address)
+            bye.headers.add("Call-ID", self.call_id)
+            bye.headers.add("CSeq", f"{self.cseq + CSEQ_STEP} BYE")
+            bye.headers.add("Reason", f'SIP;cause=200;text="{_quotable(reason)}"')
+            bye.headers.add("Content-Length", "0")
+            out.append((to.flow_id, bye))
+        return out
+
+
+class DialogStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    async def record(self, dialog: Dialog) -> None:
+        key = DIALOG_KEY.format(call_id=dialog.call_id)
+        await self.redis.set(key, json.dumps(asdict(dialog)), ex=DIALOG_TTL)
+
+    async def take(self, call_id: str) -> Dialog | None:
+        """The call's record, removed (whoever takes it ends the call)."""
+        raw = await self.redis.getdel(DIALOG_KEY.format(call_id=call_id))
+        if raw is None:
+            return None
+        data = json.loads(text(raw))
+        return Dialog(
+            data["call_id"], int(data["cseq"]), Side(**data["caller"]), Side(**data["callee"])
+        )
+
+
+def _quotable(reason: str) -> str:
+    return "".join(c for c in reason if c not in '"\\\r\n')[:120]
