@@ -5,6 +5,7 @@ other phone."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -16,8 +17,11 @@ from pathlib import Path
 import pytest
 import redis
 import yaml
+from quietwire.phone.connection import SipConnection
+from quietwire.phone.useragent import UserAgent
 
 from tests.conftest import free_port, read_up_line, run_quietwire, start_up, up_fields
+from tests.integration.signaling_harness import next_request
 
 pytestmark = pytest.mark.interop
 MEDIA_TIMEOUT = "2"
@@ -159,3 +163,55 @@ async def test_tampered_zrtp_hash_is_a_mismatch(
     assert callee.failure is not None and "a=zrtp-hash" in callee.failure
     security = run_quietwire("--config", str(state / "quietwire.yaml"), "calls", callee.call_id)
     assert " zrtp zrtp-mismatch" in security.stdout, security.stdout + security.stderr
+
+
+def sdp(user: str, port: int, zrtp: bool) -> bytes:
+    lines = [
+        "v=0",
+        f"o={user} 1 1 IN IP4 127.0.0.1",
+        "s=-",
+        "c=IN IP4 127.0.0.1",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP 0",
+        "a=rtpmap:0 PCMU/8000",
+        *(["a=zrtp-hash:1.10 " + "cd" * 32] if zrtp else []),
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+async def test_plain_answer_to_a_zrtp_offer_is_refused(
+    platform: tuple[Path, int, dict[str, str]],
+) -> None:
+    """The callee answers a ZRTP offer with plain RTP: its 2xx is not forwarded, the
+    caller gets 488 with the reason, and the callee's half-made call is ACKed and
+    hung up so nothing stays open."""
+    state, port, users = platform
+    agents = {}
+    for user in ("alice", "bob"):
+        connection = await SipConnection.open("127.0.0.1", port, state / "pki" / "ca.pem")
+        agents[user] = UserAgent(connection, user, users[user], "127.0.0.1", port)
+    alice, bob = agents["alice"], agents["bob"]
+    try:
+        assert (await bob.register()).status == 200
+        offer = sdp("alice", 40000, True)
+        invite = alice.build(
+            "INVITE", "sip:bob@127.0.0.1", body=offer, content_type="application/sdp"
+        )
+        sending = asyncio.create_task(alice.send(invite))
+        incoming = await next_request(bob, "INVITE")
+        ok = bob.answer(incoming, 200, "OK", body=sdp("bob", 40002, False))
+        ok.headers.set("Content-Type", "application/sdp")
+        await bob.connection.send(ok)
+        exchange = await sending
+        assert exchange.final is not None and exchange.final.status == 488
+        assert "plain RTP refused" in (exchange.final.headers.get("Warning") or "")
+        ack = await next_request(bob, "ACK")
+        bye = await next_request(bob, "BYE")
+        assert ack.call_id == bye.call_id == incoming.call_id
+        assert bye.to.tag == ok.to.tag and "plain RTP" in (bye.headers.get("Reason") or "")
+        await bob.connection.send(bob.answer(bye, 200, "OK"))
+    finally:
+        await alice.close()
+        await bob.close()
+    await asyncio.sleep(3.5)  # a relay heartbeat: the refused call's relay session is gone
+    assert relay_calls(state) == 0

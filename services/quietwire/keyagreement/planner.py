@@ -17,12 +17,13 @@ import grpc
 
 from quietwire.keyagreement.calls import (
     ENDED_TTL,
+    CallRecord,
     CallStore,
     answer_downgrades,
     decide_offer,
     first_hash,
 )
-from quietwire.keyagreement.policy import Policy
+from quietwire.keyagreement.policy import Policy, judge
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import ChannelPool
@@ -168,6 +169,9 @@ class Planner:
                 sip_status=481,
                 warning="quietwire: no plan for this call",
             )
+        refusal = self._answer_refusal(record, request.media)
+        if refusal:
+            return pb.Plan(call_id=request.call_id, accepted=False, sip_status=488, warning=refusal)
         plan = pb.Plan.FromString(bytes.fromhex(record.values["plan"]))
         side = CALLER if request.from_caller else CALLEE
         await self._update(record.values["relay_grpc"], request.call_id, side, request.media)
@@ -179,6 +183,14 @@ class Planner:
         if fields:
             await self.store.put(request.call_id, fields)
         return plan
+
+    def _answer_refusal(self, record: CallRecord, media: Sequence[pb.MediaDescription]) -> str:
+        """Why an answer may not set up the call ("" when it may): the policy, or a
+        ZRTP binding already failed while the callee was ringing."""
+        if record.state == pb.ZRTP_STATE_BINDING_MISMATCH:
+            return f"quietwire: zrtp-mismatch: {record.values.get('detail', '')}"
+        verdict = judge(media, self.policy)
+        return "" if verdict.accepted else verdict.warning
 
     async def _update(
         self, relay_grpc: str, call_id: str, side: int, media: Sequence[pb.MediaDescription]

@@ -50,22 +50,36 @@ class Dialog:
         """A BYE to each side (its flow id first), each as if sent by the other side."""
         out = []
         for to, sender in ((self.callee, self.caller), (self.caller, self.callee)):
-            try:
-                uri = NameAddr.parse(to.contact).uri
-            except ParseError:
-                continue
-            bye = Request(method="BYE", uri=str(uri))
-            branch = f"{BRANCH_COOKIE}qw{secrets.token_hex(8)}"
-            bye.headers.add("Via", str(Via("TLS", host, port, {"branch": branch, "qwr": replica})))
-            bye.headers.add("Max-Forwards", "70")
-            bye.headers.add("From", sender.address)
-            bye.headers.add("To", to.address)
-            bye.headers.add("Call-ID", self.call_id)
-            bye.headers.add("CSeq", f"{self.cseq + CSEQ_STEP} BYE")
-            bye.headers.add("Reason", f'SIP;cause=200;text="{_quotable(reason)}"')
-            bye.headers.add("Content-Length", "0")
-            out.append((to.flow_id, bye))
+            bye = self._request("BYE", to, sender, f"{self.cseq + CSEQ_STEP} BYE", host, port)
+            if bye is not None:
+                bye.headers.add("Via", our_via(host, port, replica), first=True)
+                bye.headers.add("Reason", f'SIP;cause=200;text="{_quotable(reason)}"')
+                out.append((to.flow_id, bye))
         return out
+
+    def refuse_answer(self, host: str, port: int, replica: str, reason: str) -> list[Request]:
+        """The ACK and BYE that end the callee's side of a 2xx we will not forward."""
+        ack = self._request("ACK", self.callee, self.caller, f"{self.cseq} ACK", host, port)
+        if ack is None:
+            return []
+        ack.headers.add("Via", our_via(host, port, replica), first=True)
+        return [ack, self.byes(host, port, replica, reason)[0][1]]  # the callee's BYE first
+
+    def _request(
+        self, method: str, to: Side, sender: Side, cseq: str, host: str, port: int
+    ) -> Request | None:
+        try:
+            uri = NameAddr.parse(to.contact).uri
+        except ParseError:
+            return None
+        request = Request(method=method, uri=str(uri))
+        request.headers.add("Max-Forwards", "70")
+        request.headers.add("From", sender.address)
+        request.headers.add("To", to.address)
+        request.headers.add("Call-ID", self.call_id)
+        request.headers.add("CSeq", cseq)
+        request.headers.add("Content-Length", "0")
+        return request
 
 
 class DialogStore:
@@ -85,6 +99,15 @@ class DialogStore:
         return Dialog(
             data["call_id"], int(data["cseq"]), Side(**data["caller"]), Side(**data["callee"])
         )
+
+
+def new_branch() -> str:
+    return f"{BRANCH_COOKIE}qw{secrets.token_hex(8)}"
+
+
+def our_via(host: str, port: int, replica: str, branch: str | None = None) -> str:
+    """The Via a replica puts on what it sends: ``qwr`` names it, for the responses."""
+    return str(Via("TLS", host, port, {"branch": branch or new_branch(), "qwr": replica}))
 
 
 def _quotable(reason: str) -> str:

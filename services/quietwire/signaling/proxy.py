@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter
 
 from quietwire.protocols.sip.errors import ParseError
-from quietwire.protocols.sip.headers import NameAddr, Via
+from quietwire.protocols.sip.headers import NameAddr
 from quietwire.protocols.sip.message import Request, Response, reply
 from quietwire.protocols.sip.transaction import (
-    BRANCH_COOKIE,
     ClientInviteTransaction,
     ClientNonInviteTransaction,
     Clock,
@@ -38,7 +37,7 @@ from quietwire.protocols.sip.uri import SipUri
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
 from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.signaling.auth import Authenticator, Verdict
-from quietwire.signaling.dialogs import Dialog, DialogStore, Side
+from quietwire.signaling.dialogs import Dialog, DialogStore, Side, new_branch, our_via
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.locations import LocationStore
 from quietwire.signaling.media import MediaPlanner, Refusal
@@ -292,9 +291,7 @@ class Proxy:
             return True
         planned = await self.media.offer(request.call_id, caller, callee, request.body, from_callee)
         if isinstance(planned, Refusal):
-            refused = reply(request, planned.status, planned.reason)
-            refused.headers.add("Warning", f'399 {self.host} "{planned.warning}"')
-            await self._respond(context, refused)
+            await self._respond(context, self._refused(request, planned))
             return False
         request.body = planned
         return True
@@ -352,7 +349,7 @@ class Proxy:
             return
         toward_callee = request.from_.tag == token.ftag
         target = Target.of_flow(token.callee if toward_callee else token.caller)
-        await self.router.send(target, self._prepare(request, None, branch=self._branch()))
+        await self.router.send(target, self._prepare(request, None, branch=new_branch()))
 
     def _pop_our_route(self, request: Request) -> RouteToken | None:
         routes = request.headers.get_all("Route")
@@ -379,9 +376,6 @@ class Proxy:
             f";ftag={token.ftag};qws={token.sign(self.token_key)}>"
         )
 
-    def _branch(self) -> str:
-        return f"{BRANCH_COOKIE}qw{secrets.token_hex(8)}"
-
     def _prepare(self, request: Request, uri: SipUri | None, branch: str | None = None) -> Request:
         """The copy we send downstream: new R-URI, our Via on top, Max-Forwards less one."""
         out = request.copy()
@@ -389,10 +383,7 @@ class Proxy:
             out.uri = str(uri)
         forwards = request.headers.get("Max-Forwards")
         out.headers.set("Max-Forwards", str(int(forwards) - 1 if forwards else 69))
-        via = Via(
-            "TLS", self.host, self.port, {"branch": branch or self._branch(), "qwr": self.replica}
-        )
-        out.headers.add("Via", str(via), first=True)
+        out.headers.add("Via", our_via(self.host, self.port, self.replica, branch), first=True)
         return out
 
     async def _fork(self, context: Context, target: Target, out: Request) -> None:
@@ -457,7 +448,7 @@ class Proxy:
             if context.initial_invite and upstream.body:
                 planned = await self.media.answer(response.call_id, upstream.body)
                 if isinstance(planned, Refusal):
-                    self._cancel_branch(branch, planned.warning)
+                    await self._refuse_answer(context, branch, response, planned)
                     return
                 upstream.body = planned
             context.answered = True
@@ -472,20 +463,29 @@ class Proxy:
             for other in context.pending:
                 self._cancel_branch(other, "declined")
 
+    def _refused(self, request: Request, refusal: Refusal) -> Response:
+        refused = reply(request, refusal.status, refusal.reason)
+        refused.headers.add("Warning", f'399 {self.host} "{refusal.warning}"')
+        return refused
+
+    async def _refuse_answer(
+        self, context: Context, branch: Branch, ok: Response, refusal: Refusal
+    ) -> None:
+        """A 2xx whose media we refuse: the callee's dialog exists, so ACK and BYE it;
+        the caller gets the refusal as this branch's final answer."""
+        branch.final = self._refused(context.request, refusal)
+        dialog = _dialog(context, branch, ok)
+        if dialog is not None:
+            for message in dialog.refuse_answer(
+                self.host, self.port, self.replica, refusal.warning
+            ):
+                await self.router.send(branch.target, message)
+        FORWARDS.labels("INVITE", "answer-refused").inc()
+
     async def _record_dialog(self, context: Context, branch: Branch, ok: Response) -> None:
-        request = context.request
-        caller_contact = request.headers.get("Contact")
-        callee_contact = ok.headers.get("Contact")
-        if not caller_contact or not callee_contact:
-            return
-        await self.dialogs.record(
-            Dialog(
-                request.call_id,
-                request.cseq.number,
-                Side(context.upstream.id, caller_contact, request.headers.get("From") or ""),
-                Side(branch.target.flow_id, callee_contact, ok.headers.get("To") or ""),
-            )
-        )
+        dialog = _dialog(context, branch, ok)
+        if dialog is not None:
+            await self.dialogs.record(dialog)
 
     async def terminate(self, call_id: str, reason: str) -> bool:
         """End an established call: a BYE to each phone, then free its media."""
@@ -555,6 +555,21 @@ class Proxy:
             context.upstream.send_message(message)
         context.server.to_send.clear()
         context.server.to_tu.clear()
+
+
+def _dialog(context: Context, branch: Branch, ok: Response) -> Dialog | None:
+    """The dialog a 2xx to an initial INVITE set up (None without both Contacts)."""
+    request = context.request
+    caller_contact = request.headers.get("Contact")
+    callee_contact = ok.headers.get("Contact")
+    if not caller_contact or not callee_contact:
+        return None
+    return Dialog(
+        request.call_id,
+        request.cseq.number,
+        Side(context.upstream.id, caller_contact, request.headers.get("From") or ""),
+        Side(branch.target.flow_id, callee_contact, ok.headers.get("To") or ""),
+    )
 
 
 def _best(finals: list[Response], request: Request) -> Response:
