@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Debian packages the platform and its tests run with.
 DEB_PACKAGES := redis-server libbzrtp0 linphone-cli sip-tester stunnel4
 # The anchors `make bench` runs side by side with quietwire.
-BENCH_DEB_PACKAGES := kamailio kamailio-tls-modules
+BENCH_DEB_PACKAGES := kamailio kamailio-tls-modules rtpengine-daemon
 STATE_DIR ?= .quietwire
 SIP_HOST ?= 127.0.0.1
 SIP_PORT ?= 5061
@@ -45,7 +45,7 @@ bench: setup
 	@tools/debian-packages $(BENCH_DEB_PACKAGES)
 	$(BIN)/python -m bench.signaling
 	$(BIN)/python -m bench.zrtp
-	@echo "media relay benchmark (rtpengine side by side): not yet, it comes with the relay issue."
+	$(BIN)/python -m bench.relay
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
