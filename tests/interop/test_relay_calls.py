@@ -122,7 +122,7 @@ async def test_tampered_zrtp_hash_is_a_mismatch(
     platform: tuple[Path, int, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A phone whose SDP a=zrtp-hash does not match its Hello (what a man in the
-    middle produces): the relay's Hello hash gives it away, the callee refuses."""
+    middle produces): the relay's Hello hash gives it away; the call is torn down."""
     import asyncio
 
     from quietwire.phone import call as call_module
@@ -160,7 +160,10 @@ async def test_tampered_zrtp_hash_is_a_mismatch(
         await alice.close()
         await bob.close()
     assert callee.secured is None and caller.secured is None
-    assert callee.failure is not None and "a=zrtp-hash" in callee.failure
+    # Whichever comes first ends the call: the callee's own binding check, or the
+    # platform's BYE after the relay saw the mismatch.
+    assert callee.failure is not None
+    assert "a=zrtp-hash" in callee.failure or callee.ended_by_peer, callee.failure
     security = run_quietwire("--config", str(state / "quietwire.yaml"), "calls", callee.call_id)
     assert " zrtp zrtp-mismatch" in security.stdout, security.stdout + security.stderr
 
@@ -186,11 +189,7 @@ async def test_plain_answer_to_a_zrtp_offer_is_refused(
     caller gets 488 with the reason, and the callee's half-made call is ACKed and
     hung up so nothing stays open."""
     state, port, users = platform
-    agents = {}
-    for user in ("alice", "bob"):
-        connection = await SipConnection.open("127.0.0.1", port, state / "pki" / "ca.pem")
-        agents[user] = UserAgent(connection, user, users[user], "127.0.0.1", port)
-    alice, bob = agents["alice"], agents["bob"]
+    alice, bob = [await agent(state, port, user, users[user]) for user in ("alice", "bob")]
     try:
         assert (await bob.register()).status == 200
         offer = sdp("alice", 40000, True)
@@ -215,3 +214,52 @@ async def test_plain_answer_to_a_zrtp_offer_is_refused(
         await bob.close()
     await asyncio.sleep(3.5)  # a relay heartbeat: the refused call's relay session is gone
     assert relay_calls(state) == 0
+
+
+async def test_reinvite_answer_dropping_zrtp_ends_the_call(
+    platform: tuple[Path, int, dict[str, str]],
+) -> None:
+    """Mid-call, a re-INVITE's answer removes ZRTP for plain RTP (a downgrade):
+    the offerer gets 488 with the reason and the platform hangs up both phones."""
+    state, port, users = platform
+    alice, bob = [await agent(state, port, user, users[user]) for user in ("alice", "bob")]
+    try:
+        assert (await bob.register()).status == 200
+        invite = alice.build(
+            "INVITE",
+            "sip:bob@127.0.0.1",
+            body=sdp("alice", 40000, True),
+            content_type="application/sdp",
+        )
+        sending = asyncio.create_task(alice.send(invite))
+        incoming = await next_request(bob, "INVITE")
+        ok = bob.answer(incoming, 200, "OK", body=sdp("bob", 40002, True))
+        ok.headers.set("Record-Route", ", ".join(incoming.headers.get_all("Record-Route")))
+        await bob.connection.send(ok)
+        exchange = await sending
+        assert exchange.final is not None and exchange.final.status == 200
+        dialog = alice.dialog_from_response(invite, exchange.final)
+        await alice.connection.send(alice.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number))
+        await next_request(bob, "ACK")
+
+        reinvite = bob.in_dialog(bob.dialog_from_request(incoming, ok), "INVITE")
+        reinvite.headers.add("Content-Type", "application/sdp")
+        reinvite.body = sdp("bob", 40004, True)
+        resending = asyncio.create_task(bob.send(reinvite))
+        offered = await next_request(alice, "INVITE")
+        answer = alice.answer(offered, 200, "OK", body=sdp("alice", 40006, False))
+        await alice.connection.send(answer)
+        refused = await resending
+        assert refused.final is not None and refused.final.status == 488
+        for ua in (alice, bob):
+            bye = await next_request(ua, "BYE")
+            assert "plain RTP" in (bye.headers.get("Reason") or "")
+            await ua.connection.send(ua.answer(bye, 200, "OK"))
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def agent(state: Path, port: int, user: str, password: str) -> UserAgent:
+    connection = await SipConnection.open("127.0.0.1", port, state / "pki" / "ca.pem")
+    return UserAgent(connection, user, password, "127.0.0.1", port)

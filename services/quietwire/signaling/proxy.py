@@ -96,6 +96,8 @@ class Context:
     answered: bool = False
     finished: bool = False
     initial_invite: bool = False
+    #: Set when the media planner saw this INVITE's offer: which side made it.
+    offer_from_callee: bool | None = None
 
     @property
     def pending(self) -> list[Branch]:
@@ -294,6 +296,7 @@ class Proxy:
             await self._respond(context, self._refused(request, planned))
             return False
         request.body = planned
+        context.offer_from_callee = from_callee
         return True
 
     async def _targets(self, uri: SipUri) -> list[Registration] | None:
@@ -445,8 +448,10 @@ class Proxy:
             return
         if status < 300:
             branch.final = response
-            if context.initial_invite and upstream.body:
-                planned = await self.media.answer(response.call_id, upstream.body)
+            if context.offer_from_callee is not None and upstream.body:
+                planned = await self.media.answer(
+                    response.call_id, upstream.body, from_caller=context.offer_from_callee
+                )
                 if isinstance(planned, Refusal):
                     await self._refuse_answer(context, branch, response, planned)
                     return
@@ -471,16 +476,20 @@ class Proxy:
     async def _refuse_answer(
         self, context: Context, branch: Branch, ok: Response, refusal: Refusal
     ) -> None:
-        """A 2xx whose media we refuse: the callee's dialog exists, so ACK and BYE it;
-        the caller gets the refusal as this branch's final answer."""
+        """A 2xx whose media we refuse. To an initial INVITE: the callee's dialog
+        exists, so ACK and BYE it. To a re-INVITE (a downgrade mid-call): end the
+        call. Either way the offerer gets the refusal as this branch's answer."""
         branch.final = self._refused(context.request, refusal)
+        FORWARDS.labels("INVITE", "answer-refused").inc()
+        if not context.initial_invite:
+            await self.terminate(ok.call_id, refusal.warning)
+            return
         dialog = _dialog(context, branch, ok)
         if dialog is not None:
             for message in dialog.refuse_answer(
                 self.host, self.port, self.replica, refusal.warning
             ):
                 await self.router.send(branch.target, message)
-        FORWARDS.labels("INVITE", "answer-refused").inc()
 
     async def _record_dialog(self, context: Context, branch: Branch, ok: Response) -> None:
         dialog = _dialog(context, branch, ok)
