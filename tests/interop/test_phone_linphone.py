@@ -96,16 +96,17 @@ def test_phone_and_linphone(
         linphone.command(f"play {play}")
         linphone.command(f"record {tmp_path / 'linphone-heard.wav'}")
         linphone.registered()
+        first = ""
         if direction == "phone-calls":
             ours = phone(platform, tmp_path, ["call", "sip:alice@127.0.0.1"])
         else:
             ours = phone(platform, tmp_path, ["answer"])
-            linphone.wait_for("registered", 1) if False else None
-            import time
-
-            time.sleep(1.5)  # our phone registers
+            assert ours.stdout is not None
+            first = ours.stdout.readline()  # our phone prints this once registered
+            assert first.startswith("registered"), first
             linphone.command("call sip:bob@127.0.0.1")
         out, err = ours.communicate(timeout=60)
+        out = first + out
         sas = linphone.sas()
         linphone.wait_for(r"ended", 15)
     finally:
