@@ -5,7 +5,8 @@ the Hello the relay saw on a leg with the ``a=zrtp-hash`` that side sent over
 TLS. Both matching and a Conf2ACK seen: ``zrtp-verified``. A Hello that does
 not match: ``zrtp-mismatch`` — a man in the middle on the media path — and
 the call is ended. A call whose media timed out at the relay (a phone died)
-is ended too.
+is ended too, and so is one whose phones agreed to GoClear (RFC 6189 section
+5.7: media in the clear) unless the policy allows plain media.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ class BindingChecker:
         registry: RelayRegistry,
         relays: RelayClients,
         terminate: Terminate,
+        allow_clear: bool = False,
     ) -> None:
         self.store, self.registry, self.relays = store, registry, relays
-        self.terminate = terminate
+        self.terminate, self.allow_clear = terminate, allow_clear
         self._streams: dict[str, asyncio.Task[None]] = {}
 
     def ensure(self, address: str) -> None:
@@ -110,6 +112,10 @@ class BindingChecker:
             fields.update(state=int(pb.ZRTP_STATE_FAILED), detail="ZRTP Error on the media path")
         elif event.zrtp_message == "GoClear":
             fields.update(state=int(pb.ZRTP_STATE_CLEAR), detail="GoClear: media no longer secret")
+            if not self.allow_clear:
+                await self.store.put(call_id, fields)
+                await self._end(call_id, "GoClear refused by policy")
+                return
         values = {**record.values, **{k: str(v) for k, v in fields.items()}}
         if (
             values.get("seen_caller") == "1"

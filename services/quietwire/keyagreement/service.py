@@ -33,15 +33,16 @@ class KeyAgreementService(RedisBackedService):
         self.relays = RelayClients(settings.grpc_tls)
         self.signaling = ChannelPool(settings.grpc_tls)
         self.terminator = CallTerminator(ReplicaRegistry(self.redis), self.signaling)
+        policy = Policy(settings.media_policy)
         self.binding = BindingChecker(
-            self.store, self.registry, self.relays, self.terminator.terminate
-        )
-        self.planner = Planner(
             self.store,
             self.registry,
             self.relays,
-            Policy(settings.media_policy),
-            on_relay=self.binding.ensure,
+            self.terminator.terminate,
+            allow_clear=policy is Policy.ALLOW_PLAIN,
+        )
+        self.planner = Planner(
+            self.store, self.registry, self.relays, policy, on_relay=self.binding.ensure
         )
         self._task: asyncio.Task[None] | None = None
 

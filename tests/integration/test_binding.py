@@ -1,0 +1,97 @@
+"""The binding checker on relay events, with its call records in a real Redis:
+what it records, and which calls it ends (once each)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+from quietwire.keyagreement.binding import BindingChecker
+from quietwire.keyagreement.calls import CallStore
+from quietwire.keyagreement.planner import RelayClients
+from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
+from quietwire.rpc.relay.v1 import relay_pb2
+from quietwire.runtime.registry import RelayRegistry
+
+Event = relay_pb2.MediaEvent
+HELLO = b"Hello   1.10the caller's Hello message"
+
+
+class Hangups:
+    """Records the calls the checker asks to end (what TerminateCall would receive)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def __call__(self, call_id: str, reason: str) -> bool:
+        self.calls.append((call_id, reason))
+        return True
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[CallStore]:
+    client = redis.Redis.from_url(redis_url)
+    yield CallStore(client)
+    await client.aclose()
+
+
+def checker(store: CallStore, hangups: Hangups, allow_clear: bool = False) -> BindingChecker:
+    return BindingChecker(
+        store, RelayRegistry(store.redis), RelayClients(None), hangups, allow_clear
+    )
+
+
+async def a_call(store: CallStore, call_id: str) -> None:
+    signaled = hashlib.sha256(HELLO).hexdigest()
+    await store.put(
+        call_id,
+        {"hash_caller": f"1.10 {signaled}", "state": int(pb.ZRTP_STATE_WAITING), "plan": ""},
+    )
+
+
+def zrtp(call_id: str, message: str, hello: bytes = b"") -> relay_pb2.MediaEvent:
+    return Event(
+        call_id=f"{call_id}#0",
+        side=relay_pb2.LEG_SIDE_CALLER,
+        kind=Event.KIND_ZRTP_MESSAGE,
+        zrtp_message=message,
+        zrtp_hello_hash=hashlib.sha256(hello).hexdigest() if hello else "",
+    )
+
+
+async def test_mismatching_hello_ends_the_call(store: CallStore) -> None:
+    hangups = Hangups()
+    await a_call(store, "good")
+    await a_call(store, "bad")
+    binding = checker(store, hangups)
+    await binding.observe(zrtp("good", "Hello", HELLO))
+    await binding.observe(zrtp("bad", "Hello", HELLO + b" changed by a man in the middle"))
+    await binding.observe(zrtp("bad", "Hello", HELLO + b" changed by a man in the middle"))
+    assert hangups.calls == [("bad", "zrtp-mismatch")]
+    good, bad = await store.get("good"), await store.get("bad")
+    assert good is not None and good.state == pb.ZRTP_STATE_HANDSHAKING
+    assert bad is not None and bad.state == pb.ZRTP_STATE_BINDING_MISMATCH
+
+
+async def test_media_timeout_ends_the_call_once(store: CallStore) -> None:
+    hangups = Hangups()
+    await a_call(store, "dead")
+    binding = checker(store, hangups)
+    for side in (relay_pb2.LEG_SIDE_CALLER, relay_pb2.LEG_SIDE_CALLEE):
+        await binding.observe(Event(call_id="dead#0", side=side, kind=Event.KIND_MEDIA_TIMEOUT))
+    await binding.observe(Event(call_id="unknown#0", kind=Event.KIND_MEDIA_TIMEOUT))
+    assert hangups.calls == [("dead", "media timeout")]
+
+
+@pytest.mark.parametrize("allow_clear", [False, True])
+async def test_goclear_ends_the_call_unless_plain_is_allowed(
+    store: CallStore, allow_clear: bool
+) -> None:
+    hangups = Hangups()
+    await a_call(store, "clear")
+    await checker(store, hangups, allow_clear).observe(zrtp("clear", "GoClear"))
+    record = await store.get("clear")
+    assert record is not None and record.state == pb.ZRTP_STATE_CLEAR
+    assert hangups.calls == ([] if allow_clear else [("clear", "GoClear refused by policy")])
