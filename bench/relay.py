@@ -33,7 +33,7 @@ import grpc
 from quietwire.rpc.relay.v1 import relay_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
 
-from bench.signaling import cpu_seconds, free_port, wait_port
+from bench.processes import cpu_seconds, free_port, redis_server, wait_port
 
 HERE = Path(__file__).resolve().parent
 RELAY_CORE, LOAD_CORE = "1", "0"
@@ -126,17 +126,7 @@ class Quietwire(Relay):
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Quietwire]:
-        redis_port = free_port()
-        redis = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.work)),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        relay: subprocess.Popen[bytes] | None = None
-        try:
-            wait_port(redis_port, redis, "redis-server")
+        with redis_server(self.work, LOAD_CORE) as (_, redis_port):
             env = {
                 **os.environ,
                 "QW_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
@@ -154,16 +144,15 @@ class Quietwire(Relay):
                 env=env,
                 stderr=subprocess.DEVNULL,
             )
-            wait_port(self.grpc_port, relay, "quietwire relay")
-            self.pid = relay.pid
-            with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
-                self.stub = relay_pb2_grpc.RelayStub(channel)
-                yield self
-        finally:
-            for process in (relay, redis):
-                if process is not None:
-                    process.terminate()
-                    process.wait(20)
+            try:
+                wait_port(self.grpc_port, relay, "quietwire relay")
+                self.pid = relay.pid
+                with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+                    self.stub = relay_pb2_grpc.RelayStub(channel)
+                    yield self
+            finally:
+                relay.terminate()
+                relay.wait(20)
 
     def setup(self, calls: int) -> list[tuple[socket.socket, int]]:
         sides = (pb.LEG_SIDE_CALLER, pb.LEG_SIDE_CALLEE)

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,54 +23,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.processes import cpu_seconds, descendants, free_port, redis_server, wait_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SERVER_CORE, LOAD_CORE = "1", "0"
-TICKS = os.sysconf("SC_CLK_TCK")
 DOMAIN = "127.0.0.1"
 USER, PASSWORD = "user0", "password-00000"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port}")
-
-
-def descendants(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [root], [root]
-    while frontier:
-        children = [pid for pid, ppid in parents.items() if ppid in frontier]
-        found += children
-        frontier = children
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / TICKS
 
 
 @dataclass
@@ -105,29 +63,7 @@ class Quietwire(Server):
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Quietwire]:
-        redis_port = free_port()
-        redis = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                SERVER_CORE,
-                "redis-server",
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.work),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        service: subprocess.Popen[bytes] | None = None
-        try:
-            wait_port(redis_port, redis, "redis-server")
+        with redis_server(self.work, SERVER_CORE) as (redis, redis_port):
             url = f"redis://127.0.0.1:{redis_port}/0"
             env = {**os.environ, "QW_REDIS_URL": url, "QW_SIP_DOMAIN": DOMAIN}
             for user, password in self.users:
@@ -158,14 +94,13 @@ class Quietwire(Server):
                 env=env,
                 stderr=subprocess.DEVNULL,
             )
-            wait_port(self.port, service, "quietwire signaling")
-            self._pids = [redis.pid, service.pid]
-            yield self
-        finally:
-            for process in (service, redis):
-                if process is not None:
-                    process.terminate()
-                    process.wait(20)
+            try:
+                wait_port(self.port, service, "quietwire signaling")
+                self._pids = [redis.pid, service.pid]
+                yield self
+            finally:
+                service.terminate()
+                service.wait(20)
 
     def pids(self) -> list[int]:
         return self._pids
