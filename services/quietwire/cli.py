@@ -1,7 +1,7 @@
 """The ``quietwire`` command.
 
     quietwire [--config FILE] signaling|keyagreement|relay   run one service
-    quietwire [--config FILE] user add|del|list              manage SIP users
+    quietwire [--config FILE] user add|del|list|policy       manage SIP users
     quietwire up [--state-dir DIR] [--sip-host H] [--sip-port P]   everything, locally
     quietwire pki --dir DIR [--sip-host H] [--grpc-name N]...    development certificates
     quietwire phone call URI | answer | echo --registrar ... --user ...   the softphone
@@ -31,8 +31,10 @@ import uvloop
 from quietwire.embedded.pki import ensure_pki
 from quietwire.embedded.redis_server import RedisUnavailable
 from quietwire.embedded.up import UpFailed, UpOptions, up
+from quietwire.keyagreement.policy import Policy
 from quietwire.keyagreement.service import KeyAgreementService
 from quietwire.keyagreement.settings import KeyAgreementSettings
+from quietwire.keyagreement.userpolicies import UserPolicies
 from quietwire.phone import cli as phone_cli
 from quietwire.relay.service import RelayService
 from quietwire.relay.settings import RelaySettings
@@ -87,6 +89,8 @@ async def _user_command(args: argparse.Namespace) -> int:
     client = redis_client(settings)
     try:
         store = UserStore(client, settings.sip_domain)
+        policies = UserPolicies(client)
+        aor = f"sip:{getattr(args, 'username', '')}@{settings.sip_domain.lower()}"
         if args.user_command == "add":
             created = await store.put(args.username, _read_password(args))
             print(f"{'added' if created else 'updated'} {args.username}@{settings.sip_domain}")
@@ -94,7 +98,15 @@ async def _user_command(args: argparse.Namespace) -> int:
             if not await store.delete(args.username):
                 print(f"no such user: {args.username}@{settings.sip_domain}", file=sys.stderr)
                 return EXIT_FAILURE
+            await policies.set(aor, None)
             print(f"deleted {args.username}@{settings.sip_domain}")
+        elif args.user_command == "policy":
+            if await store.get(args.username) is None:
+                print(f"no such user: {args.username}@{settings.sip_domain}", file=sys.stderr)
+                return EXIT_FAILURE
+            chosen = None if args.policy == "default" else Policy(args.policy)
+            await policies.set(aor, chosen)
+            print(f"{args.username}@{settings.sip_domain}: media policy {args.policy}")
         else:
             for name in await store.usernames():
                 print(f"{name}@{settings.sip_domain}")
@@ -165,6 +177,11 @@ def parser() -> argparse.ArgumentParser:
     delete = user_commands.add_parser("del", help="delete a user")
     delete.add_argument("username")
     user_commands.add_parser("list", help="list users")
+    policy = user_commands.add_parser(
+        "policy", help="a user's media policy (a call follows the stricter of its two users)"
+    )
+    policy.add_argument("username")
+    policy.add_argument("policy", choices=[*(p.value for p in Policy), "default"])
     embedded = commands.add_parser("up", help="run the whole platform locally (development)")
     embedded.add_argument("--state-dir", default=".quietwire", help="default: ./.quietwire")
     embedded.add_argument("--sip-host", default="127.0.0.1", help="host phones register to")

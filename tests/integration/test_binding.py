@@ -11,6 +11,7 @@ import redis.asyncio as redis
 from quietwire.keyagreement.binding import BindingChecker
 from quietwire.keyagreement.calls import CallStore
 from quietwire.keyagreement.planner import RelayClients
+from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2
 from quietwire.runtime.registry import RelayRegistry
@@ -37,17 +38,20 @@ async def store(redis_url: str) -> AsyncIterator[CallStore]:
     await client.aclose()
 
 
-def checker(store: CallStore, hangups: Hangups, allow_clear: bool = False) -> BindingChecker:
-    return BindingChecker(
-        store, RelayRegistry(store.redis), RelayClients(None), hangups, allow_clear
-    )
+def checker(store: CallStore, hangups: Hangups) -> BindingChecker:
+    return BindingChecker(store, RelayRegistry(store.redis), RelayClients(None), hangups)
 
 
-async def a_call(store: CallStore, call_id: str) -> None:
+async def a_call(store: CallStore, call_id: str, policy: Policy = Policy.SECURE_ONLY) -> None:
     signaled = hashlib.sha256(HELLO).hexdigest()
     await store.put(
         call_id,
-        {"hash_caller": f"1.10 {signaled}", "state": int(pb.ZRTP_STATE_WAITING), "plan": ""},
+        {
+            "hash_caller": f"1.10 {signaled}",
+            "state": int(pb.ZRTP_STATE_WAITING),
+            "plan": "",
+            "policy": policy.value,
+        },
     )
 
 
@@ -85,13 +89,14 @@ async def test_media_timeout_ends_the_call_once(store: CallStore) -> None:
     assert hangups.calls == [("dead", "media timeout")]
 
 
-@pytest.mark.parametrize("allow_clear", [False, True])
+@pytest.mark.parametrize("policy", list(Policy))
 async def test_goclear_ends_the_call_unless_plain_is_allowed(
-    store: CallStore, allow_clear: bool
+    store: CallStore, policy: Policy
 ) -> None:
     hangups = Hangups()
-    await a_call(store, "clear")
-    await checker(store, hangups, allow_clear).observe(zrtp("clear", "GoClear"))
+    await a_call(store, "clear", policy)
+    await checker(store, hangups).observe(zrtp("clear", "GoClear"))
     record = await store.get("clear")
     assert record is not None and record.state == pb.ZRTP_STATE_CLEAR
-    assert hangups.calls == ([] if allow_clear else [("clear", "GoClear refused by policy")])
+    allowed = policy is Policy.ALLOW_PLAIN
+    assert hangups.calls == ([] if allowed else [("clear", "GoClear refused by policy")])

@@ -25,6 +25,7 @@ from tests.integration.signaling_harness import next_request
 
 pytestmark = pytest.mark.interop
 MEDIA_TIMEOUT = "2"
+SDP = "application/sdp"
 
 
 @pytest.fixture
@@ -263,3 +264,41 @@ async def test_reinvite_answer_dropping_zrtp_ends_the_call(
 async def agent(state: Path, port: int, user: str, password: str) -> UserAgent:
     connection = await SipConnection.open("127.0.0.1", port, state / "pki" / "ca.pem")
     return UserAgent(connection, user, password, "127.0.0.1", port)
+
+
+def sdes_sdp(user: str, port: int) -> bytes:
+    return sdp(user, port, False).replace(b"RTP/AVP", b"RTP/SAVP") + (
+        b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:dGhlIGFuc3dlcmVyIGtleSwgMzAgYnl0ZXMgb2su\r\n"
+    )
+
+
+async def test_user_policy_stricter_than_the_deployment(
+    platform: tuple[Path, int, dict[str, str]],
+) -> None:
+    """The deployment takes SDES (hop by hop); bob asks for end-to-end only, so an
+    SDES call to bob is refused with 488 — and reaches him again once he is back
+    on the default."""
+    state, port, users = platform
+    config = ("--config", str(state / "quietwire.yaml"))
+    alice, bob = [await agent(state, port, user, users[user]) for user in ("alice", "bob")]
+    try:
+        assert (await bob.register()).status == 200
+        assert run_quietwire(*config, "user", "policy", "bob", "e2e_only").returncode == 0
+        offer = sdes_sdp("alice", 40000)
+        invite = alice.build("INVITE", "sip:bob@127.0.0.1", body=offer, content_type=SDP)
+        refused = await alice.send(invite)
+        assert refused.final is not None and refused.final.status == 488
+        assert "SDES" in (refused.final.headers.get("Warning") or "")
+
+        assert run_quietwire(*config, "user", "policy", "bob", "default").returncode == 0
+        again = alice.build("INVITE", "sip:bob@127.0.0.1", body=offer, content_type=SDP)
+        sending = asyncio.create_task(alice.send(again))
+        incoming = await next_request(bob, "INVITE")
+        await bob.connection.send(bob.answer(incoming, 486, "Busy Here"))
+        busy = await sending
+        assert busy.final is not None and busy.final.status == 486
+    finally:
+        await alice.close()
+        await bob.close()
+    unknown = run_quietwire(*config, "user", "policy", "mallory", "e2e_only")
+    assert unknown.returncode == 1 and "no such user" in unknown.stderr

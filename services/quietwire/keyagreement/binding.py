@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 import grpc
 from prometheus_client import Counter
 
-from quietwire.keyagreement.calls import CallStore
+from quietwire.keyagreement.calls import CallStore, call_policy
 from quietwire.keyagreement.planner import RelayClients
+from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2
 from quietwire.runtime.registry import RelayRegistry
@@ -43,10 +44,10 @@ class BindingChecker:
         registry: RelayRegistry,
         relays: RelayClients,
         terminate: Terminate,
-        allow_clear: bool = False,
+        default_policy: Policy = Policy.SECURE_ONLY,
     ) -> None:
         self.store, self.registry, self.relays = store, registry, relays
-        self.terminate, self.allow_clear = terminate, allow_clear
+        self.terminate, self.default_policy = terminate, default_policy
         self._streams: dict[str, asyncio.Task[None]] = {}
 
     def ensure(self, address: str) -> None:
@@ -112,7 +113,7 @@ class BindingChecker:
             fields.update(state=int(pb.ZRTP_STATE_FAILED), detail="ZRTP Error on the media path")
         elif event.zrtp_message == "GoClear":
             fields.update(state=int(pb.ZRTP_STATE_CLEAR), detail="GoClear: media no longer secret")
-            if not self.allow_clear:
+            if call_policy(record, self.default_policy) is not Policy.ALLOW_PLAIN:
                 await self.store.put(call_id, fields)
                 await self._end(call_id, "GoClear refused by policy")
                 return

@@ -123,3 +123,9 @@ async def decide_offer(
 def answer_downgrades(record: CallRecord, media: Sequence[pb.MediaDescription]) -> bool:
     before = pb.SecurityMode.ValueType(int(record.values.get("mode", 0)))
     return bool(before) and downgrade(before, mode_of(media))
+
+
+def call_policy(record: CallRecord, default: Policy) -> Policy:
+    """The policy a call was planned under (calls planned before policies were stored: default)."""
+    value = record.values.get("policy")
+    return Policy(value) if value in {p.value for p in Policy} else default

@@ -20,10 +20,12 @@ from quietwire.keyagreement.calls import (
     CallRecord,
     CallStore,
     answer_downgrades,
+    call_policy,
     decide_offer,
     first_hash,
 )
 from quietwire.keyagreement.policy import Policy, judge
+from quietwire.keyagreement.userpolicies import UserPolicies
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import ChannelPool
@@ -70,17 +72,20 @@ class Planner:
         registry: RelayRegistry,
         relays: RelayClients,
         policy: Policy,
+        users: UserPolicies,
         selector: RelaySelector | None = None,
         on_relay: Callable[[str], None] = lambda address: None,
     ) -> None:
         self.store, self.registry, self.relays = store, registry, relays
-        self.policy = policy
+        #: The deployment's policy; users may have their own (:class:`UserPolicies`).
+        self.policy, self.users = policy, users
         self.selector = selector or LeastLoaded()
         #: Told about a relay before a call's media can flow through it (event streams).
         self.on_relay = on_relay
 
     async def offer(self, request: pb.PlanOfferRequest) -> pb.Plan:
-        decision, existing = await decide_offer(self.store, request, self.policy)
+        policy = await self._policy_of(request)
+        decision, existing = await decide_offer(self.store, request, policy)
         if not decision.verdict_accepted:
             return pb.Plan(
                 call_id=request.call_id,
@@ -155,6 +160,7 @@ class Planner:
                 "relay_grpc": relay.grpc,
                 "hash_caller": first_hash(request.media),
                 "state": int(pb.ZRTP_STATE_WAITING if zrtp else pb.ZRTP_STATE_UNSPECIFIED),
+                "policy": policy.value,
                 "plan": plan.SerializeToString().hex(),
             },
         )
@@ -189,8 +195,16 @@ class Planner:
         ZRTP binding already failed while the callee was ringing."""
         if record.state == pb.ZRTP_STATE_BINDING_MISMATCH:
             return f"quietwire: zrtp-mismatch: {record.values.get('detail', '')}"
-        verdict = judge(media, self.policy)
+        verdict = judge(media, call_policy(record, self.policy))
         return "" if verdict.accepted else verdict.warning
+
+    async def _policy_of(self, request: pb.PlanOfferRequest) -> Policy:
+        """A new call follows the stricter of its users; a re-offer, what the call chose."""
+        if request.reoffer:
+            record = await self.store.get(request.call_id)
+            if record is not None:
+                return call_policy(record, self.policy)
+        return await self.users.for_call(request.caller, request.callee, self.policy)
 
     async def _update(
         self, relay_grpc: str, call_id: str, side: int, media: Sequence[pb.MediaDescription]

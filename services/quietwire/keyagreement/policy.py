@@ -4,6 +4,7 @@ ZRTP (``a=zrtp-hash``, even with RTP/AVP as Linphone sends it) and DTLS-SRTP
 (``a=fingerprint``) are end to end; SDES-SRTP (``a=crypto``) puts the keys in
 the signaling, so it is hop by hop; anything else is plain RTP. The default
 policy ``secure_only`` refuses plain RTP (488 with a Warning that says why).
+Users may have their own policy; a call follows the stricter of its two users.
 """
 
 from __future__ import annotations
@@ -81,3 +82,11 @@ def downgrade(before: Mode, after: Mode) -> bool:
         pb.SECURITY_MODE_PLAIN_RTP,
     ]
     return order.index(after) > order.index(before)
+
+
+#: Least strict first.
+STRICTNESS = (Policy.ALLOW_PLAIN, Policy.SECURE_ONLY, Policy.END_TO_END_ONLY)
+
+
+def strictest(*policies: Policy) -> Policy:
+    return max(policies, key=STRICTNESS.index)

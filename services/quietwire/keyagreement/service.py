@@ -17,6 +17,7 @@ from quietwire.keyagreement.policy import Policy
 from quietwire.keyagreement.servicer import KeyAgreementServicer
 from quietwire.keyagreement.settings import KeyAgreementSettings
 from quietwire.keyagreement.teardown import CallTerminator
+from quietwire.keyagreement.userpolicies import UserPolicies
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
 from quietwire.runtime.channels import ChannelPool
 from quietwire.runtime.redisclient import RedisBackedService
@@ -39,10 +40,15 @@ class KeyAgreementService(RedisBackedService):
             self.registry,
             self.relays,
             self.terminator.terminate,
-            allow_clear=policy is Policy.ALLOW_PLAIN,
+            default_policy=policy,
         )
         self.planner = Planner(
-            self.store, self.registry, self.relays, policy, on_relay=self.binding.ensure
+            self.store,
+            self.registry,
+            self.relays,
+            policy,
+            UserPolicies(self.redis),
+            on_relay=self.binding.ensure,
         )
         self._task: asyncio.Task[None] | None = None
 
