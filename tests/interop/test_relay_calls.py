@@ -217,11 +217,13 @@ async def test_plain_answer_to_a_zrtp_offer_is_refused(
     assert relay_calls(state) == 0
 
 
-async def test_reinvite_answer_dropping_zrtp_ends_the_call(
-    platform: tuple[Path, int, dict[str, str]],
+@pytest.mark.parametrize("method", ["INVITE", "UPDATE"])
+async def test_midcall_answer_dropping_zrtp_ends_the_call(
+    platform: tuple[Path, int, dict[str, str]], method: str
 ) -> None:
-    """Mid-call, a re-INVITE's answer removes ZRTP for plain RTP (a downgrade):
-    the offerer gets 488 with the reason and the platform hangs up both phones."""
+    """Mid-call, the answer to a re-INVITE or an UPDATE removes ZRTP for plain RTP
+    (a downgrade): the offerer gets 488 with the reason and the platform hangs up
+    both phones."""
     state, port, users = platform
     alice, bob = [await agent(state, port, user, users[user]) for user in ("alice", "bob")]
     try:
@@ -243,11 +245,11 @@ async def test_reinvite_answer_dropping_zrtp_ends_the_call(
         await alice.connection.send(alice.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number))
         await next_request(bob, "ACK")
 
-        reinvite = bob.in_dialog(bob.dialog_from_request(incoming, ok), "INVITE")
-        reinvite.headers.add("Content-Type", "application/sdp")
-        reinvite.body = sdp("bob", 40004, True)
-        resending = asyncio.create_task(bob.send(reinvite))
-        offered = await next_request(alice, "INVITE")
+        reoffer = bob.in_dialog(bob.dialog_from_request(incoming, ok), method)
+        reoffer.headers.add("Content-Type", SDP)
+        reoffer.body = sdp("bob", 40004, True)
+        resending = asyncio.create_task(bob.send(reoffer))
+        offered = await next_request(alice, method)
         answer = alice.answer(offered, 200, "OK", body=sdp("alice", 40006, False))
         await alice.connection.send(answer)
         refused = await resending

@@ -287,9 +287,14 @@ class Proxy:
     async def _plan_offer(
         self, context: Context, caller: str, callee: str, from_callee: bool = False
     ) -> bool:
-        """Let the media planner see (and rewrite) an SDP offer; False if it refused the call."""
+        """Let the media planner see (and rewrite) an SDP offer; False if it refused the call.
+
+        Offers come in an INVITE, or mid-call in a re-INVITE or an UPDATE (RFC 3311)."""
         request = context.request
-        if request.method != "INVITE" or not request.body:
+        in_dialog = not caller
+        if not request.body or request.method not in (
+            ("INVITE", "UPDATE") if in_dialog else ("INVITE",)
+        ):
             return True
         planned = await self.media.offer(request.call_id, caller, callee, request.body, from_callee)
         if isinstance(planned, Refusal):
