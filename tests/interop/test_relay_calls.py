@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 import redis
 import yaml
+from quietwire.phone import call as call_module
+from quietwire.phone.call import Phone, PhoneOptions
 from quietwire.phone.connection import SipConnection
+from quietwire.phone.sdp import describe
 from quietwire.phone.useragent import UserAgent
 
 from tests.conftest import free_port, read_up_line, run_quietwire, start_up, up_fields
@@ -124,12 +127,6 @@ async def test_tampered_zrtp_hash_is_a_mismatch(
 ) -> None:
     """A phone whose SDP a=zrtp-hash does not match its Hello (what a man in the
     middle produces): the relay's Hello hash gives it away; the call is torn down."""
-    import asyncio
-
-    from quietwire.phone import call as call_module
-    from quietwire.phone.call import Phone, PhoneOptions
-    from quietwire.phone.sdp import describe
-
     state, port, users = platform
 
     def options(user: str) -> PhoneOptions:
