@@ -214,13 +214,17 @@ class ClientInviteTransaction(Transaction):
             self._set_state(State.TERMINATED)
 
 
+#: Figures 7 and 8 of RFC 3261: client and server non-INVITE share their states.
+NON_INVITE_TRANSITIONS: dict[State, frozenset[State]] = {
+    State.TRYING: frozenset({State.PROCEEDING, State.COMPLETED, State.TERMINATED}),
+    State.PROCEEDING: frozenset({State.COMPLETED, State.TERMINATED}),
+    State.COMPLETED: frozenset({State.TERMINATED}),
+    State.TERMINATED: frozenset(),
+}
+
+
 class ClientNonInviteTransaction(Transaction):
-    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = {
-        State.TRYING: frozenset({State.PROCEEDING, State.COMPLETED, State.TERMINATED}),
-        State.PROCEEDING: frozenset({State.COMPLETED, State.TERMINATED}),
-        State.COMPLETED: frozenset({State.TERMINATED}),
-        State.TERMINATED: frozenset(),
-    }
+    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = NON_INVITE_TRANSITIONS
 
     def __init__(self, request: Request, reliable: bool, clock: Clock) -> None:
         super().__init__(request, reliable, clock, State.TRYING)
@@ -307,12 +311,7 @@ class ServerInviteTransaction(Transaction):
 
 
 class ServerNonInviteTransaction(Transaction):
-    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = {
-        State.TRYING: frozenset({State.PROCEEDING, State.COMPLETED, State.TERMINATED}),
-        State.PROCEEDING: frozenset({State.COMPLETED, State.TERMINATED}),
-        State.COMPLETED: frozenset({State.TERMINATED}),
-        State.TERMINATED: frozenset(),
-    }
+    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = NON_INVITE_TRANSITIONS
 
     def __init__(self, request: Request, reliable: bool, clock: Clock) -> None:
         super().__init__(request, reliable, clock, State.TRYING)

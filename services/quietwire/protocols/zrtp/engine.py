@@ -551,17 +551,18 @@ class ZrtpEngine:
                 h2, hs.peer_hello.mac_input, hs.peer_hello.mac
             )
         else:
-            part = hs.peer_dhpart
-            ok = (
-                part is not None
-                and h1 == part.h1
-                and kdf.mac_ok(plain.h0, part.mac_input, part.mac)
-            )
+            ok = self._dhpart_chain_ok(plain.h0, h1)
         if not ok:
             self._fail(ErrorCode.BAD_CONFIRM_MAC, "peer's hash chain does not verify")
             return
         hs.peer_verified = plain.sas_verified
         self._send_confirm(Confirm2, State.CONFIRM2_SENT)
+
+    def _dhpart_chain_ok(self, h0: bytes, h1: bytes) -> bool:
+        """The peer's H0 (from its Confirm) opens its DHPart: H1 and the DHPart MAC
+        (RFC 6189 section 9)."""
+        part = self._hs.peer_dhpart
+        return part is not None and h1 == part.h1 and kdf.mac_ok(h0, part.mac_input, part.mac)
 
     def _on_confirm2(self, message: Message) -> None:
         assert isinstance(message, Confirm2)
@@ -583,12 +584,7 @@ class ZrtpEngine:
                 h1, hs.commit.mac_input, hs.commit.mac
             )
         else:
-            part = hs.peer_dhpart
-            ok = (
-                part is not None
-                and h1 == part.h1
-                and kdf.mac_ok(plain.h0, part.mac_input, part.mac)
-            )
+            ok = self._dhpart_chain_ok(plain.h0, h1)
         if not ok:
             self._fail(ErrorCode.BAD_CONFIRM_MAC, "peer's hash chain does not verify")
             return
