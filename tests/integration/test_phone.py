@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 from quietwire.embedded.pki import Pki
@@ -46,23 +47,26 @@ def heard(path: Path) -> tuple[float, float]:
     return len(frames) / 2 / rate, dominant_frequency(frames[rate:], rate)
 
 
-async def talk(alice: Phone, bob: Phone) -> tuple[CallResult, CallResult]:
-    answering = asyncio.create_task(bob.answer(timeout=10))
-    calling = asyncio.create_task(alice.call(f"sip:bob@{DOMAIN}"))
-    return await calling, await answering
+async def talk(
+    pki: Pki, port: int, tmp: Path, say: Callable[[str], None], **extra: object
+) -> tuple[CallResult, CallResult]:
+    """Alice (440 Hz) calls Bob (880 Hz); both phones closed afterwards."""
+    alice = Phone(options(pki, port, "alice", tmp, 440, **extra), say)
+    bob = Phone(options(pki, port, "bob", tmp, 880, **extra), say)
+    await alice.start()
+    await bob.start()
+    try:
+        answering = asyncio.create_task(bob.answer(timeout=10))
+        calling = asyncio.create_task(alice.call(f"sip:bob@{DOMAIN}"))
+        return await calling, await answering
+    finally:
+        await alice.close()
+        await bob.close()
 
 
 async def test_secure_call_with_audio_both_ways(pki: Pki, one: Replica, tmp_path: Path) -> None:
     lines: list[str] = []
-    alice = Phone(options(pki, one.port, "alice", tmp_path, 440), lines.append)
-    bob = Phone(options(pki, one.port, "bob", tmp_path, 880), lines.append)
-    await alice.start()
-    await bob.start()
-    try:
-        caller, callee = await talk(alice, bob)
-    finally:
-        await alice.close()
-        await bob.close()
+    caller, callee = await talk(pki, one.port, tmp_path, lines.append)
     assert caller.secured is not None and callee.secured is not None, (caller, callee)
     assert caller.secured.sas == callee.secured.sas
     assert lines.count(f"SAS {caller.secured.sas}") == 2
@@ -80,20 +84,9 @@ async def test_second_call_remembers_the_verified_sas(
 ) -> None:
     silent: list[str] = []
     for attempt in range(2):
-        alice = Phone(
-            options(pki, one.port, "alice", tmp_path, 440, duration=0.5, verified=True),
-            silent.append,
+        caller, callee = await talk(
+            pki, one.port, tmp_path, silent.append, duration=0.5, verified=True
         )
-        bob = Phone(
-            options(pki, one.port, "bob", tmp_path, 880, duration=0.5, verified=True), silent.append
-        )
-        await alice.start()
-        await bob.start()
-        try:
-            caller, callee = await talk(alice, bob)
-        finally:
-            await alice.close()
-            await bob.close()
         assert caller.secured is not None and callee.secured is not None
         assert caller.secured.sas_verified is (attempt == 1)
         assert callee.secured.sas_verified is (attempt == 1)
@@ -118,15 +111,7 @@ class TamperingPlanner:
 async def test_tampered_zrtp_hash_is_never_secure(pki: Pki, one: Replica, tmp_path: Path) -> None:
     one.service.proxy.media = TamperingPlanner()
     lines: list[str] = []
-    alice = Phone(options(pki, one.port, "alice", tmp_path, 440), lines.append)
-    bob = Phone(options(pki, one.port, "bob", tmp_path, 880), lines.append)
-    await alice.start()
-    await bob.start()
-    try:
-        caller, callee = await talk(alice, bob)
-    finally:
-        await alice.close()
-        await bob.close()
+    caller, callee = await talk(pki, one.port, tmp_path, lines.append)
     assert callee.secured is None
     assert callee.failure is not None and "a=zrtp-hash" in callee.failure
     assert any(line.startswith("not secure: ") for line in lines)

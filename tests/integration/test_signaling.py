@@ -95,6 +95,15 @@ async def call(alice: UserAgent, bob: UserAgent, callee: str = "bob") -> tuple[R
     return incoming, exchange.final
 
 
+async def bob_hangs_up(alice: UserAgent, bob: UserAgent, incoming: Request, ok: Response) -> None:
+    """Bob's BYE reaches Alice through the proxy, and her 200 reaches Bob."""
+    bye = asyncio.create_task(bob.send(bob.in_dialog(bob.dialog_from_request(incoming, ok), "BYE")))
+    got_bye = await next_request(alice, "BYE")
+    await alice.connection.send(alice.answer(got_bye, 200, "OK"))
+    done = await bye
+    assert done.final is not None and done.final.status == 200
+
+
 async def test_call_ack_bye(pki: Pki, one: Replica) -> None:
     alice = await registered(pki, one.port, "alice")
     bob = await registered(pki, one.port, "bob")
@@ -110,12 +119,7 @@ async def test_call_ack_bye(pki: Pki, one: Replica) -> None:
     ack = await next_request(bob, "ACK")
     assert ack.call_id == incoming.call_id
 
-    bob_dialog = bob.dialog_from_request(incoming, ok)
-    bye = asyncio.create_task(bob.send(bob.in_dialog(bob_dialog, "BYE")))
-    got_bye = await next_request(alice, "BYE")
-    await alice.connection.send(alice.answer(got_bye, 200, "OK"))
-    done = await bye
-    assert done.final is not None and done.final.status == 200
+    await bob_hangs_up(alice, bob, incoming, ok)
     await alice.close()
     await bob.close()
 
@@ -207,12 +211,7 @@ async def test_call_across_two_replicas(pki: Pki, redis_url: str) -> None:
         alice = await registered(pki, first.port, "alice")
         bob = await registered(pki, second.port, "bob")
         incoming, ok = await call(alice, bob)
-        bob_dialog = bob.dialog_from_request(incoming, ok)
-        bye = asyncio.create_task(bob.send(bob.in_dialog(bob_dialog, "BYE")))
-        got_bye = await next_request(alice, "BYE")
-        await alice.connection.send(alice.answer(got_bye, 200, "OK"))
-        done = await bye
-        assert done.final is not None and done.final.status == 200
+        await bob_hangs_up(alice, bob, incoming, ok)
         await alice.close()
         await bob.close()
 
