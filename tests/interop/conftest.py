@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,3 +45,20 @@ def running_platform(tmp_path: Path, **settings: str) -> Iterator[Platform]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def phone_process(
+    platform: Platform, user: str, *args: str, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
+    """``quietwire phone ARGS...`` registered as ``user`` on the platform, stdout piped."""
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "quietwire", "phone", *args),
+            *("--registrar", f"127.0.0.1:{platform.sip_port}", "--user", user),
+            *("--ca", str(platform.ca)),
+        ],
+        env={**os.environ, "QW_PHONE_PASSWORD": platform.users[user]},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )

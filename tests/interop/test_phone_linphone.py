@@ -4,9 +4,7 @@ B256): the same SAS on both sides, and each hears the other's tone."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 from quietwire.phone.audio import dominant_frequency, tone, write_wav
 
 from tests.conftest import free_port
-from tests.interop.conftest import Platform, running_platform
+from tests.interop.conftest import Platform, phone_process, running_platform
 from tests.interop.linphone import Linphone, require_linphone
 
 pytestmark = pytest.mark.interop
@@ -45,32 +43,13 @@ def heard(path: Path) -> float:
 def phone(platform: Platform, tmp: Path, command: list[str]) -> subprocess.Popen[str]:
     play = tmp / "phone-880.wav"
     write_wav(play, tone(880, 2.0), 8000)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "quietwire",
-            "phone",
-            *command,
-            "--registrar",
-            f"127.0.0.1:{platform.sip_port}",
-            "--user",
-            "bob",
-            "--ca",
-            str(platform.ca),
-            "--play",
-            str(play),
-            "--record",
-            str(tmp / "phone-heard.wav"),
-            "--duration",
-            "4",
-            "--zid-cache",
-            str(tmp / "bob-zid.json"),
-        ],
-        env={**os.environ, "QW_PHONE_PASSWORD": platform.users["bob"]},
-        stdout=subprocess.PIPE,
+    return phone_process(
+        platform,
+        "bob",
+        *command,
+        *("--play", str(play), "--record", str(tmp / "phone-heard.wav"), "--duration", "4"),
+        *("--zid-cache", str(tmp / "bob-zid.json")),
         stderr=subprocess.PIPE,
-        text=True,
     )
 
 

@@ -6,10 +6,7 @@ other phone."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +20,9 @@ from quietwire.phone.connection import SipConnection
 from quietwire.phone.sdp import describe
 from quietwire.phone.useragent import UserAgent
 
-from tests.conftest import free_port, read_up_line, run_quietwire, start_up, up_fields
+from tests.conftest import run_quietwire
 from tests.integration.signaling_harness import next_request
+from tests.interop.conftest import Platform, phone_process, running_platform
 
 pytestmark = pytest.mark.interop
 MEDIA_TIMEOUT = "2"
@@ -32,41 +30,19 @@ SDP = "application/sdp"
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[tuple[Path, int, dict[str, str]]]:
-    state, port = tmp_path / "state", free_port()
-    process = start_up(state, port, QW_RELAY_MEDIA_TIMEOUT=MEDIA_TIMEOUT)
-    try:
-        users = dict(p.split(":", 1) for p in up_fields(read_up_line(process))["users"].split(","))
-        yield state, port, users
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
+def running(tmp_path: Path) -> Iterator[Platform]:
+    with running_platform(tmp_path, QW_RELAY_MEDIA_TIMEOUT=MEDIA_TIMEOUT) as up:
+        yield up
 
 
-def phone(state: Path, port: int, user: str, password: str, *command: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "quietwire",
-            "phone",
-            *command,
-            "--registrar",
-            f"127.0.0.1:{port}",
-            "--user",
-            user,
-            "--ca",
-            str(state / "pki" / "ca.pem"),
-            "--duration",
-            "60",
-            "--zid-cache",
-            str(state.parent / f"{user}-zid.json"),
-        ],
-        env={**os.environ, "QW_PHONE_PASSWORD": password},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+@pytest.fixture
+def platform(running: Platform) -> tuple[Path, int, dict[str, str]]:
+    return running.state, running.sip_port, running.users
+
+
+def phone(running: Platform, user: str, *command: str) -> subprocess.Popen[str]:
+    zid_cache = str(running.state.parent / f"{user}-zid.json")
+    return phone_process(running, user, *command, "--duration", "60", "--zid-cache", zid_cache)
 
 
 def wait_line(process: subprocess.Popen[str], prefix: str, timeout: float = 30) -> str:
@@ -92,11 +68,11 @@ def relay_calls(state: Path) -> int:
         client.close()
 
 
-def test_dead_phone_frees_the_relay(platform: tuple[Path, int, dict[str, str]]) -> None:
-    state, port, users = platform
-    bob = phone(state, port, "bob", users["bob"], "answer")
+def test_dead_phone_frees_the_relay(running: Platform) -> None:
+    state = running.state
+    bob = phone(running, "bob", "answer")
     wait_line(bob, "registered")
-    alice = phone(state, port, "alice", users["alice"], "call", "sip:bob@127.0.0.1")
+    alice = phone(running, "alice", "call", "sip:bob@127.0.0.1")
     try:
         sas = wait_line(alice, "SAS ")
         assert wait_line(bob, "SAS ") == sas
