@@ -8,6 +8,7 @@ Messages keep header values as text; the types here parse them on demand:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from quietwire.protocols.sip.errors import ParseError
@@ -187,8 +188,9 @@ def parse_params(text: str) -> dict[str, str | None]:
     return params
 
 
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    parts, quoted, escaped, start = [], False, False, 0
+def _unquoted(text: str) -> Iterator[tuple[int, str]]:
+    """Each character outside quoted-strings, with its index (RFC 3261 section 25.1)."""
+    quoted = escaped = False
     for i, ch in enumerate(text):
         if escaped:
             escaped = False
@@ -196,11 +198,14 @@ def _split_outside_quotes(text: str, sep: str) -> list[str]:
             escaped = True
         elif ch == '"':
             quoted = not quoted
-        elif ch == sep and not quoted:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return parts
+        elif not quoted:
+            yield i, ch
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    cuts = [i for i, ch in _unquoted(text) if ch == sep]
+    starts, ends = [-1, *cuts], [*cuts, len(text)]
+    return [text[start + 1 : end] for start, end in zip(starts, ends, strict=True)]
 
 
 def format_params(params: dict[str, str | None]) -> str:
@@ -266,17 +271,7 @@ class NameAddr:
 
 
 def _find_unquoted(text: str, char: str) -> int:
-    quoted = escaped = False
-    for i, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif ch == "\\" and quoted:
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == char and not quoted:
-            return i
-    return -1
+    return next((i for i, ch in _unquoted(text) if ch == char), -1)
 
 
 _VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9-]+)\s+(.+)$", re.S)
