@@ -14,7 +14,7 @@ from typing import TypeAlias
 
 import redis.asyncio as redis
 
-from quietwire.keyagreement.policy import Policy, downgrade, judge, mode_of
+from quietwire.keyagreement.policy import Policy, downgrade, judge, mode_of, policy_or
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.runtime.redisclient import text
 
@@ -102,12 +102,11 @@ def first_hash(media: Sequence[pb.MediaDescription]) -> str:
     return next((m.zrtp_hash for m in media if m.zrtp_hash and m.port), "")
 
 
-async def decide_offer(
-    store: CallStore, request: pb.PlanOfferRequest, policy: Policy
-) -> tuple[Decision, CallRecord | None]:
+def decide_offer(
+    existing: CallRecord | None, request: pb.PlanOfferRequest, policy: Policy
+) -> Decision:
     """Judge an offer against the policy and, for a re-offer, against the call so far."""
     verdict = judge(request.media, policy)
-    existing = await store.get(request.call_id)
     if existing is not None and request.reoffer:
         before = pb.SecurityMode.ValueType(int(existing.values.get("mode", 0)))
         if before and downgrade(before, verdict.mode):
@@ -116,8 +115,8 @@ async def decide_offer(
                 verdict.mode,
                 False,
                 "quietwire: re-INVITE would weaken media security; refused",
-            ), existing
-    return Decision(verdict.accepted, verdict.mode, verdict.end_to_end, verdict.warning), existing
+            )
+    return Decision(verdict.accepted, verdict.mode, verdict.end_to_end, verdict.warning)
 
 
 def answer_downgrades(record: CallRecord, media: Sequence[pb.MediaDescription]) -> bool:
@@ -127,5 +126,4 @@ def answer_downgrades(record: CallRecord, media: Sequence[pb.MediaDescription]) 
 
 def call_policy(record: CallRecord, default: Policy) -> Policy:
     """The policy a call was planned under (calls planned before policies were stored: default)."""
-    value = record.values.get("policy")
-    return Policy(value) if value in {p.value for p in Policy} else default
+    return policy_or(record.values.get("policy"), default)

@@ -84,8 +84,12 @@ class Planner:
         self.on_relay = on_relay
 
     async def offer(self, request: pb.PlanOfferRequest) -> pb.Plan:
-        policy = await self._policy_of(request)
-        decision, existing = await decide_offer(self.store, request, policy)
+        existing = await self.store.get(request.call_id)
+        if request.reoffer and existing is not None:
+            policy = call_policy(existing, self.policy)  # what the call was planned under
+        else:  # a new call follows the stricter of its users
+            policy = await self.users.for_call(request.caller, request.callee, self.policy)
+        decision = decide_offer(existing, request, policy)
         if not decision.verdict_accepted:
             return pb.Plan(
                 call_id=request.call_id,
@@ -197,14 +201,6 @@ class Planner:
             return f"quietwire: zrtp-mismatch: {record.values.get('detail', '')}"
         verdict = judge(media, call_policy(record, self.policy))
         return "" if verdict.accepted else verdict.warning
-
-    async def _policy_of(self, request: pb.PlanOfferRequest) -> Policy:
-        """A new call follows the stricter of its users; a re-offer, what the call chose."""
-        if request.reoffer:
-            record = await self.store.get(request.call_id)
-            if record is not None:
-                return call_policy(record, self.policy)
-        return await self.users.for_call(request.caller, request.callee, self.policy)
 
     async def _update(
         self, relay_grpc: str, call_id: str, side: int, media: Sequence[pb.MediaDescription]

@@ -90,3 +90,8 @@ STRICTNESS = (Policy.ALLOW_PLAIN, Policy.SECURE_ONLY, Policy.END_TO_END_ONLY)
 
 def strictest(*policies: Policy) -> Policy:
     return max(policies, key=STRICTNESS.index)
+
+
+def policy_or(value: str | None, default: Policy) -> Policy:
+    """The policy a stored value names; ``default`` when there is none (or it is unknown)."""
+    return next((p for p in Policy if p.value == value), default)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as redis
 
-from quietwire.keyagreement.policy import Policy, strictest
+from quietwire.keyagreement.policy import Policy, policy_or, strictest
 from quietwire.runtime.redisclient import text
 
 #: Hash: a user's address of record -> the Policy value that user asked for
@@ -24,10 +24,6 @@ class UserPolicies:
         else:
             await self.redis.hset(USER_POLICY_KEY, aor, policy.value)
 
-    async def get(self, aor: str) -> Policy | None:
-        value = await self.redis.hget(USER_POLICY_KEY, aor)
-        return None if value is None else Policy(text(value))
-
     async def for_call(self, caller: str, callee: str, default: Policy) -> Policy:
         chosen = await self.redis.hmget(USER_POLICY_KEY, [caller, callee])
-        return strictest(*(Policy(text(value)) if value else default for value in chosen))
+        return strictest(*(policy_or(text(v) if v else None, default) for v in chosen))
