@@ -31,13 +31,17 @@ SDP = "application/sdp"
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Platform]:
+    """A platform whose relay ends calls after MEDIA_TIMEOUT seconds without media."""
     with running_platform(tmp_path, QW_RELAY_MEDIA_TIMEOUT=MEDIA_TIMEOUT) as up:
         yield up
 
 
 @pytest.fixture
-def platform(running: Platform) -> tuple[Path, int, dict[str, str]]:
-    return running.state, running.sip_port, running.users
+def platform(tmp_path: Path) -> Iterator[tuple[Path, int, dict[str, str]]]:
+    """The default platform: calls that send no media (signaling only) are not ended
+    by the relay's media timeout while a test runs."""
+    with running_platform(tmp_path) as up:
+        yield up.state, up.sip_port, up.users
 
 
 def phone(running: Platform, user: str, *command: str) -> subprocess.Popen[str]:

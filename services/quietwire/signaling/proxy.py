@@ -452,7 +452,8 @@ class Proxy:
             await self._respond(context, upstream)
             return
         if status < 300:
-            branch.final = response
+            # The branch stays pending while the planner sees the answer, so the timer
+            # loop cannot pick a final response for the context in the meantime.
             if context.offer_from_callee is not None and upstream.body:
                 planned = await self.media.answer(
                     response.call_id, upstream.body, from_caller=context.offer_from_callee
@@ -461,6 +462,7 @@ class Proxy:
                     await self._refuse_answer(context, branch, response, planned)
                     return
                 upstream.body = planned
+            branch.final = response
             context.answered = True
             await self._respond(context, upstream)
             if context.initial_invite:
