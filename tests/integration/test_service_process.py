@@ -10,8 +10,13 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import grpc
+import pytest
+from quietwire.embedded.pki import ensure_pki
+from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.health import LIVENESS, NOT_SERVING, SERVING, serving_status
+from quietwire.runtime.tls import TlsFiles
 
 from tests.conftest import (
     free_port,
@@ -92,3 +97,37 @@ async def test_relay_lifecycle(tmp_path: Path) -> None:
     assert messages[-1] == "stopped"
     assert entries[-1]["graceful"] is True
     assert "127.0.0.1" not in stderr
+
+
+async def test_probe_port_and_tls_server_name(tmp_path: Path, redis_url: str) -> None:
+    """Kubelet's plain gRPC probe sees health only; peers dialled by IP verify one name."""
+    pki = ensure_pki(tmp_path / "pki", "127.0.0.1")
+    grpc_port, health_port = free_port(), free_port()
+    env = quietwire_env(
+        QW_REDIS_URL=redis_url,
+        QW_GRPC_BIND="127.0.0.2",
+        QW_GRPC_PORT=str(grpc_port),
+        QW_GRPC_TLS_CERT=str(pki.grpc_cert),
+        QW_GRPC_TLS_KEY=str(pki.grpc_key),
+        QW_GRPC_TLS_CA=str(pki.ca),
+        QW_HEALTH_BIND="127.0.0.1",
+        QW_HEALTH_PORT=str(health_port),
+    )
+    process = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env)
+    try:
+        await wait_status(f"127.0.0.1:{health_port}", SERVING)
+        async with open_channel(f"127.0.0.1:{health_port}", None) as plain:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await relay_pb2_grpc.RelayStub(plain).Drain(relay_pb2.DrainRequest(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+        target = f"127.0.0.2:{grpc_port}"
+        by_address = TlsFiles(pki.grpc_cert, pki.grpc_key, pki.ca)
+        async with open_channel(target, by_address) as channel:
+            assert await serving_status(channel) != SERVING  # 127.0.0.2 is not in the cert
+        by_name = TlsFiles(pki.grpc_cert, pki.grpc_key, pki.ca, server_name="localhost")
+        async with open_channel(target, by_name) as channel:
+            assert await serving_status(channel) == SERVING
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0

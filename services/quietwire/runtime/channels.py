@@ -11,7 +11,7 @@ from quietwire.runtime.interceptors import CallIdClientInterceptor
 from quietwire.runtime.tls import TlsFiles, channel_credentials
 
 #: Keepalive so a dead peer is noticed within seconds, not at the next call.
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -23,8 +23,11 @@ def open_channel(target: str, tls: TlsFiles | None) -> grpc.aio.Channel:
     interceptors: Sequence[Any] = [CallIdClientInterceptor()]
     if tls is None:
         return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    options = CHANNEL_OPTIONS
+    if tls.server_name is not None:
+        options = (*options, ("grpc.ssl_target_name_override", tls.server_name))
     return grpc.aio.secure_channel(
-        target, channel_credentials(tls), options=CHANNEL_OPTIONS, interceptors=interceptors
+        target, channel_credentials(tls), options=options, interceptors=interceptors
     )
 
 

@@ -3,27 +3,53 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import redis.asyncio as redis
+from redis.asyncio.sentinel import Sentinel
 
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.settings import CommonSettings
 
 
 def redis_client(settings: CommonSettings) -> redis.Redis:
-    """A pooled client for ``QW_REDIS_URL``; commands time out rather than hang."""
+    """A pooled client for ``QW_REDIS_URL`` (or the master the Sentinels name).
+
+    Commands time out rather than hang; TLS verifies the server against
+    ``QW_REDIS_TLS_CA`` when it is set.
+    """
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    client: redis.Redis = redis.from_url(
-        settings.redis_url,
-        password=password,
-        socket_timeout=5.0,
-        socket_connect_timeout=3.0,
-        health_check_interval=15,
-        max_connections=64,
-        decode_responses=False,
+    options: dict[str, Any] = {
+        "password": password,
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 3.0,
+        "health_check_interval": 15,
+        "max_connections": 64,
+        "decode_responses": False,
+    }
+    url = urlsplit(settings.redis_url)
+    tls = url.scheme == "rediss"
+    if tls and settings.redis_tls_ca is not None:
+        options["ssl_ca_certs"] = str(settings.redis_tls_ca)
+    if not settings.sentinel_addresses:
+        client: redis.Redis = redis.from_url(settings.redis_url, **options)
+        return client
+    if tls:
+        options["ssl"] = True
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        settings.sentinel_addresses,
+        sentinel_kwargs={
+            k: v for k, v in options.items() if k in ("password", "ssl", "ssl_ca_certs")
+        }
+        | {"socket_timeout": 3.0},
+        db=int(url.path.strip("/") or 0),
+        username=url.username,
+        **options,
     )
-    return client
+    master: redis.Redis = sentinel.master_for(settings.redis_sentinel_master)
+    return master
 
 
 def text(value: bytes | str) -> str:

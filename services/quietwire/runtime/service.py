@@ -21,7 +21,7 @@ from quietwire.runtime.health import HealthMonitor, ReadinessCheck
 from quietwire.runtime.interceptors import CallIdServerInterceptor
 from quietwire.runtime.metrics import start_metrics
 from quietwire.runtime.settings import ServiceSettings, SettingsError, env_name
-from quietwire.runtime.tls import server_credentials
+from quietwire.runtime.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -47,29 +47,44 @@ class Service(Protocol):
     async def close(self) -> None: ...
 
 
+def _bound(server: grpc.aio.Server, address: str, setting: str, tls: TlsFiles | None) -> int:
+    """Bind ``server`` to ``address``; a failure is a :class:`SettingsError` naming ``setting``."""
+    try:
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, server_credentials(tls))
+    except (RuntimeError, OSError) as exc:
+        raise SettingsError(f"cannot listen on {setting} = {address}: {exc}") from exc
+    if port == 0:
+        raise SettingsError(f"cannot listen on {setting} = {address} (in use?)")
+    return port
+
+
 def build_server(settings: ServiceSettings) -> tuple[grpc.aio.Server, int]:
     """A ``grpc.aio`` server with our interceptors, bound to ``QW_GRPC_BIND:QW_GRPC_PORT``."""
     server = grpc.aio.server(
         interceptors=[CallIdServerInterceptor()],
         options=(("grpc.so_reuseport", 0),),
     )
-    files = settings.grpc_tls
-    try:
-        if files is None:
-            port = server.add_insecure_port(settings.grpc_address)
-        else:
-            port = server.add_secure_port(settings.grpc_address, server_credentials(files))
-    except (RuntimeError, OSError) as exc:
-        raise SettingsError(
-            f"cannot listen on {env_name('grpc_bind')}:{env_name('grpc_port')}"
-            f" = {settings.grpc_address}: {exc}"
-        ) from exc
-    if port == 0:
-        raise SettingsError(
-            f"cannot listen on {env_name('grpc_bind')}:{env_name('grpc_port')}"
-            f" = {settings.grpc_address} (in use?)"
-        )
-    return server, port
+    setting = f"{env_name('grpc_bind')}:{env_name('grpc_port')}"
+    return server, _bound(server, settings.grpc_address, setting, settings.grpc_tls)
+
+
+def build_health_server(
+    settings: ServiceSettings, health: HealthServicer
+) -> tuple[grpc.aio.Server, int] | None:
+    """The plain-text health-only server on ``QW_HEALTH_PORT`` (None when it is 0).
+
+    Kubernetes' native gRPC probes cannot speak TLS; this port answers the
+    health service and nothing else, so the mTLS port stays closed to them.
+    """
+    if settings.health_port == 0:
+        return None
+    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    setting = f"{env_name('health_bind')}:{env_name('health_port')}"
+    return server, _bound(server, settings.health_address, setting, None)
 
 
 class _Signals:
@@ -113,6 +128,7 @@ async def serve(name: str, settings: ServiceSettings, service: Service) -> int:
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service.add_to_server(server)
+    probes = build_health_server(settings, health)
     metrics = start_metrics(name, settings.metrics_bind, settings.metrics_port)
     signals = _Signals()
     signals.install()
@@ -120,8 +136,17 @@ async def serve(name: str, settings: ServiceSettings, service: Service) -> int:
     try:
         await service.start()
         await server.start()
+        if probes is not None:
+            await probes[0].start()
         await monitor.start()
-        log.info("listening", extra={"grpc_port": port, "metrics_port": metrics and metrics.port})
+        log.info(
+            "listening",
+            extra={
+                "grpc_port": port,
+                "health_port": probes and probes[1],
+                "metrics_port": metrics and metrics.port,
+            },
+        )
         await signals.stop.wait()
         await monitor.stop()
         graceful = await signals.unless_forced(service.drain(settings.drain_timeout))
@@ -131,6 +156,8 @@ async def serve(name: str, settings: ServiceSettings, service: Service) -> int:
         log.info("stopped", extra={"graceful": graceful})
         return 0 if graceful else EXIT_FORCED
     finally:
+        if probes is not None:
+            await probes[0].stop(None)
         await service.close()
         if metrics is not None:
             metrics.close()

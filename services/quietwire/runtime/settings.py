@@ -102,8 +102,17 @@ class CommonSettings(QuietwireSettings):
     log_level: LogLevel = "info"
     #: Privacy (OSTN): IP addresses are masked in logs unless this is on.
     log_ips: bool = False
+    #: redis:// or rediss:// (TLS) or unix://; with Sentinels only its scheme,
+    #: database number and user count (the master's address comes from them).
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: SecretStr | None = None
+    #: The CA that signs the Redis server's certificate (rediss://); default: the system's.
+    redis_tls_ca: FilePath | None = None
+    #: Redis Sentinels as host:port,host:port; they name the current master of
+    #: QW_REDIS_SENTINEL_MASTER and are asked again after a failover.
+    #: QW_REDIS_PASSWORD authenticates to the Sentinels too.
+    redis_sentinels: str = ""
+    redis_sentinel_master: Annotated[str, Field(min_length=1)] = "mymaster"
 
     @field_validator("redis_url")
     @classmethod
@@ -111,6 +120,22 @@ class CommonSettings(QuietwireSettings):
         if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{item!r} is not host:port")
+        return value
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        items = filter(None, (part.strip() for part in self.redis_sentinels.split(",")))
+        return [
+            (host.strip("[]"), int(port)) for host, _, port in (i.rpartition(":") for i in items)
+        ]
 
 
 class SipDomainSettings(QuietwireSettings):
@@ -130,8 +155,16 @@ class ServiceSettings(CommonSettings):
     grpc_tls_cert: FilePath | None = None
     grpc_tls_key: FilePath | None = None
     grpc_tls_ca: FilePath | None = None
+    #: The DNS name every service's gRPC certificate carries. When set, peers
+    #: are verified against it instead of the address they are dialled at
+    #: (pods and host-network relays are reached by IP).
+    grpc_tls_server_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")] | None = None
     #: Plain-text gRPC; for tests and local debugging only.
     grpc_insecure: bool = False
+    #: A plain-text port that serves only the gRPC health service, for
+    #: Kubernetes' native gRPC probes (which cannot do TLS); 0 turns it off.
+    health_bind: str = "127.0.0.1"
+    health_port: OptionalPort = 0
     metrics_bind: str = "127.0.0.1"
     metrics_port: OptionalPort = 0
     #: After SIGTERM: how long calls in progress may take to finish.
@@ -149,7 +182,7 @@ class ServiceSettings(CommonSettings):
                     )
         return self
 
-    @field_validator("grpc_bind", "metrics_bind")
+    @field_validator("grpc_bind", "metrics_bind", "health_bind")
     @classmethod
     def _bind_address(cls, value: str) -> str:
         ipaddress.ip_address(value.strip("[]"))
@@ -161,7 +194,7 @@ class ServiceSettings(CommonSettings):
         cert, key, ca = self.grpc_tls_cert, self.grpc_tls_key, self.grpc_tls_ca
         if self.grpc_insecure or cert is None or key is None or ca is None:
             return None
-        return TlsFiles(cert, key, ca)
+        return TlsFiles(cert, key, ca, self.grpc_tls_server_name)
 
     @property
     def grpc_peer_address(self) -> str:
@@ -172,10 +205,17 @@ class ServiceSettings(CommonSettings):
 
     @property
     def grpc_address(self) -> str:
-        host = self.grpc_bind
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"{host}:{self.grpc_port}"
+        return _host_port(self.grpc_bind, self.grpc_port)
+
+    @property
+    def health_address(self) -> str:
+        return _host_port(self.health_bind, self.health_port)
+
+
+def _host_port(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
 
 
 def _format(error: ValidationError) -> str:

@@ -15,9 +15,11 @@ class TlsFiles:
     cert: Path
     key: Path
     ca: Path
+    #: The name peers' certificates are checked against instead of the dialled address.
+    server_name: str | None = None
 
     def __repr__(self) -> str:
-        return f"TlsFiles(cert={self.cert}, ca={self.ca})"
+        return f"TlsFiles(cert={self.cert}, ca={self.ca}, server_name={self.server_name})"
 
 
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:

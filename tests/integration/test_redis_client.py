@@ -1,0 +1,82 @@
+"""The Redis client against real redis-server processes: Sentinel and TLS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+from quietwire.embedded.pki import ensure_pki
+from quietwire.runtime.redisclient import redis_client, redis_ready
+from quietwire.runtime.settings import CommonSettings, SettingsError, load_settings
+
+from tests.conftest import free_port, start_redis, stop_redis
+
+PASSWORD = "sentinel-test-password"
+
+
+async def test_sentinel_names_the_master(tmp_path: Path) -> None:
+    master = start_redis(tmp_path, "--requirepass", PASSWORD)
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"sentinel monitor qw 127.0.0.1 {master.port} 1\n"
+        f"sentinel auth-pass qw {PASSWORD}\n"
+        f"requirepass {PASSWORD}\n"
+    )
+    sentinel = start_redis(tmp_path, "--sentinel", config=conf)
+    try:
+        settings = load_settings(
+            CommonSettings,
+            redis_url="redis:///3",
+            redis_password=PASSWORD,
+            redis_sentinels=f"127.0.0.1:{sentinel.port}",
+            redis_sentinel_master="qw",
+        )
+        client = redis_client(settings)
+        assert await redis_ready(client)
+        await client.set("qw:test", b"through sentinel")
+        await client.aclose()
+        direct = redis_sync.Redis(port=master.port, password=PASSWORD, db=3)
+        assert direct.get("qw:test") == b"through sentinel"
+
+        unknown = redis_client(settings.model_copy(update={"redis_sentinel_master": "nope"}))
+        assert not await redis_ready(unknown)
+        await unknown.aclose()
+    finally:
+        stop_redis(sentinel)
+        stop_redis(master)
+
+
+async def test_tls_verified_against_the_configured_ca(tmp_path: Path) -> None:
+    pki = ensure_pki(tmp_path / "pki", "127.0.0.1")
+    tls_port = free_port()
+    server = start_redis(
+        tmp_path,
+        "--tls-port",
+        str(tls_port),
+        "--tls-cert-file",
+        str(pki.grpc_cert),
+        "--tls-key-file",
+        str(pki.grpc_key),
+        "--tls-ca-cert-file",
+        str(pki.ca),
+        "--tls-auth-clients",
+        "no",
+    )
+    try:
+        url = f"rediss://127.0.0.1:{tls_port}/0"
+        trusted = redis_client(load_settings(CommonSettings, redis_url=url, redis_tls_ca=pki.ca))
+        assert await redis_ready(trusted)
+        await trusted.set("qw:tls", b"1")
+        await trusted.aclose()
+
+        untrusted = redis_client(load_settings(CommonSettings, redis_url=url))
+        assert not await redis_ready(untrusted)
+        await untrusted.aclose()
+    finally:
+        stop_redis(server)
+
+
+def test_sentinel_list_is_checked() -> None:
+    with pytest.raises(SettingsError, match="QW_REDIS_SENTINELS"):
+        load_settings(CommonSettings, redis_sentinels="10.0.0.1:26379,no-port")
