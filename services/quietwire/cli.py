@@ -6,6 +6,7 @@
     quietwire pki --dir DIR [--sip-host H] [--grpc-name N]...    development certificates
     quietwire phone call URI | answer | echo --registrar ... --user ...   the softphone
     quietwire calls                                              active calls, their security
+    quietwire drain-relay [--timeout S]      stop a relay taking calls, wait for its calls to end
 
 Settings come from ``QW_*`` environment variables and the optional YAML file
 (``--config`` or ``QW_CONFIG``). A bad setting ends the process with status 2
@@ -40,6 +41,7 @@ from quietwire.relay.service import RelayService
 from quietwire.relay.settings import RelaySettings
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
+from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.logs import configure_logging
 from quietwire.runtime.redisclient import redis_client
@@ -156,6 +158,34 @@ async def _calls(args: argparse.Namespace) -> int:
     return 0
 
 
+DRAIN_POLL_EVERY = 2.0
+
+
+async def _drain_relay(args: argparse.Namespace) -> int:
+    """Drain the relay these settings describe (a Kubernetes preStop hook).
+
+    It stops taking calls at once; this waits until its calls have ended or
+    ``--timeout`` passed, printing how many are left.
+    """
+    settings = load_settings(RelaySettings, _config_file(args))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.timeout
+    async with open_channel(settings.grpc_peer_address, settings.grpc_tls) as channel:
+        stub = relay_pb2_grpc.RelayStub(channel)
+        while True:
+            try:
+                reply = await stub.Drain(relay_pb2.DrainRequest(), timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                print(f"quietwire drain-relay: relay: {exc.details()}", file=sys.stderr)
+                return EXIT_FAILURE
+            print(f"draining: {reply.active_calls} calls left", flush=True)
+            if reply.active_calls == 0:
+                return 0
+            if loop.time() >= deadline:
+                return EXIT_FAILURE
+            await asyncio.sleep(min(DRAIN_POLL_EVERY, max(0.0, deadline - loop.time())))
+
+
 def run_pki(args: argparse.Namespace) -> int:
     pki = ensure_pki(Path(args.dir), args.sip_host, tuple(args.grpc_name))
     for path in (pki.ca, pki.sip_cert, pki.sip_key, pki.grpc_cert, pki.grpc_key):
@@ -190,6 +220,10 @@ def parser() -> argparse.ArgumentParser:
     calls = commands.add_parser("calls", help="active calls and their media security")
     calls.add_argument("call_id", nargs="?", help="one call (also for a minute after it ended)")
     calls.add_argument("--limit", type=int, default=100)
+    drain = commands.add_parser(
+        "drain-relay", help="stop the relay taking calls and wait for its calls to end"
+    )
+    drain.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most")
     pki = commands.add_parser("pki", help="create or reuse development certificates")
     pki.add_argument("--dir", required=True, help="where the CA and certificates go")
     pki.add_argument("--sip-host", default="127.0.0.1", help="name in the SIP certificate")
@@ -212,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             return phone_cli.main(args)
         if args.command == "calls":
             return asyncio.run(_calls(args))
+        if args.command == "drain-relay":
+            return asyncio.run(_drain_relay(args))
         return run_up(args)
     except SettingsError as exc:
         print(f"quietwire {args.command}: {exc}", file=sys.stderr)

@@ -131,3 +131,42 @@ async def test_probe_port_and_tls_server_name(tmp_path: Path, redis_url: str) ->
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
+
+
+async def test_drain_relay_waits_for_calls(tmp_path: Path, redis_url: str) -> None:
+    """The preStop hook: the relay stops taking calls; the hook returns when the last ends."""
+    grpc_port = free_port()
+    low = free_port() & ~1
+    env = quietwire_env(
+        QW_REDIS_URL=redis_url,
+        QW_GRPC_INSECURE="true",
+        QW_GRPC_PORT=str(grpc_port),
+        QW_RELAY_PORT_MIN=str(low),
+        QW_RELAY_PORT_MAX=str(low + 7),
+    )
+    process = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env)
+    target = f"127.0.0.1:{grpc_port}"
+    try:
+        await wait_status(target, SERVING)
+        async with open_channel(target, None) as channel:
+            relay = relay_pb2_grpc.RelayStub(channel)
+            legs = [relay_pb2.LegSpec(side=side, rtcp_mux=True) for side in (1, 2)]
+            await relay.Allocate(relay_pb2.AllocateRequest(call_id="c1", legs=legs), timeout=5)
+
+            busy = await asyncio.to_thread(
+                run_quietwire, "drain-relay", "--timeout", "0.5", env=env
+            )
+            assert busy.returncode == 1
+            assert "draining: 1 calls left" in busy.stdout
+            await wait_status(target, NOT_SERVING)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await relay.Allocate(relay_pb2.AllocateRequest(call_id="c2", legs=legs), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+            await relay.Release(relay_pb2.ReleaseRequest(call_id="c1"), timeout=5)
+            idle = await asyncio.to_thread(run_quietwire, "drain-relay", env=env)
+            assert idle.returncode == 0
+            assert "draining: 0 calls left" in idle.stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0

@@ -3,7 +3,9 @@
 Registers itself in Redis (address, capacity, load, draining) every few
 seconds; reclaims calls that carried no packet for ``QW_RELAY_MEDIA_TIMEOUT``
 (their signaling vanished); on SIGTERM stops taking calls and keeps forwarding
-until they end or the drain budget runs out.
+until they end or the drain budget runs out. On Kubernetes it may take its
+advertised address from its Node and publish its load as its pod's deletion
+cost (:mod:`quietwire.relay.kube`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import time
 from collections.abc import Mapping
 
 import grpc
+from kubernetes.aio import client as kube_client
 
+from quietwire.relay import kube
 from quietwire.relay.ports import PortPool
 from quietwire.relay.servicer import RelayServicer
 from quietwire.relay.sessions import Relay
@@ -26,6 +30,7 @@ from quietwire.rpc.relay.v1 import relay_pb2_grpc
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import RelayEntry, RelayRegistry
+from quietwire.runtime.settings import SettingsError, env_name
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = 3.0
@@ -35,7 +40,10 @@ EXPIRE_EVERY = 1.0
 class RelayService(RedisBackedService):
     grpc_services: tuple[str, ...] = ("quietwire.relay.v1.Relay",)
 
-    def __init__(self, settings: RelaySettings) -> None:
+    def __init__(
+        self, settings: RelaySettings, kube_config: kube_client.Configuration | None = None
+    ) -> None:
+        """``kube_config`` reaches the Kubernetes API; default: the pod's service account."""
         super().__init__(settings)
         self.settings = settings
         self.relay_id = settings.relay_id or f"{socket.gethostname()[:40]}-{secrets.token_hex(3)}"
@@ -46,12 +54,34 @@ class RelayService(RedisBackedService):
         self.registry = RelayRegistry(self.redis)
         self.capacity = settings.relay_capacity or pool.size // 2
         self._tasks: list[asyncio.Task[None]] = []
+        self._kube_config = kube_config
+        self.kube: kube_client.ApiClient | None = None
+        self.deletion_cost: kube.DeletionCost | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         relay_pb2_grpc.add_RelayServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
+        if self.settings.uses_kube_api:
+            await self._start_kube()
         self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._expire())]
+
+    async def _start_kube(self) -> None:
+        settings = self.settings
+        self.kube = kube_client.ApiClient(self._kube_config or kube.in_cluster())
+        if settings.relay_advertise_from_node and settings.kube_node_name:
+            try:
+                address = await kube.node_address(
+                    self.kube, settings.kube_node_name, settings.relay_advertise_from_node
+                )
+            except kube.KubeError as exc:
+                raise SettingsError(f"{env_name('relay_advertise_from_node')}: {exc}") from exc
+            log.info("advertising the node's address", extra={"node": settings.kube_node_name})
+            self.servicer.advertise = address
+        if settings.relay_pod_deletion_cost and settings.kube_namespace and settings.kube_pod_name:
+            self.deletion_cost = kube.DeletionCost(
+                self.kube, settings.kube_namespace, settings.kube_pod_name
+            )
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         async def ports_left() -> bool:
@@ -63,7 +93,7 @@ class RelayService(RedisBackedService):
         return RelayEntry(
             self.relay_id,
             self.settings.grpc_peer_address,
-            self.settings.relay_advertise,
+            self.servicer.advertise,
             self.capacity,
             len(self.engine.calls),
             self.engine.draining,
@@ -73,6 +103,11 @@ class RelayService(RedisBackedService):
         while True:
             with contextlib.suppress(Exception):
                 await self.registry.heartbeat(self._entry())
+            if self.deletion_cost is not None:
+                try:
+                    await self.deletion_cost.publish(len(self.engine.calls))
+                except kube.KubeError as exc:
+                    log.warning("pod deletion cost not updated", extra={"error": str(exc)})
             await asyncio.sleep(HEARTBEAT_EVERY)
 
     async def _expire(self) -> None:
@@ -98,4 +133,6 @@ class RelayService(RedisBackedService):
             self.engine.release(call_id)
         with contextlib.suppress(Exception):
             await self.registry.leave(self.relay_id)
+        if self.kube is not None:
+            await self.kube.close()  # type: ignore[no-untyped-call]
         await super().close()

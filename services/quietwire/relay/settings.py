@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -26,6 +26,16 @@ class RelaySettings(ServiceSettings):
     relay_media_timeout: Annotated[float, Field(gt=0)] = 60.0
     #: This relay's name in the registry; default: host name and a random suffix.
     relay_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")] | None = None
+    #: On Kubernetes: advertise this address of the node QW_KUBE_NODE_NAME
+    #: (read from its Node object) instead of QW_RELAY_ADVERTISE.
+    relay_advertise_from_node: Literal["", "ExternalIP", "InternalIP"] = ""
+    #: On Kubernetes: keep this pod's pod-deletion-cost equal to its active
+    #: calls, so a scale-down removes idle relays first.
+    relay_pod_deletion_cost: bool = False
+    #: This pod's node, name and namespace (the chart sets them from the downward API).
+    kube_node_name: str | None = None
+    kube_pod_name: str | None = None
+    kube_namespace: str | None = None
 
     @field_validator("relay_bind", "relay_advertise")
     @classmethod
@@ -43,3 +53,22 @@ class RelaySettings(ServiceSettings):
                 " at least two port pairs"
             )
         return self
+
+    @model_validator(mode="after")
+    def _kube_names(self) -> Self:
+        needed = {
+            "kube_node_name": bool(self.relay_advertise_from_node),
+            "kube_pod_name": self.relay_pod_deletion_cost,
+            "kube_namespace": self.relay_pod_deletion_cost,
+        }
+        for name, wanted in needed.items():
+            if wanted and not getattr(self, name):
+                raise ValueError(
+                    f"{env_name(name)} is required with {env_name('relay_advertise_from_node')}"
+                    f" or {env_name('relay_pod_deletion_cost')}"
+                )
+        return self
+
+    @property
+    def uses_kube_api(self) -> bool:
+        return bool(self.relay_advertise_from_node) or self.relay_pod_deletion_cost
