@@ -1,13 +1,21 @@
 # One image for every quietwire service; the command picks the service:
 #   docker run quietwire:dev signaling | keyagreement | relay
-FROM python:3.11-slim
-
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# Build stage: a venv with quietwire and its wheels. Final stage: that venv on
+# a slim Python, no pip, no compilers, a non-root user.
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY services ./services
-RUN pip install --no-compile . && rm -rf /src \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin quietwire
-WORKDIR /
-USER 10001
+RUN python -m venv /opt/quietwire \
+    && /opt/quietwire/bin/pip install --no-compile . \
+    && /opt/quietwire/bin/pip uninstall --yes pip setuptools
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/quietwire/bin:$PATH
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin quietwire
+COPY --from=build /opt/quietwire /opt/quietwire
+USER 10001:10001
+# Containers that set QW_HEALTH_PORT (the compose file, the chart) answer this.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["quietwire", "health"]
 ENTRYPOINT ["quietwire"]

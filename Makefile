@@ -7,17 +7,19 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := redis-server libbzrtp0 linphone-cli sip-tester stunnel4
 # The anchors `make bench` runs side by side with quietwire.
 BENCH_DEB_PACKAGES := kamailio kamailio-tls-modules rtpengine-daemon
+# helm, docker-compose and checkov for the deployment checks (tools/deploy-tools).
+TOOLS ?= .tools
 STATE_DIR ?= .quietwire
 SIP_HOST ?= 127.0.0.1
 SIP_PORT ?= 5061
 
-.PHONY: run test setup debs protos protos-check lint bench clean
+.PHONY: run test setup debs deploy-tools protos protos-check lint bench clean
 
 run: setup
 	$(BIN)/quietwire up --state-dir $(STATE_DIR) --sip-host $(SIP_HOST) --sip-port $(SIP_PORT)
 
-test: setup protos-check lint
-	$(BIN)/pytest
+test: setup deploy-tools protos-check lint
+	QW_TOOLS_DIR=$(abspath $(TOOLS)) $(BIN)/pytest
 
 setup: $(VENV)/.installed debs
 
@@ -29,6 +31,9 @@ $(VENV)/.installed: pyproject.toml
 
 debs:
 	@tools/debian-packages $(DEB_PACKAGES)
+
+deploy-tools: $(VENV)/.installed
+	@PYTHON=$(abspath $(BIN))/python tools/deploy-tools $(TOOLS)
 
 protos: $(VENV)/.installed
 	$(BIN)/python tools/gen_protos.py
@@ -48,4 +53,4 @@ bench: setup
 	$(BIN)/python -m bench.relay
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

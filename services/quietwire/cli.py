@@ -7,6 +7,7 @@
     quietwire phone call URI | answer | echo --registrar ... --user ...   the softphone
     quietwire calls                                              active calls, their security
     quietwire drain-relay [--timeout S]      stop a relay taking calls, wait for its calls to end
+    quietwire health [--service NAME]        this host's service healthy? (container health checks)
 
 Settings come from ``QW_*`` environment variables and the optional YAML file
 (``--config`` or ``QW_CONFIG``). A bad setting ends the process with status 2
@@ -28,6 +29,7 @@ from typing import Any
 import grpc
 import redis
 import uvloop
+from grpc_health.v1 import health_pb2
 
 from quietwire.embedded.pki import ensure_pki
 from quietwire.embedded.redis_server import RedisUnavailable
@@ -43,10 +45,11 @@ from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import open_channel
+from quietwire.runtime.health import serving_status
 from quietwire.runtime.logs import configure_logging
 from quietwire.runtime.redisclient import redis_client
 from quietwire.runtime.service import Service, serve
-from quietwire.runtime.settings import ServiceSettings, SettingsError, load_settings
+from quietwire.runtime.settings import ServiceSettings, SettingsError, host_port, load_settings
 from quietwire.signaling.service import SignalingService
 from quietwire.signaling.settings import SignalingSettings, UserAdminSettings
 from quietwire.signaling.users import UserError, UserStore
@@ -186,6 +189,25 @@ async def _drain_relay(args: argparse.Namespace) -> int:
             await asyncio.sleep(min(DRAIN_POLL_EVERY, max(0.0, deadline - loop.time())))
 
 
+async def _health(args: argparse.Namespace) -> int:
+    """Exit 0 when the service these settings describe answers SERVING.
+
+    Asks the plain health port (``QW_HEALTH_PORT``) when there is one, else the
+    mutual-TLS gRPC port.
+    """
+    settings = load_settings(ServiceSettings, _config_file(args))
+    if settings.health_port:
+        host = "127.0.0.1" if settings.health_bind in ("0.0.0.0", "::") else settings.health_bind  # noqa: S104
+        target, tls = host_port(host, settings.health_port), None
+    else:
+        target, tls = settings.grpc_peer_address, settings.grpc_tls
+    async with open_channel(target, tls) as channel:
+        status = await serving_status(channel, args.service)
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    print(name.lower())
+    return 0 if status == health_pb2.HealthCheckResponse.SERVING else EXIT_FAILURE
+
+
 def run_pki(args: argparse.Namespace) -> int:
     pki = ensure_pki(Path(args.dir), args.sip_host, tuple(args.grpc_name))
     for path in (pki.ca, pki.sip_cert, pki.sip_key, pki.grpc_cert, pki.grpc_key):
@@ -224,6 +246,8 @@ def parser() -> argparse.ArgumentParser:
         "drain-relay", help="stop the relay taking calls and wait for its calls to end"
     )
     drain.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most")
+    health = commands.add_parser("health", help="exit 0 when the service here is SERVING")
+    health.add_argument("--service", default="", help="'' (readiness, default) or 'liveness'")
     pki = commands.add_parser("pki", help="create or reuse development certificates")
     pki.add_argument("--dir", required=True, help="where the CA and certificates go")
     pki.add_argument("--sip-host", default="127.0.0.1", help="name in the SIP certificate")
@@ -248,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_calls(args))
         if args.command == "drain-relay":
             return asyncio.run(_drain_relay(args))
+        if args.command == "health":
+            return asyncio.run(_health(args))
         return run_up(args)
     except SettingsError as exc:
         print(f"quietwire {args.command}: {exc}", file=sys.stderr)

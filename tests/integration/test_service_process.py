@@ -128,6 +128,14 @@ async def test_probe_port_and_tls_server_name(tmp_path: Path, redis_url: str) ->
         by_name = TlsFiles(pki.grpc_cert, pki.grpc_key, pki.ca, server_name="localhost")
         async with open_channel(target, by_name) as channel:
             assert await serving_status(channel) == SERVING
+
+        healthy = await asyncio.to_thread(run_quietwire, "health", env=env)
+        assert (healthy.returncode, healthy.stdout) == (0, "serving\n")
+        over_tls = {**env, "QW_HEALTH_PORT": "0", "QW_GRPC_TLS_SERVER_NAME": "localhost"}
+        alive = await asyncio.to_thread(
+            run_quietwire, "health", "--service", "liveness", env=over_tls
+        )
+        assert (alive.returncode, alive.stdout) == (0, "serving\n")
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0

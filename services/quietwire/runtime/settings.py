@@ -205,14 +205,15 @@ class ServiceSettings(CommonSettings):
 
     @property
     def grpc_address(self) -> str:
-        return _host_port(self.grpc_bind, self.grpc_port)
+        return host_port(self.grpc_bind, self.grpc_port)
 
     @property
     def health_address(self) -> str:
-        return _host_port(self.health_bind, self.health_port)
+        return host_port(self.health_bind, self.health_port)
 
 
-def _host_port(host: str, port: int) -> str:
+def host_port(host: str, port: int) -> str:
+    """``host:port`` with an IPv6 host in brackets."""
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
