@@ -1,11 +1,18 @@
-"""`make bench`, signaling part: REGISTER with digest over TLS, quietwire vs Kamailio.
+"""`make bench`, signaling part: quietwire vs Kamailio over TLS, two loads.
+
+- REGISTER with digest: REGISTER, 401, REGISTER, 200; the time is from the
+  first REGISTER to the 200.
+- Call setup and teardown through the proxy: INVITE, 407, ACK, INVITE with
+  credentials, forwarded to a registered callee down its connection, 200,
+  ACK, BYE, 200; the time is from the first INVITE to the 200. SDP passes
+  through on both sides (quietwire ``QW_SIP_MEDIA=passthrough``): media
+  anchoring is measured by ``bench.relay``.
 
 Both servers get one core (``taskset``); the load (sipp behind stunnel, which
 adds the TLS sipp lacks) runs on the other. For each offered rate we report the
-rate achieved, failed registrations, p50/p99 time from first REGISTER to 200
-(two round trips, the challenge included), and the server's CPU per
-registration read from /proc (quietwire counts its Redis too). The machine is
-shared and noisy: compare CPU per operation and the ratios, not raw rates.
+rate achieved, failures, p50/p99 times, and the server's CPU per operation read
+from /proc (quietwire counts its Redis too). The machine is shared and noisy:
+compare CPU per operation and the ratios, not raw rates.
 """
 
 from __future__ import annotations
@@ -30,6 +37,24 @@ ROOT = HERE.parent
 SERVER_CORE, LOAD_CORE = "1", "0"
 DOMAIN = "127.0.0.1"
 USER, PASSWORD = "user0", "password-00000"
+CALLEE, CALLEE_PASSWORD = "user1", "password-11111"
+
+
+@dataclass(frozen=True)
+class Load:
+    """One kind of sipp load: its scenario and the arguments naming its user."""
+
+    name: str
+    scenario: Path
+    args: tuple[str, ...]
+
+
+REGISTER = Load("REGISTER", HERE / "register.xml", ("-s", USER, "-au", USER, "-ap", PASSWORD))
+CALL = Load(
+    "call",
+    HERE / "call_uac.xml",
+    ("-s", USER, "-au", USER, "-ap", PASSWORD, "-key", "callee", CALLEE),
+)
 
 
 @dataclass
@@ -86,6 +111,8 @@ class Quietwire(Server):
                     "QW_SIP_DIGEST_ALGORITHMS": "MD5",
                     "QW_SIP_RATE_LIMIT": "100000",
                     "QW_SIP_RATE_BURST": "100000",
+                    "QW_SIP_MEDIA": "passthrough",
+                    "QW_DRAIN_TIMEOUT": "2",
                     "QW_LOG_LEVEL": "warning",
                 }
             )
@@ -148,7 +175,7 @@ class Kamailio(Server):
                 "-M",
                 "16",
             ],
-            stderr=subprocess.DEVNULL,
+            stderr=(self.work / "kamailio.log").open("w"),
         )
         try:
             wait_port(self.port, process, "kamailio")
@@ -182,9 +209,54 @@ def tunnel(work: Path, target: int, ca: Path) -> Iterator[int]:
         process.wait(10)
 
 
-def register_load(server: Server, via: int, work: Path, rate: float, seconds: float) -> Result:
+@contextlib.contextmanager
+def callee(via: int, work: Path) -> Iterator[None]:
+    """A registered callee that answers every call (sipp's out-of-call scenario)."""
+    run = Path(tempfile.mkdtemp(prefix="callee-", dir=work))
+    process = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            "sipp",
+            f"127.0.0.1:{via}",
+            "-sf",
+            str(HERE / "callee_register.xml"),
+            "-oocsf",
+            str(HERE / "callee_ooc.xml"),
+            "-s",
+            CALLEE,
+            "-au",
+            CALLEE,
+            "-ap",
+            CALLEE_PASSWORD,
+            "-t",
+            "t1",
+            "-m",
+            "1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-nostdin",
+        ],
+        cwd=run,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(2.0)  # registered by then; a callee that is not shows as failed calls
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def sipp_load(
+    server: Server, via: int, work: Path, load: Load, rate: float, seconds: float
+) -> Result:
     total = int(rate * seconds)
-    run = Path(tempfile.mkdtemp(prefix=f"{server.name}-{int(rate)}-", dir=work))
+    run = Path(tempfile.mkdtemp(prefix=f"{server.name}-{load.name}-{int(rate)}-", dir=work))
     before = cpu_seconds(server.pids())
     started = time.monotonic()
     subprocess.run(
@@ -195,13 +267,8 @@ def register_load(server: Server, via: int, work: Path, rate: float, seconds: fl
             "sipp",
             f"127.0.0.1:{via}",
             "-sf",
-            str(HERE / "register.xml"),
-            "-s",
-            USER,
-            "-au",
-            USER,
-            "-ap",
-            PASSWORD,
+            str(load.scenario),
+            *load.args,
             "-t",
             "t1",
             "-r",
@@ -268,6 +335,7 @@ def _rtts(run: Path) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rates", default="100,200,400,800", help="offered REGISTERs per second")
+    parser.add_argument("--call-rates", default="25,50,100,200", help="offered calls per second")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each step")
     args = parser.parse_args()
     missing = [
@@ -278,9 +346,12 @@ def main() -> int:
     if missing:
         print(f"make bench: missing {', '.join(missing)}", file=sys.stderr)
         return 1
-    rates = [float(r) for r in args.rates.split(",")]
-    users = [(USER, PASSWORD)]
-    results: dict[str, list[Result]] = {}
+    steps = {
+        REGISTER: [float(r) for r in args.rates.split(",")],
+        CALL: [float(r) for r in args.call_rates.split(",")],
+    }
+    users = [(USER, PASSWORD), (CALLEE, CALLEE_PASSWORD)]
+    results: dict[Load, dict[str, list[Result]]] = {load: {} for load in steps}
     with tempfile.TemporaryDirectory(prefix="qw-bench-") as scratch:
         work = Path(scratch)
         for name in ("qw", "kam"):
@@ -289,11 +360,18 @@ def main() -> int:
         kamailio = Kamailio(work / "kam", users, work / "qw" / "pki")
         for server in (quietwire, kamailio):
             with server.running(), tunnel(work, server.port, quietwire.pki.ca) as via:
-                register_load(server, via, work, rates[0], 1.0)  # warm up: connection, caches
-                results[server.name] = [
-                    register_load(server, via, work, rate, args.seconds) for rate in rates
+                sipp_load(server, via, work, REGISTER, steps[REGISTER][0], 1.0)  # warm up
+                results[REGISTER][server.name] = [
+                    sipp_load(server, via, work, REGISTER, rate, args.seconds)
+                    for rate in steps[REGISTER]
                 ]
-    report(results)
+                with callee(via, work):
+                    results[CALL][server.name] = [
+                        sipp_load(server, via, work, CALL, rate, args.seconds)
+                        for rate in steps[CALL]
+                    ]
+    report("REGISTER with MD5 digest", results[REGISTER])
+    report("call setup and teardown (INVITE with digest, 200, ACK, BYE)", results[CALL])
     return 0
 
 
@@ -302,11 +380,11 @@ def sustained(r: Result) -> bool:
     return r.failed == 0 and r.achieved >= 0.95 * r.offered and r.p99_ms <= 50
 
 
-def report(results: dict[str, list[Result]]) -> None:
-    print("signaling: REGISTER with MD5 digest over TLS (one open connection), one core each")
+def report(title: str, results: dict[str, list[Result]]) -> None:
+    print(f"signaling: {title} over TLS (one open connection per sipp), one core each")
     print(
         f"{'server':10} {'offered/s':>9} {'achieved/s':>10} {'ok':>6} {'failed':>6} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU us/reg':>10}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU us/op':>10}"
     )
     for name, rows in results.items():
         for r in rows:
@@ -318,7 +396,7 @@ def report(results: dict[str, list[Result]]) -> None:
     clean = [(q, k) for q, k in zip(ours, anchor, strict=True) if sustained(q) and sustained(k)]
     if clean:
         cpu_ratio = statistics.median(q.cpu_us / k.cpu_us for q, k in clean if k.cpu_us)
-        print(f"quietwire/kamailio CPU per REGISTER (median over clean steps): {cpu_ratio:.2f}x")
+        print(f"quietwire/kamailio CPU per operation (median over clean steps): {cpu_ratio:.2f}x")
     best = {
         n: max((r.achieved for r in rows if sustained(r)), default=0.0)
         for n, rows in results.items()
@@ -330,6 +408,7 @@ def report(results: dict[str, list[Result]]) -> None:
             f" quietwire {best['quietwire']:.0f}/s, kamailio {best['kamailio']:.0f}/s,"
             f" ratio {ratio:.2f}"
         )
+    print()
 
 
 if __name__ == "__main__":
