@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as redis
 from prometheus_client import Counter
+from redis.exceptions import NoScriptError
 
 from quietwire.protocols.sip.digest import (
     Challenge,
@@ -68,6 +70,31 @@ class Authenticator:
         self.realm = users.realm
         self._advance = client.register_script(_ADVANCE_NC)
 
+    async def _user_and_count(
+        self, username: str, nonce_key: str, count: int
+    ) -> tuple[Mapping[bytes | str, bytes | str], int]:
+        """One round trip: the user's hashes, and the nonce-count moved forward.
+
+        A wrong password thus spends a count of a nonce it could not use anyway.
+        EVALSHA, not the Script object: in a pipeline that costs a SCRIPT EXISTS
+        round trip every time. The script is loaded again if Redis lost it.
+        """
+        try:
+            return await self._pipelined(username, nonce_key, count)
+        except NoScriptError:
+            await self.redis.script_load(_ADVANCE_NC)
+            return await self._pipelined(username, nonce_key, count)
+
+    async def _pipelined(
+        self, username: str, nonce_key: str, count: int
+    ) -> tuple[Mapping[bytes | str, bytes | str], int]:
+        ttl = int(self.mint.lifetime) + 10
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.users.key(username))
+            pipe.evalsha(self._advance.sha, 1, nonce_key, count, ttl)
+            stored, fresh = await pipe.execute()
+        return stored, int(fresh)
+
     def challenge(self, request: Request, *, proxy: bool, stale: bool = False) -> Response:
         """401 (registrar) or 407 (proxy) with one challenge per configured algorithm."""
         status, header = (407, "Proxy-Authenticate") if proxy else (401, "WWW-Authenticate")
@@ -98,15 +125,9 @@ class Authenticator:
         count = credentials.nonce_count if credentials.qop else 0
         if count is None:
             return AuthResult(Verdict.FAILED, credentials.username)
-        # One round trip: the user's hashes, and the nonce-count moved forward.
-        # A wrong password thus spends a count of a nonce it could not use anyway.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.users.key(credentials.username))
-            nonce_key = NONCE_KEY.format(nonce=credentials.nonce)
-            await self._advance(
-                keys=[nonce_key], args=[count, int(self.mint.lifetime) + 10], client=pipe
-            )
-            stored, fresh = await pipe.execute()
+        stored, fresh = await self._user_and_count(
+            credentials.username, NONCE_KEY.format(nonce=credentials.nonce), count
+        )
         user = self.users.from_hash(credentials.username, stored)
         if user is None or not credentials.matches(user.ha1[credentials.algorithm], request.method):
             AUTH_FAILURES.labels("credentials").inc()
