@@ -3,7 +3,10 @@ what it records, and which calls it ends (once each)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,6 +18,8 @@ from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2
 from quietwire.runtime.registry import RelayRegistry
+
+from tests.conftest import free_port, quietwire_env
 
 Event = relay_pb2.MediaEvent
 HELLO = b"Hello   1.10the caller's Hello message"
@@ -100,3 +105,52 @@ async def test_goclear_ends_the_call_unless_plain_is_allowed(
     assert record is not None and record.state == pb.ZRTP_STATE_CLEAR
     allowed = policy is Policy.ALLOW_PLAIN
     assert hangups.calls == ([] if allowed else [("clear", "GoClear refused by policy")])
+
+
+async def test_a_lost_relay_ends_its_calls(store: CallStore, redis_url: str) -> None:
+    """A relay process killed: once it is gone from the registry and its event
+    stream broke, the calls it carried end; a late heartbeat alone ends nothing."""
+    grpc_port, low = free_port(), free_port() & ~1
+    env = quietwire_env(
+        QW_REDIS_URL=redis_url,
+        QW_GRPC_INSECURE="true",
+        QW_GRPC_PORT=str(grpc_port),
+        QW_RELAY_ID="relay-a",
+        QW_RELAY_PORT_MIN=str(low),
+        QW_RELAY_PORT_MAX=str(low + 7),
+    )
+    relay = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env)
+    hangups = Hangups()
+    binding = checker(store, hangups)
+    try:
+        registry = RelayRegistry(store.redis)
+        for _ in range(150):
+            if await registry.alive():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the relay never registered")
+        await a_call(store, "on-a")
+        await a_call(store, "elsewhere")
+        await store.put("on-a", {"relay_id": "relay-a"})
+        await store.put("elsewhere", {"relay_id": "relay-b"})
+        await binding.discover()
+
+        await registry.leave("relay-a")  # a heartbeat late, but the relay still streams
+        await binding.discover()
+        assert hangups.calls == []
+
+        relay.kill()
+        relay.wait(10)
+        stream = binding._streams[f"127.0.0.1:{grpc_port}"]
+        async with asyncio.timeout(15):
+            await asyncio.wait({stream})
+        await registry.leave("relay-a")  # what its heartbeat's TTL does a few seconds later
+        await binding.discover()
+        await binding.discover()
+        assert hangups.calls == [("on-a", "relay lost")]
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait(10)
+        await binding.close()

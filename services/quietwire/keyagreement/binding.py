@@ -6,7 +6,9 @@ TLS. Both matching and a Conf2ACK seen: ``zrtp-verified``. A Hello that does
 not match: ``zrtp-mismatch`` — a man in the middle on the media path — and
 the call is ended. A call whose media timed out at the relay (a phone died)
 is ended too, and so is one whose phones agreed to GoClear (RFC 6189 section
-5.7: media in the clear) unless the policy allows plain media.
+5.7: media in the clear) unless the policy allows plain media. When a relay
+is lost — gone from the registry and its event stream broken — the calls it
+carried are ended ("relay lost"): their media died with it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from quietwire.runtime.registry import RelayRegistry
 
 log = logging.getLogger(__name__)
 DISCOVER_EVERY = 3.0
+#: How many live calls a relay loss looks through for the ones it carried.
+LOST_RELAY_SCAN = 100_000
 OUTCOMES = Counter("quietwire_zrtp_outcomes", "Calls by ZRTP binding outcome", ["outcome"])
 SIDES = {relay_pb2.LEG_SIDE_CALLER: "caller", relay_pb2.LEG_SIDE_CALLEE: "callee"}
 
@@ -49,6 +53,8 @@ class BindingChecker:
         self.store, self.registry, self.relays = store, registry, relays
         self.terminate, self.default_policy = terminate, default_policy
         self._streams: dict[str, asyncio.Task[None]] = {}
+        #: Relays seen alive, by id: their gRPC address (to tell a lost one).
+        self._known: dict[str, str] = {}
 
     def ensure(self, address: str) -> None:
         """Follow this relay's events (called before a call's media can flow through it)."""
@@ -57,12 +63,34 @@ class BindingChecker:
             self._streams[address] = asyncio.create_task(self._follow(address))
 
     async def run(self) -> None:
-        """Keep one event stream per alive relay."""
+        """Keep one event stream per alive relay; end the calls of lost ones."""
         while True:
             with contextlib.suppress(Exception):
-                for relay in await self.registry.alive():
-                    self.ensure(relay.grpc)
+                await self.discover()
             await asyncio.sleep(DISCOVER_EVERY)
+
+    async def discover(self) -> None:
+        alive = await self.registry.alive()
+        for relay in alive:
+            self.ensure(relay.grpc)
+            self._known[relay.relay_id] = relay.grpc
+        present = {relay.relay_id for relay in alive}
+        for relay_id, address in list(self._known.items()):
+            stream = self._streams.get(address)
+            if relay_id in present or (stream is not None and not stream.done()):
+                continue  # alive, or only late with its heartbeat while it still streams
+            del self._known[relay_id]
+            await self._relay_lost(relay_id)
+
+    async def _relay_lost(self, relay_id: str) -> None:
+        calls = [
+            r
+            for r in await self.store.live(LOST_RELAY_SCAN)
+            if r.values.get("relay_id") == relay_id
+        ]
+        log.warning("relay lost", extra={"relay": relay_id, "calls": len(calls)})
+        for record in calls:
+            await self._end(record.call_id, "relay lost")
 
     async def close(self) -> None:
         for task in self._streams.values():
