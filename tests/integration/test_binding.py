@@ -31,7 +31,7 @@ class Hangups:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    async def __call__(self, call_id: str, reason: str) -> bool:
+    async def __call__(self, call_id: str, reason: str, replica: str) -> bool:
         self.calls.append((call_id, reason))
         return True
 

@@ -9,11 +9,14 @@ from pathlib import Path
 import grpc
 import pytest
 from quietwire.embedded.pki import Pki
+from quietwire.keyagreement.teardown import CallTerminator
 from quietwire.phone.connection import SipConnection
 from quietwire.phone.useragent import UserAgent
 from quietwire.protocols.sip.message import Request, Response
 from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration, TerminateCallRequest
+from quietwire.runtime.channels import ChannelPool
+from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.signaling.locations import OutOfOrder
 
 from tests.integration.signaling_harness import (
@@ -242,6 +245,55 @@ async def test_terminate_call_hangs_up_both_phones(pki: Pki, redis_url: str) -> 
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.TerminateCall(TerminateCallRequest(), timeout=5)
             assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        await alice.close()
+        await bob.close()
+
+
+async def test_terminate_a_ringing_call_cancels_it(pki: Pki, one: Replica) -> None:
+    """Ended while it rings (a binding failure on early media, a lost relay):
+    the callee gets CANCEL, the caller 488 saying why."""
+    alice = await registered(pki, one.port, "alice")
+    bob = await registered(pki, one.port, "bob")
+    invite = alice.build("INVITE", f"sip:bob@{DOMAIN}")
+    sending = asyncio.create_task(alice.send(invite))
+    incoming = await next_request(bob, "INVITE")
+    await bob.connection.send(bob.answer(incoming, 180, "Ringing"))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{one.service.settings.grpc_port}") as ch:
+        stub = signaling_pb2_grpc.SignalingStub(ch)
+        request = TerminateCallRequest(call_id=invite.call_id, reason="relay lost")
+        assert (await stub.TerminateCall(request, timeout=5)).found
+        cancel = await next_request(bob, "CANCEL")
+        assert 'text="relay lost"' in (cancel.headers.get("Reason") or "")
+        await bob.connection.send(bob.answer(cancel, 200, "OK"))
+        await bob.connection.send(bob.answer(incoming, 487, "Request Terminated"))
+        exchange = await sending
+        assert exchange.final is not None and exchange.final.status == 488
+        assert "call ended: relay lost" in (exchange.final.headers.get("Warning") or "")
+        assert not (await stub.TerminateCall(request, timeout=5)).found
+    await alice.close()
+    await bob.close()
+
+
+async def test_keyagreement_ends_a_ringing_call_on_its_replica(pki: Pki, redis_url: str) -> None:
+    """The INVITE's transaction lives on the caller's replica: keyagreement's
+    terminator goes there, by the replica named in the offer."""
+    await add_users(redis_url)
+    async with replica(pki, redis_url) as first, replica(pki, redis_url) as second:
+        alice = await registered(pki, second.port, "alice")
+        bob = await registered(pki, first.port, "bob")
+        invite = alice.build("INVITE", f"sip:bob@{DOMAIN}")
+        sending = asyncio.create_task(alice.send(invite))
+        incoming = await next_request(bob, "INVITE")
+        await bob.connection.send(bob.answer(incoming, 180, "Ringing"))
+        channels = ChannelPool(None)
+        terminator = CallTerminator(ReplicaRegistry(first.service.redis), channels)
+        assert await terminator.terminate(invite.call_id, "zrtp-mismatch", second.service.replica)
+        cancel = await next_request(bob, "CANCEL")
+        await bob.connection.send(bob.answer(cancel, 200, "OK"))
+        await bob.connection.send(bob.answer(incoming, 487, "Request Terminated"))
+        exchange = await sending
+        assert exchange.final is not None and exchange.final.status == 488
+        await channels.close()
         await alice.close()
         await bob.close()
 

@@ -37,8 +37,9 @@ OUTCOMES = Counter("quietwire_zrtp_outcomes", "Calls by ZRTP binding outcome", [
 SIDES = {relay_pb2.LEG_SIDE_CALLER: "caller", relay_pb2.LEG_SIDE_CALLEE: "callee"}
 
 
-#: Ends a call (the call id, why); True if it was established.
-Terminate = Callable[[str, str], Awaitable[bool]]
+#: Ends a call (the call id, why, the signaling replica of its INVITE or "");
+#: True if a replica found it.
+Terminate = Callable[[str, str, str], Awaitable[bool]]
 
 
 class BindingChecker:
@@ -164,4 +165,4 @@ class BindingChecker:
         if record is None or record.values.get("terminated"):
             return
         await self.store.put(call_id, {"terminated": reason})
-        await self.terminate(call_id, reason)
+        await self.terminate(call_id, reason, record.values.get("replica", ""))

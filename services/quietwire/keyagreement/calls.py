@@ -20,7 +20,8 @@ from quietwire.runtime.redisclient import text
 
 #: Hash per call: mode, end_to_end, relay_id, relay_grpc, hash_caller,
 #: hash_callee, seen_caller, seen_callee, conf2ack, state, detail, secured_at,
-#: started. TTL: CALL_TTL while the call runs, ENDED_TTL once it ended.
+#: started, policy, plan, replica (the signaling replica of the INVITE).
+#: TTL: CALL_TTL while the call runs, ENDED_TTL once it ended.
 CALL_KEY = "qw:call:{{{call_id}}}"
 #: Sorted set of live call ids by start time, for ListCalls. TTL renewed on use.
 CALLS_KEY = "qw:calls"

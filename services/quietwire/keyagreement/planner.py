@@ -166,6 +166,7 @@ class Planner:
                 "state": int(pb.ZRTP_STATE_WAITING if zrtp else pb.ZRTP_STATE_UNSPECIFIED),
                 "policy": policy.value,
                 "plan": plan.SerializeToString().hex(),
+                "replica": request.replica,
             },
         )
         return plan

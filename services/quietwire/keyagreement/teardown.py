@@ -27,9 +27,15 @@ class CallTerminator:
     def __init__(self, replicas: ReplicaRegistry, channels: ChannelPool) -> None:
         self.replicas, self.channels = replicas, channels
 
-    async def terminate(self, call_id: str, reason: str) -> bool:
-        """True if a replica found the call established and hung it up."""
-        address = await self.replicas.any_address()
+    async def terminate(self, call_id: str, reason: str, replica: str = "") -> bool:
+        """True if a replica found the call and ended it.
+
+        An established call can be ended by any replica (its dialog is in Redis);
+        one still ringing only by ``replica``, which holds its INVITE transaction.
+        """
+        address = (await self.replicas.address(replica) if replica else None) or (
+            await self.replicas.any_address()
+        )
         if address is None:
             log.warning("no signaling replica to end a call", extra={"call_id": call_id})
             return False

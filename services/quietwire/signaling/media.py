@@ -110,8 +110,10 @@ def _relay_host(plan: pb.Plan) -> str:
 
 
 class KeyAgreementPlanner:
-    def __init__(self, target: str, tls: TlsFiles | None) -> None:
-        self.target, self.tls = target, tls
+    def __init__(self, target: str, tls: TlsFiles | None, replica: str = "") -> None:
+        """``replica``: this signaling replica, named in offers so that a call ended
+        while it rings is cancelled where its INVITE transaction lives."""
+        self.target, self.tls, self.replica = target, tls, replica
         self.channel: grpc.aio.Channel | None = None
 
     @property
@@ -135,6 +137,7 @@ class KeyAgreementPlanner:
             media=describe(session),
             reoffer=not caller,
             from_callee=from_callee,
+            replica=self.replica,
         )
         try:
             plan = await self.stub.PlanOffer(request, timeout=PLAN_TIMEOUT)

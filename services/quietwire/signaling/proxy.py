@@ -504,15 +504,34 @@ class Proxy:
             await self.dialogs.record(dialog)
 
     async def terminate(self, call_id: str, reason: str) -> bool:
-        """End an established call: a BYE to each phone, then free its media."""
+        """End a call: established, a BYE to each phone; still ringing here, a
+        CANCEL to each branch and 488 to the caller. Then free its media."""
         dialog = await self.dialogs.take(call_id)
         if dialog is None:
-            return False
+            return await self._abandon(call_id, reason)
         for flow_id, bye in dialog.byes(self.host, self.port, self.replica, reason):
             sent = await self.router.send(Target.of_flow(flow_id), bye)
             FORWARDS.labels("BYE", "terminated" if sent else "unreachable").inc()
         await self.media.end(call_id)
         log.info("call terminated", extra={"call_id": call_id, "reason": reason})
+        return True
+
+    async def _abandon(self, call_id: str, reason: str) -> bool:
+        ringing = [
+            c
+            for c in self.servers.values()
+            if c.initial_invite and c.request.call_id == call_id and not (c.answered or c.finished)
+        ]
+        for context in ringing:
+            for branch in context.pending:
+                self._cancel_branch(branch, reason)
+            refusal = Refusal(488, f"quietwire: call ended: {reason}")
+            await self._respond(context, self._refused(context.request, refusal))
+            FORWARDS.labels("INVITE", "abandoned").inc()
+        if not ringing:
+            return False
+        await self.media.end(call_id)
+        log.info("ringing call ended", extra={"call_id": call_id, "reason": reason})
         return True
 
     async def _check_done(self, context: Context) -> None:

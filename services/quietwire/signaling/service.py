@@ -90,7 +90,7 @@ class SignalingService(RedisBackedService):
         )
         clock = MonotonicClock()
         self.media: KeyAgreementPlanner | Passthrough = (
-            KeyAgreementPlanner(settings.keyagreement_target, settings.grpc_tls)
+            KeyAgreementPlanner(settings.keyagreement_target, settings.grpc_tls, self.replica)
             if settings.sip_media == "relay"
             else Passthrough()
         )

@@ -180,6 +180,7 @@ class PlanOfferRequest(_message.Message):
     MEDIA_FIELD_NUMBER: _builtins.int
     REOFFER_FIELD_NUMBER: _builtins.int
     FROM_CALLEE_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     caller: _builtins.str
     callee: _builtins.str
@@ -187,6 +188,10 @@ class PlanOfferRequest(_message.Message):
     """A re-INVITE: the plan must not downgrade the established one."""
     from_callee: _builtins.bool
     """The offer comes from the callee (a re-INVITE in the other direction)."""
+    replica: _builtins.str
+    """The signaling replica holding the INVITE's transaction: a call ended
+    while it still rings is cancelled there.
+    """
     @_builtins.property
     def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___MediaDescription]: ...
     def __init__(
@@ -198,10 +203,11 @@ class PlanOfferRequest(_message.Message):
         media: _abc.Iterable[Global___MediaDescription] | None = ...,
         reoffer: _builtins.bool = ...,
         from_callee: _builtins.bool = ...,
+        replica: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "callee", b"callee", "caller", b"caller", "from_callee", b"from_callee", "media", b"media", "reoffer", b"reoffer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "callee", b"callee", "caller", b"caller", "from_callee", b"from_callee", "media", b"media", "reoffer", b"reoffer", "replica", b"replica"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
