@@ -11,7 +11,7 @@ import pytest
 from quietwire.embedded.pki import Pki
 from quietwire.keyagreement.teardown import CallTerminator
 from quietwire.phone.connection import SipConnection
-from quietwire.phone.useragent import UserAgent
+from quietwire.phone.useragent import Exchange, UserAgent
 from quietwire.protocols.sip.message import Request, Response
 from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration, TerminateCallRequest
@@ -34,6 +34,23 @@ async def registered(pki: Pki, port: int, user: str) -> UserAgent:
     response = await ua.register()
     assert response.status == 200, response.status
     return ua
+
+
+async def ringing(alice: UserAgent, bob: UserAgent) -> tuple[str, asyncio.Task[Exchange], Request]:
+    """alice calls bob, whose phone rings: the call id, alice's exchange, bob's INVITE."""
+    invite = alice.build("INVITE", f"sip:bob@{DOMAIN}")
+    sending = asyncio.create_task(alice.send(invite))
+    incoming = await next_request(bob, "INVITE")
+    await bob.connection.send(bob.answer(incoming, 180, "Ringing"))
+    return invite.call_id, sending, incoming
+
+
+async def cancelled(bob: UserAgent, incoming: Request) -> Request:
+    """bob's phone takes the CANCEL of ``incoming``: 200 to it, 487 to the INVITE."""
+    cancel = await next_request(bob, "CANCEL")
+    await bob.connection.send(bob.answer(cancel, 200, "OK"))
+    await bob.connection.send(bob.answer(incoming, 487, "Request Terminated"))
+    return cancel
 
 
 async def test_options_to_the_proxy(pki: Pki, one: Replica) -> None:
@@ -142,14 +159,9 @@ async def test_unknown_and_offline_callees(pki: Pki, one: Replica) -> None:
 async def test_cancel_while_ringing(pki: Pki, one: Replica) -> None:
     alice = await registered(pki, one.port, "alice")
     bob = await registered(pki, one.port, "bob")
-    invite = alice.build("INVITE", f"sip:bob@{DOMAIN}")
-    sending = asyncio.create_task(alice.send(invite))
-    incoming = await next_request(bob, "INVITE")
-    await bob.connection.send(bob.answer(incoming, 180, "Ringing"))
-    await alice.cancel(invite.call_id)
-    got_cancel = await next_request(bob, "CANCEL")
-    await bob.connection.send(bob.answer(got_cancel, 200, "OK"))
-    await bob.connection.send(bob.answer(incoming, 487, "Request Terminated"))
+    call_id, sending, incoming = await ringing(alice, bob)
+    await alice.cancel(call_id)
+    await cancelled(bob, incoming)
     exchange = await sending
     assert exchange.final is not None and exchange.final.status == 487
     await alice.close()
@@ -254,18 +266,13 @@ async def test_terminate_a_ringing_call_cancels_it(pki: Pki, one: Replica) -> No
     the callee gets CANCEL, the caller 488 saying why."""
     alice = await registered(pki, one.port, "alice")
     bob = await registered(pki, one.port, "bob")
-    invite = alice.build("INVITE", f"sip:bob@{DOMAIN}")
-    sending = asyncio.create_task(alice.send(invite))
-    incoming = await next_request(bob, "INVITE")
-    await bob.connection.send(bob.answer(incoming, 180, "Ringing"))
+    call_id, sending, incoming = await ringing(alice, bob)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{one.service.settings.grpc_port}") as ch:
         stub = signaling_pb2_grpc.SignalingStub(ch)
-        request = TerminateCallRequest(call_id=invite.call_id, reason="relay lost")
+        request = TerminateCallRequest(call_id=call_id, reason="relay lost")
         assert (await stub.TerminateCall(request, timeout=5)).found
-        cancel = await next_request(bob, "CANCEL")
+        cancel = await cancelled(bob, incoming)
         assert 'text="relay lost"' in (cancel.headers.get("Reason") or "")
-        await bob.connection.send(bob.answer(cancel, 200, "OK"))
-        await bob.connection.send(bob.answer(incoming, 487, "Request Terminated"))
         exchange = await sending
         assert exchange.final is not None and exchange.final.status == 488
         assert "call ended: relay lost" in (exchange.final.headers.get("Warning") or "")
@@ -281,16 +288,11 @@ async def test_keyagreement_ends_a_ringing_call_on_its_replica(pki: Pki, redis_u
     async with replica(pki, redis_url) as first, replica(pki, redis_url) as second:
         alice = await registered(pki, second.port, "alice")
         bob = await registered(pki, first.port, "bob")
-        invite = alice.build("INVITE", f"sip:bob@{DOMAIN}")
-        sending = asyncio.create_task(alice.send(invite))
-        incoming = await next_request(bob, "INVITE")
-        await bob.connection.send(bob.answer(incoming, 180, "Ringing"))
+        call_id, sending, incoming = await ringing(alice, bob)
         channels = ChannelPool(None)
         terminator = CallTerminator(ReplicaRegistry(first.service.redis), channels)
-        assert await terminator.terminate(invite.call_id, "zrtp-mismatch", second.service.replica)
-        cancel = await next_request(bob, "CANCEL")
-        await bob.connection.send(bob.answer(cancel, 200, "OK"))
-        await bob.connection.send(bob.answer(incoming, 487, "Request Terminated"))
+        assert await terminator.terminate(call_id, "zrtp-mismatch", second.service.replica)
+        await cancelled(bob, incoming)
         exchange = await sending
         assert exchange.final is not None and exchange.final.status == 488
         await channels.close()
