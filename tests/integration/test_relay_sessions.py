@@ -107,3 +107,33 @@ async def test_ports_back_in_the_pool(relay: tuple[Relay, list[Event]]) -> None:
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         probe.bind(("127.0.0.1", port))
         probe.close()
+
+
+async def test_settled_path_counts_and_still_sees_zrtp(relay: tuple[Relay, list[Event]]) -> None:
+    """After the first RTP packet the fast path forwards: every packet arrives,
+    the folded statistics count them and the lost ones, and a stranger or a
+    ZRTP message still take the full path."""
+    engine, events = relay
+    call = await engine.allocate("c6", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
+    a, b, stranger = Endpoint(), Endpoint(), Endpoint()
+    engine.update("c6", Side.CALLER, a.address, None, "")
+    engine.update("c6", Side.CALLEE, b.address, None, "")
+    caller_port = call.legs[Side.CALLER].pair.port
+    sequences = [n for n in range(1, 101) if n not in (40, 41, 42)]
+    for n in sequences:
+        a.send(Rtp(0, n, 160 * n, 0xABC, bytes([n]) * 160).serialize(), caller_port)
+        got = await b.receive()
+        assert got is not None and got[0][-1] == n
+    assert call.legs[Side.CALLER].channels["rtp"].fast is not None
+    stranger.send(Rtp(0, 101, 0, 0xABC, b"x" * 160).serialize(), caller_port)
+    assert await b.receive(0.3) is None
+    goclear = bytearray(HELLO)
+    goclear[16:24] = b"GoClear "
+    a.send(bytes(goclear), caller_port)
+    assert (await b.receive()) is not None
+    engine.fold(call)
+    stats = call.legs[Side.CALLER].stats
+    assert (stats.packets_in, stats.rtp_packets) == (len(sequences) + 1, len(sequences))
+    assert stats.rtp_lost == 3
+    assert stats.packets_dropped == 1
+    assert [e.zrtp_message for e in events if e.kind is EventKind.ZRTP_MESSAGE] == ["GoClear"]

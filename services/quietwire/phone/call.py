@@ -25,8 +25,9 @@ from quietwire.phone.useragent import Dialog, UserAgent
 from quietwire.phone.zidcache import FileZidCache
 from quietwire.protocols.sdp.session import ParseError as SdpParseError
 from quietwire.protocols.sip.message import Request
+from quietwire.protocols.zrtp.algorithms import Offer
 from quietwire.protocols.zrtp.errors import ErrorCode
-from quietwire.protocols.zrtp.session import Failed, Secured
+from quietwire.protocols.zrtp.session import DEFAULT_OFFER, Failed, Secured
 
 log = logging.getLogger(__name__)
 SECURE_TIMEOUT = 20.0
@@ -46,6 +47,8 @@ class PhoneOptions:
     duration: float = 10.0
     verified: bool = False
     media_address: str = "127.0.0.1"
+    #: What the phone's ZRTP Hello offers (the key agreements can be narrowed).
+    offer: Offer = DEFAULT_OFFER
 
 
 @dataclass
@@ -90,7 +93,7 @@ class Phone:
             if o.record
             else None
         )
-        return MediaSession(o.media_address, self.cache, self.cache.zid, sink, pcm)
+        return MediaSession(o.media_address, self.cache, self.cache.zid, sink, pcm, offer=o.offer)
 
     async def call(self, uri: str) -> CallResult:
         assert self.ua is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,10 @@ from pathlib import Path
 from quietwire.phone.call import Phone, PhoneOptions
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.uri import SipUri
+from quietwire.protocols.zrtp.algorithms import Offer
+from quietwire.protocols.zrtp.session import DEFAULT_OFFER
+
+MULTISTREAM = b"Mult"
 
 DEFAULT_PORT = 5061
 
@@ -44,6 +49,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         sub.add_argument("--verified", action="store_true", help="mark the SAS as verified")
         sub.add_argument("--zid-cache", help="ZRTP cache file (default ~/.quietwire/zid-USER.json)")
         sub.add_argument("--media-address", default="127.0.0.1", help="address for RTP")
+        sub.add_argument(
+            "--key-agreement",
+            help="ZRTP key agreements offered, preferred first (default: "
+            + ",".join(k.decode() for k in DEFAULT_OFFER.key_agreements if k != MULTISTREAM)
+            + "); Mult is always added",
+        )
 
 
 def _registrar(value: str) -> tuple[str, int]:
@@ -82,7 +93,20 @@ def options(args: argparse.Namespace) -> PhoneOptions:
         duration=args.duration,
         verified=args.verified,
         media_address=args.media_address,
+        offer=_offer(args.key_agreement),
     )
+
+
+def _offer(key_agreements: str | None) -> Offer:
+    if not key_agreements:
+        return DEFAULT_OFFER
+    chosen = [name.strip().encode().ljust(4) for name in key_agreements.split(",") if name.strip()]
+    known = set(DEFAULT_OFFER.key_agreements) - {MULTISTREAM}
+    unknown = [c.decode().strip() for c in chosen if c not in known]
+    if unknown or not chosen:
+        names = ", ".join(sorted(k.decode() for k in known))
+        raise ValueError(f"bad --key-agreement {key_agreements!r}: choose from {names}")
+    return dataclasses.replace(DEFAULT_OFFER, key_agreements=(*chosen, MULTISTREAM))
 
 
 async def run(args: argparse.Namespace) -> int:

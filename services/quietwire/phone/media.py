@@ -23,9 +23,10 @@ from quietwire.protocols.rtp.demux import PacketKind, classify
 from quietwire.protocols.rtp.errors import ParseError as RtpParseError
 from quietwire.protocols.rtp.packets import Rtp
 from quietwire.protocols.rtp.srtp import SrtpContext, SrtpError
+from quietwire.protocols.zrtp.algorithms import Offer
 from quietwire.protocols.zrtp.cache import ZidCache
 from quietwire.protocols.zrtp.engine import State, ZrtpEngine
-from quietwire.protocols.zrtp.session import EngineConfig, Failed, Secured
+from quietwire.protocols.zrtp.session import DEFAULT_OFFER, EngineConfig, Failed, Secured
 
 log = logging.getLogger(__name__)
 TICK = 0.01
@@ -106,12 +107,14 @@ class MediaSession:
     sink: Sink | None = None
     pcm: bytes = b""
     stats: Stats = field(default_factory=Stats)
+    offer: Offer = DEFAULT_OFFER
 
     def __post_init__(self) -> None:
         self.rtp_socket, self.rtcp_socket = bind_pair(self.address)
         self.port = self.rtp_socket.getsockname()[1]
         self.ssrc = secrets.randbits(32)
-        self.engine = ZrtpEngine(EngineConfig(zid=self.zid), LoopClock(), self.ssrc, self.cache)
+        config = EngineConfig(zid=self.zid, offer=self.offer)
+        self.engine = ZrtpEngine(config, LoopClock(), self.ssrc, self.cache)
         self.remote: Remote | None = None
         self.srtp: SrtpContext | None = None
         self.secured: asyncio.Future[Secured | Failed] = asyncio.get_running_loop().create_future()

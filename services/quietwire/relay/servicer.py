@@ -96,6 +96,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         call = self.relay.calls.get(request.call_id)
         if call is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such call")
+        self.relay.fold(call)
         return relay_pb2.QueryResponse(
             call_id=call.call_id,
             legs=[
