@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import quietwire.cli  # noqa: F401 - every settings class, for up's settings file
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.redisclient import redis_client

@@ -8,6 +8,7 @@ shutdown forces: calls are cut and the process exits at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Mapping
@@ -139,6 +140,7 @@ async def serve(name: str, settings: ServiceSettings, service: Service) -> int:
         if probes is not None:
             await probes[0].start()
         await monitor.start()
+        gc.freeze()  # start-up's objects live as long as the process: keep full collections short
         log.info(
             "listening",
             extra={
