@@ -17,10 +17,13 @@ from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration, TerminateCallRequest
 from quietwire.runtime.channels import ChannelPool
 from quietwire.runtime.registry import ReplicaRegistry
+from quietwire.signaling.flows import flow_transport
 from quietwire.signaling.locations import OutOfOrder
 
+from tests.conftest import free_port
 from tests.integration.signaling_harness import (
     DOMAIN,
+    PASSWORDS,
     Replica,
     add_users,
     next_request,
@@ -296,6 +299,34 @@ async def test_keyagreement_ends_a_ringing_call_on_its_replica(pki: Pki, redis_u
         exchange = await sending
         assert exchange.final is not None and exchange.final.status == 488
         await channels.close()
+        await alice.close()
+        await bob.close()
+
+
+async def test_plain_tcp_phone_calls_a_tls_phone(pki: Pki, redis_url: str) -> None:
+    """QW_SIP_TCP_PORT on: a phone over plain TCP registers and calls one over
+    TLS; each side's route set starts with the transport it speaks (double
+    Record-Route), and in-dialog requests find their way both ways."""
+    await add_users(redis_url)
+    tcp_port = free_port()
+    async with replica(pki, redis_url, sip_tcp_port=tcp_port) as one:
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
+        connection = SipConnection(reader, writer)
+        alice = UserAgent(connection, "alice", PASSWORDS["alice"], DOMAIN, tcp_port)
+        assert (await alice.register()).status == 200
+        (binding,) = await one.service.locations.bindings(f"sip:alice@{DOMAIN}")
+        assert flow_transport(binding.flow_id) == "TCP"
+        bob = await registered(pki, one.port, "bob")
+        incoming, ok = await call(alice, bob)
+        routes = incoming.headers.get_all("Record-Route")
+        assert [r.split(";transport=")[1][:3] for r in routes] == ["tls", "tcp"]
+        assert f":{tcp_port};transport=tcp" in routes[1]
+        assert incoming.vias[0].transport == "TLS"
+        await bob_hangs_up(alice, bob, incoming, ok)
+        incoming, ok = await call(bob, alice, callee="alice")
+        assert incoming.vias[0].transport == "TCP"
+        assert incoming.vias[0].port == tcp_port
+        await bob_hangs_up(bob, alice, incoming, ok)
         await alice.close()
         await bob.close()
 

@@ -1,6 +1,7 @@
 """sipp (sip-tester) against `quietwire up` over TLS: REGISTER with a digest
 challenge, a bad password, a full call UAC -> quietwire -> UAS with BYE, a
-CANCEL while ringing, and a call to an unknown user.
+CANCEL while ringing, and a call to an unknown user; and a call from sipp
+over plain TCP (QW_SIP_TCP_PORT) to a callee over TLS.
 
 Debian's sipp has no TLS, so each sipp talks TCP to a local stunnel that
 opens a verified TLS connection to quietwire: one sipp connection, one flow.
@@ -36,6 +37,7 @@ SIPP_TIMEOUT = "15s"
 
 @dataclass
 class Setup:
+    #: stunnel's ports (each a TLS connection to quietwire), then quietwire's plain TCP port.
     ports: list[int]
     users: dict[str, str]
     workdir: Path
@@ -52,8 +54,8 @@ def need(binary: str, package: str) -> str:
 def setup(tmp_path: Path) -> Iterator[Setup]:
     sipp, stunnel = need("sipp", "sip-tester"), need("stunnel4", "stunnel4")
     del sipp
-    state, sip_port = tmp_path / "state", free_port()
-    up = start_up(state, sip_port, QW_SIP_DIGEST_ALGORITHMS="MD5")
+    state, sip_port, tcp_port = tmp_path / "state", free_port(), free_port()
+    up = start_up(state, sip_port, QW_SIP_DIGEST_ALGORITHMS="MD5", QW_SIP_TCP_PORT=str(tcp_port))
     tunnel: subprocess.Popen[bytes] | None = None
     try:
         users = dict(p.split(":", 1) for p in up_fields(read_up_line(up))["users"].split(","))
@@ -70,7 +72,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         while not all(port_open(p) for p in ports):
             assert time.monotonic() < deadline, "stunnel did not start"
             time.sleep(0.05)
-        yield Setup(ports, users, tmp_path)
+        yield Setup([*ports, tcp_port], users, tmp_path)
     finally:
         if tunnel is not None:
             tunnel.terminate()
@@ -141,7 +143,7 @@ def test_register_with_a_bad_password_is_forbidden(setup: Setup) -> None:
     assert finished(sipp(setup, path, 0, "alice", "not-the-password")) == 0
 
 
-def call(setup: Setup, uac: str, uas: str, call_id: str) -> tuple[int, int]:
+def call(setup: Setup, uac: str, uas: str, call_id: str, caller_via: int = 0) -> tuple[int, int]:
     callee = sipp(
         setup,
         scenario(setup, uas),
@@ -155,7 +157,7 @@ def call(setup: Setup, uac: str, uas: str, call_id: str) -> tuple[int, int]:
     caller = sipp(
         setup,
         scenario(setup, uac),
-        0,
+        caller_via,
         "alice",
         setup.users["alice"],
         "-key",
@@ -189,3 +191,8 @@ def test_unknown_user(setup: Setup) -> None:
     path = scenario(setup, "uac_unknown.xml")
     caller = sipp(setup, path, 0, "alice", setup.users["alice"], "-key", "callee", "nobody")
     assert finished(caller) == 0
+
+
+def test_call_from_plain_tcp_to_tls(setup: Setup) -> None:
+    """The caller talks plain TCP straight to quietwire, the callee TLS through stunnel."""
+    assert call(setup, "uac.xml", "uas.xml", "sipptcp", caller_via=len(setup.ports) - 1) == (0, 0)

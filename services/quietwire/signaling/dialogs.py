@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import redis.asyncio as redis
@@ -29,6 +30,9 @@ DIALOG_TTL = 24 * 3600
 #: 12.2.2 accepts gaps, refuses going back).
 CSEQ_STEP = 1_000_000
 
+#: Our Via for a request sent down a flow (its transport picks our port).
+ViaFor = Callable[[str], str]
+
 
 @dataclass(frozen=True, slots=True)
 class Side:
@@ -46,28 +50,26 @@ class Dialog:
     caller: Side
     callee: Side
 
-    def byes(self, host: str, port: int, replica: str, reason: str) -> list[tuple[str, Request]]:
+    def byes(self, via: ViaFor, reason: str) -> list[tuple[str, Request]]:
         """A BYE to each side (its flow id first), each as if sent by the other side."""
         out = []
         for to, sender in ((self.callee, self.caller), (self.caller, self.callee)):
-            bye = self._request("BYE", to, sender, f"{self.cseq + CSEQ_STEP} BYE", host, port)
+            bye = self._request("BYE", to, sender, f"{self.cseq + CSEQ_STEP} BYE")
             if bye is not None:
-                bye.headers.add("Via", our_via(host, port, replica), first=True)
+                bye.headers.add("Via", via(to.flow_id), first=True)
                 bye.headers.add("Reason", f'SIP;cause=200;text="{_quotable(reason)}"')
                 out.append((to.flow_id, bye))
         return out
 
-    def refuse_answer(self, host: str, port: int, replica: str, reason: str) -> list[Request]:
+    def refuse_answer(self, via: ViaFor, reason: str) -> list[Request]:
         """The ACK and BYE that end the callee's side of a 2xx we will not forward."""
-        ack = self._request("ACK", self.callee, self.caller, f"{self.cseq} ACK", host, port)
+        ack = self._request("ACK", self.callee, self.caller, f"{self.cseq} ACK")
         if ack is None:
             return []
-        ack.headers.add("Via", our_via(host, port, replica), first=True)
-        return [ack, self.byes(host, port, replica, reason)[0][1]]  # the callee's BYE first
+        ack.headers.add("Via", via(self.callee.flow_id), first=True)
+        return [ack, self.byes(via, reason)[0][1]]  # the callee's BYE first
 
-    def _request(
-        self, method: str, to: Side, sender: Side, cseq: str, host: str, port: int
-    ) -> Request | None:
+    def _request(self, method: str, to: Side, sender: Side, cseq: str) -> Request | None:
         try:
             uri = NameAddr.parse(to.contact).uri
         except ParseError:
@@ -105,9 +107,11 @@ def new_branch() -> str:
     return f"{BRANCH_COOKIE}qw{secrets.token_hex(8)}"
 
 
-def our_via(host: str, port: int, replica: str, branch: str | None = None) -> str:
+def our_via(
+    host: str, port: int, replica: str, branch: str | None = None, transport: str = "TLS"
+) -> str:
     """The Via a replica puts on what it sends: ``qwr`` names it, for the responses."""
-    return str(Via("TLS", host, port, {"branch": branch or new_branch(), "qwr": replica}))
+    return str(Via(transport, host, port, {"branch": branch or new_branch(), "qwr": replica}))
 
 
 def _quotable(reason: str) -> str:

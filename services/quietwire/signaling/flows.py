@@ -1,7 +1,9 @@
-"""SIP over TLS connections (flows, RFC 5626) of one signaling replica.
+"""SIP over TLS (and, when enabled, plain TCP) connections — flows, RFC 5626 —
+of one signaling replica.
 
 Each accepted connection is a :class:`Flow` with an id unique across
-replicas (``<replica>.<n>``), a bounded send queue drained by one writer task,
+replicas that also says its transport (``<replica>.<n>`` over TLS,
+``<replica>.t<n>`` over TCP), a bounded send queue drained by one writer task,
 and a framer. Messages go to the handler; a malformed request is answered 400
 when it can be, anything unparsable is counted and, on a stream, ends the
 connection (the framing can no longer be trusted). The listener never stops
@@ -77,6 +79,11 @@ class Flow:
 Handler = Callable[[Flow, Message], Awaitable[None]]
 
 
+def flow_transport(flow_id: str) -> str:
+    """``TLS`` or ``TCP``: what a flow id says of its connection (on any replica)."""
+    return "TCP" if flow_id.rsplit(".", 1)[-1].startswith("t") else "TLS"
+
+
 class FlowTable:
     """The open flows of this replica, by id."""
 
@@ -85,8 +92,8 @@ class FlowTable:
         self.flows: dict[str, Flow] = {}
         self._ids = itertools.count(1)
 
-    def new_id(self) -> str:
-        return f"{self.replica}.{next(self._ids)}"
+    def new_id(self, transport: str = "TLS") -> str:
+        return f"{self.replica}.{'t' if transport == 'TCP' else ''}{next(self._ids)}"
 
     def get(self, flow_id: str) -> Flow | None:
         return self.flows.get(flow_id)
@@ -109,26 +116,32 @@ def bad_request_response(data: bytes, error: ParseError) -> Response | None:
     return Response(headers, b"", error.status, error.reason[:60] or "Bad Request")
 
 
-class TlsListener:
-    """Accepts SIP over TLS connections and feeds their messages to ``handler``."""
+class StreamListener:
+    """Accepts SIP connections — over TLS with a ``context``, plain TCP without —
+    and feeds their messages to ``handler``."""
 
     def __init__(
         self,
         table: FlowTable,
         handler: Handler,
-        context: ssl.SSLContext,
+        context: ssl.SSLContext | None,
         idle: float = IDLE_TIMEOUT,
     ) -> None:
         self.table = table
         self.handler = handler
         self.context = context
+        self.transport = "TLS" if context is not None else "TCP"
         self.idle = idle
         self.server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> int:
         self.server = await asyncio.start_server(
-            self._accept, host, port, ssl=self.context, ssl_handshake_timeout=10
+            self._accept,
+            host,
+            port,
+            ssl=self.context,
+            ssl_handshake_timeout=10 if self.context is not None else None,
         )
         return int(self.server.sockets[0].getsockname()[1])
 
@@ -148,7 +161,8 @@ class TlsListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("", 0)
-        flow = Flow(self.table.new_id(), "tls", (str(peer[0]), int(peer[1])), writer)
+        transport = self.transport
+        flow = Flow(self.table.new_id(transport), transport, (str(peer[0]), int(peer[1])), writer)
         self.table.flows[flow.id] = flow
         FLOWS.inc()
         sender = asyncio.create_task(flow._write_loop())

@@ -38,7 +38,7 @@ from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
 from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.signaling.auth import Authenticator, Verdict
 from quietwire.signaling.dialogs import Dialog, DialogStore, Side, new_branch, our_via
-from quietwire.signaling.flows import Flow
+from quietwire.signaling.flows import Flow, flow_transport
 from quietwire.signaling.locations import LocationStore
 from quietwire.signaling.media import MediaPlanner, Refusal
 from quietwire.signaling.targets import Router, Target
@@ -126,6 +126,7 @@ class Proxy:
         port: int,
         replica: str,
         auth: Authenticator,
+        tcp_port: int = 0,
         users: UserStore,
         locations: LocationStore,
         replicas: ReplicaRegistry,
@@ -137,6 +138,8 @@ class Proxy:
     ) -> None:
         self.domain = domain.lower()
         self.host, self.port, self.replica = host, port, replica
+        #: Our listening port per transport (what our Via and Record-Route name).
+        self.ports = {"TLS": port, "TCP": tcp_port or port}
         self.auth, self.users, self.locations, self.replicas = auth, users, locations, replicas
         self.router, self.media, self.clock = router, media, clock
         self.dialogs = dialogs
@@ -277,10 +280,11 @@ class Proxy:
         ftag = request.from_.tag or ""
         for reg in bindings:
             target = Target(reg.replica, reg.flow_id)
-            out = self._prepare(request, SipUri.parse(reg.contact.strip("<>")))
+            out = self._prepare(request, SipUri.parse(reg.contact.strip("<>")), target)
             if request.method in ("INVITE", "SUBSCRIBE", "REFER"):
                 token = RouteToken(context.upstream.id, reg.flow_id, ftag)
-                out.headers.add("Record-Route", self._record_route(token), first=True)
+                for route in self._record_routes(token):
+                    out.headers.add("Record-Route", route, first=True)
             await self._fork(context, target, out)
         await self._check_done(context)
 
@@ -342,7 +346,7 @@ class Proxy:
         if request.method == "BYE":
             await self.dialogs.take(request.call_id)
             await self.media.end(request.call_id)
-        await self._fork(context, target, self._prepare(request, None))
+        await self._fork(context, target, self._prepare(request, None, target))
         await self._check_done(context)
 
     async def _flow_known(self, target: Target) -> bool:
@@ -357,7 +361,7 @@ class Proxy:
             return
         toward_callee = request.from_.tag == token.ftag
         target = Target.of_flow(token.callee if toward_callee else token.caller)
-        await self.router.send(target, self._prepare(request, None, branch=new_branch()))
+        await self.router.send(target, self._prepare(request, None, target, new_branch()))
 
     def _pop_our_route(self, request: Request) -> RouteToken | None:
         routes = request.headers.get_all("Route")
@@ -376,22 +380,40 @@ class Proxy:
         )
         if not hmac.compare_digest(token.sign(self.token_key), params.get("qws") or ""):
             return None
+        second = request.headers.get_all("Route")[:1]
+        if second and f"qws={params.get('qws')}" in second[0]:
+            request.headers.pop_first("Route")  # our other half of a double Record-Route
         return token
 
-    def _record_route(self, token: RouteToken) -> str:
+    def _record_routes(self, token: RouteToken) -> list[str]:
+        """Our Record-Route, in adding order (the last ends on top, facing the callee).
+
+        Two when the sides' transports differ (RFC 3261 section 16.6 step 4,
+        RFC 5658): each side's route set then starts with the port it speaks."""
+        sides = [flow_transport(token.caller), flow_transport(token.callee)]
+        return [self._route_uri(token, t) for t in dict.fromkeys(sides)]
+
+    def _route_uri(self, token: RouteToken, transport: str) -> str:
         return (
-            f"<sip:{self.host}:{self.port};transport=tls;lr;qwa={token.caller};qwb={token.callee}"
-            f";ftag={token.ftag};qws={token.sign(self.token_key)}>"
+            f"<sip:{self.host}:{self.ports[transport]};transport={transport.lower()};lr"
+            f";qwa={token.caller};qwb={token.callee};ftag={token.ftag}"
+            f";qws={token.sign(self.token_key)}>"
         )
 
-    def _prepare(self, request: Request, uri: SipUri | None, branch: str | None = None) -> Request:
+    def _via(self, flow_id: str, branch: str | None = None) -> str:
+        transport = flow_transport(flow_id)
+        return our_via(self.host, self.ports[transport], self.replica, branch, transport)
+
+    def _prepare(
+        self, request: Request, uri: SipUri | None, target: Target, branch: str | None = None
+    ) -> Request:
         """The copy we send downstream: new R-URI, our Via on top, Max-Forwards less one."""
         out = request.copy()
         if uri is not None:
             out.uri = str(uri)
         forwards = request.headers.get("Max-Forwards")
         out.headers.set("Max-Forwards", str(int(forwards) - 1 if forwards else 69))
-        out.headers.add("Via", our_via(self.host, self.port, self.replica, branch), first=True)
+        out.headers.add("Via", self._via(target.flow_id, branch), first=True)
         return out
 
     async def _fork(self, context: Context, target: Target, out: Request) -> None:
@@ -401,7 +423,7 @@ class Proxy:
             await self._respond(context, reply(request, 483, "Too Many Hops"))
             return
         if any(
-            v.params.get("qwr") and v.host == self.host and v.port == self.port
+            v.params.get("qwr") and v.host == self.host and v.port in self.ports.values()
             for v in request.vias
         ):
             await self._respond(context, reply(request, 482, "Loop Detected"))
@@ -493,9 +515,7 @@ class Proxy:
             return
         dialog = _dialog(context, branch, ok)
         if dialog is not None:
-            for message in dialog.refuse_answer(
-                self.host, self.port, self.replica, refusal.warning
-            ):
+            for message in dialog.refuse_answer(self._via, refusal.warning):
                 await self.router.send(branch.target, message)
 
     async def _record_dialog(self, context: Context, branch: Branch, ok: Response) -> None:
@@ -509,7 +529,7 @@ class Proxy:
         dialog = await self.dialogs.take(call_id)
         if dialog is None:
             return await self._abandon(call_id, reason)
-        for flow_id, bye in dialog.byes(self.host, self.port, self.replica, reason):
+        for flow_id, bye in dialog.byes(self._via, reason):
             sent = await self.router.send(Target.of_flow(flow_id), bye)
             FORWARDS.labels("BYE", "terminated" if sent else "unreachable").inc()
         await self.media.end(call_id)

@@ -30,7 +30,7 @@ from quietwire.runtime.settings import SettingsError, env_name
 from quietwire.signaling.auth import Authenticator
 from quietwire.signaling.core import SipCore
 from quietwire.signaling.dialogs import DialogStore
-from quietwire.signaling.flows import FlowTable, TlsListener
+from quietwire.signaling.flows import FlowTable, StreamListener
 from quietwire.signaling.limits import SourceLimiter
 from quietwire.signaling.locations import LocationStore
 from quietwire.signaling.media import KeyAgreementPlanner, Passthrough
@@ -104,6 +104,7 @@ class SignalingService(RedisBackedService):
             domain=settings.sip_domain,
             host=settings.sip_domain,
             port=settings.sip_port,
+            tcp_port=settings.sip_tcp_port,
             replica=self.replica,
             auth=auth,
             users=self.users,
@@ -120,7 +121,13 @@ class SignalingService(RedisBackedService):
             clock, settings.sip_rate_limit, settings.sip_rate_burst, settings.sip_max_auth_failures
         )
         self.core = SipCore(registrar, self.proxy, limiter)
-        self.listener = TlsListener(self.flows, self.core.on_message, self.tls)
+        self.listener = StreamListener(self.flows, self.core.on_message, self.tls)
+        #: Plain TCP, for phones without TLS: off unless QW_SIP_TCP_PORT is set.
+        self.tcp_listener = (
+            StreamListener(self.flows, self.core.on_message, None)
+            if settings.sip_tcp_port
+            else None
+        )
         self.sip_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -130,18 +137,30 @@ class SignalingService(RedisBackedService):
         )
 
     async def start(self) -> None:
-        try:
-            self.sip_port = await self.listener.start(
-                self.settings.sip_bind, self.settings.sip_port
-            )
-        except OSError as exc:
-            raise SettingsError(
-                f"cannot listen on {env_name('sip_bind')}:{env_name('sip_port')} ="
-                f" {self.settings.sip_bind}:{self.settings.sip_port}: {exc.strerror}"
-            ) from exc
+        self.sip_port = await self._listen(self.listener, "sip_port")
         log.info("SIP over TLS listening", extra={"port": self.sip_port, "replica": self.replica})
+        if self.tcp_listener is not None:
+            port = await self._listen(self.tcp_listener, "sip_tcp_port")
+            log.warning(
+                "SIP over plain TCP listening: signaling and a=zrtp-hash in the clear",
+                extra={"port": port},
+            )
         for work in (self._heartbeat(), self._timers(), self._watch_certificate()):
             self._tasks.append(asyncio.create_task(work))
+
+    @property
+    def _listeners(self) -> list[StreamListener]:
+        return [self.listener, *([self.tcp_listener] if self.tcp_listener else [])]
+
+    async def _listen(self, listener: StreamListener, setting: str) -> int:
+        port = int(getattr(self.settings, setting))
+        try:
+            return await listener.start(self.settings.sip_bind, port)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot listen on {env_name('sip_bind')}:{env_name(setting)} ="
+                f" {self.settings.sip_bind}:{port}: {exc.strerror}"
+            ) from exc
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         async def listening() -> bool:
@@ -181,8 +200,9 @@ class SignalingService(RedisBackedService):
 
     async def drain(self, timeout: float) -> None:
         """Stop taking connections; flows in progress keep going until ``timeout``."""
-        if self.listener.server is not None:
-            self.listener.server.close()
+        for listener in self._listeners:
+            if listener.server is not None:
+                listener.server.close()
         deadline = time.monotonic() + timeout
         # Polling: contexts end inside the proxy's timer loop, which has no event to offer.
         while self.proxy.servers and time.monotonic() < deadline:  # noqa: ASYNC110
@@ -192,7 +212,8 @@ class SignalingService(RedisBackedService):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.listener.close()
+        for listener in self._listeners:
+            await listener.close()
         await self.peers.close()
         if isinstance(self.media, KeyAgreementPlanner):
             await self.media.close()

@@ -24,6 +24,10 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     sip_port: Port = 5061
     #: PEM certificate chain and key for SIP TLS; the host must be in a DNS
     #: SAN or the CN (Linphone ignores IP SANs).
+    #: Plain SIP over TCP for phones that cannot do TLS; 0 (the default) is off.
+    #: Signaling and a=zrtp-hash then travel in the clear: ZRTP's binding to the
+    #: signaling protects nothing on such calls (the SAS still does).
+    sip_tcp_port: OptionalPort = 0
     sip_tls_cert: FilePath
     sip_tls_key: FilePath
     #: Seconds between checks of the certificate files; a change is loaded
