@@ -179,6 +179,14 @@ def test_network_policies() -> None:
     )
     redis_from = policies["qw-quietwire-redis"]["ingress"][0]["from"]
     assert {"ipBlock": {"cidr": "10.0.0.0/16"}} in redis_from
+    sip_ports = policies["qw-quietwire-signaling"]["ingress"][0]["ports"]
+    assert {"port": 5060, "protocol": "UDP"} in sip_ports
+    service = find(docs, "Service", "-sip")["spec"]["ports"]
+    assert {(p["port"], p["protocol"]) for p in service} == {
+        (5061, "TCP"),
+        (5060, "TCP"),
+        (5060, "UDP"),
+    }
 
     missing = helm_template(
         "-f",

@@ -4,6 +4,8 @@ fork, refuse, and survive bad input."""
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 from pathlib import Path
 
 import grpc
@@ -329,6 +331,50 @@ async def test_plain_tcp_phone_calls_a_tls_phone(pki: Pki, redis_url: str) -> No
         await bob_hangs_up(bob, alice, incoming, ok)
         await alice.close()
         await bob.close()
+
+
+async def test_udp_final_response_retransmitted_until_acked(pki: Pki, redis_url: str) -> None:
+    """Over UDP the INVITE server transaction resends its final response (Timer G)
+    and absorbs the INVITE's retransmissions; the ACK ends it (RFC 3261 17.2.1)."""
+    udp_port = free_port()
+    async with replica(pki, redis_url, sip_udp_port=udp_port):
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        local = sock.getsockname()[1]
+        invite = (
+            f"INVITE sip:bob@{DOMAIN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKudp1;rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:alice@{DOMAIN}>;tag=a1\r\nTo: <sip:bob@{DOMAIN}>\r\n"
+            "Call-ID: udp-retransmit\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:alice@127.0.0.1:{local}>\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+        async def final() -> bytes:
+            while True:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 4096), 3)
+                if not data.startswith(b"SIP/2.0 100"):
+                    return data
+
+        await loop.sock_sendto(sock, invite, ("127.0.0.1", udp_port))
+        first = await final()
+        assert first.startswith(b"SIP/2.0 407")
+        assert await final() == first  # resent (Timer G), the same challenge
+        await loop.sock_sendto(sock, invite, ("127.0.0.1", udp_port))  # our retransmission
+        assert await final() == first
+        to_tag = re.search(rb"\r\nTo: [^\r]*;tag=([^;\r]+)", first)
+        assert to_tag is not None, "a final response we make carries a To tag"
+        ack = (
+            invite.replace(b"INVITE sip:", b"ACK sip:", 1)
+            .replace(b"1 INVITE", b"1 ACK")
+            .replace(b"To: <sip:bob@127.0.0.1>", b"To: <sip:bob@127.0.0.1>;tag=" + to_tag[1])
+        )
+        await loop.sock_sendto(sock, ack, ("127.0.0.1", udp_port))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(loop.sock_recv(sock, 4096), 1.5)
+        sock.close()
 
 
 async def test_binding_dies_with_its_flow(pki: Pki, one: Replica) -> None:

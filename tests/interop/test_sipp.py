@@ -1,7 +1,8 @@
 """sipp (sip-tester) against `quietwire up` over TLS: REGISTER with a digest
 challenge, a bad password, a full call UAC -> quietwire -> UAS with BYE, a
-CANCEL while ringing, and a call to an unknown user; and a call from sipp
-over plain TCP (QW_SIP_TCP_PORT) to a callee over TLS.
+CANCEL while ringing, and a call to an unknown user; and calls from sipp
+over plain TCP and UDP (QW_SIP_TCP_PORT, QW_SIP_UDP_PORT) to callees over
+TLS and UDP.
 
 Debian's sipp has no TLS, so each sipp talks TCP to a local stunnel that
 opens a verified TLS connection to quietwire: one sipp connection, one flow.
@@ -33,14 +34,17 @@ from tests.conftest import (
 pytestmark = pytest.mark.interop
 SCENARIOS = Path(__file__).parent / "sipp"
 SIPP_TIMEOUT = "15s"
+Via = int | str
 
 
 @dataclass
 class Setup:
-    #: stunnel's ports (each a TLS connection to quietwire), then quietwire's plain TCP port.
+    #: stunnel's ports (each a TLS connection to quietwire).
     ports: list[int]
     users: dict[str, str]
     workdir: Path
+    #: quietwire's plain ports: "tcp" and "udp".
+    plain: dict[str, int]
 
 
 def need(binary: str, package: str) -> str:
@@ -54,8 +58,15 @@ def need(binary: str, package: str) -> str:
 def setup(tmp_path: Path) -> Iterator[Setup]:
     sipp, stunnel = need("sipp", "sip-tester"), need("stunnel4", "stunnel4")
     del sipp
-    state, sip_port, tcp_port = tmp_path / "state", free_port(), free_port()
-    up = start_up(state, sip_port, QW_SIP_DIGEST_ALGORITHMS="MD5", QW_SIP_TCP_PORT=str(tcp_port))
+    state, sip_port = tmp_path / "state", free_port()
+    plain = {"tcp": free_port(), "udp": free_port()}
+    up = start_up(
+        state,
+        sip_port,
+        QW_SIP_DIGEST_ALGORITHMS="MD5",
+        QW_SIP_TCP_PORT=str(plain["tcp"]),
+        QW_SIP_UDP_PORT=str(plain["udp"]),
+    )
     tunnel: subprocess.Popen[bytes] | None = None
     try:
         users = dict(p.split(":", 1) for p in up_fields(read_up_line(up))["users"].split(","))
@@ -72,7 +83,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         while not all(port_open(p) for p in ports):
             assert time.monotonic() < deadline, "stunnel did not start"
             time.sleep(0.05)
-        yield Setup([*ports, tcp_port], users, tmp_path)
+        yield Setup(ports, users, tmp_path, plain)
     finally:
         if tunnel is not None:
             tunnel.terminate()
@@ -91,17 +102,18 @@ def scenario(setup: Setup, name: str, **replace: str) -> Path:
 
 
 def sipp(
-    setup: Setup, path: Path, via: int, user: str, password: str, *extra: str
+    setup: Setup, path: Path, via: Via, user: str, password: str, *extra: str
 ) -> subprocess.Popen[str]:
+    """sipp through stunnel connection ``via`` (an index), or plain "tcp"/"udp" to quietwire."""
     errors = setup.workdir / f"{path.stem}-{user}-errors.log"
     return subprocess.Popen(
         [
             "sipp",
-            f"127.0.0.1:{setup.ports[via]}",
+            f"127.0.0.1:{setup.plain[via] if isinstance(via, str) else setup.ports[via]}",
             "-sf",
             str(path),
             "-t",
-            "t1",
+            "u1" if via == "udp" else "t1",
             "-m",
             "1",
             "-s",
@@ -143,11 +155,13 @@ def test_register_with_a_bad_password_is_forbidden(setup: Setup) -> None:
     assert finished(sipp(setup, path, 0, "alice", "not-the-password")) == 0
 
 
-def call(setup: Setup, uac: str, uas: str, call_id: str, caller_via: int = 0) -> tuple[int, int]:
+def call(
+    setup: Setup, uac: str, uas: str, call_id: str, caller_via: Via = 0, callee_via: Via = 1
+) -> tuple[int, int]:
     callee = sipp(
         setup,
         scenario(setup, uas),
-        1,
+        callee_via,
         "bob",
         setup.users["bob"],
         "-cid_str",
@@ -195,4 +209,15 @@ def test_unknown_user(setup: Setup) -> None:
 
 def test_call_from_plain_tcp_to_tls(setup: Setup) -> None:
     """The caller talks plain TCP straight to quietwire, the callee TLS through stunnel."""
-    assert call(setup, "uac.xml", "uas.xml", "sipptcp", caller_via=len(setup.ports) - 1) == (0, 0)
+    assert call(setup, "uac.xml", "uas.xml", "sipptcp", caller_via="tcp") == (0, 0)
+
+
+def test_register_over_udp(setup: Setup) -> None:
+    path = scenario(setup, "register.xml", FINAL="200")
+    assert finished(sipp(setup, path, "udp", "alice", setup.users["alice"])) == 0
+
+
+def test_calls_over_udp(setup: Setup) -> None:
+    """UDP to TLS, then UDP to UDP: unreliable transactions on either side."""
+    assert call(setup, "uac.xml", "uas.xml", "sippudp1", caller_via="udp") == (0, 0)
+    assert call(setup, "uac.xml", "uas.xml", "sippudp2", "udp", "udp") == (0, 0)

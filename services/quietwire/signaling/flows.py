@@ -1,9 +1,10 @@
-"""SIP over TLS (and, when enabled, plain TCP) connections — flows, RFC 5626 —
-of one signaling replica.
+"""SIP over TLS (and, when enabled, plain TCP and UDP) — flows, RFC 5626 — of
+one signaling replica.
 
 Each accepted connection is a :class:`Flow` with an id unique across
 replicas that also says its transport (``<replica>.<n>`` over TLS,
-``<replica>.t<n>`` over TCP), a bounded send queue drained by one writer task,
+``<replica>.t<n>`` over TCP, ``<replica>.u<n>`` for a UDP peer address), a
+bounded send queue drained by one writer task,
 and a framer. Messages go to the handler; a malformed request is answered 400
 when it can be, anything unparsable is counted and, on a stream, ends the
 connection (the framing can no longer be trusted). The listener never stops
@@ -17,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -24,7 +26,14 @@ from prometheus_client import Counter, Gauge
 
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.framing import PONG, KeepAlive, Malformed, StreamFramer
-from quietwire.protocols.sip.message import Headers, Message, Request, Response, split_head
+from quietwire.protocols.sip.message import (
+    Headers,
+    Message,
+    Request,
+    Response,
+    parse_message,
+    split_head,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +52,7 @@ class Flow:
     id: str
     transport: str
     remote: tuple[str, int]
-    writer: asyncio.StreamWriter
+    writer: asyncio.StreamWriter | None
     queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE_LIMIT))
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     #: Run when the connection ends (the registrar drops the flow's bindings: RFC 5626).
@@ -66,6 +75,7 @@ class Flow:
         return self.send(message.serialize())
 
     async def _write_loop(self) -> None:
+        assert self.writer is not None
         while True:
             data = await self.queue.get()
             self.writer.write(data)
@@ -73,15 +83,49 @@ class Flow:
 
     def close(self) -> None:
         self.closed.set()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    async def ended(self) -> None:
+        """The flow is gone: close it and run its hooks (its bindings go)."""
+        self.close()
+        for hook in self.on_close:
+            try:
+                await hook()
+            except Exception:
+                log.exception("flow close hook failed")
+
+
+@dataclass(eq=False)
+class DatagramFlow(Flow):
+    """A UDP peer (RFC 5626 section 3.3: the flow is the address pair): what is
+    sent goes straight out of the listener's socket, one message a datagram."""
+
+    socket: asyncio.DatagramTransport | None = None
+    last_seen: float = 0.0
+
+    def send(self, data: bytes) -> bool:
+        if self.closed.is_set() or self.socket is None or self.socket.is_closing():
+            return False
+        self.socket.sendto(data, self.remote)
+        return True
 
 
 Handler = Callable[[Flow, Message], Awaitable[None]]
 
 
+_PREFIX = {"TCP": "t", "UDP": "u"}
+_TRANSPORT = {prefix: transport for transport, prefix in _PREFIX.items()}
+
+
 def flow_transport(flow_id: str) -> str:
-    """``TLS`` or ``TCP``: what a flow id says of its connection (on any replica)."""
-    return "TCP" if flow_id.rsplit(".", 1)[-1].startswith("t") else "TLS"
+    """``TLS``, ``TCP`` or ``UDP``: what a flow id says of its flow (on any replica)."""
+    return _TRANSPORT.get(flow_id.rsplit(".", 1)[-1][:1], "TLS")
+
+
+def reliable(flow_id: str) -> bool:
+    """Whether the flow's transport delivers (no transaction retransmissions needed)."""
+    return flow_transport(flow_id) != "UDP"
 
 
 class FlowTable:
@@ -93,7 +137,7 @@ class FlowTable:
         self._ids = itertools.count(1)
 
     def new_id(self, transport: str = "TLS") -> str:
-        return f"{self.replica}.{'t' if transport == 'TCP' else ''}{next(self._ids)}"
+        return f"{self.replica}.{_PREFIX.get(transport, '')}{next(self._ids)}"
 
     def get(self, flow_id: str) -> Flow | None:
         return self.flows.get(flow_id)
@@ -184,12 +228,7 @@ class StreamListener:
                 asyncio.CancelledError, ConnectionError, ssl.SSLError, OSError
             ):
                 await sender
-            flow.close()
-            for hook in flow.on_close:
-                try:
-                    await hook()
-                except Exception:
-                    log.exception("flow close hook failed")
+            await flow.ended()
 
     async def _receive(self, flow: Flow, framer: StreamFramer, data: bytes) -> bool:
         """Handle what ``data`` completes; False when the connection must end."""
@@ -218,3 +257,81 @@ class StreamListener:
             except Exception:
                 log.exception("SIP handler failed")
         return True
+
+
+class DatagramListener(asyncio.DatagramProtocol):
+    """SIP over UDP (RFC 3261 section 18): one message a datagram, a
+    :class:`DatagramFlow` per peer address, messages handled in arrival order.
+    A peer's flow is forgotten when it has been silent ``idle`` seconds, or
+    ``held`` seconds while bindings still name it (they end with it)."""
+
+    def __init__(self, table: FlowTable, handler: Handler, idle: float, held: float) -> None:
+        self.table = table
+        self.handler = handler
+        self.idle, self.held = idle, held
+        self.server: asyncio.DatagramTransport | None = None
+        self.peers: dict[tuple[str, int], DatagramFlow] = {}
+        self._inbox: asyncio.Queue[tuple[DatagramFlow, Message]] = asyncio.Queue(4096)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        self.server, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        self._tasks = [asyncio.create_task(self._serve()), asyncio.create_task(self._sweep())]
+        return int(self.server.get_extra_info("sockname")[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for flow in list(self.peers.values()):
+            await self._forget(flow)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        remote = (str(addr[0]), int(addr[1]))
+        flow = self.peers.get(remote)
+        if flow is None:
+            flow = DatagramFlow(self.table.new_id("UDP"), "UDP", remote, None, socket=self.server)
+            self.peers[remote] = flow
+            self.table.flows[flow.id] = flow
+            FLOWS.inc()
+        flow.last_seen = time.monotonic()
+        if not data.strip(b"\r\n\0 "):
+            return  # a keep-alive
+        try:
+            message = parse_message(data)
+        except ParseError as exc:
+            answer = bad_request_response(data, exc)
+            MALFORMED.labels("answered" if answer else "dropped").inc()
+            if answer is not None:
+                flow.send_message(answer)
+            return
+        RECEIVED.labels("request" if isinstance(message, Request) else "response").inc()
+        try:
+            self._inbox.put_nowait((flow, message))
+        except asyncio.QueueFull:
+            QUEUE_FULL.inc()
+
+    async def _serve(self) -> None:
+        while True:
+            flow, message = await self._inbox.get()
+            try:
+                await self.handler(flow, message)
+            except Exception:
+                log.exception("SIP handler failed")
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.idle, 30.0))
+            now = time.monotonic()
+            for flow in list(self.peers.values()):
+                if now - flow.last_seen > (self.held if flow.bindings else self.idle):
+                    await self._forget(flow)
+
+    async def _forget(self, flow: DatagramFlow) -> None:
+        self.peers.pop(flow.remote, None)
+        if self.table.flows.pop(flow.id, None) is not None:
+            FLOWS.dec()
+        await flow.ended()

@@ -38,7 +38,7 @@ from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
 from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.signaling.auth import Authenticator, Verdict
 from quietwire.signaling.dialogs import Dialog, DialogStore, Side, new_branch, our_via
-from quietwire.signaling.flows import Flow, flow_transport
+from quietwire.signaling.flows import Flow, flow_transport, reliable
 from quietwire.signaling.locations import LocationStore
 from quietwire.signaling.media import MediaPlanner, Refusal
 from quietwire.signaling.targets import Router, Target
@@ -127,6 +127,7 @@ class Proxy:
         replica: str,
         auth: Authenticator,
         tcp_port: int = 0,
+        udp_port: int = 0,
         users: UserStore,
         locations: LocationStore,
         replicas: ReplicaRegistry,
@@ -139,7 +140,7 @@ class Proxy:
         self.domain = domain.lower()
         self.host, self.port, self.replica = host, port, replica
         #: Our listening port per transport (what our Via and Record-Route name).
-        self.ports = {"TLS": port, "TCP": tcp_port or port}
+        self.ports = {"TLS": port, "TCP": tcp_port or port, "UDP": udp_port or port}
         self.auth, self.users, self.locations, self.replicas = auth, users, locations, replicas
         self.router, self.media, self.clock = router, media, clock
         self.dialogs = dialogs
@@ -147,6 +148,7 @@ class Proxy:
         self.servers: dict[ServerKey, Context] = {}
         self.clients: dict[str, tuple[Context, Branch]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
+        self._resend: list[Context] = []
 
     # -- entry points ----------------------------------------------------------------
 
@@ -170,9 +172,9 @@ class Proxy:
             await self._forward_ack(request)
             return
         server: ServerTx = (
-            ServerInviteTransaction(request, True, self.clock)
+            ServerInviteTransaction(request, reliable(flow.id), self.clock)
             if request.method == "INVITE"
-            else ServerNonInviteTransaction(request, True, self.clock)
+            else ServerNonInviteTransaction(request, reliable(flow.id), self.clock)
         )
         context = Context(request, server, flow)
         self.servers[key] = context
@@ -220,6 +222,8 @@ class Proxy:
                 touched.append(context)
         for context in list(self.servers.values()):
             context.server.poll()
+            if context.server.to_send:
+                self._resend.append(context)  # a final response again, over UDP (timer G)
             if context.server.terminated and context.finished:
                 self.servers.pop(ServerKey.of(context.request), None)
         return touched
@@ -228,6 +232,9 @@ class Proxy:
         for context in self.poll():
             for branch in list(context.branches.values()):
                 await self._client_events(context, branch)
+        resend, self._resend = self._resend, []
+        for context in resend:
+            await self._flush(context)
 
     # -- routing -------------------------------------------------------------------------
 
@@ -429,9 +436,9 @@ class Proxy:
             await self._respond(context, reply(request, 482, "Loop Detected"))
             return
         tx: ClientTx = (
-            ClientInviteTransaction(out, True, self.clock)
+            ClientInviteTransaction(out, reliable(target.flow_id), self.clock)
             if out.method == "INVITE"
-            else ClientNonInviteTransaction(out, True, self.clock)
+            else ClientNonInviteTransaction(out, reliable(target.flow_id), self.clock)
         )
         branch = Branch(out.vias[0].branch or "", target, tx, out)
         context.branches[branch.branch] = branch
@@ -600,6 +607,10 @@ class Proxy:
             self._cancel_branch(branch, "caller cancelled")
 
     async def _respond(self, context: Context, response: Response) -> None:
+        if response.status > 100 and response.to.tag is None:
+            # One of ours (a UAS tags its own, RFC 3261 section 8.2.6.2): tag it too,
+            # so the ACK of a final response can name it.
+            response.headers.set("To", f"{response.headers.get('To')};tag={secrets.token_hex(5)}")
         context.server.respond(response)
         if response.status >= 200 and not context.pending:
             context.finished = True

@@ -30,7 +30,7 @@ from quietwire.runtime.settings import SettingsError, env_name
 from quietwire.signaling.auth import Authenticator
 from quietwire.signaling.core import SipCore
 from quietwire.signaling.dialogs import DialogStore
-from quietwire.signaling.flows import FlowTable, StreamListener
+from quietwire.signaling.flows import DatagramListener, FlowTable, StreamListener
 from quietwire.signaling.limits import SourceLimiter
 from quietwire.signaling.locations import LocationStore
 from quietwire.signaling.media import KeyAgreementPlanner, Passthrough
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 3.0
 TIMER_TICK = 0.05
+#: Seconds a UDP peer without bindings is remembered after its last datagram.
+UDP_IDLE = 120.0
 
 
 class MonotonicClock:
@@ -105,6 +107,7 @@ class SignalingService(RedisBackedService):
             host=settings.sip_domain,
             port=settings.sip_port,
             tcp_port=settings.sip_tcp_port,
+            udp_port=settings.sip_udp_port,
             replica=self.replica,
             auth=auth,
             users=self.users,
@@ -128,6 +131,15 @@ class SignalingService(RedisBackedService):
             if settings.sip_tcp_port
             else None
         )
+        #: UDP, likewise off unless QW_SIP_UDP_PORT is set. A UDP peer's flow
+        #: lasts while it is heard from, or while its bindings may (they die with it).
+        self.udp_listener = (
+            DatagramListener(
+                self.flows, self.core.on_message, idle=UDP_IDLE, held=MAX_EXPIRES + UDP_IDLE
+            )
+            if settings.sip_udp_port
+            else None
+        )
         self.sip_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -139,12 +151,16 @@ class SignalingService(RedisBackedService):
     async def start(self) -> None:
         self.sip_port = await self._listen(self.listener, "sip_port")
         log.info("SIP over TLS listening", extra={"port": self.sip_port, "replica": self.replica})
-        if self.tcp_listener is not None:
-            port = await self._listen(self.tcp_listener, "sip_tcp_port")
-            log.warning(
-                "SIP over plain TCP listening: signaling and a=zrtp-hash in the clear",
-                extra={"port": port},
-            )
+        for listener, setting in (
+            (self.tcp_listener, "sip_tcp_port"),
+            (self.udp_listener, "sip_udp_port"),
+        ):
+            if listener is not None:
+                port = await self._listen(listener, setting)
+                log.warning(
+                    "SIP without TLS listening: signaling and a=zrtp-hash in the clear",
+                    extra={"port": port, "transport": setting.split("_")[1].upper()},
+                )
         for work in (self._heartbeat(), self._timers(), self._watch_certificate()):
             self._tasks.append(asyncio.create_task(work))
 
@@ -152,7 +168,7 @@ class SignalingService(RedisBackedService):
     def _listeners(self) -> list[StreamListener]:
         return [self.listener, *([self.tcp_listener] if self.tcp_listener else [])]
 
-    async def _listen(self, listener: StreamListener, setting: str) -> int:
+    async def _listen(self, listener: StreamListener | DatagramListener, setting: str) -> int:
         port = int(getattr(self.settings, setting))
         try:
             return await listener.start(self.settings.sip_bind, port)
@@ -199,7 +215,8 @@ class SignalingService(RedisBackedService):
             log.info("SIP certificate reloaded")
 
     async def drain(self, timeout: float) -> None:
-        """Stop taking connections; flows in progress keep going until ``timeout``."""
+        """Stop taking connections; flows in progress keep going until ``timeout``.
+        (UDP has no connections to refuse: its socket stays for the transactions.)"""
         for listener in self._listeners:
             if listener.server is not None:
                 listener.server.close()
@@ -214,6 +231,8 @@ class SignalingService(RedisBackedService):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for listener in self._listeners:
             await listener.close()
+        if self.udp_listener is not None:
+            await self.udp_listener.close()
         await self.peers.close()
         if isinstance(self.media, KeyAgreementPlanner):
             await self.media.close()

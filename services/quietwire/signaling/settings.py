@@ -28,6 +28,8 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     #: Signaling and a=zrtp-hash then travel in the clear: ZRTP's binding to the
     #: signaling protects nothing on such calls (the SAS still does).
     sip_tcp_port: OptionalPort = 0
+    #: Plain SIP over UDP, likewise; 0 (the default) is off.
+    sip_udp_port: OptionalPort = 0
     sip_tls_cert: FilePath
     sip_tls_key: FilePath
     #: Seconds between checks of the certificate files; a change is loaded
