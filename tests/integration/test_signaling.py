@@ -377,6 +377,35 @@ async def test_udp_final_response_retransmitted_until_acked(pki: Pki, redis_url:
         sock.close()
 
 
+async def test_udp_register_retransmission_gets_the_same_answer(pki: Pki, redis_url: str) -> None:
+    """A REGISTER resent over UDP (its answer lost) is answered as before, not
+    challenged anew; a new REGISTER gets a new challenge."""
+    udp_port = free_port()
+    async with replica(pki, redis_url, sip_udp_port=udp_port):
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        local = sock.getsockname()[1]
+
+        async def register(branch: str, cseq: int) -> bytes:
+            request = (
+                f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{branch};rport\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=r1\r\n"
+                f"To: <sip:alice@{DOMAIN}>\r\nCall-ID: udp-register\r\nCSeq: {cseq} REGISTER\r\n"
+                f"Contact: <sip:alice@127.0.0.1:{local}>\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+            await loop.sock_sendto(sock, request, ("127.0.0.1", udp_port))
+            return await asyncio.wait_for(loop.sock_recv(sock, 4096), 3)
+
+        first = await register("reg1", 1)
+        assert first.startswith(b"SIP/2.0 401")
+        assert await register("reg1", 1) == first
+        assert (await register("reg2", 2)) != first  # a new request: a new nonce
+        sock.close()
+
+
 async def test_binding_dies_with_its_flow(pki: Pki, one: Replica) -> None:
     """RFC 5626: a phone whose connection is gone is not called (and not listed)."""
     alice = await registered(pki, one.port, "alice")

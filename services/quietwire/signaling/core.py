@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.message import Message, Request, reply
-from quietwire.signaling.flows import Flow
+from quietwire.signaling.flows import DatagramFlow, Flow
 from quietwire.signaling.limits import SourceLimiter
 from quietwire.signaling.proxy import Proxy
 from quietwire.signaling.registrar import Registrar
@@ -41,9 +41,13 @@ class SipCore:
             flow.send_message(reply(message, exc.status, exc.reason))
             return
         if message.method == "REGISTER":
+            if isinstance(flow, DatagramFlow) and flow.resend(message):
+                return  # a retransmission over UDP: the same answer (RFC 3261 17.2.2)
             response = await self.registrar.handle(flow, message)
             if response.status == 403:
                 self.limiter.failed(source)
+            if isinstance(flow, DatagramFlow):
+                flow.answered(message, response)
             flow.send_message(response)
             return
         await self.proxy.request(flow, message)

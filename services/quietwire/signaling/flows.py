@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: Messages waiting to be written on one connection before new ones are refused.
 SEND_QUEUE_LIMIT = 256
 IDLE_TIMEOUT = 300.0
+#: Answers a UDP peer's flow keeps for its retransmitted requests.
+RECENT_ANSWERS = 8
 
 FLOWS = Gauge("quietwire_sip_flows", "Open SIP connections")
 RECEIVED = Counter("quietwire_sip_messages_received", "SIP messages received", ["kind"])
@@ -103,6 +105,19 @@ class DatagramFlow(Flow):
 
     socket: asyncio.DatagramTransport | None = None
     last_seen: float = 0.0
+    #: The last few answers to requests handled without a transaction (REGISTER),
+    #: by top Via branch and CSeq, so that a retransmission gets the same one.
+    recent: dict[tuple[str, str], bytes] = field(default_factory=dict)
+
+    def answered(self, request: Request, response: Response) -> None:
+        self.recent[_retransmission_key(request)] = response.serialize()
+        while len(self.recent) > RECENT_ANSWERS:
+            del self.recent[next(iter(self.recent))]
+
+    def resend(self, request: Request) -> bool:
+        """Send again what answered this request before; False if it is new."""
+        data = self.recent.get(_retransmission_key(request))
+        return data is not None and self.send(data)
 
     def send(self, data: bytes) -> bool:
         if self.closed.is_set() or self.socket is None or self.socket.is_closing():
@@ -112,6 +127,10 @@ class DatagramFlow(Flow):
 
 
 Handler = Callable[[Flow, Message], Awaitable[None]]
+
+
+def _retransmission_key(request: Request) -> tuple[str, str]:
+    return (request.vias[0].branch or "", str(request.cseq))
 
 
 _PREFIX = {"TCP": "t", "UDP": "u"}
