@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 from quietwire.keyagreement.binding import BindingChecker
-from quietwire.keyagreement.calls import CallStore
+from quietwire.keyagreement.calls import CALL_KEY, CALL_TTL, ENDED_TTL, CallStore
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
@@ -154,3 +154,18 @@ async def test_a_lost_relay_ends_its_calls(store: CallStore, redis_url: str) -> 
             relay.kill()
             relay.wait(10)
         await binding.close()
+
+
+async def test_media_reports_keep_a_long_call_on_record(store: CallStore) -> None:
+    """The relay's LEG_STATS renew a live call's record (calls outlast CALL_TTL);
+    an ended call's record is left to expire."""
+    binding = checker(store, Hangups())
+    await a_call(store, "long")
+    key = CALL_KEY.format(call_id="long")
+    await store.redis.expire(key, 10)
+    stats = Event(call_id="long#0", side=relay_pb2.LEG_SIDE_CALLER, kind=Event.KIND_LEG_STATS)
+    await binding.observe(stats)
+    assert await store.redis.ttl(key) > CALL_TTL - 60
+    await store.put("long", {"detail": "ended"}, ttl=ENDED_TTL)
+    await binding.observe(stats)
+    assert await store.redis.ttl(key) <= ENDED_TTL

@@ -137,3 +137,23 @@ async def test_settled_path_counts_and_still_sees_zrtp(relay: tuple[Relay, list[
     assert stats.rtp_lost == 3
     assert stats.packets_dropped == 1
     assert [e.zrtp_message for e in events if e.kind is EventKind.ZRTP_MESSAGE] == ["GoClear"]
+
+
+async def test_live_calls_report_their_statistics() -> None:
+    """A call that carried packets since its last report reports again (LEG_STATS per leg);
+    a silent one does not."""
+    first = 2 * (free_port() // 2)
+    events: list[Event] = []
+    engine = Relay(PortPool("127.0.0.1", first, first + 7), events.append, report_every=0.0)
+    call = await engine.allocate("c7", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
+    a, b = Endpoint(), Endpoint()
+    engine.update("c7", Side.CALLER, a.address, None, "")
+    engine.update("c7", Side.CALLEE, b.address, None, "")
+    a.send(Rtp(0, 1, 160, 0xABC, b"\x80" * 160).serialize(), call.legs[Side.CALLER].pair.port)
+    assert await b.receive() is not None
+    assert engine.expire(idle=60.0) == []
+    reports = [e for e in events if e.kind is EventKind.LEG_STATS]
+    assert {e.side for e in reports} == {Side.CALLER, Side.CALLEE}
+    engine.expire(idle=60.0)
+    assert len([e for e in events if e.kind is EventKind.LEG_STATS]) == 2  # silent since
+    engine.release("c7")

@@ -111,6 +111,9 @@ class BindingChecker:
         if event.kind == relay_pb2.MediaEvent.KIND_MEDIA_TIMEOUT:
             await self._end(call_id, "media timeout")
             return
+        if event.kind == relay_pb2.MediaEvent.KIND_LEG_STATS:
+            await self.store.touch(call_id)  # media still flows: keep the record
+            return
         if event.kind != relay_pb2.MediaEvent.KIND_ZRTP_MESSAGE:
             return
         record = await self.store.get(call_id)

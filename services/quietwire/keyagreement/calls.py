@@ -21,7 +21,8 @@ from quietwire.runtime.redisclient import text
 #: Hash per call: mode, end_to_end, relay_id, relay_grpc, hash_caller,
 #: hash_callee, seen_caller, seen_callee, conf2ack, state, detail, secured_at,
 #: started, policy, plan, replica (the signaling replica of the INVITE).
-#: TTL: CALL_TTL while the call runs, ENDED_TTL once it ended.
+#: TTL: CALL_TTL while the call runs (renewed while its relay reports media),
+#: ENDED_TTL once it ended.
 CALL_KEY = "qw:call:{{{call_id}}}"
 #: Sorted set of live call ids by start time, for ListCalls. TTL renewed on use.
 CALLS_KEY = "qw:calls"
@@ -75,6 +76,15 @@ class CallStore:
                 pipe.zadd(CALLS_KEY, {call_id: time.time()}, nx=True)
             else:
                 pipe.zrem(CALLS_KEY, call_id)
+            pipe.expire(CALLS_KEY, CALL_TTL)
+            await pipe.execute()
+
+    async def touch(self, call_id: str) -> None:
+        """A live call lasts: its record's time to live starts again (ended ones are left)."""
+        if await self.redis.zscore(CALLS_KEY, call_id) is None:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.expire(self._key(call_id), CALL_TTL)
             pipe.expire(CALLS_KEY, CALL_TTL)
             await pipe.execute()
 

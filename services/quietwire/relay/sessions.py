@@ -36,6 +36,8 @@ from quietwire.relay.ports import PortPair, PortPool
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
+#: Seconds between the LEG_STATS events of a call that carries media.
+REPORT_EVERY = 300.0
 
 PACKETS = Counter("quietwire_relay_packets", "Packets received by the relay", ["outcome"])
 CALLS = Gauge("quietwire_relay_calls", "Calls with ports allocated")
@@ -111,6 +113,8 @@ class RelayCall:
     legs: dict[Side, Leg]
     last_packet: float = field(default_factory=time.monotonic)
     media_started: bool = False
+    #: When this call's legs last reported their statistics (a LEG_STATS event).
+    reported: float = field(default_factory=time.monotonic)
 
 
 class _Channel(asyncio.DatagramProtocol):
@@ -142,9 +146,14 @@ class _Channel(asyncio.DatagramProtocol):
 class Relay:
     """The forwarding engine of one relay process."""
 
-    def __init__(self, pool: PortPool, emit: Callable[[Event], None]) -> None:
+    def __init__(
+        self, pool: PortPool, emit: Callable[[Event], None], report_every: float = REPORT_EVERY
+    ) -> None:
+        """``report_every``: seconds between a live call's LEG_STATS events (they tell
+        keyagreement the call still carries media, however long it lasts)."""
         self.pool = pool
         self.emit = emit
+        self.report_every = report_every
         self.calls: dict[str, RelayCall] = {}
         self.draining = False
 
@@ -325,6 +334,11 @@ class Relay:
             for side in call.legs:
                 self.emit(Event(call_id, side, EventKind.MEDIA_TIMEOUT))
             self.release(call_id)
+        for call in self.calls.values():
+            if now - call.reported >= self.report_every and call.last_packet > call.reported:
+                call.reported = now
+                for side in call.legs:
+                    self.emit(Event(call.call_id, side, EventKind.LEG_STATS))
         return gone
 
 

@@ -25,7 +25,9 @@ from quietwire.runtime.redisclient import text
 #: String per established call: a JSON :class:`Dialog`. TTL: DIALOG_TTL.
 DIALOG_KEY = "qw:dialog:{{{call_id}}}"
 #: The longest call we can still end from the platform.
-DIALOG_TTL = 24 * 3600
+#: Long: a call is ended by its BYE, or by keyagreement when its media stops
+#: (TerminateCall takes the record); the TTL only reclaims what nobody ended.
+DIALOG_TTL = 7 * 24 * 3600
 #: Our BYEs' CSeq: above anything either phone will have used (RFC 3261 section
 #: 12.2.2 accepts gaps, refuses going back).
 CSEQ_STEP = 1_000_000
