@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import quietwire.cli  # noqa: F401 - imports every settings class
 import yaml
-from quietwire.runtime.settings import env_name, known_settings
+from quietwire.runtime.settings import SECRETS_DIR_ENV, env_name, known_settings
 
 from tests.deploy.conftest import (
     CHART,
@@ -56,7 +56,7 @@ def test_renders_valid_kubernetes(values: Path, rendered_dir: Path) -> None:
 
 
 def test_every_setting_the_chart_sets_exists(rendered_dir: Path) -> None:
-    settings = {env_name(name) for name in known_settings()}
+    settings = {env_name(name) for name in known_settings()} | {SECRETS_DIR_ENV}
     for path in rendered_dir.iterdir():
         for doc in yaml.safe_load_all(path.read_text()):
             for container in _containers(doc):
@@ -203,14 +203,21 @@ def test_network_policies() -> None:
 def test_external_redis_with_tls_and_sentinels() -> None:
     external = render("-f", CHART / "ci" / "external-redis-values.yaml")
     assert not [d for d in external if d["kind"] == "StatefulSet"]
-    env = _env(
-        find(external, "Deployment", "-keyagreement")["spec"]["template"]["spec"]["containers"][0]
-    )
+    pod = find(external, "Deployment", "-keyagreement")["spec"]["template"]["spec"]
+    env = _env(pod["containers"][0])
     assert env["QW_REDIS_URL"].startswith("rediss://")
     assert env["QW_REDIS_TLS_CA"] == "/etc/quietwire/redis-ca/ca.crt"
-    assert env["QW_REDIS_PASSWORD"] == {
-        "secretKeyRef": {"name": "quietwire-redis", "key": "password"}
-    }
+    assert "QW_REDIS_PASSWORD" not in env  # a file, not the environment
+    assert env["QW_SECRETS_DIR"] == "/etc/quietwire/secrets"
+    (secrets,) = [v for v in pod["volumes"] if v["name"] == "secrets"]
+    assert secrets["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": "quietwire-redis",
+                "items": [{"key": "password", "path": "QW_REDIS_PASSWORD"}],
+            }
+        }
+    ]
 
     sentinel = render("-f", CHART / "ci" / "sentinel-values.yaml")
     container = find(sentinel, "Deployment", "-signaling")["spec"]["template"]["spec"][

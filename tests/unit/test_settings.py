@@ -47,6 +47,28 @@ def test_environment_beats_yaml_beats_default(
     assert settings.metrics_port == 6001
 
 
+def test_files_beat_yaml_and_the_environment_beats_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QW_SECRETS_DIR: a file per setting, named like its variable (a mounted Secret)."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "QW_REDIS_PASSWORD").write_text("from-a-file\n")
+    (secrets / "QW_METRICS_PORT").write_text("6100")
+    (secrets / "QW_GRPC_PORT").write_text("6200")
+    config = tmp_path / "qw.yaml"
+    config.write_text("metrics_port: 6001\nredis_password: from-yaml\n")
+    monkeypatch.setenv("QW_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("QW_GRPC_PORT", "7000")
+    settings = load_settings(KeyAgreementSettings, config)
+    assert settings.redis_password is not None
+    assert settings.redis_password.get_secret_value() == "from-a-file"
+    assert (settings.metrics_port, settings.grpc_port) == (6100, 7000)
+    monkeypatch.setenv("QW_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="QW_SECRETS_DIR"):
+        load_settings(KeyAgreementSettings)
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "cls"),
     [

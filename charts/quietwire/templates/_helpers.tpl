@@ -97,13 +97,8 @@ grpcPort, metricsPort, bindHost (what listeners bind to).
   value: /etc/quietwire/redis-ca/{{ $v.redis.external.tls.caKey }}
 {{- end }}
 {{- end }}
-{{- if include "quietwire.redisSecretName" .root }}
-- name: QW_REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "quietwire.redisSecretName" .root }}
-      key: {{ include "quietwire.redisPasswordKey" .root }}
-{{- end }}
+- name: QW_SECRETS_DIR
+  value: /etc/quietwire/secrets
 - name: QW_GRPC_BIND
   value: {{ .bindHost | quote }}
 - name: QW_GRPC_PORT
@@ -128,8 +123,35 @@ grpcPort, metricsPort, bindHost (what listeners bind to).
   value: {{ ternary .metricsPort 0 $v.metrics.enabled | quote }}
 {{- end -}}
 
-{{/* Volumes every quietwire service mounts: the gRPC mTLS files, /tmp, the Redis CA. */}}
+{{/*
+Volumes every quietwire service mounts: the gRPC mTLS files, /tmp, the Redis CA,
+and its secret settings as files (QW_SECRETS_DIR: a file per setting, named like
+its variable; never in the environment). Arguments: root, sip (signaling's key too).
+*/}}
 {{- define "quietwire.volumes" -}}
+{{- $root := .root -}}
+- name: secrets
+  {{- if or .sip (include "quietwire.redisSecretName" $root) }}
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- if include "quietwire.redisSecretName" $root }}
+      - secret:
+          name: {{ include "quietwire.redisSecretName" $root }}
+          items:
+            - {key: {{ include "quietwire.redisPasswordKey" $root }}, path: QW_REDIS_PASSWORD}
+      {{- end }}
+      {{- if .sip }}
+      - secret:
+          name: {{ $root.Values.sip.secret.existingSecret | default (printf "%s-sip" (include "quietwire.fullname" $root)) }}
+          items:
+            - {key: {{ $root.Values.sip.secret.key }}, path: QW_SIP_SECRET}
+      {{- end }}
+  {{- else }}
+  emptyDir:
+    sizeLimit: 1Mi
+  {{- end }}
+{{- with $root }}
 - name: grpc-tls
   secret:
     secretName: {{ required "grpc.tls.secretName is required: a Secret with tls.crt, tls.key, ca.crt" .Values.grpc.tls.secretName }}
@@ -144,9 +166,13 @@ grpcPort, metricsPort, bindHost (what listeners bind to).
     secretName: {{ .Values.redis.external.tls.caSecret }}
     defaultMode: 0440
 {{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "quietwire.volumeMounts" -}}
+- name: secrets
+  mountPath: /etc/quietwire/secrets
+  readOnly: true
 - name: grpc-tls
   mountPath: /etc/quietwire/grpc
   readOnly: true

@@ -1,6 +1,8 @@
-"""Typed settings from ``QW_*`` environment variables and an optional YAML file.
+"""Typed settings from ``QW_*`` environment variables, files, and an optional YAML file.
 
-Precedence, highest first: environment, YAML file, defaults. Every setting is
+Precedence, highest first: environment, a directory of files named like the
+variables (``QW_SECRETS_DIR``: secrets as files, e.g. mounted from a
+Kubernetes Secret, rather than in the environment), YAML file, defaults. Every setting is
 validated at start; a bad value raises :class:`SettingsError`, whose message
 names the setting as an operator writes it (``QW_SIP_PORT``), and the process
 stops. :meth:`QuietwireSettings.redacted` is what the startup log prints:
@@ -10,6 +12,7 @@ secrets and URL passwords hidden.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -23,12 +26,15 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
 )
 
 from quietwire.runtime.tls import TlsFiles
 
 ENV_PREFIX = "QW_"
+#: A directory holding one file per setting, named like its variable (QW_REDIS_PASSWORD).
+SECRETS_DIR_ENV = "QW_SECRETS_DIR"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 #: A listening port where 0 turns the listener off.
@@ -77,7 +83,9 @@ class QuietwireSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _YamlSource(settings_cls)
+        files = os.environ.get(SECRETS_DIR_ENV)
+        from_files = (SecretsSettingsSource(settings_cls, secrets_dir=files),) if files else ()
+        return init_settings, env_settings, *from_files, _YamlSource(settings_cls)
 
     def redacted(self) -> dict[str, Any]:
         """Every setting by its environment name, secrets hidden, for the startup log."""
@@ -284,6 +292,9 @@ def load_settings(cls: type[S], config_file: Path | None = None, **overrides: An
     Raises :class:`SettingsError` naming the first bad setting(s).
     """
     values = read_yaml(config_file) if config_file is not None else {}
+    files = os.environ.get(SECRETS_DIR_ENV)
+    if files and not Path(files).is_dir():
+        raise SettingsError(f"invalid setting {SECRETS_DIR_ENV}: {files} is not a directory")
     try:
         with _yaml_context(values):
             return cls(**overrides)
