@@ -38,7 +38,9 @@ def test_compose_file_is_accepted() -> None:
         assert service["healthcheck"]["test"] == ["CMD", "quietwire", "health"]
         assert service["read_only"] is True
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert service["environment"]["QW_REDIS_PASSWORD"] == ENV["QW_REDIS_PASSWORD"]
+        assert "QW_REDIS_PASSWORD" not in service["environment"]  # a file, not the environment
+        assert service["environment"]["QW_SECRETS_DIR"] == "/run/secrets"
+        assert service["secrets"] == [{"source": "redis_password", "target": "QW_REDIS_PASSWORD"}]
     assert services["signaling"]["environment"]["QW_SIP_DOMAIN"] == "voip.example.com"
     udp = [p for p in services["relay"]["ports"] if p["protocol"] == "udp"]
     assert len(udp) == 200
