@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import wave
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from quietwire.embedded.pki import Pki
@@ -48,11 +48,17 @@ def heard(path: Path) -> tuple[float, float]:
 
 
 async def talk(
-    pki: Pki, port: int, tmp: Path, say: Callable[[str], None], **extra: object
+    pki: Pki,
+    port: int,
+    tmp: Path,
+    say: Callable[[str], None],
+    keys: Callable[[], AsyncIterator[str]] | None = None,
+    **extra: object,
 ) -> tuple[CallResult, CallResult]:
-    """Alice (440 Hz) calls Bob (880 Hz); both phones closed afterwards."""
-    alice = Phone(options(pki, port, "alice", tmp, 440, **extra), say)
-    bob = Phone(options(pki, port, "bob", tmp, 880, **extra), say)
+    """Alice (440 Hz) calls Bob (880 Hz); both phones closed afterwards. ``keys``
+    makes each phone's user keys."""
+    alice = Phone(options(pki, port, "alice", tmp, 440, keys=keys and keys(), **extra), say)
+    bob = Phone(options(pki, port, "bob", tmp, 880, keys=keys and keys(), **extra), say)
     await alice.start()
     await bob.start()
     try:
@@ -91,6 +97,30 @@ async def test_second_call_remembers_the_verified_sas(
         assert caller.secured.sas_verified is (attempt == 1)
         assert callee.secured.sas_verified is (attempt == 1)
         assert not caller.secured.cache_mismatch
+
+
+async def test_users_mark_the_sas_verified_with_a_key(
+    pki: Pki, one: Replica, tmp_path: Path
+) -> None:
+    """``v`` on both phones (quietwire phone --keys) is remembered for the next call;
+    ``h`` hangs up at once."""
+
+    async def verify() -> AsyncIterator[str]:
+        yield "v"
+
+    async def hang_up() -> AsyncIterator[str]:
+        yield "h"
+
+    lines: list[str] = []
+    await talk(pki, one.port, tmp_path, lines.append, keys=verify, duration=0.5)
+    assert lines.count("SAS marked verified") == 2
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    caller, callee = await talk(pki, one.port, tmp_path, lines.append, keys=hang_up, duration=30.0)
+    assert loop.time() - started < 10
+    assert caller.secured is not None and callee.secured is not None
+    assert caller.secured.sas_verified and callee.secured.sas_verified
+    assert lines.count("SAS previously verified") == 2
 
 
 class TamperingPlanner:

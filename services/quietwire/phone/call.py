@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,9 @@ class PhoneOptions:
     media_address: str = "127.0.0.1"
     #: What the phone's ZRTP Hello offers (the key agreements can be narrowed).
     offer: Offer = DEFAULT_OFFER
+    #: The user's keys during a secure call (``quietwire phone --keys``: stdin
+    #: lines): ``v`` the SAS was compared and matches, ``u`` it was not, ``h`` hang up.
+    keys: AsyncIterator[str] | None = None
 
 
 @dataclass
@@ -154,8 +157,13 @@ class Phone:
             if isinstance(outcome, Secured):
                 result.secured = outcome
                 self._announce(outcome, media)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(hung_up.wait(), self.options.duration)
+                done = asyncio.ensure_future(hung_up.wait())
+                keys = asyncio.ensure_future(self._keys(media))
+                await asyncio.wait(
+                    {done, keys}, timeout=self.options.duration, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in (done, keys):
+                    task.cancel()
             else:
                 result.failure = outcome.reason if outcome else "the peer hung up"
                 self.say(f"not secure: {result.failure}")
@@ -197,6 +205,19 @@ class Phone:
             self.say("WARNING: ZRTP cache mismatch: compare the SAS again")
         if self.options.verified:
             media.engine.mark_sas_verified(True)
+
+    async def _keys(self, media: MediaSession) -> None:
+        """Act on the user's keys until ``h`` (returns: hang up) or none are left."""
+        if self.options.keys is None:
+            await asyncio.Event().wait()  # no keys: only the peer or the duration end the call
+            return
+        async for key in self.options.keys:
+            if key == "h":
+                return
+            if key in ("v", "u"):
+                media.engine.mark_sas_verified(key == "v")
+                self.say("SAS marked verified" if key == "v" else "SAS marked not verified")
+        await asyncio.Event().wait()
 
     async def _watch(self, dialog: Dialog, hung_up: asyncio.Event) -> None:
         """Answer what arrives during the call; the peer's BYE sets ``hung_up``."""

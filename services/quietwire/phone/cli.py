@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from quietwire.phone.call import Phone, PhoneOptions
@@ -48,6 +49,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         sub.add_argument("--record", help="WAV file for what the other side sends")
         sub.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
         sub.add_argument("--verified", action="store_true", help="mark the SAS as verified")
+        sub.add_argument(
+            "--keys",
+            action="store_true",
+            help="read keys from stdin during a secure call: v (the SAS matches: verified),"
+            " u (not verified), h (hang up)",
+        )
         sub.add_argument("--zid-cache", help="ZRTP cache file (default ~/.quietwire/zid-USER.json)")
         sub.add_argument("--media-address", default="127.0.0.1", help="address for RTP")
         sub.add_argument(
@@ -95,7 +102,22 @@ def options(args: argparse.Namespace) -> PhoneOptions:
         verified=args.verified,
         media_address=args.media_address,
         offer=_offer(args.key_agreement),
+        keys=_stdin_keys() if args.keys else None,
     )
+
+
+async def _stdin_keys() -> AsyncIterator[str]:
+    """Lines typed on stdin (a terminal or a pipe; a plain file is read at once), one key a line."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except ValueError:  # a regular file: reading it never blocks
+        for text in sys.stdin:
+            yield text.strip().lower()
+        return
+    while line := await reader.readline():
+        yield line.decode(errors="replace").strip().lower()
 
 
 def _offer(key_agreements: str | None) -> Offer:
