@@ -215,13 +215,7 @@ def callee(via: int, work: Path) -> Iterator[None]:
     run = Path(tempfile.mkdtemp(prefix="callee-", dir=work))
     process = subprocess.Popen(
         [
-            "taskset",
-            "-c",
-            LOAD_CORE,
-            "sipp",
-            f"127.0.0.1:{via}",
-            "-sf",
-            str(HERE / "callee_register.xml"),
+            *_sipp(via, HERE / "callee_register.xml"),
             "-oocsf",
             str(HERE / "callee_ooc.xml"),
             "-s",
@@ -252,6 +246,11 @@ def callee(via: int, work: Path) -> Iterator[None]:
         process.wait(10)
 
 
+def _sipp(via: int, scenario: Path) -> list[str]:
+    """sipp on the load core, through the stunnel port ``via``, playing ``scenario``."""
+    return ["taskset", "-c", LOAD_CORE, "sipp", f"127.0.0.1:{via}", "-sf", str(scenario)]
+
+
 def sipp_load(
     server: Server, via: int, work: Path, load: Load, rate: float, seconds: float
 ) -> Result:
@@ -261,13 +260,7 @@ def sipp_load(
     started = time.monotonic()
     subprocess.run(
         [
-            "taskset",
-            "-c",
-            LOAD_CORE,
-            "sipp",
-            f"127.0.0.1:{via}",
-            "-sf",
-            str(load.scenario),
+            *_sipp(via, load.scenario),
             *load.args,
             "-t",
             "t1",

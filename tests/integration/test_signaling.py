@@ -333,16 +333,21 @@ async def test_plain_tcp_phone_calls_a_tls_phone(pki: Pki, redis_url: str) -> No
         await bob.close()
 
 
+def udp_phone() -> tuple[socket.socket, int]:
+    """A non-blocking UDP socket on loopback standing for a phone, and its port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock, int(sock.getsockname()[1])
+
+
 async def test_udp_final_response_retransmitted_until_acked(pki: Pki, redis_url: str) -> None:
     """Over UDP the INVITE server transaction resends its final response (Timer G)
     and absorbs the INVITE's retransmissions; the ACK ends it (RFC 3261 17.2.1)."""
     udp_port = free_port()
     async with replica(pki, redis_url, sip_udp_port=udp_port):
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        local = sock.getsockname()[1]
+        sock, local = udp_phone()
         invite = (
             f"INVITE sip:bob@{DOMAIN} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKudp1;rport\r\n"
@@ -383,10 +388,7 @@ async def test_udp_register_retransmission_gets_the_same_answer(pki: Pki, redis_
     udp_port = free_port()
     async with replica(pki, redis_url, sip_udp_port=udp_port):
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        local = sock.getsockname()[1]
+        sock, local = udp_phone()
 
         async def register(branch: str, cseq: int) -> bytes:
             request = (

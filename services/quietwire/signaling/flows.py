@@ -179,6 +179,14 @@ def bad_request_response(data: bytes, error: ParseError) -> Response | None:
     return Response(headers, b"", error.status, error.reason[:60] or "Bad Request")
 
 
+def answer_malformed(flow: Flow, data: bytes, error: ParseError) -> None:
+    """A 400 for a malformed request when it can be answered; counted either way."""
+    answer = bad_request_response(data, error)
+    MALFORMED.labels("answered" if answer else "dropped").inc()
+    if answer is not None:
+        flow.send_message(answer)
+
+
 class StreamListener:
     """Accepts SIP connections — over TLS with a ``context``, plain TCP without —
     and feeds their messages to ``handler``."""
@@ -265,10 +273,7 @@ class StreamListener:
                 flow.send(PONG)
                 continue
             if isinstance(item, Malformed):
-                answer = bad_request_response(item.data, item.error)
-                MALFORMED.labels("answered" if answer else "dropped").inc()
-                if answer is not None:
-                    flow.send_message(answer)
+                answer_malformed(flow, item.data, item.error)
                 continue
             RECEIVED.labels("request" if isinstance(item, Request) else "response").inc()
             try:
@@ -322,10 +327,7 @@ class DatagramListener(asyncio.DatagramProtocol):
         try:
             message = parse_message(data)
         except ParseError as exc:
-            answer = bad_request_response(data, exc)
-            MALFORMED.labels("answered" if answer else "dropped").inc()
-            if answer is not None:
-                flow.send_message(answer)
+            answer_malformed(flow, data, exc)
             return
         RECEIVED.labels("request" if isinstance(message, Request) else "response").inc()
         try:
