@@ -70,19 +70,14 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     tunnel: subprocess.Popen[bytes] | None = None
     try:
         users = dict(p.split(":", 1) for p in up_fields(read_up_line(up))["users"].split(","))
-        ports = [free_port() for _ in range(4)]
-        config = tmp_path / "stunnel.conf"
-        services = "".join(
-            f"[sip{i}]\nclient = yes\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{sip_port}\n"
-            f"verifyChain = yes\nCAfile = {state / 'pki' / 'ca.pem'}\ncheckHost = 127.0.0.1\n"
-            for i, port in enumerate(ports)
-        )
-        config.write_text(f"foreground = yes\npid =\n{services}", encoding="utf-8")
-        tunnel = subprocess.Popen([stunnel, str(config)], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not all(port_open(p) for p in ports):
-            assert time.monotonic() < deadline, "stunnel did not start"
-            time.sleep(0.05)
+        # A port picked free may be taken (an outgoing connection's) before stunnel
+        # binds it: then stunnel exits, and we try again with other ports.
+        for _ in range(3):
+            ports = [free_port() for _ in range(4)]
+            tunnel = start_stunnel(stunnel, tmp_path, ports, sip_port, state / "pki" / "ca.pem")
+            if tunnel is not None:
+                break
+        assert tunnel is not None, "stunnel did not start"
         yield Setup(ports, users, tmp_path, plain)
     finally:
         if tunnel is not None:
@@ -90,6 +85,29 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
             tunnel.wait(10)
         up.send_signal(signal.SIGTERM)
         up.wait(30)
+
+
+def start_stunnel(
+    stunnel: str, directory: Path, ports: list[int], sip_port: int, ca: Path
+) -> subprocess.Popen[bytes] | None:
+    """stunnel accepting on ``ports``, each a verified TLS client to quietwire; None if
+    it could not listen on all of them within 10 s."""
+    config = directory / "stunnel.conf"
+    services = "".join(
+        f"[sip{i}]\nclient = yes\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{sip_port}\n"
+        f"verifyChain = yes\nCAfile = {ca}\ncheckHost = 127.0.0.1\n"
+        for i, port in enumerate(ports)
+    )
+    config.write_text(f"foreground = yes\npid =\n{services}", encoding="utf-8")
+    tunnel = subprocess.Popen([stunnel, str(config)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not all(port_open(p) for p in ports):
+        if tunnel.poll() is not None or time.monotonic() > deadline:
+            tunnel.kill()
+            tunnel.wait(10)
+            return None
+        time.sleep(0.05)
+    return tunnel
 
 
 def scenario(setup: Setup, name: str, **replace: str) -> Path:
