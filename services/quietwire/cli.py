@@ -49,7 +49,7 @@ from quietwire.runtime.health import serving_status
 from quietwire.runtime.logs import configure_logging
 from quietwire.runtime.redisclient import redis_client
 from quietwire.runtime.service import Service, serve
-from quietwire.runtime.settings import ServiceSettings, SettingsError, host_port, load_settings
+from quietwire.runtime.settings import ServiceSettings, SettingsError, load_settings
 from quietwire.signaling.service import SignalingService
 from quietwire.signaling.settings import SignalingSettings, UserAdminSettings
 from quietwire.signaling.users import UserError, UserStore
@@ -197,8 +197,7 @@ async def _health(args: argparse.Namespace) -> int:
     """
     settings = load_settings(ServiceSettings, _config_file(args))
     if settings.health_port:
-        host = "127.0.0.1" if settings.health_bind in ("0.0.0.0", "::") else settings.health_bind  # noqa: S104
-        target, tls = host_port(host, settings.health_port), None
+        target, tls = settings.health_peer_address, None
     else:
         target, tls = settings.grpc_peer_address, settings.grpc_tls
     async with open_channel(target, tls) as channel:

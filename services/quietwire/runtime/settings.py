@@ -208,8 +208,7 @@ class ServiceSettings(CommonSettings):
     def grpc_peer_address(self) -> str:
         if self.grpc_advertise:
             return self.grpc_advertise
-        host = "127.0.0.1" if self.grpc_bind in ("0.0.0.0", "::") else self.grpc_bind  # noqa: S104
-        return f"{host}:{self.grpc_port}"
+        return host_port(_reachable(self.grpc_bind), self.grpc_port)
 
     @property
     def grpc_address(self) -> str:
@@ -218,6 +217,16 @@ class ServiceSettings(CommonSettings):
     @property
     def health_address(self) -> str:
         return host_port(self.health_bind, self.health_port)
+
+    @property
+    def health_peer_address(self) -> str:
+        """Where a process on this host asks the plain health port."""
+        return host_port(_reachable(self.health_bind), self.health_port)
+
+
+def _reachable(bind: str) -> str:
+    """An address to reach a listener bound to ``bind`` from this host."""
+    return "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
 
 
 def host_port(host: str, port: int) -> str:
