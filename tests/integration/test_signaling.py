@@ -382,6 +382,30 @@ async def test_udp_final_response_retransmitted_until_acked(pki: Pki, redis_url:
         sock.close()
 
 
+async def test_udp_malformed_input_answered_or_dropped(pki: Pki, redis_url: str) -> None:
+    """Over UDP too: a request with a bad header gets 400, noise is dropped, and the
+    listener goes on answering."""
+    udp_port = free_port()
+    async with replica(pki, redis_url, sip_udp_port=udp_port):
+        loop = asyncio.get_running_loop()
+        sock, local = udp_phone()
+        bad = (
+            f"OPTIONS sip:{DOMAIN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKbad\r\n"
+            "From: <sip:alice@127.0.0.1>;tag=b\r\nTo: <sip:127.0.0.1>\r\n"
+            "Call-ID: udp-bad\r\nCSeq: many OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        await loop.sock_sendto(sock, b"\x00\xffnot SIP at all", ("127.0.0.1", udp_port))
+        await loop.sock_sendto(sock, bad, ("127.0.0.1", udp_port))
+        answer = await asyncio.wait_for(loop.sock_recv(sock, 4096), 3)
+        assert answer.startswith(b"SIP/2.0 400")
+        good = bad.replace(b"CSeq: many OPTIONS", b"CSeq: 1 OPTIONS")
+        await loop.sock_sendto(sock, good, ("127.0.0.1", udp_port))
+        answer = await asyncio.wait_for(loop.sock_recv(sock, 4096), 3)
+        assert answer.startswith(b"SIP/2.0 ") and not answer.startswith(b"SIP/2.0 400")
+        sock.close()
+
+
 async def test_udp_register_retransmission_gets_the_same_answer(pki: Pki, redis_url: str) -> None:
     """A REGISTER resent over UDP (its answer lost) is answered as before, not
     challenged anew; a new REGISTER gets a new challenge."""
