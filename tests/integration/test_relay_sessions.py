@@ -49,8 +49,7 @@ async def relay() -> AsyncIterator[tuple[Relay, list[Event]]]:
     events: list[Event] = []
     engine = Relay(PortPool("127.0.0.1", first, first + 7), events.append)
     yield engine, events
-    for call_id in list(engine.calls):
-        engine.release(call_id)
+    engine.close()
 
 
 async def test_forwards_unchanged_and_refuses_strangers(relay: tuple[Relay, list[Event]]) -> None:
@@ -124,7 +123,8 @@ async def test_settled_path_counts_and_still_sees_zrtp(relay: tuple[Relay, list[
         a.send(Rtp(0, n, 160 * n, 0xABC, bytes([n]) * 160).serialize(), caller_port)
         got = await b.receive()
         assert got is not None and got[0][-1] == n
-    assert call.legs[Side.CALLER].channels["rtp"].fast is not None
+    caller_phone = call.legs[Side.CALLER].phone
+    assert caller_phone is not None and caller_phone.forward_to is not None
     stranger.send(Rtp(0, 101, 0, 0xABC, b"x" * 160).serialize(), caller_port)
     assert await b.receive(0.3) is None
     goclear = bytearray(HELLO)
@@ -137,6 +137,56 @@ async def test_settled_path_counts_and_still_sees_zrtp(relay: tuple[Relay, list[
     assert stats.rtp_lost == 3
     assert stats.packets_dropped == 1
     assert [e.zrtp_message for e in events if e.kind is EventKind.ZRTP_MESSAGE] == ["GoClear"]
+
+
+async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
+    relay: tuple[Relay, list[Event]],
+) -> None:
+    """Settled RTP takes the sockets connected to the phones in both directions; a
+    re-INVITE that moves a phone which has not sent yet takes that path down and
+    media follows it; after Release nothing is left bound to the call's ports."""
+    engine, _ = relay
+    call = await engine.allocate("c8", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
+    a, b, c, moved = Endpoint(), Endpoint(), Endpoint(), Endpoint()
+    engine.update("c8", Side.CALLER, a.address, None, "")
+    engine.update("c8", Side.CALLEE, b.address, None, "")
+    caller, callee = call.legs[Side.CALLER], call.legs[Side.CALLEE]
+    for n in range(1, 6):
+        a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
+        b.send(Rtp(0, n, 0, 2, b"b" * 160).serialize(), callee.pair.port)
+        assert await b.receive() is not None and await a.receive() is not None
+    assert caller.phone is not None and callee.phone is not None
+    assert caller.phone.forward_to is callee.phone and callee.phone.forward_to is caller.phone
+    assert len(engine.fast) == 2
+    engine.fold(call)
+    assert caller.stats.rtp_packets == callee.stats.rtp_packets == 5
+    engine.release("c8")
+    assert len(engine.fast) == 0
+
+    call = await engine.allocate("c9", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
+    engine.update("c9", Side.CALLER, a.address, None, "")
+    engine.update("c9", Side.CALLEE, c.address, None, "")
+    caller, callee = call.legs[Side.CALLER], call.legs[Side.CALLEE]
+    for n in range(1, 4):
+        a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
+        assert await c.receive() is not None
+    assert callee.phone is not None and callee.phone.peer == c.address
+    engine.update("c9", Side.CALLEE, moved.address, None, "")
+    for n in range(4, 8):
+        a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
+        got = await moved.receive()
+        assert got is not None and got[1][1] == callee.pair.port
+    assert await c.receive(0.2) is None
+    assert callee.phone is not None and callee.phone.peer == moved.address
+    engine.fold(call)
+    assert (caller.stats.rtp_packets, caller.stats.rtp_lost) == (7, 0)
+
+    ports = [leg.pair.port for leg in call.legs.values()]
+    assert engine.release("c9") and len(engine.fast) == 0
+    for port in ports:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", port))
+        probe.close()
 
 
 async def test_live_calls_report_their_statistics() -> None:

@@ -1,6 +1,10 @@
 """The relay's UDP port pool: RTP on even ports, RTCP on the odd port above
 (RFC 3550 section 11), from the configured range. A pair is bound when taken
-and closed when given back, so a released call leaves nothing listening."""
+and closed when given back, so a released call leaves nothing listening.
+
+A port held by another program is skipped (it is bound without SO_REUSEPORT);
+once ours, SO_REUSEPORT is set so the fast path can bind a second socket to it
+and connect that one to the phone."""
 
 from __future__ import annotations
 
@@ -52,8 +56,9 @@ class PortPool:
                 rtcp.close()
                 self._free.append(port)
                 continue
-            rtp.setblocking(False)
-            rtcp.setblocking(False)
+            for sock in (rtp, rtcp):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.setblocking(False)
             self.in_use.add(port)
             return PortPair(rtp, rtcp)
         raise PoolExhausted("no free relay port pair")

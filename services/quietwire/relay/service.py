@@ -129,8 +129,7 @@ class RelayService(RedisBackedService):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for call_id in list(self.engine.calls):
-            self.engine.release(call_id)
+        self.engine.close()
         with contextlib.suppress(Exception):
             await self.registry.leave(self.relay_id)
         if self.kube is not None:

@@ -8,9 +8,9 @@ and counted. The relay classifies without keys (RFC 7983 first byte, the ZRTP
 cookie): which ZRTP messages went by, the SHA-256 of each side's Hello, RTP
 sequence and loss.
 
-Per-packet Python is what a relay's capacity is made of, so a channel whose
-phone is latched and whose other side is known gets a fast path: an RTP
-packet from the latched address is counted and sent on, nothing else. The
+Per-packet Python is what a relay's capacity is made of, so once a call's
+path is settled its RTP takes the fast path (:mod:`quietwire.relay.fastpath`):
+sockets connected to the phones, counted and sent on, nothing else. The
 counts are folded into the leg's statistics (packets, bytes, loss from the
 sequence numbers, last activity) about once a second (:meth:`Relay.fold`).
 Everything else — ZRTP, STUN, RTCP, strangers, the first packets — takes the
@@ -27,24 +27,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prometheus_client import Counter, Gauge
-
 from quietwire.protocols.rtp.demux import PacketKind, classify
 from quietwire.protocols.zrtp.messages import message_type
 from quietwire.protocols.zrtp.packet import CRC_LENGTH, HEADER_LENGTH
+from quietwire.relay.fastpath import FastPaths, PhoneSocket
+from quietwire.relay.metrics import CALLS, FORWARDED, NO_DESTINATION, SEND_ERROR, STRANGER
 from quietwire.relay.ports import PortPair, PortPool
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
+Phone = PhoneSocket[tuple["RelayCall", "Leg"]]
 #: Seconds between the LEG_STATS events of a call that carries media.
 REPORT_EVERY = 300.0
-
-PACKETS = Counter("quietwire_relay_packets", "Packets received by the relay", ["outcome"])
-CALLS = Gauge("quietwire_relay_calls", "Calls with ports allocated")
-#: Bound once: a labels() lookup per packet costs more than the forwarding.
-FORWARDED, STRANGER, NO_DESTINATION, SEND_ERROR = (
-    PACKETS.labels(outcome) for outcome in ("forwarded", "stranger", "no-destination", "send-error")
-)
 
 
 class Side(enum.IntEnum):
@@ -99,7 +93,8 @@ class Leg:
     expected: dict[str, Address | None] = field(default_factory=lambda: {"rtp": None, "rtcp": None})
     latched: dict[str, Address | None] = field(default_factory=lambda: {"rtp": None, "rtcp": None})
     transports: dict[str, asyncio.DatagramTransport] = field(default_factory=dict)
-    channels: dict[str, _Channel] = field(default_factory=dict)
+    #: The RTP port connected to this leg's phone, once the call's path is settled.
+    phone: Phone | None = None
     stats: LegStats = field(default_factory=LegStats)
     last_packet: float | None = None
 
@@ -118,25 +113,12 @@ class RelayCall:
 
 
 class _Channel(asyncio.DatagramProtocol):
-    """One socket of a leg. ``fast`` — (latched source, other side's transport,
-    destination) — is set by the relay once the path is settled, and cleared
-    whenever latching or the SDP changes it."""
+    """One listening socket of a leg: everything it receives takes the full path."""
 
     def __init__(self, relay: Relay, call: RelayCall, leg: Leg, channel: str) -> None:
         self.relay, self.call, self.leg, self.channel = relay, call, leg, channel
-        self.fast: tuple[Address, asyncio.DatagramTransport, Address] | None = None
-        self.packets = self.bytes = 0
-        self.last = b""
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        fast = self.fast
-        # RTP (RFC 7983: first byte 128-191; RTCP's second byte is 192-223) from the latched phone.
-        if fast is not None and addr == fast[0] and 127 < data[0] < 192 and not 191 < data[1] < 224:
-            self.packets += 1
-            self.bytes += len(data)
-            self.last = data
-            fast[1].sendto(data, fast[2])
-            return
         self.relay.received(self.call, self.leg, self.channel, data, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -156,6 +138,7 @@ class Relay:
         self.report_every = report_every
         self.calls: dict[str, RelayCall] = {}
         self.draining = False
+        self.fast: FastPaths[tuple[RelayCall, Leg]] = FastPaths(self._from_phone)
 
     async def allocate(self, call_id: str, specs: list[tuple[Side, bool, str]]) -> RelayCall:
         """Ports for each leg (side, rtcp-mux, a=zrtp-hash); the same call twice gets the same."""
@@ -176,7 +159,6 @@ class Relay:
                 protocol = _Channel(self, call, leg, channel)
                 transport, _ = await loop.create_datagram_endpoint(_factory(protocol), sock=sock)
                 leg.transports[channel] = transport
-                leg.channels[channel] = protocol
         self.calls[call_id] = call
         CALLS.set(len(self.calls))
         return call
@@ -188,23 +170,31 @@ class Relay:
         if call is None or side not in call.legs:
             return False
         leg = call.legs[side]
-        _settle(call)
         leg.expected["rtp"] = rtp
         leg.expected["rtcp"] = rtcp or (rtp and (rtp[0], rtp[1] + 1))
         if zrtp_hash:
             leg.zrtp_hash = _hash_of(zrtp_hash)
+        self._settle(call)
         return True
 
     def release(self, call_id: str) -> bool:
         call = self.calls.pop(call_id, None)
         if call is None:
             return False
+        self.fold(call)
         for leg in call.legs.values():
+            if leg.phone is not None:
+                self.fast.close(leg.phone, keep_queued=False)
             for transport in leg.transports.values():
                 transport.close()
             self.pool.give_back(leg.pair)
         CALLS.set(len(self.calls))
         return True
+
+    def close(self) -> None:
+        for call_id in list(self.calls):
+            self.release(call_id)
+        self.fast.shutdown()
 
     def received(self, call: RelayCall, leg: Leg, channel: str, data: bytes, addr: Address) -> None:
         kind = classify(data)
@@ -234,8 +224,45 @@ class Relay:
             return
         other.transports[out].sendto(data, destination)
         FORWARDED.inc()
-        if kind is PacketKind.RTP and call.media_started:
-            leg.channels[channel].fast = (addr, other.transports[out], destination)
+        if kind is PacketKind.RTP and call.media_started and channel == out == "rtp":
+            self._go_fast(call, leg, other, addr, destination)
+
+    def _go_fast(
+        self, call: RelayCall, leg: Leg, other: Leg, source: Address, destination: Address
+    ) -> None:
+        """From now on RTP from ``leg``'s latched phone goes straight to ``other``'s."""
+        if leg.latched["rtp"] != source or (leg.phone and leg.phone.peer != source):
+            return
+        try:
+            if leg.phone is None:
+                leg.phone = self._phone(call, leg, source)
+            if other.phone is None:
+                other.phone = self._phone(call, other, destination)
+        except OSError as exc:
+            log.warning("no fast path", extra={"relay_call": call.call_id, "error": str(exc)})
+            return
+        leg.phone.forward_to = other.phone
+
+    def _phone(self, call: RelayCall, leg: Leg, peer: Address) -> Phone:
+        rtp = leg.pair.rtp
+        return self.fast.open(rtp.family, rtp.getsockname()[:2], peer, (call, leg))
+
+    def _from_phone(self, owner: tuple[RelayCall, Leg], data: bytes, source: Address) -> None:
+        call, leg = owner
+        if self.calls.get(call.call_id) is call:
+            self.received(call, leg, "rtp", data, source)
+
+    def _settle(self, call: RelayCall) -> None:
+        """Latching or the SDP may have moved a leg's phone: a phone socket connected
+        elsewhere is closed, and every fast path taken down (the next RTP packet
+        through the full path sets it up again)."""
+        self.fold(call)
+        for leg in call.legs.values():
+            if leg.phone is not None:
+                leg.phone.forward_to = None
+                if leg.phone.peer != leg.target("rtp"):
+                    self.fast.close(leg.phone)
+                    leg.phone = None
 
     def _accept(
         self, call: RelayCall, leg: Leg, channel: str, data: bytes, kind: PacketKind, addr: Address
@@ -256,7 +283,7 @@ class Relay:
         if not proves:
             return False
         leg.latched[channel] = addr
-        _settle(call)
+        self._settle(call)
         self.emit(Event(call.call_id, leg.side, EventKind.LATCHED))
         return True
 
@@ -295,23 +322,22 @@ class Relay:
         """Move the fast paths' counts into the legs' statistics."""
         now = time.monotonic()
         for leg in call.legs.values():
-            for channel in leg.channels.values():
-                count = channel.packets
-                if not count:
-                    continue
-                stats = leg.stats
-                stats.packets_in += count
-                stats.rtp_packets += count
-                stats.bytes_in += channel.bytes
-                sequence = int.from_bytes(channel.last[2:4], "big")
-                if stats.highest_seq is not None:
-                    gap = (sequence - stats.highest_seq) & 0xFFFF
-                    if gap < 0x8000:
-                        stats.rtp_lost += max(0, gap - count)
-                        stats.highest_seq = sequence
-                channel.packets = channel.bytes = 0
-                FORWARDED.inc(count)
-                call.last_packet = leg.last_packet = now
+            phone = leg.phone
+            if phone is None or not phone.packets:
+                continue
+            count, stats = phone.packets, leg.stats
+            stats.packets_in += count
+            stats.rtp_packets += count
+            stats.bytes_in += phone.bytes
+            sequence = int.from_bytes(phone.last[2:4], "big")
+            if stats.highest_seq is not None:
+                gap = (sequence - stats.highest_seq) & 0xFFFF
+                if gap < 0x8000:
+                    stats.rtp_lost += max(0, gap - count)
+                    stats.highest_seq = sequence
+            phone.packets = phone.bytes = 0
+            FORWARDED.inc(count)
+            call.last_packet = leg.last_packet = now
 
     def expire(self, idle: float) -> list[str]:
         """Release calls silent for ``idle`` seconds, or whose one side fell silent that
@@ -340,13 +366,6 @@ class Relay:
                 for side in call.legs:
                     self.emit(Event(call.call_id, side, EventKind.LEG_STATS))
         return gone
-
-
-def _settle(call: RelayCall) -> None:
-    """The call's paths may change: every channel takes the full path again."""
-    for leg in call.legs.values():
-        for channel in leg.channels.values():
-            channel.fast = None
 
 
 def _factory(protocol: _Channel) -> Callable[[], _Channel]:
