@@ -13,6 +13,10 @@ RUN python -m venv /opt/quietwire \
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/quietwire/bin:$PATH
+# libnftables: the relay's kernel forwarding (QW_RELAY_KERNEL_FORWARDING), off by default.
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends libnftables1 \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin quietwire
 COPY --from=build /opt/quietwire /opt/quietwire
 USER 10001:10001

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the platform and its tests run with.
-DEB_PACKAGES := redis-server libbzrtp0 linphone-cli sip-tester stunnel4
+DEB_PACKAGES := redis-server libbzrtp0 linphone-cli sip-tester stunnel4 nftables iproute2
 # The anchors `make bench` runs side by side with quietwire.
 BENCH_DEB_PACKAGES := kamailio kamailio-tls-modules rtpengine-daemon
 # helm, docker-compose and checkov for the deployment checks (tools/deploy-tools).

@@ -49,7 +49,7 @@ async def relay() -> AsyncIterator[tuple[Relay, list[Event]]]:
     events: list[Event] = []
     engine = Relay(PortPool("127.0.0.1", first, first + 7), events.append)
     yield engine, events
-    engine.close()
+    await engine.close()
 
 
 async def test_forwards_unchanged_and_refuses_strangers(relay: tuple[Relay, list[Event]]) -> None:

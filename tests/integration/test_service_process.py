@@ -46,6 +46,14 @@ def test_unloadable_certificate_named(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_kernel_forwarding_needs_one_ipv4_bind_address() -> None:
+    env = quietwire_env(QW_GRPC_INSECURE="true", QW_RELAY_KERNEL_FORWARDING="true")
+    result = run_quietwire("relay", env=env)
+    assert result.returncode == 2
+    assert "QW_RELAY_KERNEL_FORWARDING" in result.stderr and "QW_RELAY_BIND" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 async def wait_status(target: str, want: int, service: str = "", timeout: float = 15) -> None:
     async with open_channel(target, None) as channel:
         deadline = asyncio.get_running_loop().time() + timeout

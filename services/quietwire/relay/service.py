@@ -22,6 +22,7 @@ import grpc
 from kubernetes.aio import client as kube_client
 
 from quietwire.relay import kube
+from quietwire.relay.kernel import KernelPathError, KernelPaths
 from quietwire.relay.ports import PortPool
 from quietwire.relay.servicer import RelayServicer
 from quietwire.relay.sessions import Relay
@@ -64,6 +65,8 @@ class RelayService(RedisBackedService):
     async def start(self) -> None:
         if self.settings.uses_kube_api:
             await self._start_kube()
+        if self.settings.relay_kernel_forwarding:
+            await self._start_kernel()
         self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._expire())]
 
     async def _start_kube(self) -> None:
@@ -82,6 +85,17 @@ class RelayService(RedisBackedService):
             self.deletion_cost = kube.DeletionCost(
                 self.kube, settings.kube_namespace, settings.kube_pod_name
             )
+
+    async def _start_kernel(self) -> None:
+        settings = self.settings
+        kernel = KernelPaths(settings.relay_bind, settings.relay_port_min, settings.relay_port_max)
+        try:
+            await kernel.start()
+        except (KernelPathError, OSError) as exc:
+            await kernel.close()
+            raise SettingsError(f"{env_name('relay_kernel_forwarding')}: {exc}") from exc
+        self.engine.kernel = kernel
+        log.info("settled calls are forwarded by the kernel", extra={"table": kernel.table})
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         async def ports_left() -> bool:
@@ -113,6 +127,11 @@ class RelayService(RedisBackedService):
     async def _expire(self) -> None:
         while True:
             await asyncio.sleep(EXPIRE_EVERY)
+            if self.engine.kernel is not None:
+                try:
+                    self.engine.absorb(await self.engine.kernel.counters())
+                except Exception as exc:  # read again next second
+                    log.warning("kernel counters not read", extra={"error": str(exc)})
             for call_id in self.engine.expire(self.settings.relay_media_timeout):
                 log.info("call reclaimed by media timeout", extra={"relay_call": call_id})
 
@@ -129,7 +148,7 @@ class RelayService(RedisBackedService):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.engine.close()
+        await self.engine.close()
         with contextlib.suppress(Exception):
             await self.registry.leave(self.relay_id)
         if self.kube is not None:

@@ -31,6 +31,7 @@ from quietwire.protocols.rtp.demux import PacketKind, classify
 from quietwire.protocols.zrtp.messages import message_type
 from quietwire.protocols.zrtp.packet import CRC_LENGTH, HEADER_LENGTH
 from quietwire.relay.fastpath import FastPaths, PhoneSocket
+from quietwire.relay.kernel import KernelPathError, KernelPaths, Link
 from quietwire.relay.metrics import CALLS, FORWARDED, NO_DESTINATION, SEND_ERROR, STRANGER
 from quietwire.relay.ports import PortPair, PortPool
 
@@ -110,6 +111,8 @@ class RelayCall:
     media_started: bool = False
     #: When this call's legs last reported their statistics (a LEG_STATS event).
     reported: float = field(default_factory=time.monotonic)
+    #: The call's path through the kernel, when the relay forwards in the kernel.
+    link: Link | None = None
 
 
 class _Channel(asyncio.DatagramProtocol):
@@ -139,6 +142,9 @@ class Relay:
         self.calls: dict[str, RelayCall] = {}
         self.draining = False
         self.fast: FastPaths[tuple[RelayCall, Leg]] = FastPaths(self._from_phone)
+        #: Set (started) when settled calls are forwarded by the kernel instead.
+        self.kernel: KernelPaths | None = None
+        self._unlinking: set[asyncio.Task[None]] = set()
 
     async def allocate(self, call_id: str, specs: list[tuple[Side, bool, str]]) -> RelayCall:
         """Ports for each leg (side, rtcp-mux, a=zrtp-hash); the same call twice gets the same."""
@@ -182,6 +188,7 @@ class Relay:
         if call is None:
             return False
         self.fold(call)
+        self._unlink(call)
         for leg in call.legs.values():
             if leg.phone is not None:
                 self.fast.close(leg.phone, keep_queued=False)
@@ -191,10 +198,13 @@ class Relay:
         CALLS.set(len(self.calls))
         return True
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for call_id in list(self.calls):
             self.release(call_id)
         self.fast.shutdown()
+        await asyncio.gather(*self._unlinking, return_exceptions=True)
+        if self.kernel is not None:
+            await self.kernel.close()
 
     def received(self, call: RelayCall, leg: Leg, channel: str, data: bytes, addr: Address) -> None:
         kind = classify(data)
@@ -222,16 +232,19 @@ class Relay:
         if destination is None:
             NO_DESTINATION.inc()
             return
-        other.transports[out].sendto(data, destination)
-        FORWARDED.inc()
         if kind is PacketKind.RTP and call.media_started and channel == out == "rtp":
             self._go_fast(call, leg, other, addr, destination)
+        other.transports[out].sendto(data, destination)
+        FORWARDED.inc()
 
     def _go_fast(
         self, call: RelayCall, leg: Leg, other: Leg, source: Address, destination: Address
     ) -> None:
         """From now on RTP from ``leg``'s latched phone goes straight to ``other``'s."""
         if leg.latched["rtp"] != source or (leg.phone and leg.phone.peer != source):
+            return
+        if self.kernel is not None:
+            self._link(call, Link(source, leg.pair.port, destination, other.pair.port))
             return
         try:
             if leg.phone is None:
@@ -252,11 +265,48 @@ class Relay:
         if self.calls.get(call.call_id) is call:
             self.received(call, leg, "rtp", data, source)
 
+    def _link(self, call: RelayCall, link: Link) -> None:
+        assert self.kernel is not None
+        if call.link is not None:
+            return
+        try:
+            self.kernel.link(link)
+        except KernelPathError as exc:
+            log.warning("no kernel path", extra={"relay_call": call.call_id, "error": str(exc)})
+            return
+        call.link = link
+
+    def _unlink(self, call: RelayCall) -> None:
+        if call.link is None or self.kernel is None:
+            return
+        self.kernel.unlink(call.link)
+        task = asyncio.get_running_loop().create_task(self.kernel.forget(call.link))
+        self._unlinking.add(task)
+        task.add_done_callback(self._unlinking.discard)
+        call.link = None
+
+    def absorb(self, counts: dict[int, tuple[int, int]]) -> None:
+        """Add what the kernel forwarded (packets and bytes by the relay port they
+        arrived on) to the legs' statistics."""
+        now = time.monotonic()
+        for call in self.calls.values():
+            if call.link is None:
+                continue
+            for leg in call.legs.values():
+                packets, octets = counts.get(leg.pair.port, (0, 0))
+                if packets:
+                    leg.stats.packets_in += packets
+                    leg.stats.rtp_packets += packets
+                    leg.stats.bytes_in += octets
+                    call.last_packet = leg.last_packet = now
+                    FORWARDED.inc(packets)
+
     def _settle(self, call: RelayCall) -> None:
         """Latching or the SDP may have moved a leg's phone: a phone socket connected
         elsewhere is closed, and every fast path taken down (the next RTP packet
         through the full path sets it up again)."""
         self.fold(call)
+        self._unlink(call)
         for leg in call.legs.values():
             if leg.phone is not None:
                 leg.phone.forward_to = None

@@ -32,6 +32,10 @@ class RelaySettings(ServiceSettings):
     #: On Kubernetes: keep this pod's pod-deletion-cost equal to its active
     #: calls, so a scale-down removes idle relays first.
     relay_pod_deletion_cost: bool = False
+    #: Settled calls' media forwarded by the kernel (nftables NAT) instead of this
+    #: process: needs CAP_NET_ADMIN, libnftables, ip_forward and nf_conntrack_acct,
+    #: and a specific IPv4 QW_RELAY_BIND (see quietwire.relay.kernel).
+    relay_kernel_forwarding: bool = False
     #: This pod's node, name and namespace (the chart sets them from the downward API).
     kube_node_name: str | None = None
     kube_pod_name: str | None = None
@@ -51,6 +55,16 @@ class RelaySettings(ServiceSettings):
             raise ValueError(
                 f"{env_name('relay_port_min')}..{env_name('relay_port_max')} must hold"
                 " at least two port pairs"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _kernel_address(self) -> Self:
+        address = ipaddress.ip_address(self.relay_bind)
+        if self.relay_kernel_forwarding and (address.version != 4 or address.is_unspecified):
+            raise ValueError(
+                f"{env_name('relay_kernel_forwarding')} needs {env_name('relay_bind')} to be"
+                " one IPv4 address of this host (the source of forwarded packets)"
             )
         return self
 

@@ -1,0 +1,189 @@
+"""Kernel forwarding (QW_RELAY_KERNEL_FORWARDING): a real relay process in a
+network namespace of the test's own, programming nftables and conntrack there;
+the phones are sockets on the other end of a veth pair."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from quietwire.protocols.rtp.packets import Rtp
+from quietwire.relay.kernel import MARK
+from quietwire.rpc.relay.v1 import relay_pb2 as pb
+from quietwire.rpc.relay.v1 import relay_pb2_grpc
+
+from tests.conftest import free_port, quietwire_env, start_redis, stop_redis
+from tests.integration.test_relay_sessions import HELLO, HELLO_HASH
+from tests.netns import Netns, available, netns
+
+pytestmark = pytest.mark.skipif(not available(), reason="a network namespace needs root")
+PORTS = (41000, 41099)
+TABLE = f"quietwire_relay_{PORTS[0]}"
+
+
+class Phone:
+    def __init__(self, address: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((address, 0))
+        self.sock.settimeout(1.0)
+        self.address = pb.Address(host=address, port=self.sock.getsockname()[1])
+
+    def send(self, data: bytes, to: tuple[str, int]) -> None:
+        self.sock.sendto(data, to)
+
+    def receive(self, timeout: float = 1.0) -> tuple[bytes, tuple[str, int]] | None:
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recvfrom(2048)
+        except TimeoutError:
+            return None
+
+
+@dataclass
+class RunningRelay:
+    space: Netns
+    stub: relay_pb2_grpc.RelayStub
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def space() -> Iterator[Netns]:
+    sysctls = {"net.ipv4.ip_forward": "1", "net.netfilter.nf_conntrack_acct": "1"}
+    with netns(sysctls) as made:
+        yield made
+
+
+@pytest.fixture
+async def relay(space: Netns, tmp_path: Path) -> AsyncIterator[RunningRelay]:
+    redis = start_redis(tmp_path, "--unixsocket", str(tmp_path / "redis.sock"))
+    grpc_port = free_port()
+    env = quietwire_env(
+        QW_REDIS_URL=f"unix://{tmp_path / 'redis.sock'}",
+        QW_GRPC_INSECURE="true",
+        QW_GRPC_BIND=space.inside,
+        QW_GRPC_PORT=str(grpc_port),
+        QW_METRICS_PORT="0",
+        QW_RELAY_BIND=space.inside,
+        QW_RELAY_ADVERTISE=space.inside,
+        QW_RELAY_PORT_MIN=str(PORTS[0]),
+        QW_RELAY_PORT_MAX=str(PORTS[1]),
+        QW_RELAY_KERNEL_FORWARDING="true",
+    )
+    process = subprocess.Popen(
+        [*space.prefix, sys.executable, "-m", "quietwire", "relay"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"{space.inside}:{grpc_port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 15)
+            yield RunningRelay(space, relay_pb2_grpc.RelayStub(channel), process)
+    finally:
+        try:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(15)
+        finally:
+            stop_redis(redis)
+
+
+def rtp(sequence: int, tag: bytes) -> bytes:
+    return Rtp(0, sequence, 160 * sequence, 0xABC, tag * 160).serialize()
+
+
+async def leg_stats(relay: RunningRelay, call_id: str) -> dict[int, pb.LegStats]:
+    answer = await relay.stub.Query(pb.QueryRequest(call_id=call_id))
+    return {leg.side: leg for leg in answer.legs}
+
+
+async def test_settled_call_forwarded_by_the_kernel(relay: RunningRelay) -> None:
+    """ZRTP takes the relay's sockets; once RTP flows the call is on the kernel
+    path (its elements in the relay's table), media goes both ways from the relay's
+    ports, conntrack counters reach Query, a stranger is still refused, a ZRTP
+    message after settling is still seen, and Release leaves no element and no flow."""
+    space = relay.space
+    a, b, stranger = Phone(space.outside), Phone(space.outside), Phone(space.outside)
+    legs = [
+        pb.LegSpec(side=pb.LEG_SIDE_CALLER, rtcp_mux=True, zrtp_hash=HELLO_HASH),
+        pb.LegSpec(side=pb.LEG_SIDE_CALLEE, rtcp_mux=True),
+    ]
+    allocated = await relay.stub.Allocate(pb.AllocateRequest(call_id="k1", legs=legs))
+    port = {leg.side: leg.rtp.port for leg in allocated.legs}
+    to_a, to_b = (space.inside, port[pb.LEG_SIDE_CALLER]), (space.inside, port[pb.LEG_SIDE_CALLEE])
+    for side, phone in ((pb.LEG_SIDE_CALLER, a), (pb.LEG_SIDE_CALLEE, b)):
+        await relay.stub.Update(pb.UpdateRequest(call_id="k1", side=side, remote_rtp=phone.address))
+
+    a.send(HELLO, to_a)
+    assert (got := b.receive()) is not None and got[0] == HELLO
+    for n in range(1, 51):
+        a.send(rtp(n, b"a"), to_a)
+        got = b.receive()
+        assert got is not None and got[0] == rtp(n, b"a") and got[1] == to_b
+        b.send(rtp(n, b"b"), to_b)
+        got = a.receive()
+        assert got is not None and got[0] == rtp(n, b"b") and got[1] == to_a
+    elements = space.run("nft", "list", "map", "ip", TABLE, "to_peer")
+    assert f"{space.outside} . {a.address.port} . {to_a[1]}" in elements
+
+    stranger.send(rtp(99, b"s"), to_a)
+    assert b.receive(0.3) is None
+    goclear = bytearray(HELLO)
+    goclear[16:24] = b"GoClear "
+    a.send(bytes(goclear), to_a)
+    assert (got := b.receive()) is not None and got[0] == bytes(goclear)
+
+    await asyncio.sleep(2.5)  # the relay reads the kernel's counters every second
+    stats = await leg_stats(relay, "k1")
+    caller, callee = stats[pb.LEG_SIDE_CALLER], stats[pb.LEG_SIDE_CALLEE]
+    assert caller.packets_in >= 50 + 2 and callee.packets_in >= 49
+    assert caller.packets_dropped == 1
+    assert "GoClear" in caller.zrtp_messages_seen and "Hello" in caller.zrtp_messages_seen
+
+    flows = space.run("cat", "/proc/net/nf_conntrack").splitlines()
+    ours = [flow for flow in flows if f"dport={to_a[1]} " in flow or f"dport={to_b[1]} " in flow]
+    assert any(f"mark={MARK}" in flow for flow in ours), ours
+
+    await relay.stub.Release(pb.ReleaseRequest(call_id="k1"))
+    await asyncio.sleep(0.5)
+    assert f"{space.outside} ." not in space.run("nft", "list", "table", "ip", TABLE)
+    a.send(rtp(100, b"a"), to_a)
+    assert b.receive(0.3) is None
+    assert f"dport={to_a[1]} " not in space.run("cat", "/proc/net/nf_conntrack")
+
+
+async def test_table_goes_with_the_relay(relay: RunningRelay) -> None:
+    assert TABLE in relay.space.run("nft", "list", "tables")
+    relay.process.send_signal(signal.SIGTERM)
+    assert relay.process.wait(15) == 0
+    assert TABLE not in relay.space.run("nft", "list", "tables")
+
+
+def test_kernel_forwarding_refused_without_its_sysctls(tmp_path: Path) -> None:
+    """Without ip_forward in its namespace the relay stops at start naming the setting."""
+    with netns() as space:
+        env = quietwire_env(
+            QW_REDIS_URL=f"unix://{tmp_path / 'absent.sock'}",
+            QW_GRPC_INSECURE="true",
+            QW_GRPC_BIND=space.inside,
+            QW_RELAY_BIND=space.inside,
+            QW_RELAY_KERNEL_FORWARDING="true",
+        )
+        done = subprocess.run(
+            [*space.prefix, sys.executable, "-m", "quietwire", "relay"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert "QW_RELAY_KERNEL_FORWARDING" in done.stderr and "ip_forward" in done.stderr
+    assert "Traceback" not in done.stderr
