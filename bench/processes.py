@@ -19,13 +19,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20) -> None:
+def wait_port(
+    port: int,
+    process: subprocess.Popen[bytes],
+    what: str,
+    timeout: float = 20,
+    host: str = "127.0.0.1",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with status {process.returncode}")
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
+            if probe.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not listen on {port}")
@@ -46,6 +52,13 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def machine_cpu_seconds() -> float:
+    """CPU time all cores spent busy (user, system, interrupts: kernel forwarding too)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / TICKS
+
+
 def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -57,11 +70,13 @@ def cpu_seconds(pids: list[int]) -> float:
 
 @contextlib.contextmanager
 def redis_server(work: Path, core: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """A throwaway redis-server on ``core``: the process and its port."""
+    """A throwaway redis-server on ``core``: the process and its port (and the
+    socket ``redis-<port>.sock`` in ``work``, for clients in other network namespaces)."""
     port = free_port()
     process = subprocess.Popen(
         [
             *("taskset", "-c", core, "redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+            *("--unixsocket", str(work / f"redis-{port}.sock")),
             *("--save", "", "--appendonly", "no", "--dir", str(work)),
         ],
         stdout=subprocess.DEVNULL,

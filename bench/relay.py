@@ -1,7 +1,13 @@
 """`make bench`, media part: RTP through the quietwire relay vs rtpengine.
 
 Each relay gets one core (``taskset``); the load, ``rtpload`` (C, built here
-from ``bench/rtpload.c``), runs on the other. A call is two UDP sockets in
+from ``bench/rtpload.c``), runs on the other. A third contender, run as root,
+is quietwire forwarding settled calls in the kernel (QW_RELAY_KERNEL_FORWARDING)
+in a network namespace of its own, the generator on the other end of a veth
+pair. Kernel forwarding runs in softirq on whatever core the packet arrives,
+not in the relay's process, so every contender is also measured by the whole
+machine's CPU beyond the generator's own (the generator alone on the same
+load): that is the relay's cost wherever it is spent. A call is two UDP sockets in
 the generator, one per side, each sending 172-byte packets at 50/s to its leg
 of the relay and receiving the other side's. Calls are set up the way each
 relay is driven in production: gRPC Allocate + Update for quietwire, the ng
@@ -39,7 +45,8 @@ import grpc
 from quietwire.rpc.relay.v1 import relay_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
 
-from bench.processes import cpu_seconds, free_port, redis_server, wait_port
+from bench.processes import cpu_seconds, free_port, machine_cpu_seconds, redis_server, wait_port
+from tests.netns import Netns, available, netns
 
 HERE = Path(__file__).resolve().parent
 RELAY_CORE, LOAD_CORE = "1", "0"
@@ -59,6 +66,7 @@ class Run:
     p99_us: float
     relay_cpu: float  # share of one core during the run
     rss_kib_per_1000: float
+    machine_cpu: float = 0.0  # share of one core, all cores busy, generator included
 
     @property
     def loss(self) -> float:
@@ -73,10 +81,10 @@ def build_rtpload(work: Path) -> Path:
     return binary
 
 
-def udp_socket() -> socket.socket:
+def udp_socket(host: str = "127.0.0.1") -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     return sock
 
 
@@ -92,10 +100,11 @@ def rss_kib(pid: int) -> int:
 
 
 def generate(
-    rtpload: Path, streams: list[tuple[socket.socket, int]], seconds: float
+    rtpload: Path, streams: list[tuple[socket.socket, int]], seconds: float, host: str = "127.0.0.1"
 ) -> tuple[int, int, float, float]:
-    """Run the generator over (socket, relay port) streams: sent, received, p50, p99."""
-    args = [f"{sock.fileno()}:127.0.0.1:{port}" for sock, port in streams]
+    """Run the generator over (socket, relay port) streams to ``host``: sent,
+    received, p50, p99."""
+    args = [f"{sock.fileno()}:{host}:{port}" for sock, port in streams]
     done = subprocess.run(
         ["taskset", "-c", LOAD_CORE, str(rtpload), str(seconds), str(RATE), *args],
         pass_fds=[sock.fileno() for sock, _ in streams],
@@ -110,6 +119,8 @@ def generate(
 class Relay:
     name = ""
     pid = 0
+    #: Where the relay takes media, and where the generator's sockets are.
+    host = phone_host = "127.0.0.1"
 
     def running(self) -> contextlib.AbstractContextManager[Relay]:
         raise NotImplementedError
@@ -130,31 +141,40 @@ class Quietwire(Relay):
         self.grpc_port = free_port()
         self.calls: list[str] = []
         self.sockets: list[socket.socket] = []
+        #: Run the relay under this (a network namespace), with these settings added.
+        self.prefix: list[str] = []
+        self.settings: dict[str, str] = {}
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Quietwire]:
         with redis_server(self.work, LOAD_CORE) as (_, redis_port):
             env = {
                 **os.environ,
-                "QW_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "QW_REDIS_URL": f"unix://{self.work / f'redis-{redis_port}.sock'}",
                 "QW_GRPC_INSECURE": "true",
+                "QW_GRPC_BIND": self.host,
                 "QW_GRPC_PORT": str(self.grpc_port),
                 "QW_METRICS_PORT": "0",
-                "QW_RELAY_BIND": "127.0.0.1",
+                "QW_RELAY_BIND": self.host,
+                "QW_RELAY_ADVERTISE": self.host,
                 "QW_RELAY_PORT_MIN": str(PORTS[0]),
                 "QW_RELAY_PORT_MAX": str(PORTS[1]),
                 "QW_RELAY_MEDIA_TIMEOUT": "600",
                 "QW_LOG_LEVEL": "warning",
+                **self.settings,
             }
             relay = subprocess.Popen(
-                ["taskset", "-c", RELAY_CORE, sys.executable, "-m", "quietwire", "relay"],
+                [
+                    *self.prefix,
+                    *("taskset", "-c", RELAY_CORE, sys.executable, "-m", "quietwire", "relay"),
+                ],
                 env=env,
                 stderr=subprocess.DEVNULL,
             )
             try:
-                wait_port(self.grpc_port, relay, "quietwire relay")
+                wait_port(self.grpc_port, relay, "quietwire relay", host=self.host)
                 self.pid = relay.pid
-                with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+                with grpc.insecure_channel(f"{self.host}:{self.grpc_port}") as channel:
                     self.stub = relay_pb2_grpc.RelayStub(channel)
                     yield self
             finally:
@@ -170,8 +190,8 @@ class Quietwire(Relay):
             allocated = self.stub.Allocate(pb.AllocateRequest(call_id=call_id, legs=legs))
             ports = {leg.side: leg.rtp.port for leg in allocated.legs}
             for side in sides:
-                sock = udp_socket()
-                here = pb.Address(host="127.0.0.1", port=port_of(sock))
+                sock = udp_socket(self.phone_host)
+                here = pb.Address(host=self.phone_host, port=port_of(sock))
                 self.stub.Update(
                     pb.UpdateRequest(call_id=call_id, side=side, remote_rtp=here, remote_rtcp=here)
                 )
@@ -187,6 +207,23 @@ class Quietwire(Relay):
         for sock in self.sockets:
             sock.close()
         self.sockets.clear()
+
+
+class QuietwireKernel(Quietwire):
+    """quietwire with kernel forwarding, in a network namespace of its own."""
+
+    name = "qw-kernel"
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Quietwire]:
+        sysctls = {"net.ipv4.ip_forward": "1", "net.netfilter.nf_conntrack_acct": "1"}
+        with netns(sysctls) as space:
+            self.space: Netns = space
+            self.host, self.phone_host = space.inside, space.outside
+            self.prefix = space.prefix
+            self.settings = {"QW_RELAY_KERNEL_FORWARDING": "true"}
+            with super().running() as running:
+                yield running
 
 
 class Rtpengine(Relay):
@@ -319,26 +356,31 @@ def measure(relay: Relay, rtpload: Path, calls: int, seconds: float) -> Run:
     before_rss = rss_kib(relay.pid)
     streams = relay.setup(calls)
     try:
-        generate(rtpload, streams, WARMUP_SECONDS)
+        generate(rtpload, streams, WARMUP_SECONDS, relay.host)
         rss = rss_kib(relay.pid) - before_rss
-        cpu_before, started = cpu_seconds([relay.pid]), time.monotonic()
-        sent, received, p50, p99 = generate(rtpload, streams, seconds)
-        cpu = (cpu_seconds([relay.pid]) - cpu_before) / (time.monotonic() - started)
+        cpu_before, machine_before = cpu_seconds([relay.pid]), machine_cpu_seconds()
+        started = time.monotonic()
+        sent, received, p50, p99 = generate(rtpload, streams, seconds, relay.host)
+        elapsed = time.monotonic() - started
+        cpu = (cpu_seconds([relay.pid]) - cpu_before) / elapsed
+        machine = (machine_cpu_seconds() - machine_before) / elapsed
     finally:
         relay.teardown()
-    return Run(calls, sent, received, p50, p99, cpu, rss * 1000 / calls)
+    return Run(calls, sent, received, p50, p99, cpu, rss * 1000 / calls, machine)
 
 
 def self_loop(rtpload: Path, calls: int, seconds: float) -> Run:
     pairs = [(udp_socket(), udp_socket()) for _ in range(calls)]
     streams = [s for a, b in pairs for s in ((a, port_of(b)), (b, port_of(a)))]
     try:
+        machine_before, started = machine_cpu_seconds(), time.monotonic()
         sent, received, p50, p99 = generate(rtpload, streams, seconds)
+        machine = (machine_cpu_seconds() - machine_before) / (time.monotonic() - started)
     finally:
         for a, b in pairs:
             a.close()
             b.close()
-    return Run(calls, sent, received, p50, p99, 0.0, 0.0)
+    return Run(calls, sent, received, p50, p99, 0.0, 0.0, machine)
 
 
 def median(runs: list[Run]) -> Run:
@@ -356,20 +398,33 @@ def median(runs: list[Run]) -> Run:
         middle([run.p99_us for run in runs]),
         middle([run.relay_cpu for run in runs]),
         middle([run.rss_kib_per_1000 for run in runs]),
+        middle([run.machine_cpu for run in runs]),
     )
 
 
-def line(name: str, run: Run) -> str:
+def line(name: str, run: Run, generator: float) -> str:
+    """``generator``: the machine's CPU for the generator alone on this load."""
+    beyond = (run.machine_cpu - generator) * 1000 / run.calls
     return (
         f"{name:<10} {run.calls:>6} {run.loss * 100:>7.3f}% {run.p50_us / 1000:>8.2f}"
         f" {run.p99_us / 1000:>8.2f} {run.relay_cpu * 100:>6.0f}%"
         f" {run.relay_cpu * 1000 / run.calls:>8.2f} {run.rss_kib_per_1000 / 1024:>8.1f}"
+        f" {beyond:>9.2f}"
     )
+
+
+def contenders(work: Path) -> list[Relay]:
+    found: list[Relay] = [Quietwire(work), Rtpengine(work)]
+    if available():
+        found.insert(1, QuietwireKernel(work))
+    else:
+        print("kernel forwarding not measured: a network namespace needs root")
+    return found
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="100,250,500,750,1000")
+    parser.add_argument("--calls", default="250,500,750,1000,1250")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
@@ -384,16 +439,20 @@ def main() -> int:
         rtpload = build_rtpload(work)
         print(
             "media relay: N calls x 2 streams of 172-byte packets at 50/s; relay on one core;"
-            f" medians of {options.rounds} rounds"
+            f" medians of {options.rounds} rounds; mach/1k: cores per 1,000 calls the whole"
+            " machine spent beyond the generator's own"
         )
         print(
             f"{'relay':<10} {'calls':>6} {'loss':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu':>7}"
-            f" {'cores/1k':>8} {'MiB/1k':>8}"
+            f" {'cores/1k':>8} {'MiB/1k':>8} {'mach/1k':>9}"
         )
+        generator: dict[int, float] = {}
         for n in ladder:
-            print(line("generator", self_loop(rtpload, n, options.seconds)), flush=True)
+            run = median([self_loop(rtpload, n, options.seconds) for _ in range(options.rounds)])
+            generator[n] = run.machine_cpu
+            print(line("generator", run, 0.0), flush=True)
         with contextlib.ExitStack() as stack:
-            relays = [stack.enter_context(r.running()) for r in (Quietwire(work), Rtpengine(work))]
+            relays = [stack.enter_context(relay.running()) for relay in contenders(work)]
             results: dict[str, dict[int, Run]] = {relay.name: {} for relay in relays}
             for n in ladder:
                 rounds: dict[str, list[Run]] = {relay.name: [] for relay in relays}
@@ -402,31 +461,41 @@ def main() -> int:
                         rounds[relay.name].append(measure(relay, rtpload, n, options.seconds))
                 for relay in relays:
                     results[relay.name][n] = median(rounds[relay.name])
-                    print(line(relay.name, results[relay.name][n]), flush=True)
-        print(summary(results["quietwire"], results["rtpengine"]))
+                    print(line(relay.name, results[relay.name][n], generator[n]), flush=True)
+        for line_ in summary(results, generator):
+            print(line_)
     return 0
 
 
-def summary(ours: dict[int, Run], theirs: dict[int, Run]) -> str:
-    """The most calls each held (< 0.1 % loss, p99 < 50 ms) and the ratios: calls held,
-    and CPU per packet where both held."""
+def summary(results: dict[str, dict[int, Run]], generator: dict[int, float]) -> list[str]:
+    """The most calls each held (< 0.1 % loss, p99 < 50 ms), and each one's cost
+    against rtpengine's where all held: its own process's CPU, and the machine's
+    CPU beyond the generator."""
+    theirs = results["rtpengine"]
+    most_theirs = held(theirs)
+    both = [n for n in theirs if all(holds(runs[n]) for runs in results.values())]
+    lines = []
+    for name, ours in results.items():
+        if name == "rtpengine":
+            continue
+        most = held(ours)
+        calls_ratio = f"{most / most_theirs:.2f}" if most_theirs else "n/a"
+        process, machine = "n/a", "n/a"
+        if both:
+            own = sum(ours[n].relay_cpu for n in both)
+            process = f"{own / sum(theirs[n].relay_cpu for n in both):.2f}"
+            beyond = sum(ours[n].machine_cpu - generator[n] for n in both)
+            machine = f"{beyond / sum(theirs[n].machine_cpu - generator[n] for n in both):.2f}"
+        lines.append(
+            f"{name}: most calls held {most}, rtpengine {most_theirs} (ratio {calls_ratio});"
+            f" CPU vs rtpengine where all held ({', '.join(map(str, both)) or 'none'}):"
+            f" process {process}, machine {machine}"
+        )
+    return lines
 
-    def held(runs: dict[int, Run]) -> int:
-        return max((n for n, run in runs.items() if holds(run)), default=0)
 
-    most_ours, most_theirs = held(ours), held(theirs)
-    both = [n for n in ours if holds(ours[n]) and n in theirs and holds(theirs[n])]
-    calls_ratio = f"{most_ours / most_theirs:.2f}" if most_theirs else "n/a"
-    cpu_ratio = (
-        f"{sum(ours[n].relay_cpu for n in both) / sum(theirs[n].relay_cpu for n in both):.2f}"
-        if both
-        else "n/a"
-    )
-    return (
-        f"most calls held (< 0.1 % loss, p99 < 50 ms): quietwire {most_ours},"
-        f" rtpengine {most_theirs} (ratio {calls_ratio});"
-        f" CPU quietwire/rtpengine where both held: {cpu_ratio}"
-    )
+def held(runs: dict[int, Run]) -> int:
+    return max((n for n, run in runs.items() if holds(run)), default=0)
 
 
 def holds(run: Run) -> bool:

@@ -76,11 +76,11 @@ async def relay(space: Netns, tmp_path: Path) -> AsyncIterator[RunningRelay]:
         QW_RELAY_PORT_MIN=str(PORTS[0]),
         QW_RELAY_PORT_MAX=str(PORTS[1]),
         QW_RELAY_KERNEL_FORWARDING="true",
+        QW_DRAIN_TIMEOUT="1",
     )
+    log = (tmp_path / "relay.log").open("w")
     process = subprocess.Popen(
-        [*space.prefix, sys.executable, "-m", "quietwire", "relay"],
-        env=env,
-        stderr=subprocess.DEVNULL,
+        [*space.prefix, sys.executable, "-m", "quietwire", "relay"], env=env, stderr=log
     )
     try:
         async with grpc.aio.insecure_channel(f"{space.inside}:{grpc_port}") as channel:
@@ -93,6 +93,7 @@ async def relay(space: Netns, tmp_path: Path) -> AsyncIterator[RunningRelay]:
                 process.wait(15)
         finally:
             stop_redis(redis)
+            log.close()
 
 
 def rtp(sequence: int, tag: bytes) -> bytes:
@@ -156,7 +157,9 @@ async def test_settled_call_forwarded_by_the_kernel(relay: RunningRelay) -> None
     assert f"{space.outside} ." not in space.run("nft", "list", "table", "ip", TABLE)
     a.send(rtp(100, b"a"), to_a)
     assert b.receive(0.3) is None
-    assert f"dport={to_a[1]} " not in space.run("cat", "/proc/net/nf_conntrack")
+    flows = space.run("cat", "/proc/net/nf_conntrack").splitlines()
+    # A stranger's untranslated flow may linger until it times out; it forwards nothing.
+    assert not [flow for flow in flows if f"mark={MARK}" in flow], flows
 
 
 async def test_table_goes_with_the_relay(relay: RunningRelay) -> None:

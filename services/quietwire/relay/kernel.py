@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import logging
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from pyroute2 import Conntrack
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
 log = logging.getLogger(__name__)
@@ -108,7 +110,10 @@ class KernelPaths:
         # AF_NETLINK): conntrack is used, blocking, from one thread of its own.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="conntrack")
         self._conntrack: Any = None
+        #: Each NATed flow's counters when last read (by conntrack id), and what
+        #: flows deleted since counted (by relay port).
         self._seen: dict[int, tuple[int, int, int, int]] = {}
+        self._carried: dict[int, tuple[int, int]] = {}
 
     async def _in_thread(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -159,20 +164,27 @@ class KernelPaths:
 """
         )
 
-    def link(self, link: Link) -> None:
-        """From now on the kernel forwards between the two phones."""
+    async def link(self, link: Link) -> None:
+        """From now on the kernel forwards between the two phones. Flows of theirs
+        tracked before (un-NATed: they would keep the phones' packets off the kernel
+        path) go first; while they do, the sockets still forward."""
+        await self._in_thread(self._link_now, link)
+
+    def _link_now(self, link: Link) -> None:
+        self._forget_now(link)
         self._elements("add", link)
 
-    def unlink(self, link: Link) -> None:
-        """No new flow of this call takes the kernel path (then :meth:`forget` it)."""
+    async def unlink(self, link: Link) -> None:
+        """The kernel forwards nothing of this call any more: its elements and its
+        flows are gone (their last counts kept for the next :meth:`counters`)."""
+        await self._in_thread(self._unlink_now, link)
+
+    def _unlink_now(self, link: Link) -> None:
         try:
             self._elements("delete", link)
         except KernelPathError as exc:  # already gone (a table replaced under us)
             log.warning("kernel path elements not removed", extra={"error": str(exc)})
-
-    async def forget(self, link: Link) -> None:
-        """The call's flows are gone: the kernel forwards none of its packets."""
-        await self._in_thread(self._forget_now, {link.a_port, link.b_port})
+        self._forget_now(link)
 
     def _elements(self, verb: str, link: Link) -> None:
         assert self._nft is not None
@@ -192,18 +204,23 @@ class KernelPaths:
             f"{verb} element {table} settled {{ {link.a_port}, {link.b_port} }}\n"
         )
 
-    def _forget_now(self, ports: set[int]) -> None:
-        ours = NFCTAttrTuple(proto=socket.IPPROTO_UDP, daddr=self.address)
-        doomed = [
-            entry.tuple_orig
-            for entry in self._conntrack.dump_entries(tuple_orig=ours)
-            if entry.tuple_orig.dport in ports
-        ]
-        for flow in doomed:
+    def _forget_now(self, link: Link) -> None:
+        for (address, port), relay_port in ((link.a, link.a_port), (link.b, link.b_port)):
+            flow = NFCTAttrTuple(
+                saddr=address,
+                daddr=self.address,
+                proto=socket.IPPROTO_UDP,
+                sport=port,
+                dport=relay_port,
+            )
             try:
-                self._conntrack.delete(flow)
-            except Exception as exc:  # gone already (timed out meanwhile)
-                log.debug("conntrack entry not deleted", extra={"error": str(exc)})
+                message = self._conntrack.entry("get", tuple_orig=flow)
+                if message is not None:
+                    self._count(message, self._carried)
+                self._conntrack.entry("del", tuple_orig=flow)
+            except NetlinkError as exc:
+                if exc.code != errno.ENOENT:
+                    log.warning("conntrack entry not deleted", extra={"error": str(exc)})
 
     async def counters(self) -> dict[int, tuple[int, int]]:
         """Packets and bytes the kernel forwarded since the last call, by the relay
@@ -212,23 +229,39 @@ class KernelPaths:
         return counts
 
     def _counters_now(self) -> dict[int, tuple[int, int]]:
-        found: dict[int, tuple[int, int]] = {}
-        seen: dict[int, tuple[int, int, int, int]] = {}
+        found, self._carried = self._carried, {}
+        seen, self._seen = self._seen, {}
         for message in self._conntrack.dump(mark=MARK):
-            orig, reply = message.get_attr("CTA_TUPLE_ORIG"), message.get_attr("CTA_TUPLE_REPLY")
-            flow_id = message.get_attr("CTA_ID")
-            now = (*_counts(message, "CTA_COUNTERS_ORIG"), *_counts(message, "CTA_COUNTERS_REPLY"))
-            before = self._seen.get(flow_id, (0, 0, 0, 0))
-            seen[flow_id] = now
-            for port, packets, octets in (
-                (_dport(orig), now[0] - before[0], now[1] - before[1]),
-                (_dport(reply), now[2] - before[2], now[3] - before[3]),
-            ):
-                if packets > 0:
-                    total = found.get(port, (0, 0))
-                    found[port] = (total[0] + packets, total[1] + octets)
-        self._seen = seen
+            self._count(message, found, seen)
         return found
+
+    def _count(
+        self,
+        message: Any,
+        found: dict[int, tuple[int, int]],
+        seen: dict[int, tuple[int, int, int, int]] | None = None,
+    ) -> None:
+        """Add a flow's packets and bytes since it was last counted to ``found``,
+        by relay port. ``seen``: where this flow was counted up to (default: the
+        current reading's)."""
+        if message.get_attr("CTA_MARK") != MARK:
+            return
+        flow_id = message.get_attr("CTA_ID")
+        now = (*_counts(message, "CTA_COUNTERS_ORIG"), *_counts(message, "CTA_COUNTERS_REPLY"))
+        before = (seen if seen is not None else self._seen).pop(flow_id, (0, 0, 0, 0))
+        if seen is not None:
+            self._seen[flow_id] = now
+        ports = (
+            _dport(message.get_attr("CTA_TUPLE_ORIG")),
+            _dport(message.get_attr("CTA_TUPLE_REPLY")),
+        )
+        for port, packets, octets in (
+            (ports[0], now[0] - before[0], now[1] - before[1]),
+            (ports[1], now[2] - before[2], now[3] - before[3]),
+        ):
+            if packets > 0:
+                total = found.get(port, (0, 0))
+                found[port] = (total[0] + packets, total[1] + octets)
 
     async def close(self) -> None:
         if self._conntrack is not None:

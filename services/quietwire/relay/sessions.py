@@ -24,7 +24,7 @@ import enum
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 from quietwire.protocols.rtp.demux import PacketKind, classify
@@ -144,7 +144,7 @@ class Relay:
         self.fast: FastPaths[tuple[RelayCall, Leg]] = FastPaths(self._from_phone)
         #: Set (started) when settled calls are forwarded by the kernel instead.
         self.kernel: KernelPaths | None = None
-        self._unlinking: set[asyncio.Task[None]] = set()
+        self._kernel_work: set[asyncio.Task[None]] = set()
 
     async def allocate(self, call_id: str, specs: list[tuple[Side, bool, str]]) -> RelayCall:
         """Ports for each leg (side, rtcp-mux, a=zrtp-hash); the same call twice gets the same."""
@@ -202,7 +202,7 @@ class Relay:
         for call_id in list(self.calls):
             self.release(call_id)
         self.fast.shutdown()
-        await asyncio.gather(*self._unlinking, return_exceptions=True)
+        await asyncio.gather(*self._kernel_work, return_exceptions=True)
         if self.kernel is not None:
             await self.kernel.close()
 
@@ -266,24 +266,36 @@ class Relay:
             self.received(call, leg, "rtp", data, source)
 
     def _link(self, call: RelayCall, link: Link) -> None:
-        assert self.kernel is not None
-        if call.link is not None:
-            return
-        try:
-            self.kernel.link(link)
-        except KernelPathError as exc:
-            log.warning("no kernel path", extra={"relay_call": call.call_id, "error": str(exc)})
-            return
-        call.link = link
+        if call.link is None:
+            call.link = link
+            self._in_order(self._kernel_call(call, "link", link))
 
     def _unlink(self, call: RelayCall) -> None:
-        if call.link is None or self.kernel is None:
-            return
-        self.kernel.unlink(call.link)
-        task = asyncio.get_running_loop().create_task(self.kernel.forget(call.link))
-        self._unlinking.add(task)
-        task.add_done_callback(self._unlinking.discard)
-        call.link = None
+        if call.link is not None:
+            self._in_order(self._kernel_call(call, "unlink", call.link))
+            call.link = None
+
+    async def _kernel_call(self, call: RelayCall, verb: str, link: Link) -> None:
+        assert self.kernel is not None
+        try:
+            await getattr(self.kernel, verb)(link)
+        except KernelPathError as exc:
+            log.warning(
+                f"kernel {verb} failed", extra={"relay_call": call.call_id, "error": str(exc)}
+            )
+
+    def _in_order(self, work: Coroutine[None, None, None]) -> None:
+        """Kernel changes run one after the other, in the order asked (the kernel
+        paths' one thread), never blocking the forwarding."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._kernel_work.add(task)
+        task.add_done_callback(self._kernel_work.discard)
+
+    @staticmethod
+    def _phones(call: RelayCall, link: Link) -> tuple[Address | None, Address | None]:
+        """Where the linked legs' phones are now (by their relay ports)."""
+        by_port = {leg.pair.port: leg.target("rtp") for leg in call.legs.values()}
+        return by_port.get(link.a_port), by_port.get(link.b_port)
 
     def absorb(self, counts: dict[int, tuple[int, int]]) -> None:
         """Add what the kernel forwarded (packets and bytes by the relay port they
@@ -302,11 +314,13 @@ class Relay:
                     FORWARDED.inc(packets)
 
     def _settle(self, call: RelayCall) -> None:
-        """Latching or the SDP may have moved a leg's phone: a phone socket connected
-        elsewhere is closed, and every fast path taken down (the next RTP packet
-        through the full path sets it up again)."""
+        """Latching or the SDP may have moved a leg's phone: a kernel link or a phone
+        socket to where it no longer is goes, and every socket fast path is taken
+        down (the next RTP packet through the full path sets it up again)."""
         self.fold(call)
-        self._unlink(call)
+        link = call.link
+        if link is not None and (link.a, link.b) != self._phones(call, link):
+            self._unlink(call)
         for leg in call.legs.values():
             if leg.phone is not None:
                 leg.phone.forward_to = None
