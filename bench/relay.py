@@ -21,9 +21,9 @@ to itself (no relay): the ceiling of what this load can show.
 
 The machine is shared and noisy, so both relays run side by side and take
 turns on the same load, several rounds each, and the medians are reported.
-Each measured run follows a second of unmeasured media on the same calls:
-what is measured is calls in progress, not a thousand calls starting within
-the same 20 ms.
+Each measured run follows a second of unmeasured media on the same calls
+(and the relay's catching up with it): what is measured is calls in
+progress, not a thousand calls starting within the same 20 ms.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ class Quietwire(Relay):
                     *("taskset", "-c", RELAY_CORE, sys.executable, "-m", "quietwire", "relay"),
                 ],
                 env=env,
-                stderr=subprocess.DEVNULL,
+                stderr=(self.work / f"{self.name}.log").open("w"),
             )
             try:
                 wait_port(self.grpc_port, relay, "quietwire relay", host=self.host)
@@ -218,6 +218,10 @@ class QuietwireKernel(Quietwire):
     def running(self) -> Iterator[Quietwire]:
         sysctls = {"net.ipv4.ip_forward": "1", "net.netfilter.nf_conntrack_acct": "1"}
         with netns(sysctls) as space:
+            # Packets arriving in the namespace are handled (NAT, forwarding) on
+            # the relay's core, not in the generator's softirq.
+            rps = f"/sys/class/net/{space.interface}/queues/rx-0/rps_cpus"
+            space.run("sh", "-c", f"echo {1 << int(RELAY_CORE):x} > {rps}")
             self.space: Netns = space
             self.host, self.phone_host = space.inside, space.outside
             self.prefix = space.prefix
@@ -357,6 +361,9 @@ def measure(relay: Relay, rtpload: Path, calls: int, seconds: float) -> Run:
     streams = relay.setup(calls)
     try:
         generate(rtpload, streams, WARMUP_SECONDS, relay.host)
+        quiet(relay.pid)
+        for sock, _ in streams:
+            drain(sock)
         rss = rss_kib(relay.pid) - before_rss
         cpu_before, machine_before = cpu_seconds([relay.pid]), machine_cpu_seconds()
         started = time.monotonic()
@@ -367,6 +374,29 @@ def measure(relay: Relay, rtpload: Path, calls: int, seconds: float) -> Run:
     finally:
         relay.teardown()
     return Run(calls, sent, received, p50, p99, cpu, rss * 1000 / calls, machine)
+
+
+def quiet(pid: int, most: float = 15.0) -> None:
+    """Wait (``most`` seconds at most) until the relay is done with the warm-up's
+    packets: what it still had queued would count late in the measured run."""
+    deadline = time.monotonic() + most
+    while time.monotonic() < deadline:
+        before = cpu_seconds([pid])
+        time.sleep(0.5)
+        if cpu_seconds([pid]) - before < 0.1:
+            return
+
+
+def drain(sock: socket.socket) -> None:
+    """Drop what the warm-up left in a generator socket."""
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.recv(2048)
+    except OSError:
+        pass
+    finally:
+        sock.setblocking(True)
 
 
 def self_loop(rtpload: Path, calls: int, seconds: float) -> Run:

@@ -25,6 +25,8 @@ class Netns:
     #: The namespace's address, and this namespace's address on the link.
     inside: str
     outside: str
+    #: The namespace's end of the veth pair.
+    interface: str
 
     @property
     def prefix(self) -> list[str]:
@@ -64,7 +66,7 @@ def netns(sysctls: Mapping[str, str] | None = None) -> Iterator[Netns]:
         ip("-n", name, "addr", "add", f"{inside}/30", "dev", inner)
         ip("-n", name, "link", "set", inner, "up")
         ip("-n", name, "link", "set", "lo", "up")
-        space = Netns(name, inside, outside)
+        space = Netns(name, inside, outside, inner)
         for key, value in (sysctls or {}).items():
             space.run("sysctl", "-qw", f"{key}={value}")
         yield space

@@ -98,6 +98,13 @@ class Link:
     b_port: int
 
 
+@dataclass(frozen=True)
+class _Change:
+    verb: str  # "add" or "delete" the link's elements
+    link: Link
+    forget: bool  # delete the link's flows (before an add, after a delete)
+
+
 class KernelPaths:
     """This relay's nftables table and its conntrack flows."""
 
@@ -114,6 +121,9 @@ class KernelPaths:
         #: flows deleted since counted (by relay port).
         self._seen: dict[int, tuple[int, int, int, int]] = {}
         self._carried: dict[int, tuple[int, int]] = {}
+        self._pending: list[_Change] = []
+        self._batch: asyncio.Future[None] | None = None
+        self._sending: asyncio.Task[None] | None = None
 
     async def _in_thread(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -164,30 +174,61 @@ class KernelPaths:
 """
         )
 
-    async def link(self, link: Link) -> None:
-        """From now on the kernel forwards between the two phones. Flows of theirs
-        tracked before (un-NATed: they would keep the phones' packets off the kernel
-        path) go first; while they do, the sockets still forward."""
-        await self._in_thread(self._link_now, link)
-
-    def _link_now(self, link: Link) -> None:
-        self._forget_now(link)
-        self._elements("add", link)
+    async def link(self, link: Link, *, forget: bool) -> None:
+        """From now on the kernel forwards between the two phones. ``forget``: flows
+        of theirs tracked before (untranslated: they would keep the phones' packets
+        off the kernel path) go first — there are none unless the call's ports
+        were linked before."""
+        await self._change(_Change("add", link, forget))
 
     async def unlink(self, link: Link) -> None:
         """The kernel forwards nothing of this call any more: its elements and its
-        flows are gone (their last counts kept for the next :meth:`counters`)."""
-        await self._in_thread(self._unlink_now, link)
+        flows are gone (their last counts kept for :meth:`counters`)."""
+        await self._change(_Change("delete", link, forget=True))
 
-    def _unlink_now(self, link: Link) -> None:
+    def _change(self, change: _Change) -> asyncio.Future[None]:
+        """Changes asked during one turn of the event loop go to the kernel together
+        (one nftables transaction), after those asked before."""
+        loop = asyncio.get_running_loop()
+        if self._batch is None:
+            self._batch = loop.create_future()
+            loop.call_soon(self._send_batch)
+        self._pending.append(change)
+        return self._batch
+
+    def _send_batch(self) -> None:
+        changes, batch = self._pending, self._batch
+        self._pending, self._batch = [], None
+        assert batch is not None
+        self._sending = asyncio.get_running_loop().create_task(self._send(changes, batch))
+
+    async def _send(self, changes: list[_Change], batch: asyncio.Future[None]) -> None:
         try:
-            self._elements("delete", link)
-        except KernelPathError as exc:  # already gone (a table replaced under us)
-            log.warning("kernel path elements not removed", extra={"error": str(exc)})
-        self._forget_now(link)
+            await self._in_thread(self._apply, changes)
+        except Exception as exc:  # handed to every change of the batch
+            batch.set_exception(exc)
+        else:
+            batch.set_result(None)
 
-    def _elements(self, verb: str, link: Link) -> None:
+    def _apply(self, changes: list[_Change]) -> None:
+        for change in changes:
+            if change.verb == "add" and change.forget:
+                self._forget_now(change.link)
         assert self._nft is not None
+        try:
+            self._nft.run("".join(self._elements(change) for change in changes))
+        except KernelPathError:
+            for change in changes:  # one by one: the others apply, the failure is named
+                try:
+                    self._nft.run(self._elements(change))
+                except KernelPathError as exc:
+                    log.warning("kernel path not changed", extra={"error": str(exc)})
+        for change in changes:
+            if change.verb == "delete":
+                self._forget_now(change.link)
+
+    def _elements(self, change: _Change) -> str:
+        verb, link = change.verb, change.link
         (a, a_port), (b, b_port), here = link.a, link.b, self.address
         peers = [f"{a} . {a_port} . {link.a_port}", f"{b} . {b_port} . {link.b_port}"]
         sources = [f"{b} . {b_port}", f"{a} . {a_port}"]
@@ -198,7 +239,7 @@ class KernelPaths:
                 f"{sources[1]} : {here} . {link.a_port}",
             ]
         table = f"ip {self.table}"
-        self._nft.run(
+        return (
             f"{verb} element {table} to_peer {{ {', '.join(peers)} }}\n"
             f"{verb} element {table} from_port {{ {', '.join(sources)} }}\n"
             f"{verb} element {table} settled {{ {link.a_port}, {link.b_port} }}\n"

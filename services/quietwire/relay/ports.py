@@ -21,10 +21,8 @@ class PoolExhausted(Exception):
 class PortPair:
     rtp: socket.socket
     rtcp: socket.socket
-
-    @property
-    def port(self) -> int:
-        return int(self.rtp.getsockname()[1])
+    #: The RTP port (RTCP's is the one above).
+    port: int
 
     def close(self) -> None:
         self.rtp.close()
@@ -60,7 +58,7 @@ class PortPool:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 sock.setblocking(False)
             self.in_use.add(port)
-            return PortPair(rtp, rtcp)
+            return PortPair(rtp, rtcp, port)
         raise PoolExhausted("no free relay port pair")
 
     def give_back(self, pair: PortPair) -> None:

@@ -113,6 +113,8 @@ class RelayCall:
     reported: float = field(default_factory=time.monotonic)
     #: The call's path through the kernel, when the relay forwards in the kernel.
     link: Link | None = None
+    #: Whether it ever had one (flows tracked since may be in the way of a new one).
+    linked: bool = False
 
 
 class _Channel(asyncio.DatagramProtocol):
@@ -244,7 +246,8 @@ class Relay:
         if leg.latched["rtp"] != source or (leg.phone and leg.phone.peer != source):
             return
         if self.kernel is not None:
-            self._link(call, Link(source, leg.pair.port, destination, other.pair.port))
+            if call.link is None:
+                self._link(call, Link(source, leg.pair.port, destination, other.pair.port))
             return
         try:
             if leg.phone is None:
@@ -266,28 +269,28 @@ class Relay:
             self.received(call, leg, "rtp", data, source)
 
     def _link(self, call: RelayCall, link: Link) -> None:
-        if call.link is None:
-            call.link = link
-            self._in_order(self._kernel_call(call, "link", link))
+        assert self.kernel is not None
+        call.link, again = link, call.linked
+        call.linked = True
+        self._in_order(call, self.kernel.link(link, forget=again))
 
     def _unlink(self, call: RelayCall) -> None:
-        if call.link is not None:
-            self._in_order(self._kernel_call(call, "unlink", call.link))
+        if call.link is not None and self.kernel is not None:
+            self._in_order(call, self.kernel.unlink(call.link))
             call.link = None
 
-    async def _kernel_call(self, call: RelayCall, verb: str, link: Link) -> None:
-        assert self.kernel is not None
-        try:
-            await getattr(self.kernel, verb)(link)
-        except KernelPathError as exc:
-            log.warning(
-                f"kernel {verb} failed", extra={"relay_call": call.call_id, "error": str(exc)}
-            )
-
-    def _in_order(self, work: Coroutine[None, None, None]) -> None:
+    def _in_order(self, call: RelayCall, change: Coroutine[None, None, None]) -> None:
         """Kernel changes run one after the other, in the order asked (the kernel
         paths' one thread), never blocking the forwarding."""
-        task = asyncio.get_running_loop().create_task(work)
+
+        async def run() -> None:
+            try:
+                await change
+            except KernelPathError as exc:
+                extra = {"relay_call": call.call_id, "error": str(exc)}
+                log.warning("kernel path not changed", extra=extra)
+
+        task = asyncio.get_running_loop().create_task(run())
         self._kernel_work.add(task)
         task.add_done_callback(self._kernel_work.discard)
 
