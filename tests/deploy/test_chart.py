@@ -131,6 +131,20 @@ def test_relay_deployment_spreads_and_publishes_its_load() -> None:
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
 
 
+def test_kernel_forwarding_relay_has_net_admin_and_the_node_address() -> None:
+    docs = render("-f", CHART / "ci" / "kernel-forwarding-values.yaml")
+    relay = find(docs, "DaemonSet", "-relay")["spec"]["template"]["spec"]["containers"][0]
+    assert relay["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    assert relay["securityContext"]["readOnlyRootFilesystem"] is True
+    names = [entry["name"] for entry in relay["env"]]
+    assert names.index("HOST_IP") < names.index("QW_RELAY_BIND")  # $(HOST_IP) expands
+    env = _env(relay)
+    assert env["QW_RELAY_BIND"] == "$(HOST_IP)"
+    assert env["QW_RELAY_KERNEL_FORWARDING"] == "true"
+    others = [c for doc in docs for c in _containers(doc) if c["name"] != "relay"]
+    assert others and all(c["securityContext"]["capabilities"] == {"drop": ["ALL"]} for c in others)
+
+
 def test_signaling_front_door() -> None:
     docs = render("-f", MINIMAL)
     sip = find(docs, "Service", "-sip")

@@ -219,8 +219,13 @@ securityContext:
 {{- end -}}
 
 {{- define "quietwire.container" -}}
-image: {{ include "quietwire.image" . }}
-imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- $root := .root -}}
+{{- $context := deepCopy $root.Values.containerSecurityContext -}}
+{{- with .add }}
+{{- $_ := set $context "capabilities" (dict "drop" (list "ALL") "add" .) }}
+{{- end }}
+image: {{ include "quietwire.image" $root }}
+imagePullPolicy: {{ $root.Values.image.pullPolicy }}
 securityContext:
-  {{- toYaml .Values.containerSecurityContext | nindent 2 }}
+  {{- toYaml $context | nindent 2 }}
 {{- end -}}
