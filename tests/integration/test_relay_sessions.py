@@ -189,6 +189,37 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
         probe.close()
 
 
+async def test_a_phone_moved_by_reinvite_is_learned_again(
+    relay: tuple[Relay, list[Event]],
+) -> None:
+    """A re-INVITE naming a new address for a latched phone makes its leg learn again:
+    a stranger is still refused, the phone's RTP with the SSRC it used before proves it
+    wherever it comes from (behind another NAT), and media follows it both ways."""
+    engine, events = relay
+    call = await engine.allocate("c10", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
+    a, b, sdp_address, behind_nat, stranger = (Endpoint() for _ in range(5))
+    engine.update("c10", Side.CALLER, a.address, None, "")
+    engine.update("c10", Side.CALLEE, b.address, None, "")
+    caller, callee = call.legs[Side.CALLER], call.legs[Side.CALLEE]
+    for n in range(1, 4):
+        a.send(Rtp(0, n, 0, 0xA1, b"a" * 160).serialize(), caller.pair.port)
+        assert await b.receive() is not None
+    assert caller.latched["rtp"] == a.address
+
+    engine.update("c10", Side.CALLER, sdp_address.address, None, "")
+    assert caller.latched["rtp"] is None
+    stranger.send(Rtp(0, 4, 0, 0xBAD, b"s" * 160).serialize(), caller.pair.port)
+    assert await b.receive(0.3) is None
+    behind_nat.send(Rtp(0, 4, 0, 0xA1, b"a" * 160).serialize(), caller.pair.port)
+    assert await b.receive() is not None
+    assert caller.latched["rtp"] == behind_nat.address
+    b.send(Rtp(0, 1, 0, 0xB2, b"b" * 160).serialize(), callee.pair.port)
+    got = await behind_nat.receive()
+    assert got is not None and got[1][1] == caller.pair.port
+    assert caller.stats.packets_dropped == 1
+    assert [e.kind for e in events].count(EventKind.LATCHED) >= 3
+
+
 async def test_live_calls_report_their_statistics() -> None:
     """A call that carried packets since its last report reports again (LEG_STATS per leg);
     a silent one does not."""

@@ -123,7 +123,7 @@ class KernelPaths:
         self._carried: dict[int, tuple[int, int]] = {}
         self._pending: list[_Change] = []
         self._batch: asyncio.Future[None] | None = None
-        self._sending: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def _in_thread(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -137,13 +137,13 @@ class KernelPaths:
             if value != "1":
                 raise KernelPathError(f"{name.replace('/', '.')} is {value}; it must be 1")
         self._nft = Nftables()
-        self._nft.run(self._ruleset(fresh=True))
+        self._nft.run(self._ruleset())
         self._conntrack = await self._in_thread(Conntrack)
 
-    def _ruleset(self, fresh: bool) -> str:
+    def _ruleset(self) -> str:
         table, here, ports = self.table, self.address, self.ports
         # Any table left by an earlier relay on these ports (a crash) goes first.
-        drop = f"table ip {table}\ndelete table ip {table}\n" if fresh else ""
+        drop = f"table ip {table}\ndelete table ip {table}\n"
         return (
             drop
             + f"""table ip {table} {{
@@ -200,7 +200,9 @@ class KernelPaths:
         changes, batch = self._pending, self._batch
         self._pending, self._batch = [], None
         assert batch is not None
-        self._sending = asyncio.get_running_loop().create_task(self._send(changes, batch))
+        task = asyncio.get_running_loop().create_task(self._send(changes, batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _send(self, changes: list[_Change], batch: asyncio.Future[None]) -> None:
         try:

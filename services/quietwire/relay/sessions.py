@@ -3,10 +3,12 @@
 Latching (where a leg's phone really is) is safe against RTP bleed: a leg
 latches to the address its SDP named, or to the first source that proves
 itself — a ZRTP Hello hashing to the leg's ``a=zrtp-hash``, or a STUN
-request — and never re-latches mid-call; packets from anyone else are dropped
-and counted. The relay classifies without keys (RFC 7983 first byte, the ZRTP
-cookie): which ZRTP messages went by, the SHA-256 of each side's Hello, RTP
-sequence and loss.
+request — and never re-latches to a stranger mid-call; packets from anyone
+else are dropped and counted. Only a new address in the leg's SDP (a re-INVITE
+over TLS: the phone changed networks) makes it learn again, and then the
+phone's RTP also proves itself by the SSRC it used before. The relay
+classifies without keys (RFC 7983 first byte, the ZRTP cookie): which ZRTP
+messages went by, the SHA-256 of each side's Hello, RTP sequence and loss.
 
 Per-packet Python is what a relay's capacity is made of, so once a call's
 path is settled its RTP takes the fast path (:mod:`quietwire.relay.fastpath`):
@@ -98,6 +100,9 @@ class Leg:
     phone: Phone | None = None
     stats: LegStats = field(default_factory=LegStats)
     last_packet: float | None = None
+    #: The SSRC of the first RTP this leg's phone sent: after a re-INVITE moved the
+    #: phone, its RTP from wherever it now is (behind another NAT) proves it.
+    ssrc: bytes = b""
 
     def target(self, channel: str) -> Address | None:
         return self.latched[channel] or self.expected[channel]
@@ -178,6 +183,9 @@ class Relay:
         if call is None or side not in call.legs:
             return False
         leg = call.legs[side]
+        if leg.expected["rtp"] not in (None, rtp):
+            # The phone moved (its re-INVITE came over TLS): learn where it is again.
+            leg.latched = {"rtp": None, "rtcp": None}
         leg.expected["rtp"] = rtp
         leg.expected["rtcp"] = rtcp or (rtp and (rtp[0], rtp[1] + 1))
         if zrtp_hash:
@@ -341,6 +349,7 @@ class Relay:
             addr == leg.expected[channel]
             or kind is PacketKind.STUN
             or (kind is PacketKind.ZRTP and _is_matching_hello(data, leg.zrtp_hash))
+            or (kind is PacketKind.RTP and leg.ssrc != b"" and data[8:12] == leg.ssrc)
             or (
                 channel == "rtcp"
                 and leg.latched["rtp"] is not None
@@ -372,6 +381,8 @@ class Relay:
     def _rtp(self, call: RelayCall, leg: Leg, data: bytes) -> None:
         stats = leg.stats
         stats.rtp_packets += 1
+        if not leg.ssrc:
+            leg.ssrc = data[8:12]
         sequence = int.from_bytes(data[2:4], "big")
         if stats.highest_seq is not None:
             gap = (sequence - stats.highest_seq) & 0xFFFF
