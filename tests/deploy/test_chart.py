@@ -136,6 +136,9 @@ def test_kernel_forwarding_relay_has_net_admin_and_the_node_address() -> None:
     relay = find(docs, "DaemonSet", "-relay")["spec"]["template"]["spec"]["containers"][0]
     assert relay["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
     assert relay["securityContext"]["readOnlyRootFilesystem"] is True
+    # Added capabilities take effect for uid 0 only; every other one is still dropped.
+    assert relay["securityContext"]["runAsUser"] == 0
+    assert relay["securityContext"]["allowPrivilegeEscalation"] is False
     names = [entry["name"] for entry in relay["env"]]
     assert names.index("HOST_IP") < names.index("QW_RELAY_BIND")  # $(HOST_IP) expands
     env = _env(relay)

@@ -14,7 +14,7 @@ import pytest
 from quietwire.protocols.rtp.packets import Rtp
 from quietwire.protocols.zrtp.packet import ZrtpPacket
 from quietwire.relay.ports import PoolExhausted, PortPool
-from quietwire.relay.sessions import Event, EventKind, Relay, Side
+from quietwire.relay.sessions import Event, EventKind, Leg, Relay, RelayCall, Side
 
 from tests.conftest import free_port
 
@@ -41,6 +41,16 @@ class Endpoint:
             return await asyncio.wait_for(loop.sock_recvfrom(self.sock, 2048), timeout)
         except TimeoutError:
             return None
+
+
+async def muxed_call(
+    engine: Relay, call_id: str, caller: Endpoint, callee: Endpoint
+) -> tuple[RelayCall, Leg, Leg]:
+    """A call with rtcp-mux on both legs, each leg told its phone's address."""
+    call = await engine.allocate(call_id, [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
+    engine.update(call_id, Side.CALLER, caller.address, None, "")
+    engine.update(call_id, Side.CALLEE, callee.address, None, "")
+    return call, call.legs[Side.CALLER], call.legs[Side.CALLEE]
 
 
 @pytest.fixture
@@ -146,11 +156,8 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
     re-INVITE that moves a phone which has not sent yet takes that path down and
     media follows it; after Release nothing is left bound to the call's ports."""
     engine, _ = relay
-    call = await engine.allocate("c8", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
     a, b, c, moved = Endpoint(), Endpoint(), Endpoint(), Endpoint()
-    engine.update("c8", Side.CALLER, a.address, None, "")
-    engine.update("c8", Side.CALLEE, b.address, None, "")
-    caller, callee = call.legs[Side.CALLER], call.legs[Side.CALLEE]
+    call, caller, callee = await muxed_call(engine, "c8", a, b)
     for n in range(1, 6):
         a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
         b.send(Rtp(0, n, 0, 2, b"b" * 160).serialize(), callee.pair.port)
@@ -163,10 +170,7 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
     engine.release("c8")
     assert len(engine.fast) == 0
 
-    call = await engine.allocate("c9", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
-    engine.update("c9", Side.CALLER, a.address, None, "")
-    engine.update("c9", Side.CALLEE, c.address, None, "")
-    caller, callee = call.legs[Side.CALLER], call.legs[Side.CALLEE]
+    call, caller, callee = await muxed_call(engine, "c9", a, c)
     for n in range(1, 4):
         a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
         assert await c.receive() is not None
@@ -196,11 +200,8 @@ async def test_a_phone_moved_by_reinvite_is_learned_again(
     a stranger is still refused, the phone's RTP with the SSRC it used before proves it
     wherever it comes from (behind another NAT), and media follows it both ways."""
     engine, events = relay
-    call = await engine.allocate("c10", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
     a, b, sdp_address, behind_nat, stranger = (Endpoint() for _ in range(5))
-    engine.update("c10", Side.CALLER, a.address, None, "")
-    engine.update("c10", Side.CALLEE, b.address, None, "")
-    caller, callee = call.legs[Side.CALLER], call.legs[Side.CALLEE]
+    _, caller, callee = await muxed_call(engine, "c10", a, b)
     for n in range(1, 4):
         a.send(Rtp(0, n, 0, 0xA1, b"a" * 160).serialize(), caller.pair.port)
         assert await b.receive() is not None

@@ -223,6 +223,9 @@ securityContext:
 {{- $context := deepCopy $root.Values.containerSecurityContext -}}
 {{- with .add }}
 {{- $_ := set $context "capabilities" (dict "drop" (list "ALL") "add" .) }}
+{{- /* Kubernetes grants added capabilities to uid 0 only (no ambient capabilities). */}}
+{{- $_ := set $context "runAsUser" 0 }}
+{{- $_ := set $context "runAsNonRoot" false }}
 {{- end }}
 image: {{ include "quietwire.image" $root }}
 imagePullPolicy: {{ $root.Values.image.pullPolicy }}
