@@ -165,8 +165,15 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
     assert caller.phone is not None and callee.phone is not None
     assert caller.phone.forward_to is callee.phone and callee.phone.forward_to is caller.phone
     assert len(engine.fast) == 2
+    a.send(b"", caller.pair.port)  # an empty datagram carries nothing to forward
+    for runt in (b"\x80", b"\x80\x00\x00"):  # not RTP: the full path forwards it unchanged
+        a.send(runt, caller.pair.port)
+        got = await b.receive()
+        assert got is not None and got[0] == runt
+    a.send(Rtp(0, 6, 0, 1, b"a" * 160).serialize(), caller.pair.port)
+    assert await b.receive() is not None and caller.phone.forward_to is callee.phone
     engine.fold(call)
-    assert caller.stats.rtp_packets == callee.stats.rtp_packets == 5
+    assert (caller.stats.rtp_packets, callee.stats.rtp_packets) == (6, 5)
     engine.release("c8")
     assert len(engine.fast) == 0
 

@@ -27,6 +27,7 @@ from quietwire.relay.metrics import SEND_ERROR
 Address = tuple[str, int]
 Owner = TypeVar("Owner")
 MAX_PACKET = 2048
+RTP_HEADER = 12
 
 
 class PhoneSocket(Generic[Owner]):
@@ -125,8 +126,14 @@ class FastPaths(Generic[Owner]):
             except OSError:  # an ICMP error from the phone, reported on the next receive
                 continue
             forward_to = phone.forward_to
-            # RTP (RFC 7983: first byte 128-191; RTCP's second byte is 192-223).
-            if forward_to is not None and 127 < data[0] < 192 and not 191 < data[1] < 224:
+            # RTP (RFC 7983: first byte 128-191; RTCP's second byte is 192-223), at
+            # least a header long; anything else, however short, takes the full path.
+            if (
+                forward_to is not None
+                and len(data) >= RTP_HEADER
+                and 127 < data[0] < 192
+                and not 191 < data[1] < 224
+            ):
                 phone.packets += 1
                 phone.bytes += len(data)
                 phone.last = data
