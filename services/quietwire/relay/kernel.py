@@ -128,10 +128,10 @@ class KernelPaths:
     async def _in_thread(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
-    async def start(self, sysctl_root: Path = Path("/proc/sys")) -> None:
+    async def start(self) -> None:
         for name in SYSCTLS:
             try:
-                value = (sysctl_root / name).read_text().strip()
+                value = (Path("/proc/sys") / name).read_text().strip()
             except OSError:
                 value = "unreadable"
             if value != "1":
