@@ -93,6 +93,9 @@ def test_phone_and_linphone(
     assert ours.returncode == 0, out + err
     lines = out.splitlines()
     assert f"SAS {sas.replace(':', ' ')}" in lines, (sas, lines)
+    # Linphone's default list puts Opus first; our phone offers it first too:
+    # whoever offers, the call runs in Opus (RFC 3264 section 6.1).
+    assert "codec opus/48000/2" in lines, lines
     secure = next(line for line in lines if line.startswith("secure "))
     if extended:
         # X25519 is the only key agreement both sides then offer; the SAS type

@@ -61,8 +61,8 @@ class Codec:
 PCMU = Codec("PCMU", 0, 8000)
 PCMA = Codec("PCMA", 8, 8000)
 OPUS = Codec("opus", 96, 48000, 2)
-#: What the phone offers, in order of preference.
-CODECS = (PCMU, PCMA, OPUS)
+#: What the phone offers, in order of preference: wideband first.
+CODECS = (OPUS, PCMU, PCMA)
 
 
 def _frame(pcm: bytes, rate: int, pts: int) -> av.AudioFrame:

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quietwire.phone.audio import CODECS, WavRecorder, read_wav
 from quietwire.phone.connection import SipConnection
-from quietwire.phone.media import EchoBuffer, MediaSession
+from quietwire.phone.media import Audio, MediaSession
 from quietwire.phone.sdp import NoCommonCodec, Remote, describe, remote_of
 from quietwire.phone.useragent import Dialog, UserAgent
 from quietwire.phone.zidcache import FileZidCache
@@ -87,16 +86,8 @@ class Phone:
 
     def _media(self, echo: bool = False) -> MediaSession:
         o = self.options
-        rate = CODECS[0].pcm_rate
-        pcm = read_wav(o.play, rate) if o.play and not echo else b""
-        sink = (
-            EchoBuffer(CODECS[0].samples_per_frame)
-            if echo
-            else WavRecorder(o.record, rate)
-            if o.record
-            else None
-        )
-        return MediaSession(o.media_address, self.cache, self.cache.zid, sink, pcm, offer=o.offer)
+        audio = Audio(play=o.play, record=o.record, echo=echo)
+        return MediaSession(o.media_address, self.cache, self.cache.zid, audio, offer=o.offer)
 
     async def call(self, uri: str) -> CallResult:
         assert self.ua is not None
@@ -151,6 +142,7 @@ class Phone:
         result = CallResult(call_id=dialog.call_id)
         hung_up = asyncio.Event()
         watcher = asyncio.create_task(self._watch(dialog, hung_up))
+        self.say(f"codec {remote.codec.rtpmap}")
         media.start(remote)
         try:
             outcome = await self._first(media.secured, hung_up, SECURE_TIMEOUT)
@@ -175,8 +167,6 @@ class Phone:
         if not result.ended_by_peer:
             await self._hang_up(dialog)
         await media.close()
-        if isinstance(media.sink, WavRecorder):
-            media.sink.close()
         result.stats = vars(media.stats).copy()
         self.say("call ended")
         return result

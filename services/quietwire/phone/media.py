@@ -15,9 +15,10 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
-from quietwire.phone.audio import Codec, Decoder, Encoder, LoopingSource
+from quietwire.phone.audio import Codec, Decoder, Encoder, LoopingSource, WavRecorder, read_wav
 from quietwire.phone.sdp import Remote
 from quietwire.protocols.rtp.demux import PacketKind, classify
 from quietwire.protocols.rtp.errors import ParseError as RtpParseError
@@ -99,13 +100,23 @@ class _Protocol(asyncio.DatagramProtocol):
         log.debug("media socket error: %s", exc)
 
 
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """What the phone plays and where what it hears goes; opened at the codec's
+    rate once the call's codec is known (``play`` and ``record`` are WAV files;
+    ``echo`` sends back what it hears instead of playing)."""
+
+    play: Path | None = None
+    record: Path | None = None
+    echo: bool = False
+
+
 @dataclass(eq=False)
 class MediaSession:
     address: str
     cache: ZidCache
     zid: bytes
-    sink: Sink | None = None
-    pcm: bytes = b""
+    audio: Audio = Audio()
     stats: Stats = field(default_factory=Stats)
     offer: Offer = DEFAULT_OFFER
 
@@ -122,6 +133,8 @@ class MediaSession:
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._decoder: Decoder | None = None
+        self.sink: Sink | None = None
+        self.pcm = b""
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -138,10 +151,22 @@ class MediaSession:
         self.remote = remote
         if remote.zrtp_hash:
             self.engine.set_peer_hello_hash(remote.zrtp_hash)
+        self._open_audio(remote.codec)
         self._decoder = Decoder(remote.codec)
         self.engine.start()
         self._flush()
         self._tasks.append(asyncio.create_task(self._timers()))
+
+    def _open_audio(self, codec: Codec) -> None:
+        """Source and sink at the codec's own PCM rate (WAV resampled on read)."""
+        audio = self.audio
+        if audio.echo:
+            self.sink = EchoBuffer(codec.samples_per_frame)
+            return
+        if audio.play is not None:
+            self.pcm = read_wav(audio.play, codec.pcm_rate)
+        if audio.record is not None:
+            self.sink = WavRecorder(audio.record, codec.pcm_rate)
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
         kind = classify(data)
@@ -225,3 +250,5 @@ class MediaSession:
         for transport in (self._transport, self._rtcp_transport):
             if transport is not None:
                 transport.close()
+        if isinstance(self.sink, WavRecorder):
+            self.sink.close()

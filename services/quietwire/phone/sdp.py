@@ -51,37 +51,42 @@ class NoCommonCodec(ValueError):
     pass
 
 
-def remote_of(data: bytes, preference: tuple[Codec, ...] = CODECS) -> Remote:
-    """The first audio stream of the peer's SDP and the codec both sides have."""
+def remote_of(data: bytes, supported: tuple[Codec, ...] = CODECS) -> Remote:
+    """The first audio stream of the peer's SDP and the codec of the call.
+
+    The codec is the first of the peer's list that we support: an offer lists
+    the offerer's preference and the answer keeps it (RFC 3264 section 6.1); an
+    answer lists the answerer's, which the offerer then sends (section 7).
+    """
     sdp = SessionDescription.parse(data)
     audio = next((m for m in sdp.media if m.media == "audio" and m.port), None)
     if audio is None:
         raise NoCommonCodec("no audio stream")
     connection = sdp.media_connection(audio) or Connection("0.0.0.0")  # noqa: S104
-    offered = _payload_types(audio)
-    codec = next((c for c in preference if _matches(c, offered)), None)
+    codec = next(
+        (
+            Codec(ours.name, pt, ours.clock_rate, ours.channels)
+            for pt, name in _payload_types(audio)
+            for ours in supported
+            if name.lower() == ours.name.lower()
+        ),
+        None,
+    )
     if codec is None:
         raise NoCommonCodec("no codec in common")
-    pt = next(pt for pt, name in offered.items() if name.lower() == codec.name.lower())
-    codec = Codec(codec.name, pt, codec.clock_rate, codec.channels)
     return Remote(
         connection.address, audio.port, audio.rtcp_port or audio.port + 1, codec, audio.zrtp_hash
     )
 
 
-def _payload_types(audio: MediaDescription) -> dict[int, str]:
-    """Payload type → encoding name, static ones (RFC 3551) included."""
-    names = {0: "PCMU", 8: "PCMA"}
-    found: dict[int, str] = {}
-    for fmt in audio.formats:
-        if fmt.isdigit() and int(fmt) in names:
-            found[int(fmt)] = names[int(fmt)]
+#: Static payload types (RFC 3551 section 6) a peer may use without an rtpmap.
+STATIC_PAYLOAD_TYPES = {0: "PCMU", 8: "PCMA"}
+
+
+def _payload_types(audio: MediaDescription) -> list[tuple[int, str]]:
+    """(payload type, encoding name) in the order of the m= line."""
+    names = {str(pt): name for pt, name in STATIC_PAYLOAD_TYPES.items()}
     for value in audio.attributes("rtpmap"):
         pt, _, encoding = (value or "").partition(" ")
-        if pt.isdigit() and pt in audio.formats:
-            found[int(pt)] = encoding.split("/")[0]
-    return found
-
-
-def _matches(codec: Codec, offered: dict[int, str]) -> bool:
-    return any(name.lower() == codec.name.lower() for name in offered.values())
+        names[pt] = encoding.split("/")[0]
+    return [(int(fmt), names[fmt]) for fmt in audio.formats if fmt.isdigit() and fmt in names]
