@@ -3,6 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+UV_DIR ?= .uv
+UV := $(UV_DIR)/bin/uv
+UV_COMPILE := $(UV) pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform linux --custom-compile-command 'make lock'
+STALE_LOCK := uv.lock does not match pyproject.toml (or the index could not be reached: see above). \
+	Run \`make lock\` and commit uv.lock.
+# uv uses the Python it is given, never one it downloads.
+export UV_PYTHON_DOWNLOADS := never
 # Debian packages the platform and its tests run with.
 DEB_PACKAGES := redis-server libbzrtp0 linphone-cli sip-tester stunnel4 nftables iproute2
 # The anchors `make bench` runs side by side with quietwire.
@@ -13,27 +21,52 @@ STATE_DIR ?= .quietwire
 SIP_HOST ?= 127.0.0.1
 SIP_PORT ?= 5061
 
-.PHONY: run test setup debs deploy-tools protos protos-check lint bench clean
+.PHONY: run test setup lock lock-check debs deploy-tools protos protos-check lint bench clean
 
 run: setup
 	$(BIN)/quietwire up --state-dir $(STATE_DIR) --sip-host $(SIP_HOST) --sip-port $(SIP_PORT)
 
-test: setup deploy-tools protos-check lint
+test: lock-check setup deploy-tools protos-check lint
 	QW_TOOLS_DIR=$(abspath $(TOOLS)) $(BIN)/pytest
 
 setup: $(VENV)/.installed debs
 
-$(VENV)/.installed: pyproject.toml
+# uv itself, pinned by hash (tools/uv.txt), in a bootstrap venv of its own:
+# `uv sync` keeps the project venv exactly as uv.lock says.
+$(UV): tools/uv.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "quietwire needs Python 3.11 or newer as $(PYTHON)")'
-	@$(PYTHON) -m venv $(VENV) || { echo "cannot create a venv: on Debian install python3-venv" >&2; exit 1; }
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(PYTHON) -m venv $(UV_DIR) || { echo "cannot create a venv: on Debian install python3-venv" >&2; exit 1; }
+	$(UV_DIR)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r tools/uv.txt
 	@touch $@
+
+# Exactly the locked set (--locked: a uv.lock that no longer matches
+# pyproject.toml stops here instead of being re-resolved).
+$(VENV)/.installed: pyproject.toml uv.lock $(UV)
+	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --quiet --python $(PYTHON) \
+		|| { echo "$(STALE_LOCK)" >&2; exit 1; }
+	@touch $@
+
+# Re-resolve on purpose: after editing pyproject.toml (or tools/checkov,
+# tools/*.in), or `make lock UPGRADE=1` to take the newest versions allowed.
+# Commit what it changes.
+lock: $(UV)
+	$(UV) lock $(if $(UPGRADE),--upgrade)
+	$(UV) lock $(if $(UPGRADE),--upgrade) --project tools/checkov
+	$(UV_COMPILE) tools/uv.in -o tools/uv.txt
+	$(UV_COMPILE) --no-deps tools/deploy-downloads.in -o tools/deploy-downloads.txt
+
+# Every lock file is fresh for what it locks (the way protos-check is for protos/).
+lock-check: $(UV)
+	@$(UV) lock --check --quiet || { echo "$(STALE_LOCK)" >&2; exit 1; }
+	@$(UV) lock --check --quiet --project tools/checkov \
+		|| { echo "tools/checkov/uv.lock is stale: run \`make lock\` and commit it" >&2; exit 1; }
+	@$(PYTHON) tools/check_pins.py tools/uv.in tools/uv.txt tools/deploy-downloads.in tools/deploy-downloads.txt
 
 debs:
 	@tools/debian-packages $(DEB_PACKAGES)
 
-deploy-tools: $(VENV)/.installed
-	@PYTHON=$(abspath $(BIN))/python tools/deploy-tools $(TOOLS)
+deploy-tools: $(UV)
+	@UV=$(abspath $(UV)) PIP=$(abspath $(UV_DIR))/bin/pip tools/deploy-tools $(TOOLS)
 
 protos: $(VENV)/.installed
 	$(BIN)/python tools/gen_protos.py
@@ -54,4 +87,4 @@ bench: setup
 	$(BIN)/python -m bench.relay
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(UV_DIR) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

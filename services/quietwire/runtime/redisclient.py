@@ -38,7 +38,7 @@ def redis_client(settings: CommonSettings) -> redis.Redis:
         return client
     if tls:
         options["ssl"] = True
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    sentinel = Sentinel(
         settings.sentinel_addresses,
         sentinel_kwargs={
             k: v for k, v in options.items() if k in ("password", "ssl", "ssl_ca_certs")
