@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,12 @@ from quietwire.protocols.zrtp.session import DEFAULT_OFFER, Failed, Secured
 
 log = logging.getLogger(__name__)
 SECURE_TIMEOUT = 20.0
+#: RFC 5626 section 4.5: a failed flow is recovered after a wait that doubles
+#: from about a second up to this (randomised, so phones cut off together do not
+#: come back together).
+RECONNECT_MAX_WAIT = 60.0
+#: How long hanging up waits for a flow being recovered before giving up.
+FLOW_WAIT = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,9 @@ class PhoneOptions:
     #: The user's keys during a secure call (``quietwire phone --keys``: stdin
     #: lines): ``v`` the SAS was compared and matches, ``u`` it was not, ``h`` hang up.
     keys: AsyncIterator[str] | None = None
+    #: Seconds between keep-alive pings on the flow (RFC 5626 section 4.4.1
+    #: suggests 95-120 s for TLS; ``--keepalive``).
+    keepalive: float = 90.0
 
 
 @dataclass
@@ -68,17 +79,63 @@ class Phone:
         self.say = say
         self.cache = FileZidCache(options.zid_cache)
         self.ua: UserAgent | None = None
+        #: Set while the flow to the registrar works (cleared while recovering it).
+        self.flow_ready = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         o = self.options
-        connection = await SipConnection.open(o.registrar, o.port, o.ca, o.domain)
+        connection = await self._open()
         self.ua = UserAgent(connection, o.user, o.password, o.domain, o.port)
+        await self._register()
+        self.say(f"registered {self.ua.aor}")
+        self.flow_ready.set()
+        self._keeper = asyncio.create_task(self._keep_flow())
+
+    async def _open(self) -> SipConnection:
+        o = self.options
+        return await SipConnection.open(o.registrar, o.port, o.ca, o.domain)
+
+    async def _register(self) -> None:
+        assert self.ua is not None
         response = await self.ua.register()
         if response.status != 200:
             raise RuntimeError(f"registration refused: {response.status} {response.reason}")
-        self.say(f"registered {self.ua.aor}")
+
+    async def _keep_flow(self) -> None:
+        """Ping the flow; when it fails (closed, or no pong), open a new one and
+        register again over it (RFC 5626 sections 4.4 and 4.5)."""
+        assert self.ua is not None
+        while True:
+            connection = self.ua.connection
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(connection.closed.wait(), self.options.keepalive)
+            if not connection.closed.is_set() and await connection.alive():
+                continue
+            self.flow_ready.clear()
+            self.say("flow lost: reconnecting")
+            await self._recover()
+            self.flow_ready.set()
+            self.say(f"registered {self.ua.aor} (flow recovered)")
+
+    async def _recover(self) -> None:
+        assert self.ua is not None
+        wait = 1.0
+        while True:
+            await asyncio.sleep(wait * (0.5 + secrets.randbelow(500) / 1000))
+            wait = min(wait * 2, RECONNECT_MAX_WAIT)
+            try:
+                await self.ua.use(await self._open())
+                await self._register()
+                return
+            except (OSError, ssl.SSLError, TimeoutError, RuntimeError) as exc:
+                log.info("flow recovery failed: %s", exc)
 
     async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
         if self.ua is not None:
             with contextlib.suppress(Exception):
                 await self.ua.register(expires=0)
@@ -159,13 +216,15 @@ class Phone:
             else:
                 result.failure = outcome.reason if outcome else "the peer hung up"
                 self.say(f"not secure: {result.failure}")
+            result.ended_by_peer = hung_up.is_set()
+            if not result.ended_by_peer:
+                # The watcher keeps answering meanwhile: when both ends hang up at
+                # once, each answers the other's BYE while its own is pending.
+                await self._hang_up(dialog)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        result.ended_by_peer = hung_up.is_set()
-        if not result.ended_by_peer:
-            await self._hang_up(dialog)
         await media.close()
         result.stats = vars(media.stats).copy()
         self.say("call ended")
@@ -232,6 +291,13 @@ class Phone:
             await self.ua.connection.send(self.ua.answer(request, 486, "Busy Here"))
 
     async def _hang_up(self, dialog: Dialog) -> None:
+        """Send BYE (over a recovered flow if the old one failed) and say how it went."""
         assert self.ua is not None
-        with contextlib.suppress(TimeoutError):
-            await self.ua.send(self.ua.in_dialog(dialog, "BYE"), timeout=5)
+        try:
+            await asyncio.wait_for(self.flow_ready.wait(), FLOW_WAIT)
+            exchange = await self.ua.send(self.ua.in_dialog(dialog, "BYE"), timeout=5)
+        except (TimeoutError, ConnectionError) as exc:
+            self.say(f"BYE not answered: {type(exc).__name__}")
+            return
+        final = exchange.final
+        self.say(f"BYE answered {final.status}" if final else "BYE not answered")

@@ -58,6 +58,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         sub.add_argument("--zid-cache", help="ZRTP cache file (default ~/.quietwire/zid-USER.json)")
         sub.add_argument("--media-address", default="127.0.0.1", help="address for RTP")
         sub.add_argument(
+            "--keepalive",
+            type=float,
+            default=90.0,
+            help="seconds between keep-alive pings to the registrar (default 90); a failed"
+            " flow is reopened and registered again (RFC 5626)",
+        )
+        sub.add_argument(
             "--key-agreement",
             help="ZRTP key agreements offered, preferred first (default: "
             + ",".join(k.decode() for k in DEFAULT_OFFER.key_agreements if k != MULTISTREAM)
@@ -103,6 +110,7 @@ def options(args: argparse.Namespace) -> PhoneOptions:
         media_address=args.media_address,
         offer=_offer(args.key_agreement),
         keys=_stdin_keys() if args.keys else None,
+        keepalive=args.keepalive,
     )
 
 

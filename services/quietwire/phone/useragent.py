@@ -79,6 +79,20 @@ class UserAgent:
         host, port = self.connection.local
         return str(Via("TLS", host, port, {"branch": new_branch(), "rport": None, "alias": None}))
 
+    async def use(self, connection: SipConnection) -> None:
+        """Carry on over a new connection (the old flow failed, RFC 5626 section
+        4.5): requests still waiting for an answer on the old one fail at once
+        with :class:`ConnectionError`; register again to move the binding."""
+        self._dispatcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._dispatcher
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the flow failed"))
+        old, self.connection = self.connection, connection
+        self._dispatcher = asyncio.create_task(self._dispatch())
+        await old.close()
+
     async def _dispatch(self) -> None:
         while True:
             message = await self.connection.incoming.get()
