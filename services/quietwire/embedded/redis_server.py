@@ -1,5 +1,7 @@
 """The private ``redis-server`` of ``quietwire up``: a Unix socket in the
-state directory, a fresh password each run, no TCP port at all."""
+state directory, a fresh password each run, no TCP port at all, and an
+append-only file (fsync every second) so that registrations, dialogs and call
+records survive a Redis crash, not only users."""
 
 from __future__ import annotations
 
@@ -56,7 +58,8 @@ def redis_child(state_dir: Path, password: str) -> tuple[Child, str]:
                 f"dir {directory}",
                 "dbfilename dump.rdb",
                 "save 60 1",
-                "appendonly no",
+                "appendonly yes",
+                "appendfsync everysec",
                 "daemonize no",
                 f"logfile {directory / 'redis.log'}",
                 f"requirepass {password}",
