@@ -59,9 +59,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         )
         sub.add_argument("--user", required=True)
         sub.add_argument("--password", action=_RefusePassword, help=argparse.SUPPRESS)
-        sub.add_argument(
-            "--password-stdin", action="store_true", help="or $QW_PHONE_PASSWORD"
-        )
+        sub.add_argument("--password-stdin", action="store_true", help="or $QW_PHONE_PASSWORD")
         sub.add_argument("--domain", help="SIP domain (default: the registrar's host)")
         sub.add_argument("--ca", help="CA file to verify the registrar's certificate")
         sub.add_argument("--play", help="WAV file sent (looped) once the call is secure")
