@@ -67,7 +67,7 @@ async def test_overlong_nc_answered_400_before_redis(
         for _ in range(4):  # 8 in all: under the 10 that block the source
             answer = await send_with(ua, request, value)
             assert answer is not None and answer.status == 400, answer
-        assert len(one.service.proxy.servers) == live
+        assert len(one.service.proxy.servers) <= live  # none left behind
     assert await keys(redis_url, "qw:nonce:*") == []
     assert (await ua.register()).status == 200  # the connection and the listener go on
     await ua.close()

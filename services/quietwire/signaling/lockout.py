@@ -138,6 +138,8 @@ class Lockout:
 
     def blocked(self, address: str) -> bool:
         """Is ``address`` blocked, as far as this replica knows (no Redis)?"""
+        if not self._blocked:
+            return False
         until = self._blocked.get(source_key(address))
         if until is None:
             return False
