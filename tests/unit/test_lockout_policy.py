@@ -43,6 +43,14 @@ def test_settings_refuse_it_at_start() -> None:
         SignalingSettings, **base, sip_max_auth_failures=3, sip_user_max_auth_failures=22
     )
     assert settings.lockout_policy.source_failures == 3
+    assert settings.lockout_policy.user_failures == 22
+
+
+def test_the_per_user_limit_follows_the_per_source_one_by_default() -> None:
+    base = {"sip_tls_cert": __file__, "sip_tls_key": __file__, "grpc_insecure": True}
+    assert load_settings(SignalingSettings, **base).lockout_policy == LockoutPolicy()
+    raised = load_settings(SignalingSettings, **base, sip_max_auth_failures=50)
+    assert raised.lockout_policy.user_failures == 2 * 50 * 7
 
 
 def test_digest_algorithms_shared_with_the_user_command() -> None:

@@ -83,7 +83,7 @@ class LockoutPolicy:
     source_failures: int = 10
     source_window: float = 600.0
     source_block: float = 600.0
-    user_failures: int = 100
+    user_failures: int = 140
     user_window: float = 3600.0
     user_block: float = 900.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
@@ -17,7 +18,7 @@ from quietwire.runtime.settings import (
     SipDomainSettings,
     env_name,
 )
-from quietwire.signaling.lockout import LockoutPolicy, check_policy
+from quietwire.signaling.lockout import LockoutPolicy, check_policy, one_source_most
 
 
 class DigestSettings(QuietwireSettings):
@@ -78,8 +79,9 @@ class SignalingSettings(ServiceSettings, SipDomainSettings, DigestSettings):
     sip_auth_block: Seconds = 600.0
     #: Per user, from all sources: failures within the window before the
     #: user's credentials are refused for the block. Must be above what one
-    #: source can make in the window, so one address cannot lock a user out.
-    sip_user_max_auth_failures: Annotated[int, Field(ge=1)] = 100
+    #: source can make in the window, so one address cannot lock a user out;
+    #: default: twice that.
+    sip_user_max_auth_failures: Annotated[int, Field(ge=1)] | None = None
     sip_user_auth_failure_window: Seconds = 3600.0
     sip_user_auth_block: Seconds = 900.0
 
@@ -93,14 +95,17 @@ class SignalingSettings(ServiceSettings, SipDomainSettings, DigestSettings):
 
     @property
     def lockout_policy(self) -> LockoutPolicy:
-        return LockoutPolicy(
+        policy = LockoutPolicy(
             self.sip_max_auth_failures,
             self.sip_auth_failure_window,
             self.sip_auth_block,
-            self.sip_user_max_auth_failures,
+            self.sip_user_max_auth_failures or 0,
             self.sip_user_auth_failure_window,
             self.sip_user_auth_block,
         )
+        if self.sip_user_max_auth_failures is None:
+            return replace(policy, user_failures=2 * one_source_most(policy))
+        return policy
 
 
 class UserAdminSettings(CommonSettings, SipDomainSettings, DigestSettings):
