@@ -3,7 +3,11 @@ stranger may put in Authorization / Proxy-Authorization, and what is refused."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from quietwire.protocols.sip.digest import (
     MAX_CREDENTIALS,
     MAX_PARAMS,
@@ -153,3 +157,39 @@ def test_challenge_parsed_with_the_same_grammar() -> None:
 def test_digest_uri_names_the_request_uri(digest_uri: str, request_uri: str, same: bool) -> None:
     """RFC 7616 section 3.4.6 with RFC 3261 section 19.1.4's URI equality."""
     assert same_resource(digest_uri, request_uri) is same
+
+
+NAMES = st.sampled_from(
+    ["username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce", "algorithm", "x"]
+)
+VALUES = st.one_of(
+    st.text(alphabet="0123456789abcdefABCDEF", max_size=70),
+    st.sampled_from(["auth", "MD5", "SHA-256", "auth-int", "00000001", '"', "\\", ","]),
+    st.text(max_size=40),
+)
+
+
+@given(st.lists(st.tuples(NAMES, VALUES, st.booleans()), max_size=12))
+def test_any_credential_parses_within_bounds_or_is_refused(
+    params: list[tuple[str, str, bool]],
+) -> None:
+    """Whatever the parameters, ParseError or a credential that holds the grammar."""
+    value = "Digest " + ", ".join(
+        f'{name}="{text}"' if quoted else f"{name}={text}" for name, text, quoted in params
+    )
+    try:
+        credentials = Credentials.parse(value)
+    except ParseError:
+        return
+    assert len(credentials.response) == credentials.algorithm.hex_length
+    assert credentials.nc is None or (len(credentials.nc) == 8 and credentials.nonce_count)
+    for v in (credentials.username, credentials.realm, credentials.nonce):
+        assert len(v) <= MAX_VALUE
+        assert not [c for c in v if (ord(c) < 32 and c != "\t") or ord(c) == 127]
+
+
+@given(st.text(max_size=300))
+def test_any_text_parses_or_is_refused(text: str) -> None:
+    for value in (text, "Digest " + text):
+        with contextlib.suppress(ParseError):
+            Credentials.parse(value)

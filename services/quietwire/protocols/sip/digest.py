@@ -165,14 +165,14 @@ class Credentials:
             if name in params and not params[name][1]:
                 raise ParseError(f"Digest {name} must be a quoted string")
         text = {name: raw for name, (raw, _) in params.items()}
+        if "username*" in text or text.get("userhash", "false").lower() != "false":
+            raise ParseError("Digest username* and userhash not offered", 403)
         missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in text]
         if missing:
             raise ParseError(f"Digest credentials lack {', '.join(missing)}")
         for name in ("username", "realm", "nonce", "uri", "cnonce"):
             if name in text and not text[name]:
                 raise ParseError(f"empty Digest {name}")
-        if "username*" in text or text.get("userhash", "false").lower() != "false":
-            raise ParseError("Digest username* and userhash not offered", 403)
         algorithm = _algorithm(text.get("algorithm", "MD5"), 403)
         if not _LHEX.fullmatch(text["response"]) or len(text["response"]) != algorithm.hex_length:
             raise ParseError("bad Digest response")
