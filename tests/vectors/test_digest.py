@@ -142,3 +142,20 @@ def test_nonce_bound_to_its_algorithm() -> None:
 def test_bad_credentials(header: str) -> None:
     with pytest.raises(ParseError):
         Credentials.parse(header)
+
+
+def test_a_nonce_of_the_earlier_layout_is_challenged_again() -> None:
+    """Before nonces carried their algorithm: time(8) random(8) HMAC(body)[:12]. Such a
+    nonce (a replica not yet upgraded) must read as not ours (a fresh challenge), not
+    as a downgrade (403)."""
+    import base64
+    import hashlib
+    import hmac
+    import struct
+
+    secret = b"k" * 32
+    body = struct.pack("!Q", 1_000_000) + bytes(range(8))
+    mac = hmac.new(secret, body, hashlib.sha256).digest()[:12]
+    nonce = base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
+    for algorithm in DigestAlgorithm:
+        assert NonceMint(secret).check(nonce, 1000.0, algorithm) is NonceCheck.FORGED

@@ -295,7 +295,10 @@ class NonceMint:
         self.lifetime = lifetime
 
     def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self.secret, body, hashlib.sha256).digest()[:12]
+        """The MAC, over a label naming this layout: a nonce of the earlier layout
+        (no algorithm; from a replica not yet upgraded) is not ours, so it is
+        challenged again rather than refused."""
+        return hmac.new(self.secret, _NONCE_LABEL + body, hashlib.sha256).digest()[:12]
 
     def mint(self, now: float, algorithm: DigestAlgorithm) -> str:
         body = struct.pack("!QB", int(now * 1000), _NONCE_CODES[algorithm]) + os.urandom(7)
@@ -318,6 +321,7 @@ class NonceMint:
 
 
 _NONCE_CODES = {DigestAlgorithm.MD5: 1, DigestAlgorithm.SHA_256: 2}
+_NONCE_LABEL = b"quietwire digest nonce, algorithm bound:"
 
 
 class NonceCheck(enum.Enum):
