@@ -12,7 +12,7 @@ STALE_LOCK := uv.lock does not match pyproject.toml (or the index could not be r
 # uv uses the Python it is given, never one it downloads.
 export UV_PYTHON_DOWNLOADS := never
 # Debian packages the platform and its tests run with.
-DEB_PACKAGES := redis-server libbzrtp0 linphone-cli sip-tester stunnel4 nftables iproute2
+DEB_PACKAGES := redis-server libbzrtp0 linphone-cli sip-tester stunnel4 nftables iproute2 prometheus
 # The anchors `make bench` runs side by side with quietwire.
 BENCH_DEB_PACKAGES := kamailio kamailio-tls-modules rtpengine-daemon
 # helm, docker-compose and checkov for the deployment checks (tools/deploy-tools).

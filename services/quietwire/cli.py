@@ -93,7 +93,7 @@ async def _user_command(args: argparse.Namespace) -> int:
     settings = load_settings(UserAdminSettings, _config_file(args))
     client = redis_client(settings)
     try:
-        store = UserStore(client, settings.sip_domain)
+        store = UserStore(client, settings.sip_domain, settings.digest_algorithms)
         policies = UserPolicies(client)
         aor = f"sip:{getattr(args, 'username', '')}@{settings.sip_domain.lower()}"
         if args.user_command == "add":

@@ -90,3 +90,22 @@ def test_cli_redis_down_is_clear() -> None:
     assert result.returncode == 1
     assert "cannot use Redis at QW_REDIS_URL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_keeps_no_md5_hash_when_md5_is_off(redis_url: str) -> None:
+    """Issue 12 finding 5: with QW_SIP_DIGEST_ALGORITHMS=SHA-256 no MD5 HA1 is stored, and
+    setting the password again drops one stored before."""
+    import redis as redis_sync
+
+    key = "qw:{users:example.org}:user:gina"
+    both = quietwire_env(QW_REDIS_URL=redis_url, QW_SIP_DOMAIN="example.org")
+    add = ("user", "add", "gina", "--password-stdin")
+    added = run_quietwire(*add, env=both, stdin="gina-secret\n")
+    assert added.returncode == 0, added.stderr
+    client = redis_sync.Redis.from_url(redis_url)
+    assert set(client.hkeys(key)) == {b"ha1_md5", b"ha1_sha256", b"created"}
+    only = {**both, "QW_SIP_DIGEST_ALGORITHMS": "SHA-256"}
+    again = run_quietwire(*add, env=only, stdin="gina-secret\n")
+    assert again.returncode == 0, again.stderr
+    assert set(client.hkeys(key)) == {b"ha1_sha256", b"created"}
+    client.close()

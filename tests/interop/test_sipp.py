@@ -140,6 +140,10 @@ def sipp(
             user,
             "-ap",
             password,
+            # The digest uri must be the Request-URI (RFC 7616 section 3.4.6); sipp's
+            # default is the address it sends to (stunnel's port, and no user).
+            "-auth_uri",
+            f"{extra[extra.index('callee') + 1]}@127.0.0.1" if "callee" in extra else "127.0.0.1",
             "-i",
             "127.0.0.1",
             "-p",

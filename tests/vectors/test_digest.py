@@ -91,7 +91,14 @@ def test_rfc2069_style_without_qop() -> None:
 def test_client_and_server_agree_through_the_headers() -> None:
     mint = NonceMint(b"k" * 32)
     challenge = parse_challenge(
-        str(Challenge("example.org", mint.mint(1000.0), DigestAlgorithm.SHA_256, opaque="o1"))
+        str(
+            Challenge(
+                "example.org",
+                mint.mint(1000.0, DigestAlgorithm.SHA_256),
+                DigestAlgorithm.SHA_256,
+                opaque="o1",
+            )
+        )
     )
     answer = client_credentials(
         challenge, "bob", "hunter2hunter2", "INVITE", "sip:x@example.org", 3, "cn0nce"
@@ -101,17 +108,26 @@ def test_client_and_server_agree_through_the_headers() -> None:
     assert parsed.matches(
         ha1(DigestAlgorithm.SHA_256, "bob", "example.org", "hunter2hunter2"), "INVITE"
     )
-    assert mint.check(parsed.nonce, 1010.0) is NonceCheck.FRESH
+    assert mint.check(parsed.nonce, 1010.0, DigestAlgorithm.SHA_256) is NonceCheck.FRESH
 
 
 def test_nonces_expire_and_cannot_be_forged() -> None:
     mint = NonceMint(b"k" * 32, lifetime=60)
-    nonce = mint.mint(1000.0)
-    assert mint.check(nonce, 1059.0) is NonceCheck.FRESH
-    assert mint.check(nonce, 1061.0) is NonceCheck.STALE
-    assert NonceMint(b"x" * 32).check(nonce, 1000.0) is NonceCheck.FORGED
-    assert mint.check("not-a-nonce!", 1000.0) is NonceCheck.FORGED
-    assert mint.check(nonce[:-2] + "AA", 1000.0) is NonceCheck.FORGED
+    md5 = DigestAlgorithm.MD5
+    nonce = mint.mint(1000.0, md5)
+    assert mint.check(nonce, 1059.0, md5) is NonceCheck.FRESH
+    assert mint.check(nonce, 1061.0, md5) is NonceCheck.STALE
+    assert NonceMint(b"x" * 32).check(nonce, 1000.0, md5) is NonceCheck.FORGED
+    assert mint.check("not-a-nonce!", 1000.0, md5) is NonceCheck.FORGED
+    assert mint.check(nonce[:-2] + "AA", 1000.0, md5) is NonceCheck.FORGED
+
+
+def test_nonce_bound_to_its_algorithm() -> None:
+    """A nonce from the SHA-256 challenge answered with MD5 is a downgrade (RFC 8760 section 3)."""
+    mint = NonceMint(b"k" * 32)
+    nonce = mint.mint(1000.0, DigestAlgorithm.SHA_256)
+    assert mint.check(nonce, 1000.0, DigestAlgorithm.SHA_256) is NonceCheck.FRESH
+    assert mint.check(nonce, 1000.0, DigestAlgorithm.MD5) is NonceCheck.OTHER_ALGORITHM
 
 
 @pytest.mark.parametrize(
@@ -126,3 +142,20 @@ def test_nonces_expire_and_cannot_be_forged() -> None:
 def test_bad_credentials(header: str) -> None:
     with pytest.raises(ParseError):
         Credentials.parse(header)
+
+
+def test_a_nonce_of_the_earlier_layout_is_challenged_again() -> None:
+    """Before nonces carried their algorithm: time(8) random(8) HMAC(body)[:12]. Such a
+    nonce (a replica not yet upgraded) must read as not ours (a fresh challenge), not
+    as a downgrade (403)."""
+    import base64
+    import hashlib
+    import hmac
+    import struct
+
+    secret = b"k" * 32
+    body = struct.pack("!Q", 1_000_000) + bytes(range(8))
+    mac = hmac.new(secret, body, hashlib.sha256).digest()[:12]
+    nonce = base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
+    for algorithm in DigestAlgorithm:
+        assert NonceMint(secret).check(nonce, 1000.0, algorithm) is NonceCheck.FORGED

@@ -188,7 +188,7 @@ class Platform:
         settings = load_settings(UserAdminSettings, self.config)
         client = redis_client(settings)
         try:
-            store = UserStore(client, settings.sip_domain)
+            store = UserStore(client, settings.sip_domain, settings.digest_algorithms)
             for name, password in users.items():
                 await store.put(name, password)
         finally:

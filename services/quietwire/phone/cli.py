@@ -27,6 +27,23 @@ MULTISTREAM = b"Mult"
 DEFAULT_PORT = 5061
 
 
+class _RefusePassword(argparse.Action):
+    """``--password`` is refused: every user of the machine would read it in the process
+    list (``ps``). The error does not repeat the value."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            "--password would show the password in the process list:"
+            " use --password-stdin or $QW_PHONE_PASSWORD"
+        )
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     phone = commands.add_parser("phone", help="the ZRTP softphone (call, answer, echo test)")
     actions = phone.add_subparsers(dest="phone_command", required=True)
@@ -41,8 +58,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help="sip:host:port;transport=tls, or host[:port] (port 5061)",
         )
         sub.add_argument("--user", required=True)
-        sub.add_argument("--password", help="or $QW_PHONE_PASSWORD, or --password-stdin")
-        sub.add_argument("--password-stdin", action="store_true")
+        sub.add_argument("--password", action=_RefusePassword, help=argparse.SUPPRESS)
+        sub.add_argument("--password-stdin", action="store_true", help="or $QW_PHONE_PASSWORD")
         sub.add_argument("--domain", help="SIP domain (default: the registrar's host)")
         sub.add_argument("--ca", help="CA file to verify the registrar's certificate")
         sub.add_argument("--play", help="WAV file sent (looped) once the call is secure")
@@ -81,11 +98,11 @@ def _registrar(value: str) -> tuple[str, int]:
 
 
 def options(args: argparse.Namespace) -> PhoneOptions:
-    password = args.password or os.environ.get("QW_PHONE_PASSWORD")
+    password = os.environ.get("QW_PHONE_PASSWORD")
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        raise ValueError("no password: --password, --password-stdin or $QW_PHONE_PASSWORD")
+        raise ValueError("no password: --password-stdin or $QW_PHONE_PASSWORD")
     try:
         host, port = _registrar(args.registrar)
     except (ParseError, ValueError) as exc:

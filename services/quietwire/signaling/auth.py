@@ -1,9 +1,13 @@
 """Digest authentication of SIP requests (RFC 3261 section 22, RFC 8760).
 
-Both algorithms are challenged (SHA-256 first, MD5 for older phones), with
-``qop=auth``. Nonces are minted by :class:`NonceMint` (they expire by
-themselves); nonce-counts are remembered in Redis so a captured request
-cannot be replayed, and a nonce answered without qop is good for one use.
+The configured algorithms are challenged (by default SHA-256 first, MD5 for
+older phones), with ``qop=auth``; an answer with any other algorithm, or with
+a nonce minted for another algorithm's challenge, fails. Nonces are minted
+by :class:`NonceMint` (they expire by themselves); nonce-counts are
+remembered in Redis so a captured request cannot be replayed, and a nonce
+answered without qop is good for one use. Credentials are parsed by a strict
+grammar before anything of theirs reaches Redis; every failure is counted
+toward a block (:mod:`quietwire.signaling.lockout`).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from quietwire.protocols.sip.digest import (
     DigestAlgorithm,
     NonceCheck,
     NonceMint,
+    same_resource,
 )
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.message import Request, Response, reply
+from quietwire.signaling.lockout import Lockout
 from quietwire.signaling.users import UserStore
 
 #: String per nonce: the highest nonce-count seen. TTL: the nonce lifetime.
@@ -46,7 +52,7 @@ class Verdict(enum.Enum):
     OK = "ok"
     CHALLENGE = "challenge"  # no (usable) credentials: send a challenge
     STALE = "stale"  # the nonce expired: challenge again with stale=true
-    FAILED = "failed"  # wrong password, unknown user, replay
+    FAILED = "failed"  # wrong password, unknown user, replay, refused algorithm, blocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,19 +67,22 @@ class Authenticator:
         users: UserStore,
         client: redis.Redis,
         mint: NonceMint,
+        lockout: Lockout,
         algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA_256, DigestAlgorithm.MD5),
     ) -> None:
         self.users = users
         self.algorithms = algorithms
         self.redis = client
         self.mint = mint
+        self.lockout = lockout
         self.realm = users.realm
         self._advance = client.register_script(_ADVANCE_NC)
 
-    async def _user_and_count(
+    async def _lookup(
         self, username: str, nonce_key: str, count: int
-    ) -> tuple[Mapping[bytes | str, bytes | str], int]:
-        """One round trip: the user's hashes, and the nonce-count moved forward.
+    ) -> tuple[Mapping[bytes | str, bytes | str], int, bool]:
+        """One round trip: the user's hashes, the nonce-count moved forward, and
+        whether the user or the source is blocked (:class:`Lockout`).
 
         A wrong password thus spends a count of a nonce it could not use anyway.
         EVALSHA, not the Script object: in a pipeline that costs a SCRIPT EXISTS
@@ -87,52 +96,97 @@ class Authenticator:
 
     async def _pipelined(
         self, username: str, nonce_key: str, count: int
-    ) -> tuple[Mapping[bytes | str, bytes | str], int]:
+    ) -> tuple[Mapping[bytes | str, bytes | str], int, bool]:
         ttl = int(self.mint.lifetime) + 10
+        blocks = self.lockout.block_keys(username)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.users.key(username))
             pipe.evalsha(self._advance.sha, 1, nonce_key, count, ttl)
-            stored, fresh = await pipe.execute()
-        return stored, int(fresh)
+            for key in blocks:
+                pipe.pttl(key)
+            stored, fresh, *pttls = await pipe.execute()
+        return stored, int(fresh), self.lockout.refused([int(ms) for ms in pttls])
 
     def challenge(self, request: Request, *, proxy: bool, stale: bool = False) -> Response:
-        """401 (registrar) or 407 (proxy) with one challenge per configured algorithm."""
+        """401 (registrar) or 407 (proxy) with one challenge per configured algorithm,
+        each with its own nonce, bound to that algorithm."""
         status, header = (407, "Proxy-Authenticate") if proxy else (401, "WWW-Authenticate")
         reason = "Proxy Authentication Required" if proxy else "Unauthorized"
         response = reply(request, status, reason)
-        nonce = self.mint.mint(time.time())
+        now = time.time()
         for algorithm in self.algorithms:
+            nonce = self.mint.mint(now, algorithm)
             response.headers.add(header, str(Challenge(self.realm, nonce, algorithm, stale=stale)))
         return response
 
-    async def check(self, request: Request, *, proxy: bool) -> AuthResult:
+    def credentials(self, request: Request, *, proxy: bool) -> Credentials | None:
+        """The request's digest credentials for our realm, None if it has none.
+
+        ``Authorization`` for the registrar, ``Proxy-Authorization`` for the proxy.
+        Raises :class:`ParseError` (400, or 403 for what we never offer) for
+        any credential outside the grammar, two for our realm, or a ``uri``
+        that is not the Request-URI (RFC 7616 section 3.4.6).
+        """
         header = "Proxy-Authorization" if proxy else "Authorization"
-        values = [v for v in request.headers.get_all(header) if v]
-        if not values:
-            return AuthResult(Verdict.CHALLENGE)
+        ours = [
+            credentials
+            for credentials in map(Credentials.parse, request.headers.get_all(header))
+            if credentials.realm == self.realm
+        ]
+        if not ours:
+            return None
+        if len(ours) > 1:
+            raise ParseError("more than one credential for the realm")
+        if not same_resource(ours[0].uri, request.uri):
+            raise ParseError("digest uri is not the Request-URI")
+        return ours[0]
+
+    async def screen(self, request: Request) -> None:
+        """Refuse a malformed credential before anything else sees it: raises
+        :class:`ParseError` (what to answer), and counts it as a failure."""
         try:
-            credentials = Credentials.parse(values[0])
+            self.credentials(request, proxy=request.method != "REGISTER")
         except ParseError:
             AUTH_FAILURES.labels("malformed").inc()
-            return AuthResult(Verdict.FAILED)
-        if credentials.realm != self.realm:
+            await self.lockout.failed(None)
+            raise
+
+    async def check(self, request: Request, *, proxy: bool) -> AuthResult:
+        """The verdict on the request's credentials; every FAILED one is counted
+        (:class:`Lockout`)."""
+        try:
+            credentials = self.credentials(request, proxy=proxy)
+        except ParseError:
+            return await self._failed("malformed", None)
+        if credentials is None:
             return AuthResult(Verdict.CHALLENGE)
-        nonce_state = self.mint.check(credentials.nonce, time.time())
+        algorithm = credentials.algorithm
+        if algorithm not in self.algorithms:
+            return await self._failed("algorithm", None)
+        nonce_state = self.mint.check(credentials.nonce, time.time(), algorithm)
         if nonce_state is NonceCheck.FORGED:
             return AuthResult(Verdict.CHALLENGE)
+        if nonce_state is NonceCheck.OTHER_ALGORITHM:
+            return await self._failed("algorithm", None)
         if nonce_state is NonceCheck.STALE:
             return AuthResult(Verdict.STALE)
-        count = credentials.nonce_count if credentials.qop else 0
-        if count is None:
-            return AuthResult(Verdict.FAILED, credentials.username)
-        stored, fresh = await self._user_and_count(
+        count = credentials.nonce_count or 0
+        stored, fresh, blocked = await self._lookup(
             credentials.username, NONCE_KEY.format(nonce=credentials.nonce), count
         )
-        user = self.users.from_hash(credentials.username, stored)
-        if user is None or not credentials.matches(user.ha1[credentials.algorithm], request.method):
-            AUTH_FAILURES.labels("credentials").inc()
+        if blocked:
+            AUTH_FAILURES.labels("blocked").inc()
             return AuthResult(Verdict.FAILED, credentials.username)
+        user = self.users.from_hash(credentials.username, stored)
+        stored_ha1 = None if user is None else user.ha1.get(algorithm)
+        if stored_ha1 is None or not credentials.matches(stored_ha1, request.method):
+            return await self._failed("credentials", None if user is None else user.username)
         if not fresh:
             AUTH_FAILURES.labels("replay").inc()
             return AuthResult(Verdict.STALE)
         return AuthResult(Verdict.OK, credentials.username)
+
+    async def _failed(self, why: str, account: str | None) -> AuthResult:
+        AUTH_FAILURES.labels(why).inc()
+        await self.lockout.failed(account)
+        return AuthResult(Verdict.FAILED, account)

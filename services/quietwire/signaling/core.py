@@ -1,8 +1,10 @@
 """The SIP core of a signaling replica: every message from a flow comes here first.
 
-Requests pass the per-source limits, get their Via stamped (RFC 3581
-``received``/``rport``), and go to the registrar (REGISTER) or the proxy
-(everything else); responses go to the proxy.
+Requests pass the per-source limits and blocks, get their Via stamped (RFC
+3581 ``received``/``rport``), have malformed credentials refused, and go to
+the registrar (REGISTER) or the proxy (everything else); responses go to the
+proxy. Failed authentications are counted where they are checked
+(:mod:`quietwire.signaling.lockout`), from the source set here.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.message import Message, Request, reply
 from quietwire.signaling.flows import DatagramFlow, Flow
 from quietwire.signaling.limits import SourceLimiter
+from quietwire.signaling.lockout import current_source
 from quietwire.signaling.proxy import Proxy
 from quietwire.signaling.registrar import Registrar
 
@@ -20,23 +23,27 @@ class SipCore:
         self.registrar = registrar
         self.proxy = proxy
         self.limiter = limiter
+        self.auth = registrar.auth
 
     async def on_message(self, flow: Flow, message: Message) -> None:
         if not isinstance(message, Request):
             await self.proxy.response(message)
             return
         source = flow.remote[0]
+        current_source.set(source)
         if message.method != "ACK":
             if not self.limiter.allow(source):
                 busy = reply(message, 503, "Service Unavailable")
                 busy.headers.add("Retry-After", "5")
                 flow.send_message(busy)
                 return
-            if self.limiter.blocked(source):
+            if self.auth.lockout.blocked(source):
                 flow.send_message(reply(message, 403, "Too Many Failed Attempts"))
                 return
         try:
             stamp_via(flow, message)
+            if message.method not in ("ACK", "CANCEL"):
+                await self.auth.screen(message)
         except ParseError as exc:
             flow.send_message(reply(message, exc.status, exc.reason))
             return
@@ -44,8 +51,6 @@ class SipCore:
             if isinstance(flow, DatagramFlow) and flow.resend(message):
                 return  # a retransmission over UDP: the same answer (RFC 3261 17.2.2)
             response = await self.registrar.handle(flow, message)
-            if response.status == 403:
-                self.limiter.failed(source)
             if isinstance(flow, DatagramFlow):
                 flow.answered(message, response)
             flow.send_message(response)

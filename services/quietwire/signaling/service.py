@@ -33,6 +33,7 @@ from quietwire.signaling.dialogs import DialogStore
 from quietwire.signaling.flows import DatagramListener, FlowTable, StreamListener
 from quietwire.signaling.limits import SourceLimiter
 from quietwire.signaling.locations import LocationStore
+from quietwire.signaling.lockout import Lockout
 from quietwire.signaling.media import KeyAgreementPlanner, Passthrough
 from quietwire.signaling.peers import GrpcPeers
 from quietwire.signaling.proxy import Proxy
@@ -97,11 +98,14 @@ class SignalingService(RedisBackedService):
             else Passthrough()
         )
         self.flows = FlowTable(self.replica)
-        self.users = UserStore(self.redis, settings.sip_domain)
+        self.users = UserStore(self.redis, settings.sip_domain, settings.digest_algorithms)
         self.locations = LocationStore(self.redis, MAX_EXPIRES)
         self.replicas = ReplicaRegistry(self.redis)
         self.peers = GrpcPeers(self.replicas, settings.grpc_tls)
-        auth = Authenticator(self.users, self.redis, NonceMint(secret), settings.digest_algorithms)
+        lockout = Lockout(self.redis, settings.sip_domain, secret, settings.lockout_policy, clock)
+        auth = Authenticator(
+            self.users, self.redis, NonceMint(secret), lockout, settings.digest_algorithms
+        )
         self.proxy = Proxy(
             domain=settings.sip_domain,
             host=settings.sip_domain,
@@ -120,9 +124,7 @@ class SignalingService(RedisBackedService):
             token_key=secret,
         )
         registrar = Registrar(settings.sip_domain, auth, self.locations, self.replica)
-        limiter = SourceLimiter(
-            clock, settings.sip_rate_limit, settings.sip_rate_burst, settings.sip_max_auth_failures
-        )
+        limiter = SourceLimiter(clock, settings.sip_rate_limit, settings.sip_rate_burst)
         self.core = SipCore(registrar, self.proxy, limiter)
         self.listener = StreamListener(self.flows, self.core.on_message, self.tls)
         #: Plain TCP, for phones without TLS: off unless QW_SIP_TCP_PORT is set.

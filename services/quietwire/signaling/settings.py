@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import replace
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, FilePath, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
 from quietwire.protocols.sip.digest import DigestAlgorithm
 from quietwire.runtime.settings import (
     CommonSettings,
     OptionalPort,
     Port,
+    QuietwireSettings,
+    Seconds,
     ServiceSettings,
     SipDomainSettings,
+    env_name,
 )
+from quietwire.signaling.lockout import LockoutPolicy, check_policy, one_source_most
 
 
-class SignalingSettings(ServiceSettings, SipDomainSettings):
+class DigestSettings(QuietwireSettings):
+    #: Digest algorithms challenged and accepted, most preferred first (RFC 8760);
+    #: users get an HA1 stored for these only. Some clients (sipp) answer only
+    #: the first challenge and know only MD5.
+    sip_digest_algorithms: str = "SHA-256,MD5"
+
+    @field_validator("sip_digest_algorithms")
+    @classmethod
+    def _algorithms(cls, value: str) -> str:
+        names = [n.strip().upper() for n in value.split(",") if n.strip()]
+        known = {a.value for a in DigestAlgorithm}
+        if not names or any(n not in known for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"must be a comma-separated list of {', '.join(sorted(known))}")
+        return ",".join(names)
+
+    @property
+    def digest_algorithms(self) -> tuple[DigestAlgorithm, ...]:
+        return tuple(DigestAlgorithm(n) for n in self.sip_digest_algorithms.split(","))
+
+
+class SignalingSettings(ServiceSettings, SipDomainSettings, DigestSettings):
     grpc_port: Port = 50051
     metrics_port: OptionalPort = 9101
     #: SIP over TLS (RFC 5630): where phones connect.
@@ -48,23 +73,40 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     sip_rate_limit: Annotated[float, Field(gt=0)] = 50.0
     sip_rate_burst: Annotated[float, Field(ge=1)] = 200.0
     sip_max_auth_failures: Annotated[int, Field(ge=1)] = 10
-    #: Digest algorithms challenged, most preferred first (RFC 8760). Some
-    #: clients (sipp) answer only the first challenge and know only MD5.
-    sip_digest_algorithms: str = "SHA-256,MD5"
+    #: Per source (IPv4 address, IPv6 /64): failed digest answers within the
+    #: window before a block, and the block's length (see signaling/lockout.py).
+    sip_auth_failure_window: Seconds = 600.0
+    sip_auth_block: Seconds = 600.0
+    #: Per user, from all sources: failures within the window before the
+    #: user's credentials are refused for the block. Must be above what one
+    #: source can make in the window, so one address cannot lock a user out;
+    #: default: twice that.
+    sip_user_max_auth_failures: Annotated[int, Field(ge=1)] | None = None
+    sip_user_auth_failure_window: Seconds = 3600.0
+    sip_user_auth_block: Seconds = 900.0
 
-    @field_validator("sip_digest_algorithms")
-    @classmethod
-    def _algorithms(cls, value: str) -> str:
-        names = [n.strip().upper() for n in value.split(",") if n.strip()]
-        known = {a.value for a in DigestAlgorithm}
-        if not names or any(n not in known for n in names):
-            raise ValueError(f"must be a comma-separated list of {', '.join(sorted(known))}")
-        return ",".join(names)
+    @model_validator(mode="after")
+    def _lockout(self) -> Self:
+        try:
+            check_policy(self.lockout_policy)
+        except ValueError as exc:
+            raise ValueError(f"{env_name('sip_user_max_auth_failures')}: {exc}") from exc
+        return self
 
     @property
-    def digest_algorithms(self) -> tuple[DigestAlgorithm, ...]:
-        return tuple(DigestAlgorithm(n) for n in self.sip_digest_algorithms.split(","))
+    def lockout_policy(self) -> LockoutPolicy:
+        policy = LockoutPolicy(
+            self.sip_max_auth_failures,
+            self.sip_auth_failure_window,
+            self.sip_auth_block,
+            self.sip_user_max_auth_failures or 0,
+            self.sip_user_auth_failure_window,
+            self.sip_user_auth_block,
+        )
+        if self.sip_user_max_auth_failures is None:
+            return replace(policy, user_failures=2 * one_source_most(policy))
+        return policy
 
 
-class UserAdminSettings(CommonSettings, SipDomainSettings):
+class UserAdminSettings(CommonSettings, SipDomainSettings, DigestSettings):
     """Settings of ``quietwire user``: where users live and their realm."""

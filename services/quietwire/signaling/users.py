@@ -13,10 +13,10 @@ from redis.typing import EncodableT, FieldT
 from quietwire.protocols.sip.digest import DigestAlgorithm, ha1
 from quietwire.runtime.redisclient import text
 
-#: Hash per user: ``ha1_md5`` and ``ha1_sha256`` (lowercase hex), ``created``
-#: (unix seconds). Accounts have no TTL: they live until deleted. The hash
-#: tag keeps a realm's users and their index in one Cluster slot, so adding a
-#: user is one MULTI.
+#: Hash per user: ``ha1_md5`` and/or ``ha1_sha256`` (lowercase hex; only the
+#: configured algorithms'), ``created`` (unix seconds). Accounts have no TTL:
+#: they live until deleted. The hash tag keeps a realm's users and their index
+#: in one Cluster slot, so adding a user is one MULTI.
 USER_KEY = "qw:{{users:{realm}}}:user:{username}"
 #: Set of the usernames of a realm, for listing without SCAN.
 USER_INDEX_KEY = "qw:{{users:{realm}}}:index"
@@ -54,11 +54,22 @@ def _ha1_field(algorithm: DigestAlgorithm) -> str:
 
 
 class UserStore:
-    """Users of one realm (the SIP domain) in Redis."""
+    """Users of one realm (the SIP domain) in Redis.
 
-    def __init__(self, client: redis.Redis, realm: str) -> None:
+    :meth:`put` stores an HA1 for each of ``algorithms`` only: with MD5 turned
+    off (``QW_SIP_DIGEST_ALGORITHMS``) no MD5 hash of a password is kept, and
+    setting a password again drops one stored before.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        realm: str,
+        algorithms: tuple[DigestAlgorithm, ...] = tuple(DigestAlgorithm),
+    ) -> None:
         self.redis = client
         self.realm = realm
+        self.algorithms = algorithms
 
     def key(self, username: str) -> str:
         return USER_KEY.format(realm=self.realm, username=username)
@@ -73,7 +84,7 @@ class UserStore:
         if len(password) < MIN_PASSWORD_LENGTH:
             raise UserError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
         fields: dict[FieldT, EncodableT] = {
-            _ha1_field(alg): ha1(alg, username, self.realm, password) for alg in DigestAlgorithm
+            _ha1_field(alg): ha1(alg, username, self.realm, password) for alg in self.algorithms
         }
         fields["created"] = str(time.time())
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -99,7 +110,7 @@ class UserStore:
         raw = {text(k): text(v) for k, v in stored.items()}
         if not raw:
             return None
-        hashes = {alg: raw[_ha1_field(alg)] for alg in DigestAlgorithm}
+        hashes = {alg: raw[_ha1_field(alg)] for alg in DigestAlgorithm if _ha1_field(alg) in raw}
         return User(username, self.realm, hashes, float(raw["created"]))
 
     async def usernames(self) -> list[str]:

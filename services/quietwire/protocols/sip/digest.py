@@ -13,11 +13,12 @@ import enum
 import hashlib
 import hmac
 import os
+import re
 import struct
 from dataclasses import dataclass, replace
 
 from quietwire.protocols.sip.errors import ParseError
-from quietwire.protocols.sip.headers import split_list, unquote
+from quietwire.protocols.sip.uri import SipUri
 
 
 class DigestAlgorithm(enum.Enum):
@@ -30,6 +31,77 @@ class DigestAlgorithm(enum.Enum):
         """``H(data)``: lowercase hex of the algorithm over the UTF-8 bytes."""
         name = "md5" if self is DigestAlgorithm.MD5 else "sha256"
         return hashlib.new(name, data.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+    @property
+    def hex_length(self) -> int:
+        """Characters of a ``response`` (RFC 8760 section 2.3: the hash's length in LHEX)."""
+        return 32 if self is DigestAlgorithm.MD5 else 64
+
+
+#: Upper bounds on parameter values, in characters. The RFCs leave them open;
+#: these are far above what phones send (our nonces are 38) and keep what a
+#: stranger makes us hash, compare and look up small.
+LIMITS = {"uri": 1024, "response": 64, "nc": 8}
+MAX_VALUE = 256
+#: At most this many parameters, and this many characters in a whole credential.
+MAX_PARAMS = 16
+MAX_CREDENTIALS = 4096
+#: Parameters that RFC 3261 section 25.1 (and RFC 7616 section 3.4) write only
+#: as quoted strings; ``algorithm``, ``qop`` and ``nc`` are tokens, accepted
+#: quoted too (RFC 7235 section 2.1: a parameter value is a token or a quoted-string).
+_QUOTED = ("username", "realm", "nonce", "uri", "response", "cnonce", "opaque")
+#: RFC 3261 ``token`` (RFC 7230 ``1*tchar``).
+_TCHARS = r"[A-Za-z0-9.!%*_+`'~-]+"
+#: One ``auth-param`` and what follows it: a comma or the end (RFC 3261 section 25.1
+#: ``quoted-string``: qdtext or quoted-pair, stricter: no control character but
+#: HTAB, escaped or not, so none reaches a Redis key or a log line).
+_PARAM = re.compile(
+    rf"[ \t]*({_TCHARS})[ \t]*=[ \t]*"
+    rf'(?:({_TCHARS})|"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x20-\x7e])*)")'
+    r"[ \t]*(,|\Z)"
+)
+_SCHEME = re.compile(r"[ \t]*[Dd][Ii][Gg][Ee][Ss][Tt][ \t]+")
+_LHEX = re.compile(r"[0-9a-f]+")
+_NC = re.compile(r"[0-9a-f]{8}")
+
+
+def _digest_params(value: str) -> dict[str, tuple[str, bool]]:
+    """``Digest`` LWS ``name=value`` list: name → (value unescaped, was quoted).
+
+    Duplicated names, empty list items, a value past its bound and anything
+    outside the grammar raise :class:`ParseError`.
+    """
+    if len(value) > MAX_CREDENTIALS:
+        raise ParseError("Digest credentials too long")
+    scheme = _SCHEME.match(value)
+    if scheme is None:
+        raise ParseError("not a Digest credential")
+    rest = value[scheme.end() :].rstrip(" \t")
+    params: dict[str, tuple[str, bool]] = {}
+    pos, end = 0, len(rest)
+    while pos < end:
+        match = _PARAM.match(rest, pos)
+        if match is None or (match.group(4) == "," and match.end() == end):
+            raise ParseError("bad Digest parameter")
+        name = match.group(1).lower()
+        quoted = match.group(3) is not None
+        raw = re.sub(r"\\(.)", r"\1", match.group(3)) if quoted else match.group(2)
+        if name in params:
+            raise ParseError("duplicate Digest parameter")
+        if len(raw) > LIMITS.get(name, MAX_VALUE):
+            raise ParseError(f"Digest {name} too long")
+        params[name] = (raw, quoted)
+        if len(params) > MAX_PARAMS:
+            raise ParseError("too many Digest parameters")
+        pos = match.end()
+    return params
+
+
+def _algorithm(name: str, status: int) -> DigestAlgorithm:
+    try:
+        return DigestAlgorithm(name.upper())
+    except ValueError as exc:
+        raise ParseError("unsupported digest algorithm", status) from exc
 
 
 def ha1(algorithm: DigestAlgorithm, username: str, realm: str, password: str) -> str:
@@ -79,37 +151,52 @@ class Credentials:
 
     @classmethod
     def parse(cls, value: str) -> Credentials:
-        scheme, _, rest = value.strip().partition(" ")
-        if scheme.lower() != "digest":
-            raise ParseError("not a Digest credential", 401)
-        params: dict[str, str] = {}
-        for item in split_list(rest):
-            name, eq, raw = item.partition("=")
-            if not eq:
-                raise ParseError("bad Digest parameter")
-            raw = raw.strip()
-            params[name.strip().lower()] = unquote(raw) if raw.startswith('"') else raw
-        try:
-            algorithm = DigestAlgorithm(params.get("algorithm", "MD5").upper())
-        except ValueError as exc:
-            raise ParseError("unsupported digest algorithm", 401) from exc
-        missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in params]
+        """The strict grammar of RFC 3261 section 25.1 ``digest-response``, RFC 7616/8760.
+
+        Every parameter at most once, each in its form and within its bound
+        (:data:`LIMITS`); ``nc`` exactly 8 LHEX and not zero; ``response`` the
+        algorithm's length in LHEX; ``qop`` only ``auth`` (the one we offer),
+        with ``cnonce`` and ``nc``, and neither of them without it. A request
+        algorithm we do not implement (``-sess``, SHA-512-256), ``userhash`` or
+        ``username*`` is refused with 403: we never offered them.
+        """
+        params = _digest_params(value)
+        for name in _QUOTED:
+            if name in params and not params[name][1]:
+                raise ParseError(f"Digest {name} must be a quoted string")
+        text = {name: raw for name, (raw, _) in params.items()}
+        if "username*" in text or text.get("userhash", "false").lower() != "false":
+            raise ParseError("Digest username* and userhash not offered", 403)
+        missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in text]
         if missing:
             raise ParseError(f"Digest credentials lack {', '.join(missing)}")
-        qop = params.get("qop")
-        if qop is not None and (qop != "auth" or "cnonce" not in params or "nc" not in params):
-            raise ParseError("bad Digest qop")
+        for name in ("username", "realm", "nonce", "uri", "cnonce"):
+            if name in text and not text[name]:
+                raise ParseError(f"empty Digest {name}")
+        algorithm = _algorithm(text.get("algorithm", "MD5"), 403)
+        if not _LHEX.fullmatch(text["response"]) or len(text["response"]) != algorithm.hex_length:
+            raise ParseError("bad Digest response")
+        qop = text.get("qop")
+        if qop is None:
+            if "cnonce" in text or "nc" in text:
+                raise ParseError("Digest cnonce or nc without qop")
+        elif qop.lower() != "auth":
+            raise ParseError("Digest qop not offered", 403)
+        elif "cnonce" not in text or "nc" not in text:
+            raise ParseError("Digest qop without cnonce or nc")
+        elif not _NC.fullmatch(text["nc"]) or text["nc"] == "00000000":
+            raise ParseError("bad Digest nc")
         return cls(
-            params["username"],
-            params["realm"],
-            params["nonce"],
-            params["uri"],
-            params["response"].lower(),
+            text["username"],
+            text["realm"],
+            text["nonce"],
+            text["uri"],
+            text["response"],
             algorithm,
             qop,
-            params.get("cnonce"),
-            params.get("nc"),
-            params.get("opaque"),
+            text.get("cnonce"),
+            text.get("nc"),
+            text.get("opaque"),
         )
 
     @property
@@ -178,24 +265,14 @@ def format_credentials(credentials: Credentials) -> str:
 
 
 def parse_challenge(value: str) -> Challenge:
-    scheme, _, rest = value.strip().partition(" ")
-    if scheme.lower() != "digest":
-        raise ParseError("not a Digest challenge")
-    params: dict[str, str] = {}
-    for item in split_list(rest):
-        name, _, raw = item.partition("=")
-        raw = raw.strip()
-        params[name.strip().lower()] = unquote(raw) if raw.startswith('"') else raw
+    """A ``WWW-Authenticate`` / ``Proxy-Authenticate`` value (the phone's side)."""
+    params = {name: raw for name, (raw, _) in _digest_params(value).items()}
     if "realm" not in params or "nonce" not in params:
         raise ParseError("Digest challenge lacks realm or nonce")
-    try:
-        algorithm = DigestAlgorithm(params.get("algorithm", "MD5").upper())
-    except ValueError as exc:
-        raise ParseError("unsupported digest algorithm") from exc
     return Challenge(
         params["realm"],
         params["nonce"],
-        algorithm,
+        _algorithm(params.get("algorithm", "MD5"), 400),
         params.get("opaque"),
         params.get("stale", "").lower() == "true",
         params.get("qop", "auth"),
@@ -203,10 +280,14 @@ def parse_challenge(value: str) -> Challenge:
 
 
 class NonceMint:
-    """Nonces that carry their own age and integrity: ``time.random.mac`` (base64url).
+    """Nonces that carry their own age, algorithm and integrity (base64url of
+    ``time(8) algorithm(1) random(7) mac(12)``).
 
-    The registrar needs no storage to know a nonce is ours and fresh; replay of
-    a nonce-count is the store's business (it remembers the highest ``nc``).
+    The registrar needs no storage to know a nonce is ours, fresh, and was
+    issued in the challenge for the algorithm it is answered with (a nonce
+    from the SHA-256 challenge answered with MD5 is a downgrade, RFC 8760
+    section 3); replay of a nonce-count is the store's business (it remembers
+    the highest ``nc``).
     """
 
     def __init__(self, secret: bytes, lifetime: float = 300.0) -> None:
@@ -214,26 +295,73 @@ class NonceMint:
         self.lifetime = lifetime
 
     def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self.secret, body, hashlib.sha256).digest()[:12]
+        """The MAC, over a label naming this layout: a nonce of the earlier layout
+        (no algorithm; from a replica not yet upgraded) is not ours, so it is
+        challenged again rather than refused."""
+        return hmac.new(self.secret, _NONCE_LABEL + body, hashlib.sha256).digest()[:12]
 
-    def mint(self, now: float) -> str:
-        body = struct.pack("!Q", int(now * 1000)) + os.urandom(8)
+    def mint(self, now: float, algorithm: DigestAlgorithm) -> str:
+        body = struct.pack("!QB", int(now * 1000), _NONCE_CODES[algorithm]) + os.urandom(7)
         return base64.urlsafe_b64encode(body + self._mac(body)).decode().rstrip("=")
 
-    def check(self, nonce: str, now: float) -> NonceCheck:
+    def check(self, nonce: str, now: float, algorithm: DigestAlgorithm) -> NonceCheck:
         try:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except (ValueError, binascii.Error):
             return NonceCheck.FORGED
         if len(raw) != 28 or not hmac.compare_digest(self._mac(raw[:16]), raw[16:]):
             return NonceCheck.FORGED
-        issued = struct.unpack("!Q", raw[:8])[0] / 1000
+        millis, code = struct.unpack("!QB", raw[:9])
+        if code != _NONCE_CODES[algorithm]:
+            return NonceCheck.OTHER_ALGORITHM
+        issued = millis / 1000
         if not issued - 5 <= now <= issued + self.lifetime:
             return NonceCheck.STALE
         return NonceCheck.FRESH
+
+
+_NONCE_CODES = {DigestAlgorithm.MD5: 1, DigestAlgorithm.SHA_256: 2}
+_NONCE_LABEL = b"quietwire digest nonce, algorithm bound:"
 
 
 class NonceCheck(enum.Enum):
     FRESH = "fresh"
     STALE = "stale"
     FORGED = "forged"
+    #: Ours, but minted for another algorithm's challenge.
+    OTHER_ALGORITHM = "other-algorithm"
+
+
+def same_resource(digest_uri: str, request_uri: str) -> bool:
+    """Does the credential's ``uri`` name the Request-URI's resource (RFC 7616 section 3.4.6)?
+
+    Equal text, or SIP URIs equal by the rules of RFC 3261 section 19.1.4:
+    user and password exactly (after unescaping), host without regard to
+    case, the same port, ``transport``/``user``/``ttl``/``method``/``maddr``
+    the same wherever either has them, other parameters the same where both
+    have them, and the same headers.
+    """
+    if digest_uri == request_uri:
+        return True
+    try:
+        a, b = SipUri.parse(digest_uri), SipUri.parse(request_uri)
+    except ParseError:
+        return False
+    if (a.scheme, a.user_unescaped, a.password, a.host_key, a.port, a.headers) != (
+        b.scheme,
+        b.user_unescaped,
+        b.password,
+        b.host_key,
+        b.port,
+        b.headers,
+    ):
+        return False
+    names = (a.params.keys() & b.params.keys()) | _URI_PARAMS_ALWAYS_COMPARED
+    return all(_lower(a.params.get(n)) == _lower(b.params.get(n)) for n in names)
+
+
+_URI_PARAMS_ALWAYS_COMPARED = frozenset({"transport", "user", "ttl", "method", "maddr"})
+
+
+def _lower(value: str | None) -> str | None:
+    return None if value is None else value.lower()
