@@ -8,10 +8,7 @@ import copy
 import json
 import re
 import shutil
-import signal
-import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +16,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port, read_up_line, start_up
 from tests.deploy.conftest import CHART, ROOT, find, render, run
 from tests.deploy.crds import custom_errors
+from tests.interop.conftest import running_platform
 
 ALERTS = CHART / "files" / "alerts.yaml"
 DASHBOARD = CHART / "files" / "dashboard.json"
@@ -169,14 +166,11 @@ def test_custom_resource_schema_refuses_mistakes() -> None:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """The series names a real platform's three services export, from their /metrics."""
-    state = tmp_path_factory.mktemp("up") / "state"
-    process = start_up(state, free_port())
-    try:
-        read_up_line(process)
-        status = json.loads((state / "up.json").read_text())
-        names: set[str] = set()
+    names: set[str] = set()
+    with running_platform(tmp_path_factory.mktemp("up")) as platform:
+        status = json.loads((platform.state / "up.json").read_text())
         for service in status["services"].values():
             url = f"http://{service['metrics']}/metrics"
             with urllib.request.urlopen(url, timeout=10) as reply:
@@ -184,14 +178,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
             for family in text_string_to_metric_families(text):
                 names |= {family.name + s for s in SUFFIXES.get(family.type, ("",))}
                 names |= {sample.name for sample in family.samples}
-        yield names
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return names
 
 
 @pytest.mark.parametrize("source", ["alerts", "dashboard"])
