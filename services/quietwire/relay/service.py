@@ -23,6 +23,7 @@ from kubernetes.aio import client as kube_client
 
 from quietwire.relay import kube
 from quietwire.relay.kernel import KernelPathError, KernelPaths
+from quietwire.relay.metrics import publish_capacity
 from quietwire.relay.ports import PortPool
 from quietwire.relay.servicer import RelayServicer
 from quietwire.relay.sessions import Relay
@@ -63,6 +64,7 @@ class RelayService(RedisBackedService):
         relay_pb2_grpc.add_RelayServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
+        publish_capacity(self.engine.pool, self.capacity)
         if self.settings.uses_kube_api:
             await self._start_kube()
         if self.settings.relay_kernel_forwarding:

@@ -47,6 +47,22 @@ FLOWS = Gauge("quietwire_sip_flows", "Open SIP connections")
 RECEIVED = Counter("quietwire_sip_messages_received", "SIP messages received", ["kind"])
 MALFORMED = Counter("quietwire_sip_malformed", "Malformed SIP input", ["action"])
 QUEUE_FULL = Counter("quietwire_sip_send_queue_full", "Messages refused: send queue full")
+RESPONSES = Counter(
+    "quietwire_sip_responses_sent", "SIP responses queued for phones", ["method", "status"]
+)
+#: Methods RESPONSES names (RFC 3261's); any other counts as "other", so a
+#: stranger's made-up methods cannot grow the number of series.
+COUNTED_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS"})
+
+
+def count_response(response: Response) -> None:
+    """One more response in RESPONSES (retransmissions over UDP included)."""
+    try:
+        method = response.cseq.method
+    except ParseError:
+        method = "other"
+    method = method if method in COUNTED_METHODS else "other"
+    RESPONSES.labels(method, str(response.status)).inc()
 
 
 @dataclass(eq=False)
@@ -74,7 +90,10 @@ class Flow:
         return True
 
     def send_message(self, message: Message) -> bool:
-        return self.send(message.serialize())
+        sent = self.send(message.serialize())
+        if sent and isinstance(message, Response):
+            count_response(message)
+        return sent
 
     async def _write_loop(self) -> None:
         assert self.writer is not None

@@ -23,6 +23,7 @@ import grpc
 
 from quietwire.protocols.sip.digest import NonceMint
 from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
+from quietwire.runtime import tls
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import ReplicaRegistry
@@ -72,6 +73,7 @@ def load_certificate(context: ssl.SSLContext, settings: SignalingSettings) -> No
             f"invalid setting {env_name('sip_tls_cert')}/{env_name('sip_tls_key')}:"
             f" cannot load the certificate and key: {exc}"
         ) from exc
+    tls.publish_expiry("sip", Path(settings.sip_tls_cert))
 
 
 def _mtimes(*paths: Path) -> tuple[float, ...]:
