@@ -1,5 +1,9 @@
 """The relay's forwarding over real UDP: unchanged packets both ways, safe latching,
-strangers dropped, ZRTP seen without keys, ports back in the pool."""
+strangers dropped, ZRTP seen without keys, ports back in the pool.
+
+Media goes only to a phone that proved where it is, so each phone here first
+says hello from the address its SDP named (as phones do: Linphone's first
+packets are STUN requests without ICE)."""
 
 from __future__ import annotations
 
@@ -13,14 +17,22 @@ from pathlib import Path
 import pytest
 from quietwire.protocols.rtp.packets import Rtp
 from quietwire.protocols.zrtp.packet import ZrtpPacket
+from quietwire.relay.addresses import AddressPolicy, networks
+from quietwire.relay.latch import Channel
+from quietwire.relay.legs import Event, EventKind, Leg, RelayCall, Side
 from quietwire.relay.ports import PoolExhausted, PortPool
-from quietwire.relay.sessions import Event, EventKind, Leg, Relay, RelayCall, Side
+from quietwire.relay.sessions import Relay
 
 from tests.conftest import free_port
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "data" / "bzrtp_exchange.json"
 HELLO = bytes.fromhex(json.loads(VECTORS.read_text())["packets"][0]["hex"])
 HELLO_HASH = "1.10 " + hashlib.sha256(ZrtpPacket.parse(HELLO).message).hexdigest()
+#: The test's phones are on loopback, which a relay refuses by default.
+LOOPBACK = AddressPolicy(networks("127.0.0.0/8"))
+#: A STUN Binding request without ICE (no magic cookie, no integrity): proof of
+#: nothing but where it came from.
+PLAIN_STUN = b"\x00\x01" + bytes(18)
 
 
 class Endpoint:
@@ -35,6 +47,10 @@ class Endpoint:
     def send(self, data: bytes, port: int) -> None:
         self.sock.sendto(data, ("127.0.0.1", port))
 
+    def introduce(self, port: int) -> None:
+        """The phone's first packet, from the address its SDP named: its leg latches."""
+        self.send(PLAIN_STUN, port)
+
     async def receive(self, timeout: float = 1.0) -> tuple[bytes, tuple[str, int]] | None:
         loop = asyncio.get_running_loop()
         try:
@@ -46,18 +62,30 @@ class Endpoint:
 async def muxed_call(
     engine: Relay, call_id: str, caller: Endpoint, callee: Endpoint
 ) -> tuple[RelayCall, Leg, Leg]:
-    """A call with rtcp-mux on both legs, each leg told its phone's address."""
+    """A call with rtcp-mux on both legs, each leg told its phone's address and
+    latched to it."""
     call = await engine.allocate(call_id, [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
     engine.update(call_id, Side.CALLER, caller.address, None, "")
     engine.update(call_id, Side.CALLEE, callee.address, None, "")
-    return call, call.legs[Side.CALLER], call.legs[Side.CALLEE]
+    legs = call.legs[Side.CALLER], call.legs[Side.CALLEE]
+    for phone, leg in zip((caller, callee), legs, strict=True):
+        phone.introduce(leg.pair.port)
+    await latched(*legs)
+    return call, *legs
+
+
+async def latched(*legs: Leg, timeout: float = 5.0) -> None:
+    """Wait until each leg's RTP is latched."""
+    async with asyncio.timeout(timeout):
+        while any(leg.latch.address(Channel.RTP) is None for leg in legs):
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
 async def relay() -> AsyncIterator[tuple[Relay, list[Event]]]:
     first = 2 * (free_port() // 2)
     events: list[Event] = []
-    engine = Relay(PortPool("127.0.0.1", first, first + 7), events.append)
+    engine = Relay(PortPool("127.0.0.1", first, first + 7), events.append, policy=LOOPBACK)
     yield engine, events
     await engine.close()
 
@@ -69,6 +97,8 @@ async def test_forwards_unchanged_and_refuses_strangers(relay: tuple[Relay, list
     engine.update("c1", Side.CALLER, a.address, None, "")
     engine.update("c1", Side.CALLEE, b.address, None, "")
     caller_port, callee_port = call.legs[Side.CALLER].pair.port, call.legs[Side.CALLEE].pair.port
+    b.introduce(callee_port)
+    await latched(call.legs[Side.CALLEE])
     rtp = Rtp(0, 1, 160, 0xABC, b"\x80" * 160).serialize()
     a.send(rtp, caller_port)
     got = await b.receive()
@@ -87,13 +117,15 @@ async def test_latches_on_a_matching_zrtp_hello_only(relay: tuple[Relay, list[Ev
     natted, impostor, b = Endpoint(), Endpoint(), Endpoint()
     engine.update("c2", Side.CALLEE, b.address, None, "")
     caller_port = call.legs[Side.CALLER].pair.port
+    b.introduce(call.legs[Side.CALLEE].pair.port)
+    await latched(call.legs[Side.CALLEE])
     forged = bytearray(HELLO)
     forged[60] ^= 1
     impostor.send(bytes(forged), caller_port)  # a Hello that does not match the SDP
     assert await b.receive(0.3) is None
     natted.send(HELLO, caller_port)  # the real phone, from an address its SDP never named
     assert (await b.receive()) is not None
-    assert call.legs[Side.CALLER].latched["rtp"] == natted.address
+    assert call.legs[Side.CALLER].latch.address(Channel.RTP) == natted.address
     impostor.send(HELLO, caller_port)  # even a replayed good Hello cannot re-latch
     assert await b.receive(0.3) is None
     hellos = [e for e in events if e.kind is EventKind.ZRTP_MESSAGE]
@@ -128,6 +160,8 @@ async def test_settled_path_counts_and_still_sees_zrtp(relay: tuple[Relay, list[
     engine.update("c6", Side.CALLER, a.address, None, "")
     engine.update("c6", Side.CALLEE, b.address, None, "")
     caller_port = call.legs[Side.CALLER].pair.port
+    b.introduce(call.legs[Side.CALLEE].pair.port)
+    await latched(call.legs[Side.CALLEE])
     sequences = [n for n in range(1, 101) if n not in (40, 41, 42)]
     for n in sequences:
         a.send(Rtp(0, n, 160 * n, 0xABC, bytes([n]) * 160).serialize(), caller_port)
@@ -153,8 +187,9 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
     relay: tuple[Relay, list[Event]],
 ) -> None:
     """Settled RTP takes the sockets connected to the phones in both directions; a
-    re-INVITE that moves a phone which has not sent yet takes that path down and
-    media follows it; after Release nothing is left bound to the call's ports."""
+    re-INVITE that moves a phone takes that path down and media follows it once the
+    phone speaks from its new address; after Release nothing is left bound to the
+    call's ports."""
     engine, _ = relay
     a, b, c, moved = Endpoint(), Endpoint(), Endpoint(), Endpoint()
     call, caller, callee = await muxed_call(engine, "c8", a, b)
@@ -183,14 +218,18 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
         assert await c.receive() is not None
     assert callee.phone is not None and callee.phone.peer == c.address
     engine.update("c9", Side.CALLEE, moved.address, None, "")
-    for n in range(4, 8):
+    a.send(Rtp(0, 4, 0, 1, b"a" * 160).serialize(), caller.pair.port)
+    assert await c.receive(0.2) is None and await moved.receive(0.2) is None
+    moved.introduce(callee.pair.port)
+    await latched(callee)
+    for n in range(5, 9):
         a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
         got = await moved.receive()
         assert got is not None and got[1][1] == callee.pair.port
     assert await c.receive(0.2) is None
     assert callee.phone is not None and callee.phone.peer == moved.address
     engine.fold(call)
-    assert (caller.stats.rtp_packets, caller.stats.rtp_lost) == (7, 0)
+    assert (caller.stats.rtp_packets, caller.stats.rtp_lost) == (8, 0)
 
     ports = [leg.pair.port for leg in call.legs.values()]
     assert engine.release("c9") and len(engine.fast) == 0
@@ -212,15 +251,15 @@ async def test_a_phone_moved_by_reinvite_is_learned_again(
     for n in range(1, 4):
         a.send(Rtp(0, n, 0, 0xA1, b"a" * 160).serialize(), caller.pair.port)
         assert await b.receive() is not None
-    assert caller.latched["rtp"] == a.address
+    assert caller.latch.address(Channel.RTP) == a.address
 
     engine.update("c10", Side.CALLER, sdp_address.address, None, "")
-    assert caller.latched["rtp"] is None
+    assert caller.latch.address(Channel.RTP) is None
     stranger.send(Rtp(0, 4, 0, 0xBAD, b"s" * 160).serialize(), caller.pair.port)
     assert await b.receive(0.3) is None
     behind_nat.send(Rtp(0, 4, 0, 0xA1, b"a" * 160).serialize(), caller.pair.port)
     assert await b.receive() is not None
-    assert caller.latched["rtp"] == behind_nat.address
+    assert caller.latch.address(Channel.RTP) == behind_nat.address
     b.send(Rtp(0, 1, 0, 0xB2, b"b" * 160).serialize(), callee.pair.port)
     got = await behind_nat.receive()
     assert got is not None and got[1][1] == caller.pair.port
@@ -233,12 +272,11 @@ async def test_live_calls_report_their_statistics() -> None:
     a silent one does not."""
     first = 2 * (free_port() // 2)
     events: list[Event] = []
-    engine = Relay(PortPool("127.0.0.1", first, first + 7), events.append, report_every=0.0)
-    call = await engine.allocate("c7", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
+    pool = PortPool("127.0.0.1", first, first + 7)
+    engine = Relay(pool, events.append, report_every=0.0, policy=LOOPBACK)
     a, b = Endpoint(), Endpoint()
-    engine.update("c7", Side.CALLER, a.address, None, "")
-    engine.update("c7", Side.CALLEE, b.address, None, "")
-    a.send(Rtp(0, 1, 160, 0xABC, b"\x80" * 160).serialize(), call.legs[Side.CALLER].pair.port)
+    call, caller, _ = await muxed_call(engine, "c7", a, b)
+    a.send(Rtp(0, 1, 160, 0xABC, b"\x80" * 160).serialize(), caller.pair.port)
     assert await b.receive() is not None
     assert engine.expire(idle=60.0) == []
     reports = [e for e in events if e.kind is EventKind.LEG_STATS]

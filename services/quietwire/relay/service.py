@@ -49,8 +49,9 @@ class RelayService(RedisBackedService):
         self.settings = settings
         self.relay_id = settings.relay_id or f"{socket.gethostname()[:40]}-{secrets.token_hex(3)}"
         pool = PortPool(settings.relay_bind, settings.relay_port_min, settings.relay_port_max)
-        self.servicer_events: list[object] = []
-        self.engine = Relay(pool, lambda event: self.servicer.publish(event))
+        self.engine = Relay(
+            pool, lambda event: self.servicer.publish(event), policy=settings.peer_policy
+        )
         self.servicer = RelayServicer(self.engine, self.relay_id, settings.relay_advertise)
         self.registry = RelayRegistry(self.redis)
         self.capacity = settings.relay_capacity or pool.size // 2
