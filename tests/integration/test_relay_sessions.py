@@ -59,38 +59,54 @@ class Endpoint:
             return None
 
 
+class Events(list[Event]):
+    """What a relay emitted, and a way to wait for one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.append(event)
+        self.changed.set()
+
+    async def latched(self, *legs: Leg, timeout: float = 5.0) -> None:
+        """Until each leg's RTP is latched."""
+        async with asyncio.timeout(timeout):
+            while any(leg.latch.address(Channel.RTP) is None for leg in legs):
+                self.changed.clear()
+                await self.changed.wait()
+
+
+Running = tuple[Relay, Events]
+
+
 async def muxed_call(
-    engine: Relay, call_id: str, caller: Endpoint, callee: Endpoint
+    relay: Running, call_id: str, caller: Endpoint, callee: Endpoint
 ) -> tuple[RelayCall, Leg, Leg]:
     """A call with rtcp-mux on both legs, each leg told its phone's address and
     latched to it."""
+    engine, events = relay
     call = await engine.allocate(call_id, [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
     engine.update(call_id, Side.CALLER, caller.address, None, "")
     engine.update(call_id, Side.CALLEE, callee.address, None, "")
     legs = call.legs[Side.CALLER], call.legs[Side.CALLEE]
     for phone, leg in zip((caller, callee), legs, strict=True):
         phone.introduce(leg.pair.port)
-    await latched(*legs)
+    await events.latched(*legs)
     return call, *legs
 
 
-async def latched(*legs: Leg, timeout: float = 5.0) -> None:
-    """Wait until each leg's RTP is latched."""
-    async with asyncio.timeout(timeout):
-        while any(leg.latch.address(Channel.RTP) is None for leg in legs):
-            await asyncio.sleep(0.01)
-
-
 @pytest.fixture
-async def relay() -> AsyncIterator[tuple[Relay, list[Event]]]:
+async def relay() -> AsyncIterator[Running]:
     first = 2 * (free_port() // 2)
-    events: list[Event] = []
-    engine = Relay(PortPool("127.0.0.1", first, first + 7), events.append, policy=LOOPBACK)
+    events = Events()
+    engine = Relay(PortPool("127.0.0.1", first, first + 7), events, policy=LOOPBACK)
     yield engine, events
     await engine.close()
 
 
-async def test_forwards_unchanged_and_refuses_strangers(relay: tuple[Relay, list[Event]]) -> None:
+async def test_forwards_unchanged_and_refuses_strangers(relay: Running) -> None:
     engine, events = relay
     call = await engine.allocate("c1", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
     a, b, stranger = Endpoint(), Endpoint(), Endpoint()
@@ -98,7 +114,7 @@ async def test_forwards_unchanged_and_refuses_strangers(relay: tuple[Relay, list
     engine.update("c1", Side.CALLEE, b.address, None, "")
     caller_port, callee_port = call.legs[Side.CALLER].pair.port, call.legs[Side.CALLEE].pair.port
     b.introduce(callee_port)
-    await latched(call.legs[Side.CALLEE])
+    await events.latched(call.legs[Side.CALLEE])
     rtp = Rtp(0, 1, 160, 0xABC, b"\x80" * 160).serialize()
     a.send(rtp, caller_port)
     got = await b.receive()
@@ -111,14 +127,14 @@ async def test_forwards_unchanged_and_refuses_strangers(relay: tuple[Relay, list
     assert {e.kind for e in events} >= {EventKind.LATCHED, EventKind.MEDIA_STARTED}
 
 
-async def test_latches_on_a_matching_zrtp_hello_only(relay: tuple[Relay, list[Event]]) -> None:
+async def test_latches_on_a_matching_zrtp_hello_only(relay: Running) -> None:
     engine, events = relay
     call = await engine.allocate("c2", [(Side.CALLER, False, HELLO_HASH), (Side.CALLEE, False, "")])
     natted, impostor, b = Endpoint(), Endpoint(), Endpoint()
     engine.update("c2", Side.CALLEE, b.address, None, "")
     caller_port = call.legs[Side.CALLER].pair.port
     b.introduce(call.legs[Side.CALLEE].pair.port)
-    await latched(call.legs[Side.CALLEE])
+    await events.latched(call.legs[Side.CALLEE])
     forged = bytearray(HELLO)
     forged[60] ^= 1
     impostor.send(bytes(forged), caller_port)  # a Hello that does not match the SDP
@@ -133,7 +149,7 @@ async def test_latches_on_a_matching_zrtp_hello_only(relay: tuple[Relay, list[Ev
     assert "1.10 " + hellos[0].zrtp_hello_hash == HELLO_HASH
 
 
-async def test_ports_back_in_the_pool(relay: tuple[Relay, list[Event]]) -> None:
+async def test_ports_back_in_the_pool(relay: Running) -> None:
     engine, events = relay
     first = await engine.allocate("c3", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
     second = await engine.allocate("c4", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
@@ -150,7 +166,7 @@ async def test_ports_back_in_the_pool(relay: tuple[Relay, list[Event]]) -> None:
         probe.close()
 
 
-async def test_settled_path_counts_and_still_sees_zrtp(relay: tuple[Relay, list[Event]]) -> None:
+async def test_settled_path_counts_and_still_sees_zrtp(relay: Running) -> None:
     """After the first RTP packet the fast path forwards: every packet arrives,
     the folded statistics count them and the lost ones, and a stranger or a
     ZRTP message still take the full path."""
@@ -161,7 +177,7 @@ async def test_settled_path_counts_and_still_sees_zrtp(relay: tuple[Relay, list[
     engine.update("c6", Side.CALLEE, b.address, None, "")
     caller_port = call.legs[Side.CALLER].pair.port
     b.introduce(call.legs[Side.CALLEE].pair.port)
-    await latched(call.legs[Side.CALLEE])
+    await events.latched(call.legs[Side.CALLEE])
     sequences = [n for n in range(1, 101) if n not in (40, 41, 42)]
     for n in sequences:
         a.send(Rtp(0, n, 160 * n, 0xABC, bytes([n]) * 160).serialize(), caller_port)
@@ -184,15 +200,15 @@ async def test_settled_path_counts_and_still_sees_zrtp(relay: tuple[Relay, list[
 
 
 async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
-    relay: tuple[Relay, list[Event]],
+    relay: Running,
 ) -> None:
     """Settled RTP takes the sockets connected to the phones in both directions; a
     re-INVITE that moves a phone takes that path down and media follows it once the
     phone speaks from its new address; after Release nothing is left bound to the
     call's ports."""
-    engine, _ = relay
+    engine, events = relay
     a, b, c, moved = Endpoint(), Endpoint(), Endpoint(), Endpoint()
-    call, caller, callee = await muxed_call(engine, "c8", a, b)
+    call, caller, callee = await muxed_call(relay, "c8", a, b)
     for n in range(1, 6):
         a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
         b.send(Rtp(0, n, 0, 2, b"b" * 160).serialize(), callee.pair.port)
@@ -212,7 +228,7 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
     engine.release("c8")
     assert len(engine.fast) == 0
 
-    call, caller, callee = await muxed_call(engine, "c9", a, c)
+    call, caller, callee = await muxed_call(relay, "c9", a, c)
     for n in range(1, 4):
         a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
         assert await c.receive() is not None
@@ -221,7 +237,7 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
     a.send(Rtp(0, 4, 0, 1, b"a" * 160).serialize(), caller.pair.port)
     assert await c.receive(0.2) is None and await moved.receive(0.2) is None
     moved.introduce(callee.pair.port)
-    await latched(callee)
+    await events.latched(callee)
     for n in range(5, 9):
         a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
         got = await moved.receive()
@@ -240,14 +256,14 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
 
 
 async def test_a_phone_moved_by_reinvite_is_learned_again(
-    relay: tuple[Relay, list[Event]],
+    relay: Running,
 ) -> None:
     """A re-INVITE naming a new address for a latched phone makes its leg learn again:
     a stranger is still refused, the phone's RTP with the SSRC it used before proves it
     wherever it comes from (behind another NAT), and media follows it both ways."""
     engine, events = relay
     a, b, sdp_address, behind_nat, stranger = (Endpoint() for _ in range(5))
-    _, caller, callee = await muxed_call(engine, "c10", a, b)
+    _, caller, callee = await muxed_call(relay, "c10", a, b)
     for n in range(1, 4):
         a.send(Rtp(0, n, 0, 0xA1, b"a" * 160).serialize(), caller.pair.port)
         assert await b.receive() is not None
@@ -271,11 +287,11 @@ async def test_live_calls_report_their_statistics() -> None:
     """A call that carried packets since its last report reports again (LEG_STATS per leg);
     a silent one does not."""
     first = 2 * (free_port() // 2)
-    events: list[Event] = []
+    events = Events()
     pool = PortPool("127.0.0.1", first, first + 7)
-    engine = Relay(pool, events.append, report_every=0.0, policy=LOOPBACK)
+    engine = Relay(pool, events, report_every=0.0, policy=LOOPBACK)
     a, b = Endpoint(), Endpoint()
-    call, caller, _ = await muxed_call(engine, "c7", a, b)
+    _, caller, _ = await muxed_call((engine, events), "c7", a, b)
     a.send(Rtp(0, 1, 160, 0xABC, b"\x80" * 160).serialize(), caller.pair.port)
     assert await b.receive() is not None
     assert engine.expire(idle=60.0) == []
