@@ -24,6 +24,7 @@ from quietwire.relay.ports import PoolExhausted, PortPool
 from quietwire.relay.sessions import Relay
 
 from tests.conftest import free_port
+from tests.unit.zrtp.harness import FakeClock
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "data" / "bzrtp_exchange.json"
 HELLO = bytes.fromhex(json.loads(VECTORS.read_text())["packets"][0]["hex"])
@@ -300,3 +301,18 @@ async def test_live_calls_report_their_statistics() -> None:
     engine.expire(idle=60.0)
     assert len([e for e in events if e.kind is EventKind.LEG_STATS]) == 2  # silent since
     engine.release("c7")
+
+
+async def test_expiry_follows_the_relay_clock() -> None:
+    """The relay decides on its injected clock: a call silent for the idle time is
+    reclaimed, one a second short of it is not."""
+    first = 2 * (free_port() // 2)
+    events, clock = Events(), FakeClock()
+    engine = Relay(PortPool("127.0.0.1", first, first + 7), events, policy=LOOPBACK, clock=clock)
+    await muxed_call((engine, events), "c11", Endpoint(), Endpoint())
+    clock.t += 59.0
+    assert engine.expire(idle=60.0) == []
+    clock.t += 2.0
+    assert engine.expire(idle=60.0) == ["c11"]
+    assert [e.kind for e in events].count(EventKind.MEDIA_TIMEOUT) == 2
+    await engine.close()
