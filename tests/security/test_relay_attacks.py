@@ -171,6 +171,41 @@ async def test_a_stranger_cannot_take_a_ringing_leg(stub: Stub) -> None:
     await stub.Release(pb.ReleaseRequest(call_id="hijack"))
 
 
+def ice_check(username: str, password: str) -> bytes:
+    """An ICE connectivity check (RFC 8445 section 7.2.2), built by aioice."""
+    message = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.REQUEST)
+    message.attributes["USERNAME"] = username
+    message.attributes["PRIORITY"] = 1
+    message.add_message_integrity(password.encode())
+    message.add_fingerprint()
+    return bytes(message)
+
+
+async def test_ice_integrity_proves_a_phone_behind_nat(stub: Stub) -> None:
+    """Finding 2, with ICE: a callee whose packets come from an address its SDP
+    never named latches by a check keyed with the caller's ice-pwd; a stranger's
+    check under a guessed password does not."""
+    caller, callee_sdp, callee_nat, stranger = Phone(), Phone(), Phone(), Phone()
+    port = await ringing_call(stub, "ice", caller)
+    secret = "caller-ice-password-0123456789"
+    for side, phone, ufrag, pwd in (
+        (CALLER, caller, "AbCd", secret),
+        (CALLEE, callee_sdp, "WxYz", "callee-ice-password-0123456789"),
+    ):
+        sdp = pb.UpdateRequest(call_id="ice", side=side, remote_rtp=phone.address)
+        sdp.ice_ufrag, sdp.ice_pwd = ufrag, pwd
+        await stub.Update(sdp)
+    stranger.send(ice_check("AbCd:WxYz", "guessed-password-0123456789"), port[CALLEE])
+    callee_nat.send(ice_check("AbCd:WxYz", secret), port[CALLEE])
+    async with asyncio.timeout(10):
+        while not (await legs(stub, "ice"))[CALLEE].latched:  # noqa: ASYNC110 - see introduce()
+            await asyncio.sleep(0.02)
+    caller.send(rtp(1), port[CALLER])
+    assert await callee_nat.receive() == rtp(1)
+    assert await stranger.nothing_for(0.3)
+    await stub.Release(pb.ReleaseRequest(call_id="ice"))
+
+
 async def test_media_never_goes_to_a_name_or_a_refused_address(stub: Stub) -> None:
     """Finding 7: a callee SDP with ``c=IN IP4 localhost`` (a name: never resolved),
     or with an address of the platform's own network (even one that sends from
