@@ -16,7 +16,7 @@ from quietwire.relay.sessions import Relay
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 
 WATCH_QUEUE = 10_000
-#: RFC 8839 section 5.4: ice-ufrag is 4 to 256 characters, ice-pwd 22 to 256.
+#: RFC 8839 section 5.4: ice-ufrag and ice-pwd are at most 256 characters.
 ICE_MAX = 256
 
 
