@@ -216,7 +216,7 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
         assert await b.receive() is not None and await a.receive() is not None
     assert caller.phone is not None and callee.phone is not None
     assert caller.phone.forward_to is callee.phone and callee.phone.forward_to is caller.phone
-    assert len(engine.fast) == 2
+    assert len(engine.paths.fast) == 2
     a.send(b"", caller.pair.port)  # an empty datagram carries nothing to forward
     for runt in (b"\x80", b"\x80\x00\x00"):  # not RTP: the full path forwards it unchanged
         a.send(runt, caller.pair.port)
@@ -227,7 +227,7 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
     engine.fold(call)
     assert (caller.stats.rtp_packets, callee.stats.rtp_packets) == (6, 5)
     engine.release("c8")
-    assert len(engine.fast) == 0
+    assert len(engine.paths.fast) == 0
 
     call, caller, callee = await muxed_call(relay, "c9", a, c)
     for n in range(1, 4):
@@ -249,7 +249,7 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
     assert (caller.stats.rtp_packets, caller.stats.rtp_lost) == (8, 0)
 
     ports = [leg.pair.port for leg in call.legs.values()]
-    assert engine.release("c9") and len(engine.fast) == 0
+    assert engine.release("c9") and len(engine.paths.fast) == 0
     for port in ports:
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         probe.bind(("127.0.0.1", port))

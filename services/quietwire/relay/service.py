@@ -95,7 +95,7 @@ class RelayService(RedisBackedService):
         except (KernelPathError, OSError) as exc:
             await kernel.close()
             raise SettingsError(f"{env_name('relay_kernel_forwarding')}: {exc}") from exc
-        self.engine.kernel = kernel
+        self.engine.paths.kernel = kernel
         log.info("settled calls are forwarded by the kernel", extra={"table": kernel.table})
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
@@ -128,9 +128,10 @@ class RelayService(RedisBackedService):
     async def _expire(self) -> None:
         while True:
             await asyncio.sleep(EXPIRE_EVERY)
-            if self.engine.kernel is not None:
+            kernel = self.engine.paths.kernel
+            if kernel is not None:
                 try:
-                    self.engine.absorb(await self.engine.kernel.counters())
+                    self.engine.absorb(await kernel.counters())
                 except Exception as exc:  # read again next second
                     log.warning("kernel counters not read", extra={"error": str(exc)})
             for call_id in self.engine.expire(self.settings.relay_media_timeout):

@@ -9,19 +9,19 @@ cookie): which ZRTP messages went by, the SHA-256 of each side's Hello, RTP
 sequence and loss.
 
 Per-packet Python is what a relay's capacity is made of, so once a call's
-path is settled its RTP takes the fast path (:mod:`quietwire.relay.fastpath`):
-sockets connected to the phones, counted and sent on, nothing else. The
-counts are folded into the leg's statistics (packets, bytes, loss from the
-sequence numbers, last activity) about once a second (:meth:`Relay.fold`).
-Everything else — ZRTP, STUN, RTCP, strangers, the first packets — takes the
-full path.
+path is settled its RTP takes a short cut (:mod:`quietwire.relay.paths`):
+sockets connected to the phones, counted and sent on, nothing else, or the
+kernel. The counts are folded into the leg's statistics (packets, bytes, loss
+from the sequence numbers, last activity) about once a second
+(:meth:`Relay.fold`). Everything else — ZRTP, STUN, RTCP, strangers, the
+first packets — takes the full path (:meth:`Relay.received`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 
 from quietwire.protocols.clock import Clock, MonotonicClock
 from quietwire.protocols.rtp.demux import PacketKind, classify
@@ -29,11 +29,10 @@ from quietwire.protocols.rtp.stun import IceCredentials
 from quietwire.protocols.zrtp.messages import message_type
 from quietwire.protocols.zrtp.packet import CRC_LENGTH, HEADER_LENGTH
 from quietwire.relay.addresses import Address, AddressPolicy
-from quietwire.relay.fastpath import FastPaths
-from quietwire.relay.kernel import KernelPathError, KernelPaths, Link
 from quietwire.relay.latch import Channel, Latch, Verdict, hello_hash, signaled_hash
-from quietwire.relay.legs import Event, EventKind, Leg, Phone, RelayCall, Side
+from quietwire.relay.legs import Event, EventKind, Leg, RelayCall, Side
 from quietwire.relay.metrics import CALLS, FORWARDED, NO_DESTINATION, SEND_ERROR, STRANGER
+from quietwire.relay.paths import SettledPaths
 from quietwire.relay.ports import PortPool
 
 log = logging.getLogger(__name__)
@@ -76,10 +75,7 @@ class Relay:
         self.clock = clock or MonotonicClock()
         self.calls: dict[str, RelayCall] = {}
         self.draining = False
-        self.fast: FastPaths[tuple[RelayCall, Leg]] = FastPaths(self._from_phone)
-        #: Set (started) when settled calls are forwarded by the kernel instead.
-        self.kernel: KernelPaths | None = None
-        self._kernel_work: set[asyncio.Task[None]] = set()
+        self.paths = SettledPaths(self._from_phone)
 
     async def allocate(self, call_id: str, specs: list[tuple[Side, bool, str]]) -> RelayCall:
         """Ports for each leg (side, rtcp-mux, a=zrtp-hash); the same call twice gets the same."""
@@ -136,10 +132,8 @@ class Relay:
         if call is None:
             return False
         self.fold(call)
-        self._unlink(call)
+        self.paths.release(call)
         for leg in call.legs.values():
-            if leg.phone is not None:
-                self.fast.close(leg.phone, keep_queued=False)
             for transport in leg.transports.values():
                 transport.close()
             self.pool.give_back(leg.pair)
@@ -149,10 +143,7 @@ class Relay:
     async def close(self) -> None:
         for call_id in list(self.calls):
             self.release(call_id)
-        self.fast.shutdown()
-        await asyncio.gather(*self._kernel_work, return_exceptions=True)
-        if self.kernel is not None:
-            await self.kernel.close()
+        await self.paths.close()
 
     def zrtp_history(self) -> Iterator[Event]:
         """Every live leg's ZRTP messages seen so far, in order: what a new subscriber
@@ -195,70 +186,14 @@ class Relay:
             NO_DESTINATION.inc()
             return
         if kind is PacketKind.RTP and call.media_started and channel is out is Channel.RTP:
-            self._go_fast(call, leg, other, addr, destination)
+            self.paths.open(call, leg, other, addr, destination)
         other.transports[out].sendto(data, destination)
         FORWARDED.inc()
-
-    def _go_fast(
-        self, call: RelayCall, leg: Leg, other: Leg, source: Address, destination: Address
-    ) -> None:
-        """From now on RTP from ``leg``'s latched phone goes straight to ``other``'s."""
-        if leg.latch.address(Channel.RTP) != source or (leg.phone and leg.phone.peer != source):
-            return
-        if self.kernel is not None:
-            if call.link is None:
-                self._link(call, Link(source, leg.pair.port, destination, other.pair.port))
-            return
-        try:
-            if leg.phone is None:
-                leg.phone = self._phone(call, leg, source)
-            if other.phone is None:
-                other.phone = self._phone(call, other, destination)
-        except OSError as exc:
-            log.warning("no fast path", extra={"relay_call": call.call_id, "error": str(exc)})
-            return
-        leg.phone.forward_to = other.phone
-
-    def _phone(self, call: RelayCall, leg: Leg, peer: Address) -> Phone:
-        rtp = leg.pair.rtp
-        return self.fast.open(rtp.family, rtp.getsockname()[:2], peer, (call, leg))
 
     def _from_phone(self, owner: tuple[RelayCall, Leg], data: bytes, source: Address) -> None:
         call, leg = owner
         if self.calls.get(call.call_id) is call:
             self.received(call, leg, Channel.RTP, data, source)
-
-    def _link(self, call: RelayCall, link: Link) -> None:
-        assert self.kernel is not None
-        call.link, again = link, call.linked
-        call.linked = True
-        self._in_order(call, self.kernel.link(link, forget=again))
-
-    def _unlink(self, call: RelayCall) -> None:
-        if call.link is not None and self.kernel is not None:
-            self._in_order(call, self.kernel.unlink(call.link))
-            call.link = None
-
-    def _in_order(self, call: RelayCall, change: Coroutine[None, None, None]) -> None:
-        """Kernel changes run one after the other, in the order asked (the kernel
-        paths' one thread), never blocking the forwarding."""
-
-        async def run() -> None:
-            try:
-                await change
-            except KernelPathError as exc:
-                extra = {"relay_call": call.call_id, "error": str(exc)}
-                log.warning("kernel path not changed", extra=extra)
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._kernel_work.add(task)
-        task.add_done_callback(self._kernel_work.discard)
-
-    @staticmethod
-    def _phones(call: RelayCall, link: Link) -> tuple[Address | None, Address | None]:
-        """Where the linked legs' phones are now (by their relay ports)."""
-        by_port = {leg.pair.port: leg.latch.address(Channel.RTP) for leg in call.legs.values()}
-        return by_port.get(link.a_port), by_port.get(link.b_port)
 
     def absorb(self, counts: dict[int, tuple[int, int]]) -> None:
         """Add what the kernel forwarded (packets and bytes by the relay port they
@@ -277,19 +212,9 @@ class Relay:
                     FORWARDED.inc(packets)
 
     def _settle(self, call: RelayCall) -> None:
-        """Latching or the SDP may have moved a leg's phone: a kernel link or a phone
-        socket to where it no longer is goes, and every socket fast path is taken
-        down (the next RTP packet through the full path sets it up again)."""
+        """A leg's phone may have moved: fold, then take stale paths down."""
         self.fold(call)
-        link = call.link
-        if link is not None and (link.a, link.b) != self._phones(call, link):
-            self._unlink(call)
-        for leg in call.legs.values():
-            if leg.phone is not None:
-                leg.phone.forward_to = None
-                if leg.phone.peer != leg.latch.address(Channel.RTP):
-                    self.fast.close(leg.phone)
-                    leg.phone = None
+        self.paths.settle(call)
 
     def _zrtp(self, call: RelayCall, leg: Leg, data: bytes) -> None:
         block = message_type(data[HEADER_LENGTH:-CRC_LENGTH])
