@@ -316,3 +316,21 @@ async def test_expiry_follows_the_relay_clock() -> None:
     assert engine.expire(idle=60.0) == ["c11"]
     assert [e.kind for e in events].count(EventKind.MEDIA_TIMEOUT) == 2
     await engine.close()
+
+
+async def test_a_leg_keeps_known_zrtp_types_only(relay: Running) -> None:
+    """A phone sending made-up ZRTP type blocks gets them forwarded, but neither an
+    event nor a place in the leg's history: that history stays within the 16 types
+    of RFC 6189 section 5."""
+    _, events = relay
+    a, b = Endpoint(), Endpoint()
+    _, caller, _ = await muxed_call(relay, "c12", a, b)
+    for n in range(50):
+        made_up = bytearray(HELLO)
+        made_up[16:24] = f"Bogus{n:03d}".encode()
+        a.send(bytes(made_up), caller.pair.port)
+        assert await b.receive() is not None
+    a.send(HELLO, caller.pair.port)
+    assert await b.receive() is not None
+    assert list(caller.stats.zrtp_seen) == ["Hello"]
+    assert [e.zrtp_message for e in events if e.kind is EventKind.ZRTP_MESSAGE] == ["Hello"]

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from quietwire.protocols.clock import Clock, MonotonicClock
 from quietwire.protocols.rtp.demux import PacketKind, classify
 from quietwire.protocols.rtp.stun import IceCredentials
-from quietwire.protocols.zrtp.messages import message_type
+from quietwire.protocols.zrtp.messages import MESSAGE_TYPES, message_type
 from quietwire.protocols.zrtp.packet import CRC_LENGTH, HEADER_LENGTH
 from quietwire.relay.addresses import Address, AddressPolicy
 from quietwire.relay.latch import Channel, Latch, Verdict, hello_hash, signaled_hash
@@ -217,8 +217,11 @@ class Relay:
         self.paths.settle(call)
 
     def _zrtp(self, call: RelayCall, leg: Leg, data: bytes) -> None:
+        """The first message of each type (RFC 6189 section 5) is an event and kept for
+        late subscribers; an unknown type block is forwarded, not kept (a phone
+        could otherwise grow a leg's history without bound)."""
         block = message_type(data[HEADER_LENGTH:-CRC_LENGTH])
-        if block is None:
+        if block not in MESSAGE_TYPES:
             return
         name = block.decode("ascii", "replace").strip()
         if name in leg.stats.zrtp_seen:
