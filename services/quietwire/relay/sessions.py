@@ -155,6 +155,7 @@ class Relay:
     def received(
         self, call: RelayCall, leg: Leg, channel: Channel, data: bytes, addr: Address
     ) -> None:
+        """The full path: latch decision, statistics and ZRTP observation, forwarding."""
         kind = classify(data)
         stats = leg.stats
         decision = leg.latch.accept(channel, kind, addr, data)
@@ -173,6 +174,19 @@ class Relay:
             self._zrtp(call, leg, data)
         elif kind is PacketKind.RTP:
             self._rtp(call, leg, data)
+        self._forward(call, leg, channel, kind, data, addr)
+
+    def _forward(
+        self,
+        call: RelayCall,
+        leg: Leg,
+        channel: Channel,
+        kind: PacketKind,
+        data: bytes,
+        addr: Address,
+    ) -> None:
+        """To the other leg's latched phone, on the channel it takes this packet on
+        (RTCP on its own port unless that phone multiplexes, RFC 5761)."""
         other = call.legs.get(leg.side.other)
         if other is None:
             return
