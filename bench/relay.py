@@ -160,6 +160,7 @@ class Quietwire(Relay):
                 "QW_RELAY_PORT_MIN": str(PORTS[0]),
                 "QW_RELAY_PORT_MAX": str(PORTS[1]),
                 "QW_RELAY_MEDIA_TIMEOUT": "600",
+                "QW_RELAY_PEER_ALLOW": "127.0.0.0/8",  # the load generator's phones
                 "QW_LOG_LEVEL": "warning",
                 **self.settings,
             }

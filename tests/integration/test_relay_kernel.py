@@ -21,7 +21,7 @@ from quietwire.rpc.relay.v1 import relay_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
 
 from tests.conftest import free_port, quietwire_env, start_redis, stop_redis
-from tests.integration.test_relay_sessions import HELLO, HELLO_HASH
+from tests.integration.test_relay_sessions import HELLO, HELLO_HASH, PLAIN_STUN
 from tests.netns import Netns, available, netns
 
 pytestmark = pytest.mark.skipif(not available(), reason="a network namespace needs root")
@@ -122,6 +122,10 @@ async def test_settled_call_forwarded_by_the_kernel(relay: RunningRelay) -> None
     for side, phone in ((pb.LEG_SIDE_CALLER, a), (pb.LEG_SIDE_CALLEE, b)):
         await relay.stub.Update(pb.UpdateRequest(call_id="k1", side=side, remote_rtp=phone.address))
 
+    b.send(PLAIN_STUN, to_b)  # media goes only to phones that spoke from where they said
+    async with asyncio.timeout(10):  # Query is where a latch shows outside the process
+        while not (await leg_stats(relay, "k1"))[pb.LEG_SIDE_CALLEE].latched:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
     a.send(HELLO, to_a)
     assert (got := b.receive()) is not None and got[0] == HELLO
     for n in range(1, 51):

@@ -1,5 +1,9 @@
 """The relay's forwarding over real UDP: unchanged packets both ways, safe latching,
-strangers dropped, ZRTP seen without keys, ports back in the pool."""
+strangers dropped, ZRTP seen without keys, ports back in the pool.
+
+Media goes only to a phone that proved where it is, so each phone here first
+says hello from the address its SDP named (as phones do: Linphone's first
+packets are STUN requests without ICE)."""
 
 from __future__ import annotations
 
@@ -13,14 +17,23 @@ from pathlib import Path
 import pytest
 from quietwire.protocols.rtp.packets import Rtp
 from quietwire.protocols.zrtp.packet import ZrtpPacket
+from quietwire.relay.addresses import AddressPolicy, networks
+from quietwire.relay.latch import Channel
+from quietwire.relay.legs import Event, EventKind, Leg, RelayCall, Side
 from quietwire.relay.ports import PoolExhausted, PortPool
-from quietwire.relay.sessions import Event, EventKind, Leg, Relay, RelayCall, Side
+from quietwire.relay.sessions import Relay
 
 from tests.conftest import free_port
+from tests.unit.zrtp.harness import FakeClock
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "data" / "bzrtp_exchange.json"
 HELLO = bytes.fromhex(json.loads(VECTORS.read_text())["packets"][0]["hex"])
 HELLO_HASH = "1.10 " + hashlib.sha256(ZrtpPacket.parse(HELLO).message).hexdigest()
+#: The test's phones are on loopback, which a relay refuses by default.
+LOOPBACK = AddressPolicy(networks("127.0.0.0/8"))
+#: A STUN Binding request without ICE (no magic cookie, no integrity): proof of
+#: nothing but where it came from.
+PLAIN_STUN = b"\x00\x01" + bytes(18)
 
 
 class Endpoint:
@@ -35,6 +48,10 @@ class Endpoint:
     def send(self, data: bytes, port: int) -> None:
         self.sock.sendto(data, ("127.0.0.1", port))
 
+    def introduce(self, port: int) -> None:
+        """The phone's first packet, from the address its SDP named: its leg latches."""
+        self.send(PLAIN_STUN, port)
+
     async def receive(self, timeout: float = 1.0) -> tuple[bytes, tuple[str, int]] | None:
         loop = asyncio.get_running_loop()
         try:
@@ -43,32 +60,62 @@ class Endpoint:
             return None
 
 
+class Events(list[Event]):
+    """What a relay emitted, and a way to wait for one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.append(event)
+        self.changed.set()
+
+    async def latched(self, *legs: Leg, timeout: float = 5.0) -> None:
+        """Until each leg's RTP is latched."""
+        async with asyncio.timeout(timeout):
+            while any(leg.latch.address(Channel.RTP) is None for leg in legs):
+                self.changed.clear()
+                await self.changed.wait()
+
+
+Running = tuple[Relay, Events]
+
+
 async def muxed_call(
-    engine: Relay, call_id: str, caller: Endpoint, callee: Endpoint
+    relay: Running, call_id: str, caller: Endpoint, callee: Endpoint
 ) -> tuple[RelayCall, Leg, Leg]:
-    """A call with rtcp-mux on both legs, each leg told its phone's address."""
+    """A call with rtcp-mux on both legs, each leg told its phone's address and
+    latched to it."""
+    engine, events = relay
     call = await engine.allocate(call_id, [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
     engine.update(call_id, Side.CALLER, caller.address, None, "")
     engine.update(call_id, Side.CALLEE, callee.address, None, "")
-    return call, call.legs[Side.CALLER], call.legs[Side.CALLEE]
+    legs = call.legs[Side.CALLER], call.legs[Side.CALLEE]
+    for phone, leg in zip((caller, callee), legs, strict=True):
+        phone.introduce(leg.pair.port)
+    await events.latched(*legs)
+    return call, *legs
 
 
 @pytest.fixture
-async def relay() -> AsyncIterator[tuple[Relay, list[Event]]]:
+async def relay() -> AsyncIterator[Running]:
     first = 2 * (free_port() // 2)
-    events: list[Event] = []
-    engine = Relay(PortPool("127.0.0.1", first, first + 7), events.append)
+    events = Events()
+    engine = Relay(PortPool("127.0.0.1", first, first + 7), events, policy=LOOPBACK)
     yield engine, events
     await engine.close()
 
 
-async def test_forwards_unchanged_and_refuses_strangers(relay: tuple[Relay, list[Event]]) -> None:
+async def test_forwards_unchanged_and_refuses_strangers(relay: Running) -> None:
     engine, events = relay
     call = await engine.allocate("c1", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
     a, b, stranger = Endpoint(), Endpoint(), Endpoint()
     engine.update("c1", Side.CALLER, a.address, None, "")
     engine.update("c1", Side.CALLEE, b.address, None, "")
     caller_port, callee_port = call.legs[Side.CALLER].pair.port, call.legs[Side.CALLEE].pair.port
+    b.introduce(callee_port)
+    await events.latched(call.legs[Side.CALLEE])
     rtp = Rtp(0, 1, 160, 0xABC, b"\x80" * 160).serialize()
     a.send(rtp, caller_port)
     got = await b.receive()
@@ -81,19 +128,21 @@ async def test_forwards_unchanged_and_refuses_strangers(relay: tuple[Relay, list
     assert {e.kind for e in events} >= {EventKind.LATCHED, EventKind.MEDIA_STARTED}
 
 
-async def test_latches_on_a_matching_zrtp_hello_only(relay: tuple[Relay, list[Event]]) -> None:
+async def test_latches_on_a_matching_zrtp_hello_only(relay: Running) -> None:
     engine, events = relay
     call = await engine.allocate("c2", [(Side.CALLER, False, HELLO_HASH), (Side.CALLEE, False, "")])
     natted, impostor, b = Endpoint(), Endpoint(), Endpoint()
     engine.update("c2", Side.CALLEE, b.address, None, "")
     caller_port = call.legs[Side.CALLER].pair.port
+    b.introduce(call.legs[Side.CALLEE].pair.port)
+    await events.latched(call.legs[Side.CALLEE])
     forged = bytearray(HELLO)
     forged[60] ^= 1
     impostor.send(bytes(forged), caller_port)  # a Hello that does not match the SDP
     assert await b.receive(0.3) is None
     natted.send(HELLO, caller_port)  # the real phone, from an address its SDP never named
     assert (await b.receive()) is not None
-    assert call.legs[Side.CALLER].latched["rtp"] == natted.address
+    assert call.legs[Side.CALLER].latch.address(Channel.RTP) == natted.address
     impostor.send(HELLO, caller_port)  # even a replayed good Hello cannot re-latch
     assert await b.receive(0.3) is None
     hellos = [e for e in events if e.kind is EventKind.ZRTP_MESSAGE]
@@ -101,7 +150,7 @@ async def test_latches_on_a_matching_zrtp_hello_only(relay: tuple[Relay, list[Ev
     assert "1.10 " + hellos[0].zrtp_hello_hash == HELLO_HASH
 
 
-async def test_ports_back_in_the_pool(relay: tuple[Relay, list[Event]]) -> None:
+async def test_ports_back_in_the_pool(relay: Running) -> None:
     engine, events = relay
     first = await engine.allocate("c3", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
     second = await engine.allocate("c4", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
@@ -118,7 +167,7 @@ async def test_ports_back_in_the_pool(relay: tuple[Relay, list[Event]]) -> None:
         probe.close()
 
 
-async def test_settled_path_counts_and_still_sees_zrtp(relay: tuple[Relay, list[Event]]) -> None:
+async def test_settled_path_counts_and_still_sees_zrtp(relay: Running) -> None:
     """After the first RTP packet the fast path forwards: every packet arrives,
     the folded statistics count them and the lost ones, and a stranger or a
     ZRTP message still take the full path."""
@@ -128,6 +177,8 @@ async def test_settled_path_counts_and_still_sees_zrtp(relay: tuple[Relay, list[
     engine.update("c6", Side.CALLER, a.address, None, "")
     engine.update("c6", Side.CALLEE, b.address, None, "")
     caller_port = call.legs[Side.CALLER].pair.port
+    b.introduce(call.legs[Side.CALLEE].pair.port)
+    await events.latched(call.legs[Side.CALLEE])
     sequences = [n for n in range(1, 101) if n not in (40, 41, 42)]
     for n in sequences:
         a.send(Rtp(0, n, 160 * n, 0xABC, bytes([n]) * 160).serialize(), caller_port)
@@ -150,21 +201,22 @@ async def test_settled_path_counts_and_still_sees_zrtp(relay: tuple[Relay, list[
 
 
 async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
-    relay: tuple[Relay, list[Event]],
+    relay: Running,
 ) -> None:
     """Settled RTP takes the sockets connected to the phones in both directions; a
-    re-INVITE that moves a phone which has not sent yet takes that path down and
-    media follows it; after Release nothing is left bound to the call's ports."""
-    engine, _ = relay
+    re-INVITE that moves a phone takes that path down and media follows it once the
+    phone speaks from its new address; after Release nothing is left bound to the
+    call's ports."""
+    engine, events = relay
     a, b, c, moved = Endpoint(), Endpoint(), Endpoint(), Endpoint()
-    call, caller, callee = await muxed_call(engine, "c8", a, b)
+    call, caller, callee = await muxed_call(relay, "c8", a, b)
     for n in range(1, 6):
         a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
         b.send(Rtp(0, n, 0, 2, b"b" * 160).serialize(), callee.pair.port)
         assert await b.receive() is not None and await a.receive() is not None
     assert caller.phone is not None and callee.phone is not None
     assert caller.phone.forward_to is callee.phone and callee.phone.forward_to is caller.phone
-    assert len(engine.fast) == 2
+    assert len(engine.paths.fast) == 2
     a.send(b"", caller.pair.port)  # an empty datagram carries nothing to forward
     for runt in (b"\x80", b"\x80\x00\x00"):  # not RTP: the full path forwards it unchanged
         a.send(runt, caller.pair.port)
@@ -175,25 +227,29 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
     engine.fold(call)
     assert (caller.stats.rtp_packets, callee.stats.rtp_packets) == (6, 5)
     engine.release("c8")
-    assert len(engine.fast) == 0
+    assert len(engine.paths.fast) == 0
 
-    call, caller, callee = await muxed_call(engine, "c9", a, c)
+    call, caller, callee = await muxed_call(relay, "c9", a, c)
     for n in range(1, 4):
         a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
         assert await c.receive() is not None
     assert callee.phone is not None and callee.phone.peer == c.address
     engine.update("c9", Side.CALLEE, moved.address, None, "")
-    for n in range(4, 8):
+    a.send(Rtp(0, 4, 0, 1, b"a" * 160).serialize(), caller.pair.port)
+    assert await c.receive(0.2) is None and await moved.receive(0.2) is None
+    moved.introduce(callee.pair.port)
+    await events.latched(callee)
+    for n in range(5, 9):
         a.send(Rtp(0, n, 0, 1, b"a" * 160).serialize(), caller.pair.port)
         got = await moved.receive()
         assert got is not None and got[1][1] == callee.pair.port
     assert await c.receive(0.2) is None
     assert callee.phone is not None and callee.phone.peer == moved.address
     engine.fold(call)
-    assert (caller.stats.rtp_packets, caller.stats.rtp_lost) == (7, 0)
+    assert (caller.stats.rtp_packets, caller.stats.rtp_lost) == (8, 0)
 
     ports = [leg.pair.port for leg in call.legs.values()]
-    assert engine.release("c9") and len(engine.fast) == 0
+    assert engine.release("c9") and len(engine.paths.fast) == 0
     for port in ports:
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         probe.bind(("127.0.0.1", port))
@@ -201,26 +257,26 @@ async def test_fast_path_both_ways_follows_a_moved_phone_and_frees_its_ports(
 
 
 async def test_a_phone_moved_by_reinvite_is_learned_again(
-    relay: tuple[Relay, list[Event]],
+    relay: Running,
 ) -> None:
     """A re-INVITE naming a new address for a latched phone makes its leg learn again:
     a stranger is still refused, the phone's RTP with the SSRC it used before proves it
     wherever it comes from (behind another NAT), and media follows it both ways."""
     engine, events = relay
     a, b, sdp_address, behind_nat, stranger = (Endpoint() for _ in range(5))
-    _, caller, callee = await muxed_call(engine, "c10", a, b)
+    _, caller, callee = await muxed_call(relay, "c10", a, b)
     for n in range(1, 4):
         a.send(Rtp(0, n, 0, 0xA1, b"a" * 160).serialize(), caller.pair.port)
         assert await b.receive() is not None
-    assert caller.latched["rtp"] == a.address
+    assert caller.latch.address(Channel.RTP) == a.address
 
     engine.update("c10", Side.CALLER, sdp_address.address, None, "")
-    assert caller.latched["rtp"] is None
+    assert caller.latch.address(Channel.RTP) is None
     stranger.send(Rtp(0, 4, 0, 0xBAD, b"s" * 160).serialize(), caller.pair.port)
     assert await b.receive(0.3) is None
     behind_nat.send(Rtp(0, 4, 0, 0xA1, b"a" * 160).serialize(), caller.pair.port)
     assert await b.receive() is not None
-    assert caller.latched["rtp"] == behind_nat.address
+    assert caller.latch.address(Channel.RTP) == behind_nat.address
     b.send(Rtp(0, 1, 0, 0xB2, b"b" * 160).serialize(), callee.pair.port)
     got = await behind_nat.receive()
     assert got is not None and got[1][1] == caller.pair.port
@@ -232,13 +288,12 @@ async def test_live_calls_report_their_statistics() -> None:
     """A call that carried packets since its last report reports again (LEG_STATS per leg);
     a silent one does not."""
     first = 2 * (free_port() // 2)
-    events: list[Event] = []
-    engine = Relay(PortPool("127.0.0.1", first, first + 7), events.append, report_every=0.0)
-    call = await engine.allocate("c7", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
+    events = Events()
+    pool = PortPool("127.0.0.1", first, first + 7)
+    engine = Relay(pool, events, report_every=0.0, policy=LOOPBACK)
     a, b = Endpoint(), Endpoint()
-    engine.update("c7", Side.CALLER, a.address, None, "")
-    engine.update("c7", Side.CALLEE, b.address, None, "")
-    a.send(Rtp(0, 1, 160, 0xABC, b"\x80" * 160).serialize(), call.legs[Side.CALLER].pair.port)
+    _, caller, _ = await muxed_call((engine, events), "c7", a, b)
+    a.send(Rtp(0, 1, 160, 0xABC, b"\x80" * 160).serialize(), caller.pair.port)
     assert await b.receive() is not None
     assert engine.expire(idle=60.0) == []
     reports = [e for e in events if e.kind is EventKind.LEG_STATS]
@@ -246,3 +301,36 @@ async def test_live_calls_report_their_statistics() -> None:
     engine.expire(idle=60.0)
     assert len([e for e in events if e.kind is EventKind.LEG_STATS]) == 2  # silent since
     engine.release("c7")
+
+
+async def test_expiry_follows_the_relay_clock() -> None:
+    """The relay decides on its injected clock: a call silent for the idle time is
+    reclaimed, one a second short of it is not."""
+    first = 2 * (free_port() // 2)
+    events, clock = Events(), FakeClock()
+    engine = Relay(PortPool("127.0.0.1", first, first + 7), events, policy=LOOPBACK, clock=clock)
+    await muxed_call((engine, events), "c11", Endpoint(), Endpoint())
+    clock.t += 59.0
+    assert engine.expire(idle=60.0) == []
+    clock.t += 2.0
+    assert engine.expire(idle=60.0) == ["c11"]
+    assert [e.kind for e in events].count(EventKind.MEDIA_TIMEOUT) == 2
+    await engine.close()
+
+
+async def test_a_leg_keeps_known_zrtp_types_only(relay: Running) -> None:
+    """A phone sending made-up ZRTP type blocks gets them forwarded, but neither an
+    event nor a place in the leg's history: that history stays within the 16 types
+    of RFC 6189 section 5."""
+    _, events = relay
+    a, b = Endpoint(), Endpoint()
+    _, caller, _ = await muxed_call(relay, "c12", a, b)
+    for n in range(50):
+        made_up = bytearray(HELLO)
+        made_up[16:24] = f"Bogus{n:03d}".encode()
+        a.send(bytes(made_up), caller.pair.port)
+        assert await b.receive() is not None
+    a.send(HELLO, caller.pair.port)
+    assert await b.receive() is not None
+    assert list(caller.stats.zrtp_seen) == ["Hello"]
+    assert [e.zrtp_message for e in events if e.kind is EventKind.ZRTP_MESSAGE] == ["Hello"]

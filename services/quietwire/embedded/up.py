@@ -137,6 +137,7 @@ class Platform:
             "grpc_tls_ca": str(self.pki.ca),
             "keyagreement_target": f"127.0.0.1:{self.ports['keyagreement'][0]}",
             "relay_advertise": host if _is_ip(host) else "127.0.0.1",
+            "relay_peer_allow": "127.0.0.0/8,::1",  # phones on this machine may get media
             "sip_secret": self.sip_secret,
             "drain_timeout": SERVICE_DRAIN,
             "shutdown_grace": SERVICE_GRACE,

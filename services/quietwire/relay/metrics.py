@@ -22,3 +22,7 @@ def publish_capacity(pool: PortPool, capacity: int) -> None:
 FORWARDED, STRANGER, NO_DESTINATION, SEND_ERROR = (
     PACKETS.labels(outcome) for outcome in ("forwarded", "stranger", "no-destination", "send-error")
 )
+REFUSED_ADDRESS = Counter(
+    "quietwire_relay_refused_addresses",
+    "Phone addresses the relay's address policy refused (names, loopback, denied networks)",
+)

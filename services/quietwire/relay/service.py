@@ -50,8 +50,9 @@ class RelayService(RedisBackedService):
         self.settings = settings
         self.relay_id = settings.relay_id or f"{socket.gethostname()[:40]}-{secrets.token_hex(3)}"
         pool = PortPool(settings.relay_bind, settings.relay_port_min, settings.relay_port_max)
-        self.servicer_events: list[object] = []
-        self.engine = Relay(pool, lambda event: self.servicer.publish(event))
+        self.engine = Relay(
+            pool, lambda event: self.servicer.publish(event), policy=settings.peer_policy
+        )
         self.servicer = RelayServicer(self.engine, self.relay_id, settings.relay_advertise)
         self.registry = RelayRegistry(self.redis)
         self.capacity = settings.relay_capacity or pool.size // 2
@@ -96,7 +97,7 @@ class RelayService(RedisBackedService):
         except (KernelPathError, OSError) as exc:
             await kernel.close()
             raise SettingsError(f"{env_name('relay_kernel_forwarding')}: {exc}") from exc
-        self.engine.kernel = kernel
+        self.engine.paths.kernel = kernel
         log.info("settled calls are forwarded by the kernel", extra={"table": kernel.table})
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
@@ -129,9 +130,10 @@ class RelayService(RedisBackedService):
     async def _expire(self) -> None:
         while True:
             await asyncio.sleep(EXPIRE_EVERY)
-            if self.engine.kernel is not None:
+            kernel = self.engine.paths.kernel
+            if kernel is not None:
                 try:
-                    self.engine.absorb(await self.engine.kernel.counters())
+                    self.engine.absorb(await kernel.counters())
                 except Exception as exc:  # read again next second
                     log.warning("kernel counters not read", extra={"error": str(exc)})
             for call_id in self.engine.expire(self.settings.relay_media_timeout):

@@ -8,11 +8,16 @@ from typing import Any
 
 import grpc
 
+from quietwire.protocols.rtp.stun import IceCredentials
+from quietwire.relay.latch import Channel
+from quietwire.relay.legs import Event, RelayCall, Side
 from quietwire.relay.ports import PoolExhausted
-from quietwire.relay.sessions import Event, Relay, RelayCall, Side
+from quietwire.relay.sessions import Relay
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 
 WATCH_QUEUE = 10_000
+#: RFC 8839 section 5.4: ice-ufrag and ice-pwd are at most 256 characters.
+ICE_MAX = 256
 
 
 def _leg_side(side: Side) -> relay_pb2.LegSide.ValueType:
@@ -26,17 +31,26 @@ def _side(value: int) -> Side:
         raise ValueError("leg side must be CALLER or CALLEE") from None
 
 
+def _ice(ufrag: str, pwd: str) -> IceCredentials | None:
+    if not ufrag and not pwd:
+        return None
+    if not (0 < len(ufrag) <= ICE_MAX and 0 < len(pwd) <= ICE_MAX):
+        raise ValueError("ice_ufrag and ice_pwd go together, at most 256 characters each")
+    return IceCredentials(ufrag, pwd)
+
+
 class RelayServicer(relay_pb2_grpc.RelayServicer):
     def __init__(self, relay: Relay, relay_id: str, advertise: str) -> None:
         self.relay = relay
         self.relay_id = relay_id
         self.advertise = advertise
-        self.watchers: set[asyncio.Queue[Event]] = set()
+        #: Each subscriber's events, and whether each is a replay.
+        self.watchers: set[asyncio.Queue[tuple[Event, bool]]] = set()
 
     def publish(self, event: Event) -> None:
         for queue in self.watchers:
             if queue.qsize() < WATCH_QUEUE:
-                queue.put_nowait(event)
+                queue.put_nowait((event, False))
 
     def _legs(self, call: RelayCall) -> list[relay_pb2.Leg]:
         return [
@@ -72,6 +86,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
 
         try:
             side = _side(request.side)
+            ice = _ice(request.ice_ufrag, request.ice_pwd)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         found = self.relay.update(
@@ -80,6 +95,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             address(request.remote_rtp),
             address(request.remote_rtcp),
             request.zrtp_hash,
+            ice,
         )
         if not found:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such call")
@@ -102,7 +118,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             legs=[
                 relay_pb2.LegStats(
                     side=_leg_side(leg.side),
-                    latched=leg.latched["rtp"] is not None,
+                    latched=leg.latch.address(Channel.RTP) is not None,
                     packets_in=leg.stats.packets_in,
                     bytes_in=leg.stats.bytes_in,
                     packets_dropped=leg.stats.packets_dropped,
@@ -123,11 +139,15 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
     async def WatchEvents(
         self, request: relay_pb2.WatchEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[relay_pb2.MediaEvent]:
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[Event, bool]] = asyncio.Queue()
+        # The history first, then every event after it: no await in between, so
+        # nothing falls in a gap or comes twice.
+        for seen in self.relay.zrtp_history():
+            queue.put_nowait((seen, True))
         self.watchers.add(queue)
         try:
             while True:
-                event = await queue.get()
+                event, replayed = await queue.get()
                 yield relay_pb2.MediaEvent(
                     call_id=event.call_id,
                     side=_leg_side(event.side),
@@ -135,6 +155,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                     zrtp_message=event.zrtp_message,
                     zrtp_hello_hash=event.zrtp_hello_hash,
                     at_unix=event.at,
+                    replayed=replayed,
                 )
         finally:
             self.watchers.discard(queue)

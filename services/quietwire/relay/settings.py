@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from quietwire.relay.addresses import AddressPolicy, networks
 from quietwire.runtime.settings import OptionalPort, Port, ServiceSettings, env_name
 
 
@@ -36,6 +37,13 @@ class RelaySettings(ServiceSettings):
     #: process: needs CAP_NET_ADMIN, libnftables, ip_forward and nf_conntrack_acct,
     #: and a specific IPv4 QW_RELAY_BIND (see quietwire.relay.kernel).
     relay_kernel_forwarding: bool = False
+    #: Networks media may go to although refused by default (loopback, link-local,
+    #: multicast, unspecified, reserved), comma-separated: e.g. 127.0.0.0/8 for a
+    #: platform and its phones on one machine (``quietwire up``).
+    relay_peer_allow: str = ""
+    #: Networks media never goes to nor latches from, comma-separated: the
+    #: platform's own (pod, service, node ranges). Wins over relay_peer_allow.
+    relay_peer_deny: str = ""
     #: This pod's node, name and namespace (the chart sets them from the downward API).
     kube_node_name: str | None = None
     kube_pod_name: str | None = None
@@ -46,6 +54,16 @@ class RelaySettings(ServiceSettings):
     def _address(cls, value: str) -> str:
         ipaddress.ip_address(value)
         return value
+
+    @field_validator("relay_peer_allow", "relay_peer_deny")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        networks(value)
+        return value
+
+    @property
+    def peer_policy(self) -> AddressPolicy:
+        return AddressPolicy(networks(self.relay_peer_allow), networks(self.relay_peer_deny))
 
     @model_validator(mode="after")
     def _port_range(self) -> Self:

@@ -10,12 +10,39 @@ import grpc
 from quietwire.runtime.interceptors import CallIdClientInterceptor
 from quietwire.runtime.tls import TlsFiles, channel_credentials
 
-#: Keepalive so a dead peer is noticed within seconds, not at the next call.
-CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-)
+Options = tuple[tuple[str, int | str], ...]
+#: Keepalive: a client pings this often so a dead peer is noticed within
+#: seconds, not at the next call, and not never on an idle event stream.
+KEEPALIVE_MS = 20_000
+
+
+def channel_options(keepalive_ms: int = KEEPALIVE_MS) -> Options:
+    """Client keepalive: a ping every ``keepalive_ms``, answered within half that,
+    with or without calls and however long no data flowed (grpc's default stops
+    after two pings without data: an idle stream to a dead peer would hang)."""
+    return (
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_ms // 2),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    )
+
+
+def server_options(keepalive_ms: int = KEEPALIVE_MS) -> Options:
+    """What a server must allow for clients with :func:`channel_options`: their
+    pings, with or without calls, as often as twice per period (grpc's default
+    allows one per five minutes and answers more with GOAWAY ``too_many_pings``,
+    which breaks every stream on the connection); and its own pings, so a
+    subscriber that died stops holding a stream."""
+    return (
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_ms // 2),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_ms // 2),
+    )
+
+
+CHANNEL_OPTIONS = channel_options()
 
 
 def open_channel(target: str, tls: TlsFiles | None) -> grpc.aio.Channel:

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from quietwire.runtime.channels import server_options
 from quietwire.runtime.health import HealthMonitor, ReadinessCheck
 from quietwire.runtime.interceptors import CallIdServerInterceptor
 from quietwire.runtime.metrics import start_metrics
@@ -66,7 +67,7 @@ def build_server(settings: ServiceSettings) -> tuple[grpc.aio.Server, int]:
     """A ``grpc.aio`` server with our interceptors, bound to ``QW_GRPC_BIND:QW_GRPC_PORT``."""
     server = grpc.aio.server(
         interceptors=[CallIdServerInterceptor()],
-        options=(("grpc.so_reuseport", 0),),
+        options=(("grpc.so_reuseport", 0), *server_options()),
     )
     setting = f"{env_name('grpc_bind')}:{env_name('grpc_port')}"
     return server, _bound(server, settings.grpc_address, setting, settings.grpc_tls)

@@ -26,6 +26,7 @@ import os
 import secrets
 from dataclasses import dataclass, field, replace
 
+from quietwire.protocols.clock import Clock
 from quietwire.protocols.zrtp import kdf
 from quietwire.protocols.zrtp.algorithms import (
     KeyAgreementType,
@@ -64,7 +65,6 @@ from quietwire.protocols.zrtp.negotiation import (
 from quietwire.protocols.zrtp.packet import ZrtpPacket
 from quietwire.protocols.zrtp.sas import render
 from quietwire.protocols.zrtp.session import (
-    Clock,
     EngineConfig,
     Event,
     Failed,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
 
 from quietwire.protocols.rtp.srtp import SrtpKeying, SrtpProfile
 from quietwire.protocols.zrtp.algorithms import AuthTagType, CipherType, Offer, SasType, Suite
@@ -18,12 +17,6 @@ DEFAULT_OFFER = Offer(
     key_agreements=(b"DH3k", b"X255", b"EC25", b"DH2k", b"EC38", b"Mult"),
     sas_types=(b"B32 ", b"B256"),
 )
-
-
-class Clock(Protocol):
-    def now(self) -> float:
-        """Monotonic seconds."""
-        ...
 
 
 class Role(enum.Enum):

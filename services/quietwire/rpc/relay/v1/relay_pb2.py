@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"quietwire/rpc/relay/v1/relay.proto\x12\x12quietwire.relay.v1\"%\n\x07\x41\x64\x64ress\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\"Y\n\x07LegSpec\x12)\n\x04side\x18\x01 \x01(\x0e\x32\x1b.quietwire.relay.v1.LegSide\x12\x10\n\x08rtcp_mux\x18\x02 \x01(\x08\x12\x11\n\tzrtp_hash\x18\x03 \x01(\t\"M\n\x0f\x41llocateRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12)\n\x04legs\x18\x02 \x03(\x0b\x32\x1b.quietwire.relay.v1.LegSpec\"\x85\x01\n\x03Leg\x12)\n\x04side\x18\x01 \x01(\x0e\x32\x1b.quietwire.relay.v1.LegSide\x12(\n\x03rtp\x18\x02 \x01(\x0b\x32\x1b.quietwire.relay.v1.Address\x12)\n\x04rtcp\x18\x03 \x01(\x0b\x32\x1b.quietwire.relay.v1.Address\"K\n\x10\x41llocateResponse\x12\x10\n\x08relay_id\x18\x01 \x01(\t\x12%\n\x04legs\x18\x02 \x03(\x0b\x32\x17.quietwire.relay.v1.Leg\"\xc1\x01\n\rUpdateRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12)\n\x04side\x18\x02 \x01(\x0e\x32\x1b.quietwire.relay.v1.LegSide\x12/\n\nremote_rtp\x18\x03 \x01(\x0b\x32\x1b.quietwire.relay.v1.Address\x12\x30\n\x0bremote_rtcp\x18\x04 \x01(\x0b\x32\x1b.quietwire.relay.v1.Address\x12\x11\n\tzrtp_hash\x18\x05 \x01(\t\"\x10\n\x0eUpdateResponse\"!\n\x0eReleaseRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"\x1f\n\x0cQueryRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"\xdf\x01\n\x08LegStats\x12)\n\x04side\x18\x01 \x01(\x0e\x32\x1b.quietwire.relay.v1.LegSide\x12\x0f\n\x07latched\x18\x02 \x01(\x08\x12\x12\n\npackets_in\x18\x03 \x01(\x04\x12\x10\n\x08\x62ytes_in\x18\x04 \x01(\x04\x12\x17\n\x0fpackets_dropped\x18\x05 \x01(\x04\x12\x10\n\x08rtp_lost\x18\x06 \x01(\x04\x12\x11\n\tjitter_ms\x18\x07 \x01(\x01\x12\x1a\n\x12zrtp_messages_seen\x18\x08 \x03(\t\x12\x17\n\x0fzrtp_hello_hash\x18\t \x01(\t\"L\n\rQueryResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12*\n\x04legs\x18\x02 \x03(\x0b\x32\x1c.quietwire.relay.v1.LegStats\"&\n\x0c\x44rainRequest\x12\x16\n\x0e\x62udget_seconds\x18\x01 \x01(\x01\"%\n\rDrainResponse\x12\x14\n\x0c\x61\x63tive_calls\x18\x01 \x01(\r\"\x14\n\x12WatchEventsRequest\"\xf4\x02\n\nMediaEvent\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12)\n\x04side\x18\x02 \x01(\x0e\x32\x1b.quietwire.relay.v1.LegSide\x12\x31\n\x04kind\x18\x03 \x01(\x0e\x32#.quietwire.relay.v1.MediaEvent.Kind\x12\x14\n\x0czrtp_message\x18\x04 \x01(\t\x12\x17\n\x0fzrtp_hello_hash\x18\x05 \x01(\t\x12+\n\x05stats\x18\x06 \x01(\x0b\x32\x1c.quietwire.relay.v1.LegStats\x12\x0f\n\x07\x61t_unix\x18\x07 \x01(\x01\"\x89\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_LATCHED\x10\x01\x12\x15\n\x11KIND_ZRTP_MESSAGE\x10\x02\x12\x16\n\x12KIND_MEDIA_STARTED\x10\x03\x12\x16\n\x12KIND_MEDIA_TIMEOUT\x10\x04\x12\x12\n\x0eKIND_LEG_STATS\x10\x05*M\n\x07LegSide\x12\x18\n\x14LEG_SIDE_UNSPECIFIED\x10\x00\x12\x13\n\x0fLEG_SIDE_CALLER\x10\x01\x12\x13\n\x0fLEG_SIDE_CALLEE\x10\x02\x32\xf8\x03\n\x05Relay\x12U\n\x08\x41llocate\x12#.quietwire.relay.v1.AllocateRequest\x1a$.quietwire.relay.v1.AllocateResponse\x12O\n\x06Update\x12!.quietwire.relay.v1.UpdateRequest\x1a\".quietwire.relay.v1.UpdateResponse\x12R\n\x07Release\x12\".quietwire.relay.v1.ReleaseRequest\x1a#.quietwire.relay.v1.ReleaseResponse\x12L\n\x05Query\x12 .quietwire.relay.v1.QueryRequest\x1a!.quietwire.relay.v1.QueryResponse\x12L\n\x05\x44rain\x12 .quietwire.relay.v1.DrainRequest\x1a!.quietwire.relay.v1.DrainResponse\x12W\n\x0bWatchEvents\x12&.quietwire.relay.v1.WatchEventsRequest\x1a\x1e.quietwire.relay.v1.MediaEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"quietwire/rpc/relay/v1/relay.proto\x12\x12quietwire.relay.v1\"%\n\x07\x41\x64\x64ress\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\"Y\n\x07LegSpec\x12)\n\x04side\x18\x01 \x01(\x0e\x32\x1b.quietwire.relay.v1.LegSide\x12\x10\n\x08rtcp_mux\x18\x02 \x01(\x08\x12\x11\n\tzrtp_hash\x18\x03 \x01(\t\"M\n\x0f\x41llocateRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12)\n\x04legs\x18\x02 \x03(\x0b\x32\x1b.quietwire.relay.v1.LegSpec\"\x85\x01\n\x03Leg\x12)\n\x04side\x18\x01 \x01(\x0e\x32\x1b.quietwire.relay.v1.LegSide\x12(\n\x03rtp\x18\x02 \x01(\x0b\x32\x1b.quietwire.relay.v1.Address\x12)\n\x04rtcp\x18\x03 \x01(\x0b\x32\x1b.quietwire.relay.v1.Address\"K\n\x10\x41llocateResponse\x12\x10\n\x08relay_id\x18\x01 \x01(\t\x12%\n\x04legs\x18\x02 \x03(\x0b\x32\x17.quietwire.relay.v1.Leg\"\xe5\x01\n\rUpdateRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12)\n\x04side\x18\x02 \x01(\x0e\x32\x1b.quietwire.relay.v1.LegSide\x12/\n\nremote_rtp\x18\x03 \x01(\x0b\x32\x1b.quietwire.relay.v1.Address\x12\x30\n\x0bremote_rtcp\x18\x04 \x01(\x0b\x32\x1b.quietwire.relay.v1.Address\x12\x11\n\tzrtp_hash\x18\x05 \x01(\t\x12\x11\n\tice_ufrag\x18\x06 \x01(\t\x12\x0f\n\x07ice_pwd\x18\x07 \x01(\t\"\x10\n\x0eUpdateResponse\"!\n\x0eReleaseRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"\x1f\n\x0cQueryRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"\xdf\x01\n\x08LegStats\x12)\n\x04side\x18\x01 \x01(\x0e\x32\x1b.quietwire.relay.v1.LegSide\x12\x0f\n\x07latched\x18\x02 \x01(\x08\x12\x12\n\npackets_in\x18\x03 \x01(\x04\x12\x10\n\x08\x62ytes_in\x18\x04 \x01(\x04\x12\x17\n\x0fpackets_dropped\x18\x05 \x01(\x04\x12\x10\n\x08rtp_lost\x18\x06 \x01(\x04\x12\x11\n\tjitter_ms\x18\x07 \x01(\x01\x12\x1a\n\x12zrtp_messages_seen\x18\x08 \x03(\t\x12\x17\n\x0fzrtp_hello_hash\x18\t \x01(\t\"L\n\rQueryResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12*\n\x04legs\x18\x02 \x03(\x0b\x32\x1c.quietwire.relay.v1.LegStats\"&\n\x0c\x44rainRequest\x12\x16\n\x0e\x62udget_seconds\x18\x01 \x01(\x01\"%\n\rDrainResponse\x12\x14\n\x0c\x61\x63tive_calls\x18\x01 \x01(\r\"\x14\n\x12WatchEventsRequest\"\x86\x03\n\nMediaEvent\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12)\n\x04side\x18\x02 \x01(\x0e\x32\x1b.quietwire.relay.v1.LegSide\x12\x31\n\x04kind\x18\x03 \x01(\x0e\x32#.quietwire.relay.v1.MediaEvent.Kind\x12\x14\n\x0czrtp_message\x18\x04 \x01(\t\x12\x17\n\x0fzrtp_hello_hash\x18\x05 \x01(\t\x12+\n\x05stats\x18\x06 \x01(\x0b\x32\x1c.quietwire.relay.v1.LegStats\x12\x0f\n\x07\x61t_unix\x18\x07 \x01(\x01\x12\x10\n\x08replayed\x18\x08 \x01(\x08\"\x89\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_LATCHED\x10\x01\x12\x15\n\x11KIND_ZRTP_MESSAGE\x10\x02\x12\x16\n\x12KIND_MEDIA_STARTED\x10\x03\x12\x16\n\x12KIND_MEDIA_TIMEOUT\x10\x04\x12\x12\n\x0eKIND_LEG_STATS\x10\x05*M\n\x07LegSide\x12\x18\n\x14LEG_SIDE_UNSPECIFIED\x10\x00\x12\x13\n\x0fLEG_SIDE_CALLER\x10\x01\x12\x13\n\x0fLEG_SIDE_CALLEE\x10\x02\x32\xf8\x03\n\x05Relay\x12U\n\x08\x41llocate\x12#.quietwire.relay.v1.AllocateRequest\x1a$.quietwire.relay.v1.AllocateResponse\x12O\n\x06Update\x12!.quietwire.relay.v1.UpdateRequest\x1a\".quietwire.relay.v1.UpdateResponse\x12R\n\x07Release\x12\".quietwire.relay.v1.ReleaseRequest\x1a#.quietwire.relay.v1.ReleaseResponse\x12L\n\x05Query\x12 .quietwire.relay.v1.QueryRequest\x1a!.quietwire.relay.v1.QueryResponse\x12L\n\x05\x44rain\x12 .quietwire.relay.v1.DrainRequest\x1a!.quietwire.relay.v1.DrainResponse\x12W\n\x0bWatchEvents\x12&.quietwire.relay.v1.WatchEventsRequest\x1a\x1e.quietwire.relay.v1.MediaEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quietwire.rpc.relay.v1.relay_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEGSIDE']._serialized_start=1579
-  _globals['_LEGSIDE']._serialized_end=1656
+  _globals['_LEGSIDE']._serialized_start=1633
+  _globals['_LEGSIDE']._serialized_end=1710
   _globals['_ADDRESS']._serialized_start=58
   _globals['_ADDRESS']._serialized_end=95
   _globals['_LEGSPEC']._serialized_start=97
@@ -44,29 +44,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALLOCATERESPONSE']._serialized_start=403
   _globals['_ALLOCATERESPONSE']._serialized_end=478
   _globals['_UPDATEREQUEST']._serialized_start=481
-  _globals['_UPDATEREQUEST']._serialized_end=674
-  _globals['_UPDATERESPONSE']._serialized_start=676
-  _globals['_UPDATERESPONSE']._serialized_end=692
-  _globals['_RELEASEREQUEST']._serialized_start=694
-  _globals['_RELEASEREQUEST']._serialized_end=727
-  _globals['_RELEASERESPONSE']._serialized_start=729
-  _globals['_RELEASERESPONSE']._serialized_end=764
-  _globals['_QUERYREQUEST']._serialized_start=766
-  _globals['_QUERYREQUEST']._serialized_end=797
-  _globals['_LEGSTATS']._serialized_start=800
-  _globals['_LEGSTATS']._serialized_end=1023
-  _globals['_QUERYRESPONSE']._serialized_start=1025
-  _globals['_QUERYRESPONSE']._serialized_end=1101
-  _globals['_DRAINREQUEST']._serialized_start=1103
-  _globals['_DRAINREQUEST']._serialized_end=1141
-  _globals['_DRAINRESPONSE']._serialized_start=1143
-  _globals['_DRAINRESPONSE']._serialized_end=1180
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=1182
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=1202
-  _globals['_MEDIAEVENT']._serialized_start=1205
-  _globals['_MEDIAEVENT']._serialized_end=1577
-  _globals['_MEDIAEVENT_KIND']._serialized_start=1440
-  _globals['_MEDIAEVENT_KIND']._serialized_end=1577
-  _globals['_RELAY']._serialized_start=1659
-  _globals['_RELAY']._serialized_end=2163
+  _globals['_UPDATEREQUEST']._serialized_end=710
+  _globals['_UPDATERESPONSE']._serialized_start=712
+  _globals['_UPDATERESPONSE']._serialized_end=728
+  _globals['_RELEASEREQUEST']._serialized_start=730
+  _globals['_RELEASEREQUEST']._serialized_end=763
+  _globals['_RELEASERESPONSE']._serialized_start=765
+  _globals['_RELEASERESPONSE']._serialized_end=800
+  _globals['_QUERYREQUEST']._serialized_start=802
+  _globals['_QUERYREQUEST']._serialized_end=833
+  _globals['_LEGSTATS']._serialized_start=836
+  _globals['_LEGSTATS']._serialized_end=1059
+  _globals['_QUERYRESPONSE']._serialized_start=1061
+  _globals['_QUERYRESPONSE']._serialized_end=1137
+  _globals['_DRAINREQUEST']._serialized_start=1139
+  _globals['_DRAINREQUEST']._serialized_end=1177
+  _globals['_DRAINRESPONSE']._serialized_start=1179
+  _globals['_DRAINRESPONSE']._serialized_end=1216
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=1218
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=1238
+  _globals['_MEDIAEVENT']._serialized_start=1241
+  _globals['_MEDIAEVENT']._serialized_end=1631
+  _globals['_MEDIAEVENT_KIND']._serialized_start=1494
+  _globals['_MEDIAEVENT_KIND']._serialized_end=1631
+  _globals['_RELAY']._serialized_start=1713
+  _globals['_RELAY']._serialized_end=2217
 # @@protoc_insertion_point(module_scope)

@@ -175,11 +175,23 @@ class UpdateRequest(_message.Message):
     REMOTE_RTP_FIELD_NUMBER: _builtins.int
     REMOTE_RTCP_FIELD_NUMBER: _builtins.int
     ZRTP_HASH_FIELD_NUMBER: _builtins.int
+    ICE_UFRAG_FIELD_NUMBER: _builtins.int
+    ICE_PWD_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     side: Global___LegSide.ValueType
     zrtp_hash: _builtins.str
+    ice_ufrag: _builtins.str
+    """The phone's a=ice-ufrag and a=ice-pwd (RFC 8839), if it uses ICE: its STUN
+    checks with valid MESSAGE-INTEGRITY then prove where it is.
+    """
+    ice_pwd: _builtins.str
     @_builtins.property
-    def remote_rtp(self) -> Global___Address: ...
+    def remote_rtp(self) -> Global___Address:
+        """Where the phone's SDP says it receives: IP literals (a name is refused).
+        The relay never sends there on that word alone: the phone must prove it
+        (send from there, or a matching ZRTP Hello, or ICE-authenticated STUN).
+        """
+
     @_builtins.property
     def remote_rtcp(self) -> Global___Address: ...
     def __init__(
@@ -190,10 +202,12 @@ class UpdateRequest(_message.Message):
         remote_rtp: Global___Address | None = ...,
         remote_rtcp: Global___Address | None = ...,
         zrtp_hash: _builtins.str = ...,
+        ice_ufrag: _builtins.str = ...,
+        ice_pwd: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["remote_rtcp", b"remote_rtcp", "remote_rtp", b"remote_rtp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "remote_rtcp", b"remote_rtcp", "remote_rtp", b"remote_rtp", "side", b"side", "zrtp_hash", b"zrtp_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "ice_pwd", b"ice_pwd", "ice_ufrag", b"ice_ufrag", "remote_rtcp", b"remote_rtcp", "remote_rtp", b"remote_rtp", "side", b"side", "zrtp_hash", b"zrtp_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -425,6 +439,7 @@ class MediaEvent(_message.Message):
     ZRTP_HELLO_HASH_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
     AT_UNIX_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     side: Global___LegSide.ValueType
     kind: Global___MediaEvent.Kind.ValueType
@@ -432,6 +447,10 @@ class MediaEvent(_message.Message):
     """ZRTP message type block, e.g. "Hello   ", for KIND_ZRTP_MESSAGE."""
     zrtp_hello_hash: _builtins.str
     at_unix: _builtins.float
+    replayed: _builtins.bool
+    """Sent when the stream opens: a ZRTP message seen before this subscriber
+    came (every live leg's, in order), so a reconnect loses none.
+    """
     @_builtins.property
     def stats(self) -> Global___LegStats: ...
     def __init__(
@@ -444,10 +463,11 @@ class MediaEvent(_message.Message):
         zrtp_hello_hash: _builtins.str = ...,
         stats: Global___LegStats | None = ...,
         at_unix: _builtins.float = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_unix", b"at_unix", "call_id", b"call_id", "kind", b"kind", "side", b"side", "stats", b"stats", "zrtp_hello_hash", b"zrtp_hello_hash", "zrtp_message", b"zrtp_message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_unix", b"at_unix", "call_id", b"call_id", "kind", b"kind", "replayed", b"replayed", "side", b"side", "stats", b"stats", "zrtp_hello_hash", b"zrtp_hello_hash", "zrtp_message", b"zrtp_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

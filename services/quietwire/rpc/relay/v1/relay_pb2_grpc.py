@@ -105,7 +105,8 @@ class RelayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchEvents(self, request, context):
-        """Media events of every call on this relay, as they happen.
+        """Media events of every call on this relay, as they happen; first, the ZRTP
+        messages every live leg has seen so far (replayed = true).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,7 +45,9 @@ class RelayStub:
     Drain: _grpc.UnaryUnaryMultiCallable[_relay_pb2.DrainRequest, _relay_pb2.DrainResponse]
     """Stop taking allocations; keep forwarding for the calls in progress."""
     WatchEvents: _grpc.UnaryStreamMultiCallable[_relay_pb2.WatchEventsRequest, _relay_pb2.MediaEvent]
-    """Media events of every call on this relay, as they happen."""
+    """Media events of every call on this relay, as they happen; first, the ZRTP
+    messages every live leg has seen so far (replayed = true).
+    """
 
 @_typing.type_check_only
 class RelayAsyncStub(RelayStub):
@@ -61,7 +63,9 @@ class RelayAsyncStub(RelayStub):
     Drain: _aio.UnaryUnaryMultiCallable[_relay_pb2.DrainRequest, _relay_pb2.DrainResponse]  # type: ignore[assignment]
     """Stop taking allocations; keep forwarding for the calls in progress."""
     WatchEvents: _aio.UnaryStreamMultiCallable[_relay_pb2.WatchEventsRequest, _relay_pb2.MediaEvent]  # type: ignore[assignment]
-    """Media events of every call on this relay, as they happen."""
+    """Media events of every call on this relay, as they happen; first, the ZRTP
+    messages every live leg has seen so far (replayed = true).
+    """
 
 class RelayServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -110,6 +114,8 @@ class RelayServicer(metaclass=_abc_1.ABCMeta):
         request: _relay_pb2.WatchEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_relay_pb2.MediaEvent], _abc.AsyncIterator[_relay_pb2.MediaEvent]]:
-        """Media events of every call on this relay, as they happen."""
+        """Media events of every call on this relay, as they happen; first, the ZRTP
+        messages every live leg has seen so far (replayed = true).
+        """
 
 def add_RelayServicer_to_server(servicer: RelayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
