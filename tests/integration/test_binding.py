@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 import redis.asyncio as redis
+from quietwire.keyagreement import binding as binding_module
 from quietwire.keyagreement.binding import BindingChecker
 from quietwire.keyagreement.calls import CALL_TTL, ENDED_TTL, CallRecord, CallStore
 from quietwire.keyagreement.model import Dialog, Mode, Plan, Relay
@@ -19,7 +20,7 @@ from quietwire.keyagreement.outcome import Outcome
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.relay.v1 import relay_pb2
-from quietwire.runtime.registry import RelayRegistry
+from quietwire.runtime.registry import RelayEntry, RelayRegistry
 from quietwire.runtime.streams import stream_id
 
 from tests.conftest import free_port, quietwire_env
@@ -66,10 +67,12 @@ async def a_call(
     assert await store.create(record) is not None
 
 
-def zrtp(call_id: str, message: str, hello: bytes = b"") -> relay_pb2.MediaEvent:
+def zrtp(
+    call_id: str, message: str, hello: bytes = b"", side: int = relay_pb2.LEG_SIDE_CALLER
+) -> relay_pb2.MediaEvent:
     return Event(
         call_id=stream_id(call_id, 0),
-        side=relay_pb2.LEG_SIDE_CALLER,
+        side=relay_pb2.LegSide.ValueType(side),
         kind=Event.KIND_ZRTP_MESSAGE,
         zrtp_message=message,
         zrtp_hello_hash=hashlib.sha256(hello).hexdigest() if hello else "",
@@ -176,3 +179,67 @@ async def test_media_reports_keep_a_long_call_on_record(store: CallStore) -> Non
     await store.change("long", lambda r: replace(r, ended="ended"))
     await binding.observe(stats)
     assert await store.redis.ttl(key) <= ENDED_TTL
+
+
+async def test_replicas_seeing_the_same_events_end_a_call_once(store: CallStore) -> None:
+    """Every keyagreement replica follows every relay: several seeing the same
+    mismatching Hello at once move the call once (an atomic step) and end it once."""
+    hangups = Hangups()
+    await a_call(store, "raced")
+    replicas = [checker(store, hangups) for _ in range(4)]
+    bad = zrtp("raced", "Hello", HELLO + b" changed by a man in the middle")
+    await asyncio.gather(*(r.observe(bad) for r in replicas))
+    assert hangups.calls == [("raced", "zrtp-mismatch")]
+    record = await store.get("raced")
+    assert record is not None and record.binding.outcome is Outcome.MISMATCH
+
+
+async def test_concurrent_evidence_secures_the_call(store: CallStore) -> None:
+    """Both Hellos and the Conf2ACK reported to different replicas at once: none
+    of the three steps is lost, and the call ends up zrtp-verified."""
+    hangups = Hangups()
+    await a_call(store, "both")
+    callee_hello = zrtp("both", "Hello", HELLO, relay_pb2.LEG_SIDE_CALLEE)
+    events = [zrtp("both", "Hello", HELLO), callee_hello, zrtp("both", "Conf2ACK")]
+    replicas = [checker(store, hangups) for _ in events]
+    await asyncio.gather(*(r.observe(e) for r, e in zip(replicas, events, strict=True)))
+    record = await store.get("both")
+    assert record is not None and record.binding.outcome is Outcome.SECURED, record
+    assert hangups.calls == []
+
+
+class Rounds(RelayRegistry):
+    """The registry, telling when the discovery loop has asked it ``rounds`` times."""
+
+    def __init__(self, client: redis.Redis, rounds: int) -> None:
+        super().__init__(client)
+        self.asked, self.rounds, self.done = 0, rounds, asyncio.Event()
+
+    async def alive(self) -> list[RelayEntry]:
+        self.asked += 1
+        if self.asked >= self.rounds:
+            self.done.set()
+        return await super().alive()
+
+
+async def test_a_failing_discovery_is_logged_once_and_counted(
+    store: CallStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The discovery loop keeps going when Redis is away, without a traceback per round."""
+    monkeypatch.setattr(binding_module, "DISCOVER_EVERY", 0.01)
+    away = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+    registry = Rounds(away, rounds=3)
+    loop = BindingChecker(CallStore(away), registry, RelayClients(None), Hangups())
+    errors = binding_module.LOOP_ERRORS.labels("ConnectionError")
+    before = errors._value.get()
+    task = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(20):
+            await registry.done.wait()
+        assert errors._value.get() >= before + 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await away.aclose()
+    failures = [r for r in caplog.records if r.getMessage() == "relay discovery failed"]
+    assert len(failures) == 1

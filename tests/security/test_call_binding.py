@@ -28,6 +28,7 @@ from quietwire.runtime.streams import stream_id
 from tests.conftest import run_quietwire
 from tests.integration.signaling_harness import next_request
 from tests.interop.conftest import Platform, running_platform
+from tests.interop.test_relay_calls import sdp
 
 SDP = "application/sdp"
 DOMAIN = "127.0.0.1"
@@ -52,17 +53,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 
 def offer(user: str, port: int) -> bytes:
-    lines = [
-        "v=0",
-        f"o={user} 1 1 IN IP4 127.0.0.1",
-        "s=-",
-        "c=IN IP4 127.0.0.1",
-        "t=0 0",
-        f"m=audio {port} RTP/AVP 0",
-        "a=rtpmap:0 PCMU/8000",
-        "a=zrtp-hash:1.10 " + "cd" * 32,
-    ]
-    return ("\r\n".join(lines) + "\r\n").encode()
+    return sdp(user, port, zrtp=True)
 
 
 @dataclass

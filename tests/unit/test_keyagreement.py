@@ -228,3 +228,9 @@ def test_a_record_round_trips_through_its_hash() -> None:
 def test_a_malformed_record_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="malformed"):
         decode("abc", {"rev": "1", "mode": "zrtp"}, Policy.SECURE_ONLY)
+
+
+def test_a_dialog_without_tags_is_unbound() -> None:
+    """An INVITE from a signaling replica of an older release carries no tags."""
+    assert not Dialog("sip:carol@d", "sip:bob@d", caller_tag="").bound
+    assert RINGING.bound and ANSWERED.bound

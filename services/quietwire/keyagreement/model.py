@@ -67,8 +67,11 @@ class Dialog:
     caller_tag: str
     callee_tag: str = ""
 
-    def tag(self, side: Side) -> str:
-        return self.caller_tag if side is Side.CALLER else self.callee_tag
+    @property
+    def bound(self) -> bool:
+        """False for a dialog whose INVITE came without tags (a signaling replica of an
+        older release sends none): requests for it cannot be checked, and are trusted."""
+        return bool(self.caller_tag)
 
     def sender(self, tags: Tags) -> Side | None:
         """The side that sent a request with these tags (its From tag is the sender's

@@ -218,7 +218,7 @@ class Planner:
             return NO_PLAN
         if record.plan is None:
             return Refusal(491, "quietwire: the call's plan is still being made")
-        if record.dialog.sender(offer.tags) is not offer.side:
+        if record.dialog.bound and record.dialog.sender(offer.tags) is not offer.side:
             NOT_THE_DIALOG.labels("reoffer").inc()
             return OTHER_DIALOG
         verdict = judge(offer.media, record.policy)  # what the call was planned under
@@ -237,7 +237,7 @@ class Planner:
         record = await self.store.get(answer.call_id)
         if record is None or record.plan is None or record.ended:
             return NO_PLAN
-        if record.dialog.answered(answer.tags).responder(answer.tags) is not answer.side:
+        if not _answers(record.dialog, answer):
             NOT_THE_DIALOG.labels("answer").inc()
             return OTHER_DIALOG
         if record.binding.outcome is Outcome.MISMATCH:
@@ -248,10 +248,9 @@ class Planner:
         weaker = downgrade(record.mode, mode_of(answer.media))
 
         def answered(current: CallRecord) -> CallRecord | None:
-            dialog = current.dialog.answered(answer.tags)
-            if dialog.responder(answer.tags) is not answer.side:
+            if not _answers(current.dialog, answer):
                 return None  # another 2xx fixed the callee's tag first
-            after = replace(current, dialog=dialog)
+            after = replace(current, dialog=current.dialog.answered(answer.tags))
             if answer.side is Side.CALLEE:
                 after = replace(after, hash_callee=first_hash(answer.media))
             if weaker:
@@ -272,7 +271,7 @@ class Planner:
         record = await self.store.get(call_id)
         if record is None or record.ended:
             return False
-        if record.dialog.sender(tags) is None:
+        if record.dialog.bound and record.dialog.sender(tags) is None:
             NOT_THE_DIALOG.labels("end").inc()
             log.warning("end refused: another dialog", extra={"call_id": call_id})
             return False
@@ -333,6 +332,13 @@ def _planned(plan: Plan) -> Callable[[CallRecord], CallRecord | None]:
         return replace(record, plan=plan)
 
     return step
+
+
+def _answers(dialog: Dialog, answer: Answer) -> bool:
+    """Whether a 2xx with these tags answers within this dialog, from the side it claims."""
+    if not dialog.bound:
+        return True
+    return dialog.answered(answer.tags).responder(answer.tags) is answer.side
 
 
 def _dialog_of_reoffer(offer: Offer) -> Dialog:
