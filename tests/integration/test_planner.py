@@ -126,3 +126,9 @@ async def test_a_plan_is_bound_to_its_dialog(setup: Setup) -> None:
     assert await setup.session("c-b") is None
     ended = await planner.store.get("c-b")
     assert ended is not None and ended.ended == "bye"
+
+    # An ended call's Call-ID: still not alice's; carol's INVITE retried (after a 422,
+    # a 3xx) keeps its Call-ID and From tag and gets a new plan.
+    assert await planner.offer(invite("c-b", ALICE, BOB, "a1")) == taken
+    again = await planner.offer(invite("c-b", CAROL, BOB, "c1"))
+    assert isinstance(again, Plan) and await setup.session("c-b") is not None

@@ -213,8 +213,9 @@ class CallStore:
             log.warning("unreadable call record", extra={"call_id": call_id})
             return None
 
-    async def _write(self, record: CallRecord, at: int) -> CallRecord | None:
-        """Store ``record`` if the stored one is still at revision ``at`` (0: none)."""
+    async def _write(self, record: CallRecord, at: int, new: bool = False) -> CallRecord | None:
+        """Store ``record`` if the stored one is still at revision ``at`` (0: none);
+        ``new``: it is a new call's (it joins the index of live calls)."""
         ttl = ENDED_TTL if record.ended else CALL_TTL
         pairs = [x for item in encode(record).items() for x in item]
         written = await self._compare_and_set(
@@ -224,20 +225,18 @@ class CallStore:
             return None
         if record.ended:
             await self.redis.zrem(CALLS_KEY, record.call_id)
-        else:
-            await self.redis.zadd(CALLS_KEY, {record.call_id: record.started}, nx=True)
-        await self.redis.expire(CALLS_KEY, CALL_TTL)
+        elif new:
+            await self.redis.zadd(CALLS_KEY, {record.call_id: record.started})
+            await self.redis.expire(CALLS_KEY, CALL_TTL)
         return replace(record, rev=at + 1)
 
     async def create(
         self, record: CallRecord, replacing: CallRecord | None = None
     ) -> CallRecord | None:
-        """Store a new call's record, where there is none (or still ``replacing``); the
-        stored record, or None when another writer got there first."""
-        return await self._write(
-            replace(record, started=record.started or time.time()),
-            replacing.rev if replacing else 0,
-        )
+        """Store a new call's record where there is none (or still ``replacing``): the
+        record as stored, or None when another writer got there first."""
+        started = replace(record, started=record.started or time.time())
+        return await self._write(started, replacing.rev if replacing else 0, new=True)
 
     async def change(self, call_id: str, step: Change) -> CallRecord | None:
         """Apply ``step`` to the stored record atomically (retried while others write):

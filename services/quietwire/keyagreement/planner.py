@@ -130,6 +130,30 @@ class Planner:
             NOT_THE_DIALOG.labels("initial-offer").inc()
             return TAKEN
         # A new call (or a re-offer for a call this service does not know: planned anew).
+        decision = await self._decide(offer)
+        if isinstance(decision, Refusal):
+            return decision
+        record, relay = decision
+        claim = await self.store.create(record, replacing=existing)
+        if claim is None:  # another offer took this Call-ID meanwhile
+            NOT_THE_DIALOG.labels("initial-offer").inc()
+            return TAKEN
+        try:
+            self.on_relay(relay.grpc)
+            streams = await self._allocate(relay, offer)
+        except BaseException:
+            await self.store.delete(claim)
+            raise
+        plan = Plan(record.mode, record.end_to_end, relay, streams)
+        if await self.store.change(offer.call_id, _planned(plan)) is None:
+            # Ended while its sessions were being allocated: give them back.
+            await self._release(relay, offer.call_id, len(offer.media))
+            return Refusal(487, "quietwire: the call ended while it was being planned")
+        return plan
+
+    async def _decide(self, offer: Offer) -> tuple[CallRecord, Relay] | Refusal:
+        """A new call's record before its relay sessions exist (no plan yet), and the
+        relay for them; or why the offer is refused."""
         policy = await self.users.for_call(offer.caller, offer.callee, self.policy)
         verdict = judge(offer.media, policy)
         if not verdict.accepted:
@@ -137,40 +161,22 @@ class Planner:
         entry = self.selector.choose(await self.registry.alive())
         if entry is None:
             return Refusal(503, "quietwire: no media relay available")
-        relay = Relay(entry.relay_id, entry.grpc)
-        side = offer.side
         dialog = Dialog(offer.caller, offer.callee, offer.tags.from_tag)
         if offer.reoffer:  # the tags of a request from ``side`` inside the dialog
             dialog = _dialog_of_reoffer(offer)
-        claim = await self.store.create(
-            CallRecord(
-                call_id=offer.call_id,
-                dialog=dialog,
-                policy=policy,
-                mode=verdict.mode,
-                end_to_end=verdict.end_to_end,
-                replica=offer.replica,
-                hash_caller=first_hash(offer.media) if side is Side.CALLER else "",
-                hash_callee=first_hash(offer.media) if side is Side.CALLEE else "",
-                binding=Binding(Outcome.WAITING if verdict.mode is Mode.ZRTP else Outcome.NOT_ZRTP),
-            ),
-            replacing=existing,
+        signaled = first_hash(offer.media)
+        record = CallRecord(
+            call_id=offer.call_id,
+            dialog=dialog,
+            policy=policy,
+            mode=verdict.mode,
+            end_to_end=verdict.end_to_end,
+            replica=offer.replica,
+            hash_caller=signaled if offer.side is Side.CALLER else "",
+            hash_callee=signaled if offer.side is Side.CALLEE else "",
+            binding=Binding(Outcome.WAITING if verdict.mode is Mode.ZRTP else Outcome.NOT_ZRTP),
         )
-        if claim is None:  # another offer took this Call-ID meanwhile
-            NOT_THE_DIALOG.labels("initial-offer").inc()
-            return TAKEN
-        plan = Plan(verdict.mode, verdict.end_to_end, relay, ())
-        try:
-            self.on_relay(relay.grpc)
-            plan = replace(plan, streams=await self._allocate(relay, offer))
-        except BaseException:
-            await self.store.delete(claim)
-            raise
-        if await self.store.change(offer.call_id, _planned(plan)) is None:
-            # Ended while its sessions were being allocated: give them back.
-            await self._release(relay, offer.call_id, len(offer.media))
-            return Refusal(487, "quietwire: the call ended while it was being planned")
-        return plan
+        return record, Relay(entry.relay_id, entry.grpc)
 
     async def _allocate(self, relay: Relay, offer: Offer) -> tuple[StreamPlan | None, ...]:
         """A relay session per active stream, facing the offerer at its SDP address;
