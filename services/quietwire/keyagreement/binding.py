@@ -41,7 +41,9 @@ COUNTED = (Outcome.SECURED, Outcome.FAILED, Outcome.MISMATCH)
 LOOP_ERRORS = Counter(
     "quietwire_binding_loop_errors", "Failed relay discovery rounds, by error", ["error"]
 )
-BAD_EVENTS = Counter("quietwire_relay_events_dropped", "Relay events that name no call stream")
+BAD_EVENTS = Counter(
+    "quietwire_keyagreement_bad_relay_events", "Relay events that name no call stream"
+)
 SIDES = {relay_pb2.LEG_SIDE_CALLER: Side.CALLER, relay_pb2.LEG_SIDE_CALLEE: Side.CALLEE}
 
 
