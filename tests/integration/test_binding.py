@@ -243,3 +243,13 @@ async def test_a_failing_discovery_is_logged_once_and_counted(
         await away.aclose()
     failures = [r for r in caplog.records if r.getMessage() == "relay discovery failed"]
     assert len(failures) == 1
+
+
+async def test_an_event_naming_no_stream_is_counted_and_dropped(store: CallStore) -> None:
+    hangups = Hangups()
+    await a_call(store, "kept")
+    dropped = binding_module.BAD_EVENTS._value.get()
+    for name in ("kept", "kept#", "#0", ""):
+        await checker(store, hangups).observe(Event(call_id=name, kind=Event.KIND_MEDIA_TIMEOUT))
+    assert binding_module.BAD_EVENTS._value.get() == dropped + 4
+    assert hangups.calls == []
