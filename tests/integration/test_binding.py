@@ -8,16 +8,20 @@ import hashlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 import redis.asyncio as redis
+from quietwire.keyagreement import binding as binding_module
 from quietwire.keyagreement.binding import BindingChecker
-from quietwire.keyagreement.calls import CALL_KEY, CALL_TTL, ENDED_TTL, CallStore
+from quietwire.keyagreement.calls import CALL_TTL, ENDED_TTL, CallRecord, CallStore
+from quietwire.keyagreement.model import Dialog, Mode, Plan, Relay
+from quietwire.keyagreement.outcome import Outcome
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
-from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2
-from quietwire.runtime.registry import RelayRegistry
+from quietwire.runtime.registry import RelayEntry, RelayRegistry
+from quietwire.runtime.streams import stream_id
 
 from tests.conftest import free_port, quietwire_env
 
@@ -47,23 +51,28 @@ def checker(store: CallStore, hangups: Hangups) -> BindingChecker:
     return BindingChecker(store, RelayRegistry(store.redis), RelayClients(None), hangups)
 
 
-async def a_call(store: CallStore, call_id: str, policy: Policy = Policy.SECURE_ONLY) -> None:
+async def a_call(
+    store: CallStore, call_id: str, policy: Policy = Policy.SECURE_ONLY, relay_id: str = "relay-a"
+) -> None:
     signaled = hashlib.sha256(HELLO).hexdigest()
-    await store.put(
-        call_id,
-        {
-            "hash_caller": f"1.10 {signaled}",
-            "state": int(pb.ZRTP_STATE_WAITING),
-            "plan": "",
-            "policy": policy.value,
-        },
+    record = CallRecord(
+        call_id=call_id,
+        dialog=Dialog("sip:alice@example.org", "sip:bob@example.org", "from-tag"),
+        policy=policy,
+        mode=Mode.ZRTP,
+        end_to_end=True,
+        plan=Plan(Mode.ZRTP, True, Relay(relay_id, "127.0.0.1:1"), ()),
+        hash_caller=f"1.10 {signaled}",
     )
+    assert await store.create(record) is not None
 
 
-def zrtp(call_id: str, message: str, hello: bytes = b"") -> relay_pb2.MediaEvent:
+def zrtp(
+    call_id: str, message: str, hello: bytes = b"", side: int = relay_pb2.LEG_SIDE_CALLER
+) -> relay_pb2.MediaEvent:
     return Event(
-        call_id=f"{call_id}#0",
-        side=relay_pb2.LEG_SIDE_CALLER,
+        call_id=stream_id(call_id, 0),
+        side=relay_pb2.LegSide.ValueType(side),
         kind=Event.KIND_ZRTP_MESSAGE,
         zrtp_message=message,
         zrtp_hello_hash=hashlib.sha256(hello).hexdigest() if hello else "",
@@ -80,8 +89,8 @@ async def test_mismatching_hello_ends_the_call(store: CallStore) -> None:
     await binding.observe(zrtp("bad", "Hello", HELLO + b" changed by a man in the middle"))
     assert hangups.calls == [("bad", "zrtp-mismatch")]
     good, bad = await store.get("good"), await store.get("bad")
-    assert good is not None and good.state == pb.ZRTP_STATE_HANDSHAKING
-    assert bad is not None and bad.state == pb.ZRTP_STATE_BINDING_MISMATCH
+    assert good is not None and good.binding.outcome is Outcome.HANDSHAKING
+    assert bad is not None and bad.binding.outcome is Outcome.MISMATCH
 
 
 async def test_media_timeout_ends_the_call_once(store: CallStore) -> None:
@@ -89,8 +98,9 @@ async def test_media_timeout_ends_the_call_once(store: CallStore) -> None:
     await a_call(store, "dead")
     binding = checker(store, hangups)
     for side in (relay_pb2.LEG_SIDE_CALLER, relay_pb2.LEG_SIDE_CALLEE):
-        await binding.observe(Event(call_id="dead#0", side=side, kind=Event.KIND_MEDIA_TIMEOUT))
-    await binding.observe(Event(call_id="unknown#0", kind=Event.KIND_MEDIA_TIMEOUT))
+        timeout = Event(call_id=stream_id("dead", 0), side=side, kind=Event.KIND_MEDIA_TIMEOUT)
+        await binding.observe(timeout)
+    await binding.observe(Event(call_id=stream_id("unknown", 0), kind=Event.KIND_MEDIA_TIMEOUT))
     assert hangups.calls == [("dead", "media timeout")]
 
 
@@ -102,7 +112,7 @@ async def test_goclear_ends_the_call_unless_plain_is_allowed(
     await a_call(store, "clear", policy)
     await checker(store, hangups).observe(zrtp("clear", "GoClear"))
     record = await store.get("clear")
-    assert record is not None and record.state == pb.ZRTP_STATE_CLEAR
+    assert record is not None and record.binding.outcome is Outcome.CLEAR
     allowed = policy is Policy.ALLOW_PLAIN
     assert hangups.calls == ([] if allowed else [("clear", "GoClear refused by policy")])
 
@@ -130,10 +140,8 @@ async def test_a_lost_relay_ends_its_calls(store: CallStore, redis_url: str) -> 
             await asyncio.sleep(0.1)
         else:
             pytest.fail("the relay never registered")
-        await a_call(store, "on-a")
-        await a_call(store, "elsewhere")
-        await store.put("on-a", {"relay_id": "relay-a"})
-        await store.put("elsewhere", {"relay_id": "relay-b"})
+        await a_call(store, "on-a", relay_id="relay-a")
+        await a_call(store, "elsewhere", relay_id="relay-b")
         await binding.discover()
 
         await registry.leave("relay-a")  # a heartbeat late, but the relay still streams
@@ -161,11 +169,87 @@ async def test_media_reports_keep_a_long_call_on_record(store: CallStore) -> Non
     an ended call's record is left to expire."""
     binding = checker(store, Hangups())
     await a_call(store, "long")
-    key = CALL_KEY.format(call_id="long")
+    key = store.key("long")
     await store.redis.expire(key, 10)
-    stats = Event(call_id="long#0", side=relay_pb2.LEG_SIDE_CALLER, kind=Event.KIND_LEG_STATS)
+    stats = Event(
+        call_id=stream_id("long", 0), side=relay_pb2.LEG_SIDE_CALLER, kind=Event.KIND_LEG_STATS
+    )
     await binding.observe(stats)
     assert await store.redis.ttl(key) > CALL_TTL - 60
-    await store.put("long", {"detail": "ended"}, ttl=ENDED_TTL)
+    await store.change("long", lambda r: replace(r, ended="ended"))
     await binding.observe(stats)
     assert await store.redis.ttl(key) <= ENDED_TTL
+
+
+async def test_replicas_seeing_the_same_events_end_a_call_once(store: CallStore) -> None:
+    """Every keyagreement replica follows every relay: several seeing the same
+    mismatching Hello at once move the call once (an atomic step) and end it once."""
+    hangups = Hangups()
+    await a_call(store, "raced")
+    replicas = [checker(store, hangups) for _ in range(4)]
+    bad = zrtp("raced", "Hello", HELLO + b" changed by a man in the middle")
+    await asyncio.gather(*(r.observe(bad) for r in replicas))
+    assert hangups.calls == [("raced", "zrtp-mismatch")]
+    record = await store.get("raced")
+    assert record is not None and record.binding.outcome is Outcome.MISMATCH
+
+
+async def test_concurrent_evidence_secures_the_call(store: CallStore) -> None:
+    """Both Hellos and the Conf2ACK reported to different replicas at once: none
+    of the three steps is lost, and the call ends up zrtp-verified."""
+    hangups = Hangups()
+    await a_call(store, "both")
+    callee_hello = zrtp("both", "Hello", HELLO, relay_pb2.LEG_SIDE_CALLEE)
+    events = [zrtp("both", "Hello", HELLO), callee_hello, zrtp("both", "Conf2ACK")]
+    replicas = [checker(store, hangups) for _ in events]
+    await asyncio.gather(*(r.observe(e) for r, e in zip(replicas, events, strict=True)))
+    record = await store.get("both")
+    assert record is not None and record.binding.outcome is Outcome.SECURED, record
+    assert hangups.calls == []
+
+
+class Rounds(RelayRegistry):
+    """The registry, telling when the discovery loop has asked it ``rounds`` times."""
+
+    def __init__(self, client: redis.Redis, rounds: int) -> None:
+        super().__init__(client)
+        self.asked, self.rounds, self.done = 0, rounds, asyncio.Event()
+
+    async def alive(self) -> list[RelayEntry]:
+        self.asked += 1
+        if self.asked >= self.rounds:
+            self.done.set()
+        return await super().alive()
+
+
+async def test_a_failing_discovery_is_logged_once_and_counted(
+    store: CallStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The discovery loop keeps going when Redis is away, without a traceback per round."""
+    monkeypatch.setattr(binding_module, "DISCOVER_EVERY", 0.01)
+    away = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+    registry = Rounds(away, rounds=3)
+    loop = BindingChecker(CallStore(away), registry, RelayClients(None), Hangups())
+    errors = binding_module.LOOP_ERRORS.labels("ConnectionError")
+    before = errors._value.get()
+    task = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(20):
+            await registry.done.wait()
+        assert errors._value.get() >= before + 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await away.aclose()
+    failures = [r for r in caplog.records if r.getMessage() == "relay discovery failed"]
+    assert len(failures) == 1
+
+
+async def test_an_event_naming_no_stream_is_counted_and_dropped(store: CallStore) -> None:
+    hangups = Hangups()
+    await a_call(store, "kept")
+    dropped = binding_module.BAD_EVENTS._value.get()
+    for name in ("kept", "kept#", "#0", ""):
+        await checker(store, hangups).observe(Event(call_id=name, kind=Event.KIND_MEDIA_TIMEOUT))
+    assert binding_module.BAD_EVENTS._value.get() == dropped + 4
+    assert hangups.calls == []

@@ -14,27 +14,37 @@ carried are ended ("relay lost"): their media died with it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import grpc
 from prometheus_client import Counter
 
-from quietwire.keyagreement.calls import CallStore, call_policy
+from quietwire.keyagreement.calls import CallRecord, CallStore
+from quietwire.keyagreement.model import Side
+from quietwire.keyagreement.outcome import Outcome, Seen, observe
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
-from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2
 from quietwire.runtime.registry import RelayRegistry
+from quietwire.runtime.streams import parse_stream_id
 
 log = logging.getLogger(__name__)
 DISCOVER_EVERY = 3.0
 #: How many live calls a relay loss looks through for the ones it carried.
 LOST_RELAY_SCAN = 100_000
 OUTCOMES = Counter("quietwire_zrtp_outcomes", "Calls by ZRTP binding outcome", ["outcome"])
-SIDES = {relay_pb2.LEG_SIDE_CALLER: "caller", relay_pb2.LEG_SIDE_CALLEE: "callee"}
+#: Outcomes counted in OUTCOMES when a call reaches them.
+COUNTED = (Outcome.SECURED, Outcome.FAILED, Outcome.MISMATCH)
+LOOP_ERRORS = Counter(
+    "quietwire_binding_loop_errors", "Failed relay discovery rounds, by error", ["error"]
+)
+BAD_EVENTS = Counter(
+    "quietwire_keyagreement_bad_relay_events", "Relay events that name no call stream"
+)
+SIDES = {relay_pb2.LEG_SIDE_CALLER: Side.CALLER, relay_pb2.LEG_SIDE_CALLEE: Side.CALLEE}
 
 
 #: Ends a call (the call id, why, the signaling replica of its INVITE or "");
@@ -49,13 +59,14 @@ class BindingChecker:
         registry: RelayRegistry,
         relays: RelayClients,
         terminate: Terminate,
-        default_policy: Policy = Policy.SECURE_ONLY,
     ) -> None:
         self.store, self.registry, self.relays = store, registry, relays
-        self.terminate, self.default_policy = terminate, default_policy
+        self.terminate = terminate
         self._streams: dict[str, asyncio.Task[None]] = {}
         #: Relays seen alive, by id: their gRPC address (to tell a lost one).
         self._known: dict[str, str] = {}
+        #: Kinds of discovery errors already logged (each is logged once, always counted).
+        self._logged: set[str] = set()
 
     def ensure(self, address: str) -> None:
         """Follow this relay's events (called before a call's media can flow through it)."""
@@ -66,8 +77,14 @@ class BindingChecker:
     async def run(self) -> None:
         """Keep one event stream per alive relay; end the calls of lost ones."""
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self.discover()
+            except Exception as exc:  # Redis or a relay down: try again next round
+                kind = type(exc).__name__
+                LOOP_ERRORS.labels(kind).inc()
+                if kind not in self._logged:
+                    self._logged.add(kind)
+                    log.warning("relay discovery failed", extra={"error": kind}, exc_info=True)
             await asyncio.sleep(DISCOVER_EVERY)
 
     async def discover(self) -> None:
@@ -87,7 +104,7 @@ class BindingChecker:
         calls = [
             r
             for r in await self.store.live(LOST_RELAY_SCAN)
-            if r.values.get("relay_id") == relay_id
+            if r.plan is not None and r.plan.relay.relay_id == relay_id
         ]
         log.warning("relay lost", extra={"relay": relay_id, "calls": len(calls)})
         for record in calls:
@@ -107,7 +124,11 @@ class BindingChecker:
             log.info("relay event stream ended", extra={"code": exc.code().name})
 
     async def observe(self, event: relay_pb2.MediaEvent) -> None:
-        call_id = event.call_id.rsplit("#", 1)[0]
+        try:
+            call_id, _ = parse_stream_id(event.call_id)
+        except ValueError:
+            BAD_EVENTS.inc()
+            return
         if event.kind == relay_pb2.MediaEvent.KIND_MEDIA_TIMEOUT:
             await self._end(call_id, "media timeout")
             return
@@ -116,56 +137,35 @@ class BindingChecker:
             return
         if event.kind != relay_pb2.MediaEvent.KIND_ZRTP_MESSAGE:
             return
-        record = await self.store.get(call_id)
-        if record is None or record.state in (
-            pb.ZRTP_STATE_BINDING_MISMATCH,
-            pb.ZRTP_STATE_SECURED,
-        ):
+        seen = Seen(event.zrtp_message, SIDES.get(event.side), event.zrtp_hello_hash)
+        now = time.time()
+
+        moved: set[Outcome] = set()  # the outcome this event moved the call to, if it did
+
+        def step(record: CallRecord) -> CallRecord | None:
+            signaled = record.signaled(seen.side) if seen.side is not None else ""
+            binding = observe(record.binding, seen, signaled, now)
+            moved.clear()
+            if binding.outcome is not record.binding.outcome:
+                moved.add(binding.outcome)
+            return None if binding == record.binding else replace(record, binding=binding)
+
+        record = await self.store.change(call_id, step)
+        if record is None or not moved:
             return
-        side = SIDES.get(event.side, "")
-        fields: dict[str, str | int | float] = {}
-        if event.zrtp_message == "Hello" and side:
-            signaled = record.values.get(f"hash_{side}", "").split()[-1:]
-            if signaled and signaled[0].lower() != event.zrtp_hello_hash:
-                OUTCOMES.labels("zrtp-mismatch").inc()
-                fields.update(
-                    state=int(pb.ZRTP_STATE_BINDING_MISMATCH),
-                    detail=f"the {side}'s ZRTP Hello does not match its a=zrtp-hash"
-                    " (man in the middle on the media path?)",
-                )
-                await self.store.put(call_id, fields)
-                await self._end(call_id, "zrtp-mismatch")
-                return
-            fields[f"seen_{side}"] = 1
-            fields["state"] = int(pb.ZRTP_STATE_HANDSHAKING)
-        elif event.zrtp_message == "Conf2ACK":
-            fields["conf2ack"] = 1
-        elif event.zrtp_message == "Error":
-            OUTCOMES.labels("zrtp-failed").inc()
-            fields.update(state=int(pb.ZRTP_STATE_FAILED), detail="ZRTP Error on the media path")
-        elif event.zrtp_message == "GoClear":
-            fields.update(state=int(pb.ZRTP_STATE_CLEAR), detail="GoClear: media no longer secret")
-            if call_policy(record, self.default_policy) is not Policy.ALLOW_PLAIN:
-                await self.store.put(call_id, fields)
-                await self._end(call_id, "GoClear refused by policy")
-                return
-        values = {**record.values, **{k: str(v) for k, v in fields.items()}}
-        if (
-            values.get("seen_caller") == "1"
-            and values.get("seen_callee") == "1"
-            and values.get("conf2ack") == "1"
-        ):
-            OUTCOMES.labels("zrtp-verified").inc()
-            fields.update(
-                state=int(pb.ZRTP_STATE_SECURED), secured_at=time.time(), detail="zrtp-verified"
-            )
-        if fields:
-            await self.store.put(call_id, fields)
+        outcome = record.binding.outcome
+        if outcome in COUNTED:
+            OUTCOMES.labels(outcome.value).inc()
+        if outcome is Outcome.MISMATCH:
+            await self._end(call_id, "zrtp-mismatch")
+        elif outcome is Outcome.CLEAR and record.policy is not Policy.ALLOW_PLAIN:
+            await self._end(call_id, "GoClear refused by policy")
 
     async def _end(self, call_id: str, reason: str) -> None:
-        """End the call once (every leg of a dead call reports its timeout)."""
-        record = await self.store.get(call_id)
-        if record is None or record.values.get("terminated"):
-            return
-        await self.store.put(call_id, {"terminated": reason})
-        await self.terminate(call_id, reason, record.values.get("replica", ""))
+        """End the call once (every leg of a dead call reports its timeout; every
+        keyagreement replica sees every event): the one that marks it asks signaling."""
+        record = await self.store.change(
+            call_id, lambda r: None if r.terminated else replace(r, terminated=reason)
+        )
+        if record is not None:
+            await self.terminate(call_id, reason, record.replica)

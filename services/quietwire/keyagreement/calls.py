@@ -1,92 +1,271 @@
-"""Call security records in Redis, and the planner that makes them.
+"""Call security records in Redis: one typed :class:`CallRecord` per call.
 
-A record holds what the platform may know about a call's media — its mode,
-its relay, each side's ``a=zrtp-hash`` and what the relay saw — and never a
-key or an IP address. It lives for the call plus a short grace (TTLs).
+A record holds what the platform may know about a call's media — the dialog
+it is bound to, its mode, its relay sessions, each side's ``a=zrtp-hash`` and
+what the relay saw — and never a key or a phone's IP address. It lives for the
+call plus a short grace (TTLs).
+
+Every write is a compare-and-set on the record's revision (one Lua script), so
+concurrent writers (keyagreement replicas following the same relay, an answer
+racing a Hello) never overwrite each other's steps. All of one call's state is
+in one key, hash-tagged by its Call-ID, so Redis Cluster keeps it in one slot;
+the index of live calls is a separate key written by separate commands.
+
+Upgrade note: records written before this layout (``qw:call:{...}``, a
+protobuf-hex plan) are not read. Calls in progress while keyagreement is
+upgraded lose their records: their re-offers are planned again from scratch,
+their BYE releases nothing (the relay's media timeout frees their ports), and
+their ZRTP binding is no longer watched. The old keys expire within 4 hours.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TypeAlias
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 import redis.asyncio as redis
+from prometheus_client import Counter
 
-from quietwire.keyagreement.policy import Policy, downgrade, judge, mode_of, policy_or
-from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
+from quietwire.keyagreement.model import Dialog, Endpoint, Mode, Plan, Relay, Side, StreamPlan
+from quietwire.keyagreement.outcome import Binding, Outcome
+from quietwire.keyagreement.policy import Policy, policy_or
 from quietwire.runtime.redisclient import text
 
-#: Hash per call: mode, end_to_end, relay_id, relay_grpc, hash_caller,
-#: hash_callee, seen_caller, seen_callee, conf2ack, state, detail, secured_at,
-#: started, policy, plan, replica (the signaling replica of the INVITE).
+log = logging.getLogger(__name__)
+
+#: Hash per call, the Call-ID as its hash tag. Fields: rev (revision, +1 per write),
+#: caller, callee, caller_tag, callee_tag (the dialog), replica (the signaling replica
+#: of the INVITE), policy, mode, end_to_end, relay_id, relay_grpc, streams (per m= line:
+#: "-" or "<host> <rtp> <rtcp> <host> <rtp> <rtcp>" toward caller then callee, joined by
+#: ";"), hash_caller, hash_callee, outcome, seen_caller, seen_callee, conf2ack, detail,
+#: secured_at, started, terminated, ended.
 #: TTL: CALL_TTL while the call runs (renewed while its relay reports media),
 #: ENDED_TTL once it ended.
-CALL_KEY = "qw:call:{{{call_id}}}"
+CALL_KEY = "qw:call:v2:{{{call_id}}}"
 #: Sorted set of live call ids by start time, for ListCalls. TTL renewed on use.
-CALLS_KEY = "qw:calls"
+CALLS_KEY = "qw:calls:v2"
 CALL_TTL = 4 * 3600
 ENDED_TTL = 60
+#: Attempts of a read-compute-write before a writer gives up (others kept writing).
+WRITE_ATTEMPTS = 8
 
-State: TypeAlias = pb.ZrtpState.ValueType
+#: KEYS[1]: one call's hash. ARGV[1]: the revision the writer read ("0": no record);
+#: ARGV[2]: TTL in seconds; ARGV[3..]: field, value pairs of the whole new record.
+#: Replaces the record only if it is still at that revision: 1, else 0.
+_COMPARE_AND_SET = """
+local rev = redis.call('HGET', KEYS[1], 'rev') or '0'
+if rev ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'rev', tonumber(rev) + 1, unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+CONFLICTS = Counter(
+    "quietwire_call_record_conflicts", "Call record writes retried after a concurrent write"
+)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class CallRecord:
     call_id: str
-    values: dict[str, str]
+    dialog: Dialog
+    policy: Policy
+    mode: Mode
+    end_to_end: bool
+    #: None while its relay sessions are being allocated.
+    plan: Plan | None = None
+    replica: str = ""
+    hash_caller: str = ""
+    hash_callee: str = ""
+    binding: Binding = field(default_factory=Binding)
+    #: Why the platform asked signaling to end the call ("" if it did not).
+    terminated: str = ""
+    #: Why the call ended ("" while it runs).
+    ended: str = ""
+    started: float = 0.0
+    #: The revision read from Redis (0: not stored).
+    rev: int = 0
 
-    @property
-    def state(self) -> State:
-        return pb.ZrtpState.ValueType(int(self.values.get("state", pb.ZRTP_STATE_WAITING)))
+    def signaled(self, side: Side) -> str:
+        """The a=zrtp-hash that side sent over TLS ("" when unknown)."""
+        return self.hash_caller if side is Side.CALLER else self.hash_callee
 
-    def security(self) -> pb.CallSecurity:
-        v = self.values
-        return pb.CallSecurity(
-            call_id=self.call_id,
-            mode=pb.SecurityMode.ValueType(int(v.get("mode", 0))),
-            end_to_end=v.get("end_to_end") == "1",
-            zrtp_state=self.state,
-            detail=v.get("detail", ""),
-            secured_at_unix=float(v.get("secured_at", 0) or 0),
+
+def _endpoint(parts: list[str]) -> Endpoint:
+    return Endpoint(parts[0], int(parts[1]), int(parts[2]))
+
+
+def _streams_text(streams: tuple[StreamPlan | None, ...]) -> str:
+    def one(s: StreamPlan | None) -> str:
+        if s is None:
+            return "-"
+        a, b = s.toward_caller, s.toward_callee
+        return f"{a.host} {a.rtp_port} {a.rtcp_port} {b.host} {b.rtp_port} {b.rtcp_port}"
+
+    return ";".join(one(s) for s in streams)
+
+
+def _streams(value: str) -> tuple[StreamPlan | None, ...]:
+    out: list[StreamPlan | None] = []
+    for item in value.split(";") if value else []:
+        parts = item.split()
+        out.append(
+            None if parts == ["-"] else StreamPlan(_endpoint(parts[:3]), _endpoint(parts[3:]))
         )
+    return tuple(out)
+
+
+def encode(record: CallRecord) -> dict[str, str]:
+    """The record as its Redis hash (``rev`` is the store's)."""
+    d, b = record.dialog, record.binding
+    fields = {
+        "caller": d.caller,
+        "callee": d.callee,
+        "caller_tag": d.caller_tag,
+        "callee_tag": d.callee_tag,
+        "replica": record.replica,
+        "policy": record.policy.value,
+        "mode": record.mode.value,
+        "end_to_end": str(int(record.end_to_end)),
+        "hash_caller": record.hash_caller,
+        "hash_callee": record.hash_callee,
+        "outcome": b.outcome.value,
+        "seen_caller": str(int(b.seen_caller)),
+        "seen_callee": str(int(b.seen_callee)),
+        "conf2ack": str(int(b.conf2ack)),
+        "detail": b.detail,
+        "secured_at": repr(b.secured_at),
+        "started": repr(record.started),
+        "terminated": record.terminated,
+        "ended": record.ended,
+    }
+    if record.plan is not None:
+        fields.update(
+            relay_id=record.plan.relay.relay_id,
+            relay_grpc=record.plan.relay.grpc,
+            streams=_streams_text(record.plan.streams),
+        )
+    return fields
+
+
+def decode(call_id: str, v: Mapping[str, str], default_policy: Policy) -> CallRecord:
+    """A record from its Redis hash; ValueError when it is malformed."""
+    try:
+        mode = Mode(v["mode"])
+        plan = None
+        if "relay_grpc" in v:
+            relay = Relay(v["relay_id"], v["relay_grpc"])
+            plan = Plan(mode, v["end_to_end"] == "1", relay, _streams(v.get("streams", "")))
+        return CallRecord(
+            call_id=call_id,
+            dialog=Dialog(v["caller"], v["callee"], v["caller_tag"], v.get("callee_tag", "")),
+            policy=policy_or(v.get("policy"), default_policy),
+            mode=mode,
+            end_to_end=v["end_to_end"] == "1",
+            plan=plan,
+            replica=v.get("replica", ""),
+            hash_caller=v.get("hash_caller", ""),
+            hash_callee=v.get("hash_callee", ""),
+            binding=Binding(
+                outcome=Outcome(v["outcome"]),
+                seen_caller=v.get("seen_caller") == "1",
+                seen_callee=v.get("seen_callee") == "1",
+                conf2ack=v.get("conf2ack") == "1",
+                detail=v.get("detail", ""),
+                secured_at=float(v.get("secured_at") or 0),
+            ),
+            terminated=v.get("terminated", ""),
+            ended=v.get("ended", ""),
+            started=float(v.get("started") or 0),
+            rev=int(v["rev"]),
+        )
+    except (KeyError, IndexError) as exc:
+        raise ValueError(f"malformed call record: {exc!r}") from exc
+
+
+#: Computes a record's next version from the current one (itself: no change);
+#: None declines (the record is left as it is).
+Change = Callable[[CallRecord], CallRecord | None]
 
 
 class CallStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, default_policy: Policy = Policy.SECURE_ONLY) -> None:
         self.redis = client
+        #: The policy of records that name none (or an unknown one).
+        self.default_policy = default_policy
+        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
 
-    def _key(self, call_id: str) -> str:
+    @staticmethod
+    def key(call_id: str) -> str:
         return CALL_KEY.format(call_id=call_id)
 
     async def get(self, call_id: str) -> CallRecord | None:
-        raw = await self.redis.hgetall(self._key(call_id))
+        raw = await self.redis.hgetall(self.key(call_id))
         if not raw:
             return None
-        return CallRecord(call_id, {text(k): text(v) for k, v in raw.items()})
+        values = {text(k): text(v) for k, v in raw.items()}
+        try:
+            return decode(call_id, values, self.default_policy)
+        except ValueError:
+            log.warning("unreadable call record", extra={"call_id": call_id})
+            return None
 
-    async def put(
-        self, call_id: str, fields: Mapping[str, str | int | float], ttl: int = CALL_TTL
-    ) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._key(call_id), mapping={k: str(v) for k, v in fields.items()})
-            pipe.expire(self._key(call_id), ttl)
-            if ttl == CALL_TTL:
-                pipe.zadd(CALLS_KEY, {call_id: time.time()}, nx=True)
-            else:
-                pipe.zrem(CALLS_KEY, call_id)
-            pipe.expire(CALLS_KEY, CALL_TTL)
-            await pipe.execute()
+    async def _write(self, record: CallRecord, at: int, new: bool = False) -> CallRecord | None:
+        """Store ``record`` if the stored one is still at revision ``at`` (0: none);
+        ``new``: it is a new call's (it joins the index of live calls)."""
+        ttl = ENDED_TTL if record.ended else CALL_TTL
+        pairs = [x for item in encode(record).items() for x in item]
+        written = await self._compare_and_set(
+            keys=[self.key(record.call_id)], args=[at, ttl, *pairs]
+        )
+        if not written:
+            return None
+        if record.ended:
+            await self.redis.zrem(CALLS_KEY, record.call_id)
+        elif new:
+            await self.redis.zadd(CALLS_KEY, {record.call_id: record.started})
+            await self.redis.expire(CALLS_KEY, CALL_TTL)
+        return replace(record, rev=at + 1)
+
+    async def create(
+        self, record: CallRecord, replacing: CallRecord | None = None
+    ) -> CallRecord | None:
+        """Store a new call's record where there is none (or still ``replacing``): the
+        record as stored, or None when another writer got there first."""
+        started = replace(record, started=record.started or time.time())
+        return await self._write(started, replacing.rev if replacing else 0, new=True)
+
+    async def change(self, call_id: str, step: Change) -> CallRecord | None:
+        """Apply ``step`` to the stored record atomically (retried while others write):
+        the record as stored after it, or None when there is none or ``step`` declined."""
+        for _ in range(WRITE_ATTEMPTS):
+            record = await self.get(call_id)
+            if record is None:
+                return None
+            after = step(record)
+            if after is None or after == record:
+                return after
+            written = await self._write(after, record.rev)
+            if written is not None:
+                return written
+            CONFLICTS.inc()
+        log.warning("call record kept changing under us", extra={"call_id": call_id})
+        return None
+
+    async def delete(self, record: CallRecord) -> None:
+        """Forget a record that never became a call (its allocation failed)."""
+        await self.redis.delete(self.key(record.call_id))
+        await self.redis.zrem(CALLS_KEY, record.call_id)
 
     async def touch(self, call_id: str) -> None:
         """A live call lasts: its record's time to live starts again (ended ones are left)."""
         if await self.redis.zscore(CALLS_KEY, call_id) is None:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.expire(self._key(call_id), CALL_TTL)
-            pipe.expire(CALLS_KEY, CALL_TTL)
-            await pipe.execute()
+        await self.redis.expire(self.key(call_id), CALL_TTL)
+        await self.redis.expire(CALLS_KEY, CALL_TTL)
 
     async def live(self, limit: int) -> list[CallRecord]:
         members = await self.redis.zrevrange(CALLS_KEY, 0, max(0, limit - 1))
@@ -94,47 +273,8 @@ class CallStore:
         found = []
         for call_id in ids:
             record = await self.get(call_id)
-            if record is None:
+            if record is None or record.ended:
                 await self.redis.zrem(CALLS_KEY, call_id)
             else:
                 found.append(record)
         return found
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    verdict_accepted: bool
-    mode: pb.SecurityMode.ValueType
-    end_to_end: bool
-    warning: str = ""
-
-
-def first_hash(media: Sequence[pb.MediaDescription]) -> str:
-    return next((m.zrtp_hash for m in media if m.zrtp_hash and m.port), "")
-
-
-def decide_offer(
-    existing: CallRecord | None, request: pb.PlanOfferRequest, policy: Policy
-) -> Decision:
-    """Judge an offer against the policy and, for a re-offer, against the call so far."""
-    verdict = judge(request.media, policy)
-    if existing is not None and request.reoffer:
-        before = pb.SecurityMode.ValueType(int(existing.values.get("mode", 0)))
-        if before and downgrade(before, verdict.mode):
-            return Decision(
-                False,
-                verdict.mode,
-                False,
-                "quietwire: re-INVITE would weaken media security; refused",
-            )
-    return Decision(verdict.accepted, verdict.mode, verdict.end_to_end, verdict.warning)
-
-
-def answer_downgrades(record: CallRecord, media: Sequence[pb.MediaDescription]) -> bool:
-    before = pb.SecurityMode.ValueType(int(record.values.get("mode", 0)))
-    return bool(before) and downgrade(before, mode_of(media))
-
-
-def call_policy(record: CallRecord, default: Policy) -> Policy:
-    """The policy a call was planned under (calls planned before policies were stored: default)."""
-    return policy_or(record.values.get("policy"), default)

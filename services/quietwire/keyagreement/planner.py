@@ -1,39 +1,63 @@
 """Plans for calls: policy, a relay for the media, and what signaling writes in SDP.
 
-Each audio/video stream of a call gets one relay session (``<call-id>#<n>``)
+Each audio/video stream of a call gets one relay session (``runtime.streams``)
 with a caller leg and a callee leg. The caller's offer tells the relay where
 the caller is and which ``a=zrtp-hash`` its Hello must have; the callee's
 answer does the same for the callee. The SDP each side receives names the
 relay leg facing it.
+
+A new call's offer goes decide (policy, a relay) → claim its Call-ID → allocate
+(every relay session, all released if one fails) → record the plan. The plan
+is bound to the dialog of its INVITE: an initial INVITE reusing a planned
+Call-ID is refused, and re-offers, answers and ends must come from that dialog.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import grpc
+from prometheus_client import Counter
 
-from quietwire.keyagreement.calls import (
-    ENDED_TTL,
-    CallRecord,
-    CallStore,
-    answer_downgrades,
-    call_policy,
-    decide_offer,
-    first_hash,
+from quietwire.keyagreement.calls import CallRecord, CallStore
+from quietwire.keyagreement.model import (
+    Answer,
+    Dialog,
+    Endpoint,
+    Media,
+    Mode,
+    Offer,
+    Plan,
+    PlanningError,
+    Refusal,
+    Relay,
+    Side,
+    StreamPlan,
+    Tags,
 )
-from quietwire.keyagreement.policy import Policy, judge
+from quietwire.keyagreement.outcome import Binding, Outcome
+from quietwire.keyagreement.policy import Policy, downgrade, judge, mode_of
 from quietwire.keyagreement.userpolicies import UserPolicies
-from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import ChannelPool
 from quietwire.runtime.registry import RelayEntry, RelayRegistry
+from quietwire.runtime.streams import stream_id
 
 log = logging.getLogger(__name__)
 RELAY_TIMEOUT = 3.0
-CALLER, CALLEE = relay_pb2.LEG_SIDE_CALLER, relay_pb2.LEG_SIDE_CALLEE
+LEG_SIDES = {Side.CALLER: relay_pb2.LEG_SIDE_CALLER, Side.CALLEE: relay_pb2.LEG_SIDE_CALLEE}
+NOT_THE_DIALOG = Counter(
+    "quietwire_plan_dialog_mismatches",
+    "Requests refused because their dialog is not the one the call's plan is bound to",
+    ["request"],
+)
+TAKEN = Refusal(403, "quietwire: this Call-ID belongs to another call")
+NO_PLAN = Refusal(481, "quietwire: no plan for this call")
+OTHER_DIALOG = Refusal(481, "quietwire: not the dialog of this call")
 
 
 class RelaySelector(Protocol):
@@ -53,7 +77,12 @@ class RelayClients(ChannelPool):
         return relay_pb2_grpc.RelayStub(self.channel(address))
 
 
-def _remote(m: pb.MediaDescription) -> tuple[relay_pb2.Address, relay_pb2.Address]:
+def first_hash(media: Sequence[Media]) -> str:
+    """The a=zrtp-hash of the first active stream ("" when none)."""
+    return next((m.zrtp_hash for m in media if m.zrtp_hash and m.port), "")
+
+
+def _remote(m: Media) -> tuple[relay_pb2.Address, relay_pb2.Address]:
     rtcp_port = m.port if m.rtcp_mux else (m.rtcp_port or m.port + 1)
     return (
         relay_pb2.Address(host=m.connection_address, port=m.port),
@@ -61,8 +90,16 @@ def _remote(m: pb.MediaDescription) -> tuple[relay_pb2.Address, relay_pb2.Addres
     )
 
 
-def _endpoint(leg: relay_pb2.Leg) -> pb.RelayEndpoint:
-    return pb.RelayEndpoint(host=leg.rtp.host, rtp_port=leg.rtp.port, rtcp_port=leg.rtcp.port)
+def _endpoint(leg: relay_pb2.Leg) -> Endpoint:
+    return Endpoint(leg.rtp.host, leg.rtp.port, leg.rtcp.port)
+
+
+def replaceable(existing: CallRecord, offer: Offer) -> bool:
+    """An ended call's Call-ID may get a new plan from the same caller and dialog
+    (a retried INVITE after 407, 422 or a 3xx keeps its Call-ID, RFC 3261 section
+    8.1.3.5); nothing else may take a planned Call-ID."""
+    d = existing.dialog
+    return bool(existing.ended) and (d.caller, d.caller_tag) == (offer.caller, offer.tags.from_tag)
 
 
 class Planner:
@@ -83,156 +120,241 @@ class Planner:
         #: Told about a relay before a call's media can flow through it (event streams).
         self.on_relay = on_relay
 
-    async def offer(self, request: pb.PlanOfferRequest) -> pb.Plan:
-        existing = await self.store.get(request.call_id)
-        if request.reoffer and existing is not None:
-            policy = call_policy(existing, self.policy)  # what the call was planned under
-        else:  # a new call follows the stricter of its users
-            policy = await self.users.for_call(request.caller, request.callee, self.policy)
-        decision = decide_offer(existing, request, policy)
-        if not decision.verdict_accepted:
-            return pb.Plan(
-                call_id=request.call_id,
-                accepted=False,
-                mode=decision.mode,
-                sip_status=488,
-                warning=decision.warning,
-            )
-        if existing is not None and existing.values.get("plan"):
-            plan = pb.Plan.FromString(bytes.fromhex(existing.values["plan"]))
-            side = CALLEE if request.from_callee else CALLER
-            await self._update(existing.values["relay_grpc"], request.call_id, side, request.media)
-            return plan
-        relay = self.selector.choose(await self.registry.alive())
-        if relay is None:
-            return pb.Plan(
-                call_id=request.call_id,
-                accepted=False,
-                sip_status=503,
-                warning="quietwire: no media relay available",
-            )
-        self.on_relay(relay.grpc)
+    # -- offers ----------------------------------------------------------------------------
+
+    async def offer(self, offer: Offer) -> Plan | Refusal:
+        existing = await self.store.get(offer.call_id)
+        if offer.reoffer and existing is not None:
+            return await self._reoffer(existing, offer)
+        if existing is not None and not replaceable(existing, offer):
+            NOT_THE_DIALOG.labels("initial-offer").inc()
+            return TAKEN
+        # A new call (or a re-offer for a call this service does not know: planned anew).
+        decision = await self._decide(offer)
+        if isinstance(decision, Refusal):
+            return decision
+        record, relay = decision
+        claim = await self.store.create(record, replacing=existing)
+        if claim is None:  # another offer took this Call-ID meanwhile
+            NOT_THE_DIALOG.labels("initial-offer").inc()
+            return TAKEN
+        try:
+            self.on_relay(relay.grpc)
+            streams = await self._allocate(relay, offer)
+        except BaseException:
+            await self.store.delete(claim)
+            raise
+        plan = Plan(record.mode, record.end_to_end, relay, streams)
+        if await self.store.change(offer.call_id, _planned(plan)) is None:
+            # Ended while its sessions were being allocated: give them back.
+            await self._release(relay, offer.call_id, len(offer.media))
+            return Refusal(487, "quietwire: the call ended while it was being planned")
+        return plan
+
+    async def _decide(self, offer: Offer) -> tuple[CallRecord, Relay] | Refusal:
+        """A new call's record before its relay sessions exist (no plan yet), and the
+        relay for them; or why the offer is refused."""
+        policy = await self.users.for_call(offer.caller, offer.callee, self.policy)
+        verdict = judge(offer.media, policy)
+        if not verdict.accepted:
+            return Refusal(488, verdict.warning, verdict.mode)
+        entry = self.selector.choose(await self.registry.alive())
+        if entry is None:
+            return Refusal(503, "quietwire: no media relay available")
+        dialog = Dialog(offer.caller, offer.callee, offer.tags.from_tag)
+        if offer.reoffer:  # the tags of a request from ``side`` inside the dialog
+            dialog = _dialog_of_reoffer(offer)
+        signaled = first_hash(offer.media)
+        record = CallRecord(
+            call_id=offer.call_id,
+            dialog=dialog,
+            policy=policy,
+            mode=verdict.mode,
+            end_to_end=verdict.end_to_end,
+            replica=offer.replica,
+            hash_caller=signaled if offer.side is Side.CALLER else "",
+            hash_callee=signaled if offer.side is Side.CALLEE else "",
+            binding=Binding(Outcome.WAITING if verdict.mode is Mode.ZRTP else Outcome.NOT_ZRTP),
+        )
+        return record, Relay(entry.relay_id, entry.grpc)
+
+    async def _allocate(self, relay: Relay, offer: Offer) -> tuple[StreamPlan | None, ...]:
+        """A relay session per active stream, facing the offerer at its SDP address;
+        on any failure every session asked for is released and the error raised."""
         stub = self.relays.stub(relay.grpc)
-        media: list[pb.MediaPlan] = []
-        for index, m in enumerate(request.media):
-            if not m.port:
-                media.append(pb.MediaPlan())
-                continue
-            session = f"{request.call_id}#{index}"
-            allocated = await stub.Allocate(
-                relay_pb2.AllocateRequest(
-                    call_id=session,
-                    legs=[
-                        relay_pb2.LegSpec(side=CALLER, rtcp_mux=m.rtcp_mux, zrtp_hash=m.zrtp_hash),
-                        relay_pb2.LegSpec(side=CALLEE, rtcp_mux=m.rtcp_mux),
-                    ],
-                ),
-                timeout=RELAY_TIMEOUT,
-            )
-            legs = {leg.side: leg for leg in allocated.legs}
-            rtp, rtcp = _remote(m)
-            await stub.Update(
-                relay_pb2.UpdateRequest(
-                    call_id=session,
-                    side=CALLER,
-                    remote_rtp=rtp,
-                    remote_rtcp=rtcp,
-                    zrtp_hash=m.zrtp_hash,
-                ),
-                timeout=RELAY_TIMEOUT,
-            )
-            media.append(
-                pb.MediaPlan(
-                    toward_caller=_endpoint(legs[CALLER]), toward_callee=_endpoint(legs[CALLEE])
+        side = LEG_SIDES[offer.side]
+        streams: list[StreamPlan | None] = []
+        try:
+            for index, m in enumerate(offer.media):
+                if not m.port:
+                    streams.append(None)
+                    continue
+                session = stream_id(offer.call_id, index)
+                allocated = await stub.Allocate(
+                    relay_pb2.AllocateRequest(
+                        call_id=session,
+                        legs=[
+                            relay_pb2.LegSpec(
+                                side=relay_pb2.LEG_SIDE_CALLER,
+                                rtcp_mux=m.rtcp_mux,
+                                zrtp_hash=m.zrtp_hash if side == relay_pb2.LEG_SIDE_CALLER else "",
+                            ),
+                            relay_pb2.LegSpec(side=relay_pb2.LEG_SIDE_CALLEE, rtcp_mux=m.rtcp_mux),
+                        ],
+                    ),
+                    timeout=RELAY_TIMEOUT,
                 )
+                legs = {leg.side: leg for leg in allocated.legs}
+                await self._update_stream(stub, session, side, m)
+                streams.append(
+                    StreamPlan(
+                        _endpoint(legs[relay_pb2.LEG_SIDE_CALLER]),
+                        _endpoint(legs[relay_pb2.LEG_SIDE_CALLEE]),
+                    )
+                )
+        except BaseException as exc:
+            await asyncio.shield(self._release(relay, offer.call_id, len(streams) + 1))
+            if isinstance(exc, grpc.aio.AioRpcError | KeyError):
+                raise PlanningError(f"relay allocation failed: {_why(exc)}") from exc
+            raise
+        return tuple(streams)
+
+    async def _reoffer(self, record: CallRecord, offer: Offer) -> Plan | Refusal:
+        if record.ended:
+            return NO_PLAN
+        if record.plan is None:
+            return Refusal(491, "quietwire: the call's plan is still being made")
+        if record.dialog.bound and record.dialog.sender(offer.tags) is not offer.side:
+            NOT_THE_DIALOG.labels("reoffer").inc()
+            return OTHER_DIALOG
+        verdict = judge(offer.media, record.policy)  # what the call was planned under
+        if not verdict.accepted:
+            return Refusal(488, verdict.warning, verdict.mode)
+        if downgrade(record.mode, verdict.mode):
+            return Refusal(
+                488, "quietwire: re-INVITE would weaken media security; refused", verdict.mode
             )
-        plan = pb.Plan(
-            call_id=request.call_id,
-            accepted=True,
-            mode=decision.mode,
-            relay_id=relay.relay_id,
-            media=media,
-            end_to_end=decision.end_to_end,
-        )
-        zrtp = decision.mode == pb.SECURITY_MODE_ZRTP
-        await self.store.put(
-            request.call_id,
-            {
-                "mode": int(decision.mode),
-                "end_to_end": int(decision.end_to_end),
-                "relay_id": relay.relay_id,
-                "relay_grpc": relay.grpc,
-                "hash_caller": first_hash(request.media),
-                "state": int(pb.ZRTP_STATE_WAITING if zrtp else pb.ZRTP_STATE_UNSPECIFIED),
-                "policy": policy.value,
-                "plan": plan.SerializeToString().hex(),
-                "replica": request.replica,
-            },
-        )
-        return plan
+        await self._update(record.plan.relay, offer.call_id, offer.side, offer.media)
+        return record.plan
 
-    async def answer(self, request: pb.PlanAnswerRequest) -> pb.Plan:
-        record = await self.store.get(request.call_id)
-        if record is None or not record.values.get("plan"):
-            return pb.Plan(
-                call_id=request.call_id,
-                accepted=False,
-                sip_status=481,
-                warning="quietwire: no plan for this call",
-            )
-        refusal = self._answer_refusal(record, request.media)
-        if refusal:
-            return pb.Plan(call_id=request.call_id, accepted=False, sip_status=488, warning=refusal)
-        plan = pb.Plan.FromString(bytes.fromhex(record.values["plan"]))
-        side = CALLER if request.from_caller else CALLEE
-        await self._update(record.values["relay_grpc"], request.call_id, side, request.media)
-        fields: dict[str, str | int] = {}
-        if side == CALLEE:
-            fields["hash_callee"] = first_hash(request.media)
-        if answer_downgrades(record, request.media):
-            fields.update(end_to_end=0, detail="the answer dropped ZRTP: not end-to-end")
-        if fields:
-            await self.store.put(request.call_id, fields)
-        return plan
+    # -- answers and ends --------------------------------------------------------------------
 
-    def _answer_refusal(self, record: CallRecord, media: Sequence[pb.MediaDescription]) -> str:
-        """Why an answer may not set up the call ("" when it may): the policy, or a
-        ZRTP binding already failed while the callee was ringing."""
-        if record.state == pb.ZRTP_STATE_BINDING_MISMATCH:
-            return f"quietwire: zrtp-mismatch: {record.values.get('detail', '')}"
-        verdict = judge(media, call_policy(record, self.policy))
-        return "" if verdict.accepted else verdict.warning
+    async def answer(self, answer: Answer) -> Plan | Refusal:
+        record = await self.store.get(answer.call_id)
+        if record is None or record.plan is None or record.ended:
+            return NO_PLAN
+        if not _answers(record.dialog, answer):
+            NOT_THE_DIALOG.labels("answer").inc()
+            return OTHER_DIALOG
+        if record.binding.outcome is Outcome.MISMATCH:
+            return Refusal(488, f"quietwire: zrtp-mismatch: {record.binding.detail}")
+        verdict = judge(answer.media, record.policy)
+        if not verdict.accepted:
+            return Refusal(488, verdict.warning, verdict.mode)
+        weaker = downgrade(record.mode, mode_of(answer.media))
 
-    async def _update(
-        self, relay_grpc: str, call_id: str, side: int, media: Sequence[pb.MediaDescription]
-    ) -> None:
-        stub = self.relays.stub(relay_grpc)
-        for index, m in enumerate(media):
-            if not m.port:
-                continue
-            rtp, rtcp = _remote(m)
-            await stub.Update(
-                relay_pb2.UpdateRequest(
-                    call_id=f"{call_id}#{index}",
-                    side=relay_pb2.LegSide.ValueType(side),
-                    remote_rtp=rtp,
-                    remote_rtcp=rtcp,
-                    zrtp_hash=m.zrtp_hash,
-                ),
-                timeout=RELAY_TIMEOUT,
-            )
+        def answered(current: CallRecord) -> CallRecord | None:
+            if not _answers(current.dialog, answer):
+                return None  # another 2xx fixed the callee's tag first
+            after = replace(current, dialog=current.dialog.answered(answer.tags))
+            if answer.side is Side.CALLEE:
+                after = replace(after, hash_callee=first_hash(answer.media))
+            if weaker:
+                detail = "the answer dropped ZRTP: not end-to-end"
+                after = replace(
+                    after, end_to_end=False, binding=replace(after.binding, detail=detail)
+                )
+            return after
 
-    async def end(self, call_id: str, reason: str) -> None:
+        if await self.store.change(answer.call_id, answered) is None:
+            NOT_THE_DIALOG.labels("answer").inc()
+            return OTHER_DIALOG
+        await self._update(record.plan.relay, answer.call_id, answer.side, answer.media)
+        return record.plan
+
+    async def end(self, call_id: str, reason: str, tags: Tags) -> bool:
+        """End a call for a request of its own dialog (False: not its dialog, or none)."""
         record = await self.store.get(call_id)
-        if record is None:
-            return
-        plan = pb.Plan.FromString(bytes.fromhex(record.values.get("plan", "")))
-        stub = self.relays.stub(record.values["relay_grpc"])
-        for index, _ in enumerate(plan.media):
+        if record is None or record.ended:
+            return False
+        if record.dialog.bound and record.dialog.sender(tags) is None:
+            NOT_THE_DIALOG.labels("end").inc()
+            log.warning("end refused: another dialog", extra={"call_id": call_id})
+            return False
+        if record.plan is not None:
+            await self._release(record.plan.relay, call_id, len(record.plan.streams))
+        ended = await self.store.change(
+            call_id, lambda r: None if r.ended else replace(r, ended=reason or "ended")
+        )
+        return ended is not None
+
+    # -- relay sessions ----------------------------------------------------------------------
+
+    async def _update(self, relay: Relay, call_id: str, side: Side, media: Sequence[Media]) -> None:
+        stub = self.relays.stub(relay.grpc)
+        try:
+            for index, m in enumerate(media):
+                if m.port:
+                    await self._update_stream(stub, stream_id(call_id, index), LEG_SIDES[side], m)
+        except grpc.aio.AioRpcError as exc:
+            raise PlanningError(f"relay update failed: {_why(exc)}") from exc
+
+    @staticmethod
+    async def _update_stream(
+        stub: relay_pb2_grpc.RelayAsyncStub, session: str, side: int, m: Media
+    ) -> None:
+        rtp, rtcp = _remote(m)
+        await stub.Update(
+            relay_pb2.UpdateRequest(
+                call_id=session,
+                side=relay_pb2.LegSide.ValueType(side),
+                remote_rtp=rtp,
+                remote_rtcp=rtcp,
+                zrtp_hash=m.zrtp_hash,
+            ),
+            timeout=RELAY_TIMEOUT,
+        )
+
+    async def _release(self, relay: Relay, call_id: str, count: int) -> None:
+        """Release the first ``count`` relay sessions of a call (missing ones are fine)."""
+        stub = self.relays.stub(relay.grpc)
+        for index in range(count):
             try:
                 await stub.Release(
-                    relay_pb2.ReleaseRequest(call_id=f"{call_id}#{index}"), timeout=RELAY_TIMEOUT
+                    relay_pb2.ReleaseRequest(call_id=stream_id(call_id, index)),
+                    timeout=RELAY_TIMEOUT,
                 )
             except grpc.aio.AioRpcError as exc:
-                log.warning("relay release failed", extra={"code": exc.code().name})
-        await self.store.put(call_id, {"ended": reason or "ended"}, ttl=ENDED_TTL)
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    log.warning("relay release failed", extra={"code": exc.code().name})
+
+
+def _planned(plan: Plan) -> Callable[[CallRecord], CallRecord | None]:
+    """Record the plan on the claim, unless the call ended meanwhile."""
+
+    def step(record: CallRecord) -> CallRecord | None:
+        if record.ended or record.plan is not None:
+            return None
+        return replace(record, plan=plan)
+
+    return step
+
+
+def _answers(dialog: Dialog, answer: Answer) -> bool:
+    """Whether a 2xx with these tags answers within this dialog, from the side it claims."""
+    if not dialog.bound:
+        return True
+    return dialog.answered(answer.tags).responder(answer.tags) is answer.side
+
+
+def _dialog_of_reoffer(offer: Offer) -> Dialog:
+    """The dialog a re-offer names (its From tag is the offerer's, its To tag the other's)."""
+    if offer.side is Side.CALLER:
+        return Dialog("", "", offer.tags.from_tag, offer.tags.to_tag)
+    return Dialog("", "", offer.tags.to_tag, offer.tags.from_tag)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return type(exc).__name__

@@ -12,11 +12,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
 
-from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
-
-Mode: TypeAlias = pb.SecurityMode.ValueType
+from quietwire.keyagreement.model import Media, Mode
 
 
 class Policy(enum.Enum):
@@ -33,55 +30,45 @@ class Verdict:
     warning: str = ""
 
 
-def mode_of(media: Sequence[pb.MediaDescription]) -> Mode:
-    """The weakest protection among the audio/video streams of an offer or answer."""
-    modes = []
-    for m in media:
-        if not m.port:
-            continue
-        if m.zrtp_hash:
-            modes.append(pb.SECURITY_MODE_ZRTP)
-        elif m.fingerprints and "SAVP" in m.protocol:
-            modes.append(pb.SECURITY_MODE_DTLS_SRTP)
-        elif m.crypto and "SAVP" in m.protocol:
-            modes.append(pb.SECURITY_MODE_SDES_SRTP)
-        else:
-            modes.append(pb.SECURITY_MODE_PLAIN_RTP)
-    strength = [
-        pb.SECURITY_MODE_ZRTP,
-        pb.SECURITY_MODE_DTLS_SRTP,
-        pb.SECURITY_MODE_SDES_SRTP,
-        pb.SECURITY_MODE_PLAIN_RTP,
-    ]
-    return max(modes, key=strength.index) if modes else pb.SECURITY_MODE_PLAIN_RTP
+#: Strongest first: a call is as weak as its weakest stream.
+STRENGTH = (Mode.ZRTP, Mode.DTLS_SRTP, Mode.SDES_SRTP, Mode.PLAIN_RTP)
 
 
-def judge(media: Sequence[pb.MediaDescription], policy: Policy) -> Verdict:
+def _stream_mode(m: Media) -> Mode:
+    if m.zrtp_hash:
+        return Mode.ZRTP
+    if m.dtls and "SAVP" in m.protocol:
+        return Mode.DTLS_SRTP
+    if m.sdes and "SAVP" in m.protocol:
+        return Mode.SDES_SRTP
+    return Mode.PLAIN_RTP
+
+
+def mode_of(media: Sequence[Media]) -> Mode:
+    """The weakest protection among the active streams (port not 0) of an offer or answer."""
+    modes = [_stream_mode(m) for m in media if m.port]
+    return max(modes, key=STRENGTH.index) if modes else Mode.PLAIN_RTP
+
+
+def judge(media: Sequence[Media], policy: Policy) -> Verdict:
     mode = mode_of(media)
-    end_to_end = mode in (pb.SECURITY_MODE_ZRTP, pb.SECURITY_MODE_DTLS_SRTP)
-    if mode == pb.SECURITY_MODE_PLAIN_RTP and policy is not Policy.ALLOW_PLAIN:
+    if mode is Mode.PLAIN_RTP and policy is not Policy.ALLOW_PLAIN:
         return Verdict(
             mode,
             False,
             False,
             "quietwire: plain RTP refused; enable ZRTP (or SRTP) media encryption",
         )
-    if not end_to_end and policy is Policy.END_TO_END_ONLY:
+    if not mode.end_to_end and policy is Policy.END_TO_END_ONLY:
         return Verdict(
             mode, False, False, "quietwire: SDES keys would be visible to the server; use ZRTP"
         )
-    return Verdict(mode, end_to_end, True)
+    return Verdict(mode, mode.end_to_end, True)
 
 
 def downgrade(before: Mode, after: Mode) -> bool:
     """True when ``after`` protects less than ``before`` (a re-INVITE or answer)."""
-    order = [
-        pb.SECURITY_MODE_ZRTP,
-        pb.SECURITY_MODE_DTLS_SRTP,
-        pb.SECURITY_MODE_SDES_SRTP,
-        pb.SECURITY_MODE_PLAIN_RTP,
-    ]
-    return order.index(after) > order.index(before)
+    return STRENGTH.index(after) > STRENGTH.index(before)
 
 
 #: Least strict first.

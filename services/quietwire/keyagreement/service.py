@@ -29,18 +29,14 @@ class KeyAgreementService(RedisBackedService):
 
     def __init__(self, settings: KeyAgreementSettings) -> None:
         super().__init__(settings)
-        self.store = CallStore(self.redis)
+        policy = Policy(settings.media_policy)
+        self.store = CallStore(self.redis, policy)
         self.registry = RelayRegistry(self.redis)
         self.relays = RelayClients(settings.grpc_tls)
         self.signaling = ChannelPool(settings.grpc_tls)
         self.terminator = CallTerminator(ReplicaRegistry(self.redis), self.signaling)
-        policy = Policy(settings.media_policy)
         self.binding = BindingChecker(
-            self.store,
-            self.registry,
-            self.relays,
-            self.terminator.terminate,
-            default_policy=policy,
+            self.store, self.registry, self.relays, self.terminator.terminate
         )
         self.planner = Planner(
             self.store,

@@ -16,6 +16,8 @@ from typing import Protocol
 import grpc
 
 from quietwire.protocols.sdp.session import Connection, ParseError, SessionDescription
+from quietwire.protocols.sip.headers import NameAddr
+from quietwire.protocols.sip.message import Message
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
 from quietwire.runtime.channels import open_channel
@@ -37,30 +39,58 @@ class Refusal:
         )
 
 
+def message_tags(message: Message) -> pb.DialogTags:
+    """A SIP message's From and To tags: keyagreement binds a plan to its dialog."""
+    return pb.DialogTags(from_tag=message.from_.tag or "", to_tag=message.to.tag or "")
+
+
+def dialog_tags(caller: str, callee: str) -> pb.DialogTags:
+    """The tags of an established dialog (its tagged From and To values), as the caller sends."""
+    return pb.DialogTags(
+        from_tag=NameAddr.parse(caller).tag or "", to_tag=NameAddr.parse(callee).tag or ""
+    )
+
+
 class MediaPlanner(Protocol):
     async def offer(
-        self, call_id: str, caller: str, callee: str, sdp: bytes, from_callee: bool = False
+        self,
+        call_id: str,
+        caller: str,
+        callee: str,
+        sdp: bytes,
+        from_callee: bool = False,
+        *,
+        tags: pb.DialogTags,
     ) -> bytes | Refusal:
         """The SDP to forward for an offer, or why the call is refused."""
         ...
 
     async def answer(
-        self, call_id: str, sdp: bytes, from_caller: bool = False
+        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: pb.DialogTags
     ) -> bytes | Refusal: ...
 
-    async def end(self, call_id: str) -> None: ...
+    async def end(self, call_id: str, tags: pb.DialogTags) -> None: ...
 
 
 class Passthrough:
     async def offer(
-        self, call_id: str, caller: str, callee: str, sdp: bytes, from_callee: bool = False
+        self,
+        call_id: str,
+        caller: str,
+        callee: str,
+        sdp: bytes,
+        from_callee: bool = False,
+        *,
+        tags: pb.DialogTags,
     ) -> bytes | Refusal:
         return sdp
 
-    async def answer(self, call_id: str, sdp: bytes, from_caller: bool = False) -> bytes | Refusal:
+    async def answer(
+        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: pb.DialogTags
+    ) -> bytes | Refusal:
         return sdp
 
-    async def end(self, call_id: str) -> None:
+    async def end(self, call_id: str, tags: pb.DialogTags) -> None:
         return None
 
 
@@ -124,7 +154,14 @@ class KeyAgreementPlanner:
         return keyagreement_pb2_grpc.KeyAgreementStub(self.channel)
 
     async def offer(
-        self, call_id: str, caller: str, callee: str, sdp: bytes, from_callee: bool = False
+        self,
+        call_id: str,
+        caller: str,
+        callee: str,
+        sdp: bytes,
+        from_callee: bool = False,
+        *,
+        tags: pb.DialogTags,
     ) -> bytes | Refusal:
         try:
             session = SessionDescription.parse(sdp)
@@ -138,6 +175,7 @@ class KeyAgreementPlanner:
             reoffer=not caller,
             from_callee=from_callee,
             replica=self.replica,
+            tags=tags,
         )
         try:
             plan = await self.stub.PlanOffer(request, timeout=PLAN_TIMEOUT)
@@ -148,13 +186,15 @@ class KeyAgreementPlanner:
             return Refusal(plan.sip_status or 488, plan.warning)
         return rewrite(session, plan, toward_caller=from_callee)
 
-    async def answer(self, call_id: str, sdp: bytes, from_caller: bool = False) -> bytes | Refusal:
+    async def answer(
+        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: pb.DialogTags
+    ) -> bytes | Refusal:
         try:
             session = SessionDescription.parse(sdp)
         except ParseError:
             return Refusal(488, "quietwire: the SDP answer does not parse")
         request = pb.PlanAnswerRequest(
-            call_id=call_id, media=describe(session), from_caller=from_caller
+            call_id=call_id, media=describe(session), from_caller=from_caller, tags=tags
         )
         try:
             plan = await self.stub.PlanAnswer(request, timeout=PLAN_TIMEOUT)
@@ -165,9 +205,10 @@ class KeyAgreementPlanner:
             return Refusal(plan.sip_status or 488, plan.warning)
         return rewrite(session, plan, toward_caller=not from_caller)
 
-    async def end(self, call_id: str) -> None:
+    async def end(self, call_id: str, tags: pb.DialogTags) -> None:
         try:
-            await self.stub.EndCall(pb.EndCallRequest(call_id=call_id), timeout=PLAN_TIMEOUT)
+            request = pb.EndCallRequest(call_id=call_id, tags=tags)
+            await self.stub.EndCall(request, timeout=PLAN_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             log.warning("EndCall failed", extra={"code": exc.code().name})
 

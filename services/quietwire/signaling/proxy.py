@@ -40,7 +40,7 @@ from quietwire.signaling.auth import Authenticator, Verdict
 from quietwire.signaling.dialogs import Dialog, DialogStore, Side, new_branch, our_via
 from quietwire.signaling.flows import Flow, flow_transport, reliable
 from quietwire.signaling.locations import LocationStore
-from quietwire.signaling.media import MediaPlanner, Refusal
+from quietwire.signaling.media import MediaPlanner, Refusal, dialog_tags, message_tags
 from quietwire.signaling.targets import Router, Target
 from quietwire.signaling.users import UserStore
 
@@ -281,7 +281,7 @@ class Proxy:
         if not bindings:
             await self._respond(context, reply(request, 480, "Temporarily Unavailable"))
             if request.method == "INVITE":
-                await self.media.end(request.call_id)
+                await self.media.end(request.call_id, message_tags(request))
             return
         context.initial_invite = request.method == "INVITE"
         ftag = request.from_.tag or ""
@@ -307,7 +307,9 @@ class Proxy:
             ("INVITE", "UPDATE") if in_dialog else ("INVITE",)
         ):
             return True
-        planned = await self.media.offer(request.call_id, caller, callee, request.body, from_callee)
+        planned = await self.media.offer(
+            request.call_id, caller, callee, request.body, from_callee, tags=message_tags(request)
+        )
         if isinstance(planned, Refusal):
             await self._respond(context, self._refused(request, planned))
             return False
@@ -352,7 +354,7 @@ class Proxy:
             return
         if request.method == "BYE":
             await self.dialogs.take(request.call_id)
-            await self.media.end(request.call_id)
+            await self.media.end(request.call_id, message_tags(request))
         await self._fork(context, target, self._prepare(request, None, target))
         await self._check_done(context)
 
@@ -485,7 +487,10 @@ class Proxy:
             # loop cannot pick a final response for the context in the meantime.
             if context.offer_from_callee is not None and upstream.body:
                 planned = await self.media.answer(
-                    response.call_id, upstream.body, from_caller=context.offer_from_callee
+                    response.call_id,
+                    upstream.body,
+                    from_caller=context.offer_from_callee,
+                    tags=message_tags(response),
                 )
                 if isinstance(planned, Refusal):
                     await self._refuse_answer(context, branch, response, planned)
@@ -539,7 +544,7 @@ class Proxy:
         for flow_id, bye in dialog.byes(self._via, reason):
             sent = await self.router.send(Target.of_flow(flow_id), bye)
             FORWARDS.labels("BYE", "terminated" if sent else "unreachable").inc()
-        await self.media.end(call_id)
+        await self.media.end(call_id, dialog_tags(dialog.caller.address, dialog.callee.address))
         log.info("call terminated", extra={"call_id": call_id, "reason": reason})
         return True
 
@@ -557,7 +562,7 @@ class Proxy:
             FORWARDS.labels("INVITE", "abandoned").inc()
         if not ringing:
             return False
-        await self.media.end(call_id)
+        await self.media.end(call_id, message_tags(ringing[0].request))
         log.info("ringing call ended", extra={"call_id": call_id, "reason": reason})
         return True
 
@@ -572,7 +577,8 @@ class Proxy:
             finals = [b.final for b in context.branches.values() if b.final is not None]
             await self._respond(context, _best(finals, context.request))
             if context.initial_invite:
-                await self.media.end(context.request.call_id)  # no call: free the relay
+                # No call: free the relay.
+                await self.media.end(context.request.call_id, message_tags(context.request))
 
     def _cancel_branch(self, branch: Branch, reason: str) -> None:
         if branch.cancelled or branch.final is not None or branch.request.method != "INVITE":

@@ -171,6 +171,33 @@ class MediaDescription(_message.Message):
 Global___MediaDescription: _TypeAlias = MediaDescription  # noqa: Y015
 
 @_typing.final
+class DialogTags(_message.Message):
+    """The tags of the SIP message behind a request (RFC 3261 section 12: a dialog is
+    its Call-ID and both tags), as that message carries them. A plan is bound to
+    the dialog of its initial INVITE: later requests for the call must match it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_TAG_FIELD_NUMBER: _builtins.int
+    TO_TAG_FIELD_NUMBER: _builtins.int
+    from_tag: _builtins.str
+    to_tag: _builtins.str
+    def __init__(
+        self,
+        *,
+        from_tag: _builtins.str = ...,
+        to_tag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_tag", b"from_tag", "to_tag", b"to_tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DialogTags: _TypeAlias = DialogTags  # noqa: Y015
+
+@_typing.final
 class PlanOfferRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -181,6 +208,7 @@ class PlanOfferRequest(_message.Message):
     REOFFER_FIELD_NUMBER: _builtins.int
     FROM_CALLEE_FIELD_NUMBER: _builtins.int
     REPLICA_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     caller: _builtins.str
     callee: _builtins.str
@@ -194,6 +222,8 @@ class PlanOfferRequest(_message.Message):
     """
     @_builtins.property
     def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___MediaDescription]: ...
+    @_builtins.property
+    def tags(self) -> Global___DialogTags: ...
     def __init__(
         self,
         *,
@@ -204,10 +234,11 @@ class PlanOfferRequest(_message.Message):
         reoffer: _builtins.bool = ...,
         from_callee: _builtins.bool = ...,
         replica: _builtins.str = ...,
+        tags: Global___DialogTags | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tags", b"tags"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "callee", b"callee", "caller", b"caller", "from_callee", b"from_callee", "media", b"media", "reoffer", b"reoffer", "replica", b"replica"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "callee", b"callee", "caller", b"caller", "from_callee", b"from_callee", "media", b"media", "reoffer", b"reoffer", "replica", b"replica", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,21 +251,27 @@ class PlanAnswerRequest(_message.Message):
     CALL_ID_FIELD_NUMBER: _builtins.int
     MEDIA_FIELD_NUMBER: _builtins.int
     FROM_CALLER_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     from_caller: _builtins.bool
     """The answer comes from the caller (to a re-INVITE the callee sent)."""
     @_builtins.property
     def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___MediaDescription]: ...
+    @_builtins.property
+    def tags(self) -> Global___DialogTags:
+        """The tags of the 2xx that carries the answer."""
+
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         media: _abc.Iterable[Global___MediaDescription] | None = ...,
         from_caller: _builtins.bool = ...,
+        tags: Global___DialogTags | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tags", b"tags"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "from_caller", b"from_caller", "media", b"media"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "from_caller", b"from_caller", "media", b"media", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -339,17 +376,23 @@ class EndCallRequest(_message.Message):
 
     CALL_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     reason: _builtins.str
+    @_builtins.property
+    def tags(self) -> Global___DialogTags:
+        """The tags of the request that ends the call (a BYE, or the INVITE that failed)."""
+
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        tags: Global___DialogTags | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tags", b"tags"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "reason", b"reason", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,134 @@
+"""The planner against a real relay process and a real Redis: a plan's relay sessions
+are all released when one cannot be allocated, and a plan is bound to its dialog."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+import redis.asyncio as redis
+from quietwire.keyagreement.calls import CallStore
+from quietwire.keyagreement.model import Answer, Media, Offer, Plan, PlanningError, Refusal, Tags
+from quietwire.keyagreement.planner import Planner, RelayClients
+from quietwire.keyagreement.policy import Policy
+from quietwire.keyagreement.userpolicies import UserPolicies
+from quietwire.rpc.relay.v1 import relay_pb2
+from quietwire.runtime.registry import RelayRegistry
+from quietwire.runtime.streams import stream_id
+
+from tests.conftest import free_port, quietwire_env
+
+HASH = "1.10 " + "ab" * 32
+AUDIO = Media(port=40000, connection_address="127.0.0.1", zrtp_hash=HASH)
+VIDEO = Media(port=40010, connection_address="127.0.0.1", zrtp_hash=HASH)
+CAROL, BOB, ALICE = "sip:carol@127.0.0.1", "sip:bob@127.0.0.1", "sip:alice@127.0.0.1"
+
+
+@dataclass
+class Setup:
+    planner: Planner
+    relays: RelayClients
+    grpc: str
+
+    async def session(self, call_id: str, index: int = 0) -> relay_pb2.QueryResponse | None:
+        """The relay's session for one stream of a call (None when it has none)."""
+        stub = self.relays.stub(self.grpc)
+        try:
+            return await stub.Query(relay_pb2.QueryRequest(call_id=stream_id(call_id, index)))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return None
+
+
+@pytest.fixture
+async def setup(redis_url: str) -> AsyncIterator[Setup]:
+    """A relay process with ports for one stream only (two legs, one port pair each)."""
+    grpc_port, low = free_port(), free_port() & ~1
+    env = quietwire_env(
+        QW_REDIS_URL=redis_url,
+        QW_GRPC_INSECURE="true",
+        QW_GRPC_PORT=str(grpc_port),
+        QW_METRICS_PORT="0",
+        QW_RELAY_ID="relay-small",
+        QW_RELAY_PORT_MIN=str(low),
+        QW_RELAY_PORT_MAX=str(low + 3),
+    )
+    relay = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env)
+    client = redis.Redis.from_url(redis_url)
+    registry, relays = RelayRegistry(client), RelayClients(None)
+    try:
+        async with asyncio.timeout(30):
+            while not await registry.alive():
+                assert relay.poll() is None, "the relay exited"
+                await asyncio.sleep(0.1)
+        planner = Planner(
+            CallStore(client), registry, relays, Policy.SECURE_ONLY, UserPolicies(client)
+        )
+        yield Setup(planner, relays, f"127.0.0.1:{grpc_port}")
+    finally:
+        relay.terminate()
+        try:
+            relay.wait(10)
+        except subprocess.TimeoutExpired:
+            relay.kill()
+            relay.wait()
+        await relays.close()
+        await client.aclose()
+
+
+def invite(call_id: str, caller: str, callee: str, tag: str, *media: Media) -> Offer:
+    return Offer(call_id, media or (AUDIO,), Tags(tag, ""), caller=caller, callee=callee)
+
+
+async def test_a_failed_second_allocate_releases_the_first(setup: Setup) -> None:
+    """Audio and video, but the relay has ports for one stream: the offer fails,
+    the audio session is released at once (not left for the media timeout), the
+    Call-ID is free again, and the relay's ports serve the next call."""
+    with pytest.raises(PlanningError, match="RESOURCE_EXHAUSTED"):
+        await setup.planner.offer(invite("av", CAROL, BOB, "c1", AUDIO, VIDEO))
+    assert await setup.session("av", 0) is None
+    assert await setup.planner.store.get("av") is None
+    plan = await setup.planner.offer(invite("audio-only", CAROL, BOB, "c2"))
+    assert isinstance(plan, Plan) and plan.streams[0] is not None
+    assert await setup.session("audio-only") is not None
+
+
+async def test_a_plan_is_bound_to_its_dialog(setup: Setup) -> None:
+    """carol calls bob; requests from any other dialog that reuse the Call-ID are
+    refused and change nothing; carol's own dialog still ends the call."""
+    planner = setup.planner
+    plan = await planner.offer(invite("c-b", CAROL, BOB, "c1"))
+    assert isinstance(plan, Plan)
+    answered = await planner.answer(Answer("c-b", (AUDIO,), Tags("c1", "b1")))
+    assert answered == plan
+    before = await planner.store.get("c-b")
+
+    taken = await planner.offer(invite("c-b", ALICE, ALICE, "a1"))
+    assert isinstance(taken, Refusal) and taken.status == 403
+    reoffer = Offer("c-b", (AUDIO,), Tags("a1", "b1"), reoffer=True)
+    assert isinstance(await planner.offer(reoffer), Refusal)
+    other_fork = await planner.answer(Answer("c-b", (AUDIO,), Tags("c1", "b2")))
+    assert isinstance(other_fork, Refusal) and other_fork.status == 481
+    assert not await planner.end("c-b", "bye", Tags("a1", ""))
+    assert not await planner.end("c-b", "bye", Tags("b1", "a1"))
+    assert await planner.store.get("c-b") == before
+    assert await setup.session("c-b") is not None
+
+    callee_reoffer = Offer("c-b", (AUDIO,), Tags("b1", "c1"), reoffer=True, from_callee=True)
+    assert await planner.offer(callee_reoffer) == plan
+    assert await planner.end("c-b", "bye", Tags("b1", "c1"))
+    assert await setup.session("c-b") is None
+    ended = await planner.store.get("c-b")
+    assert ended is not None and ended.ended == "bye"
+
+    # An ended call's Call-ID: still not alice's; carol's INVITE retried (after a 422,
+    # a 3xx) keeps its Call-ID and From tag and gets a new plan.
+    assert await planner.offer(invite("c-b", ALICE, BOB, "a1")) == taken
+    again = await planner.offer(invite("c-b", CAROL, BOB, "c1"))
+    assert isinstance(again, Plan) and await setup.session("c-b") is not None
