@@ -14,17 +14,27 @@ Options = tuple[tuple[str, int | str], ...]
 #: Keepalive: a client pings this often so a dead peer is noticed within
 #: seconds, not at the next call, and not never on an idle event stream.
 KEEPALIVE_MS = 20_000
+#: Reconnect backoff: grpc's default grows to 120 s, so a peer restarted on the
+#: same address (a relay or keyagreement pod coming back) went unused for many
+#: seconds after it was SERVING. Capped at a second: a peer away for long costs
+#: one connection attempt a second per channel.
+RECONNECT_BACKOFF_MS = (250, 1_000)
 
 
 def channel_options(keepalive_ms: int = KEEPALIVE_MS) -> Options:
     """Client keepalive: a ping every ``keepalive_ms``, answered within half that,
     with or without calls and however long no data flowed (grpc's default stops
-    after two pings without data: an idle stream to a dead peer would hang)."""
+    after two pings without data: an idle stream to a dead peer would hang); and
+    reconnection within a second of a peer's return (:data:`RECONNECT_BACKOFF_MS`)."""
+    first, most = RECONNECT_BACKOFF_MS
     return (
         ("grpc.keepalive_time_ms", keepalive_ms),
         ("grpc.keepalive_timeout_ms", keepalive_ms // 2),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", first),
+        ("grpc.min_reconnect_backoff_ms", first),
+        ("grpc.max_reconnect_backoff_ms", most),
     )
 
 
