@@ -12,6 +12,7 @@ from pathlib import Path
 from quietwire.embedded.pki import Pki
 from quietwire.phone.audio import dominant_frequency, tone, write_wav
 from quietwire.phone.call import CallResult, Phone, PhoneOptions
+from quietwire.signaling.media import OfferKind
 
 from tests.integration.signaling_harness import (
     DOMAIN,
@@ -127,7 +128,13 @@ class TamperingPlanner:
     """A man in the middle on signaling: rewrites the caller's a=zrtp-hash."""
 
     async def offer(
-        self, call_id: str, caller: str, callee: str, sdp: bytes, from_callee: bool = False
+        self,
+        call_id: str,
+        kind: OfferKind,
+        caller: str,
+        callee: str,
+        sdp: bytes,
+        from_callee: bool = False,
     ) -> bytes:
         return re.sub(rb"zrtp-hash:1\.10 [0-9a-f]{64}", b"zrtp-hash:1.10 " + b"ab" * 32, sdp)
 

@@ -9,6 +9,7 @@ leaves SDP alone (tests of signaling alone; a deployment without relays).
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,6 +26,15 @@ log = logging.getLogger(__name__)
 PLAN_TIMEOUT = 5.0
 
 
+class OfferKind(enum.Enum):
+    """Which SDP offer the planner sees (RFC 3264)."""
+
+    #: The INVITE that starts a call: caller and callee are known.
+    INITIAL = "initial"
+    #: Mid-call, in the call's own dialog: a re-INVITE or an UPDATE (RFC 3311).
+    REOFFER = "reoffer"
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     status: int
@@ -39,7 +49,13 @@ class Refusal:
 
 class MediaPlanner(Protocol):
     async def offer(
-        self, call_id: str, caller: str, callee: str, sdp: bytes, from_callee: bool = False
+        self,
+        call_id: str,
+        kind: OfferKind,
+        caller: str,
+        callee: str,
+        sdp: bytes,
+        from_callee: bool = False,
     ) -> bytes | Refusal:
         """The SDP to forward for an offer, or why the call is refused."""
         ...
@@ -53,7 +69,13 @@ class MediaPlanner(Protocol):
 
 class Passthrough:
     async def offer(
-        self, call_id: str, caller: str, callee: str, sdp: bytes, from_callee: bool = False
+        self,
+        call_id: str,
+        kind: OfferKind,
+        caller: str,
+        callee: str,
+        sdp: bytes,
+        from_callee: bool = False,
     ) -> bytes | Refusal:
         return sdp
 
@@ -124,7 +146,13 @@ class KeyAgreementPlanner:
         return keyagreement_pb2_grpc.KeyAgreementStub(self.channel)
 
     async def offer(
-        self, call_id: str, caller: str, callee: str, sdp: bytes, from_callee: bool = False
+        self,
+        call_id: str,
+        kind: OfferKind,
+        caller: str,
+        callee: str,
+        sdp: bytes,
+        from_callee: bool = False,
     ) -> bytes | Refusal:
         try:
             session = SessionDescription.parse(sdp)
@@ -135,7 +163,7 @@ class KeyAgreementPlanner:
             caller=caller,
             callee=callee,
             media=describe(session),
-            reoffer=not caller,
+            reoffer=kind is OfferKind.REOFFER,
             from_callee=from_callee,
             replica=self.replica,
         )
