@@ -80,6 +80,8 @@ def test_files_beat_yaml_and_the_environment_beats_files(
         ("QW_RELAY_ADVERTISE", "not-an-ip", RelaySettings),
         ("QW_DRAIN_TIMEOUT", "-1", RelaySettings),
         ("QW_GRPC_BIND", "everywhere", RelaySettings),
+        ("QW_SIP_MAX_TRANSACTIONS", "0", SignalingSettings),
+        ("QW_SIP_MAX_TRANSACTIONS_PER_SOURCE", "0", SignalingSettings),
     ],
 )
 def test_bad_value_names_the_setting(
@@ -94,6 +96,17 @@ def test_bad_value_names_the_setting(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings(cls)
+
+
+def test_transaction_cap_per_source_within_the_total(
+    monkeypatch: pytest.MonkeyPatch, cert_files: tuple[Path, Path]
+) -> None:
+    monkeypatch.setenv("QW_SIP_TLS_CERT", str(cert_files[0]))
+    monkeypatch.setenv("QW_SIP_TLS_KEY", str(cert_files[1]))
+    monkeypatch.setenv("QW_SIP_MAX_TRANSACTIONS", "10")
+    monkeypatch.setenv("QW_SIP_MAX_TRANSACTIONS_PER_SOURCE", "11")
+    with pytest.raises(SettingsError, match="QW_SIP_MAX_TRANSACTIONS_PER_SOURCE"):
+        load_settings(SignalingSettings)
 
 
 def test_missing_required_file_is_named() -> None:
