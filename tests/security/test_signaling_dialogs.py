@@ -324,9 +324,13 @@ async def test_live_transactions_are_capped_per_source(pki: Pki, redis_url: str)
 # -- finding 10: challenges over UDP ----------------------------------------------------
 
 
-async def test_udp_challenge_is_sent_once_and_kept_nowhere(pki: Pki, redis_url: str) -> None:
-    """A raw UDP INVITE never ACKed gets exactly one datagram back, the 407
-    (Timer G would have resent it at 0.5, 1.5 and 3.5 s), and no transaction."""
+@pytest.mark.parametrize(("user", "status"), [("bob@", b"407"), ("", b"404")])
+async def test_udp_answer_to_a_stranger_is_sent_once_and_kept_nowhere(
+    pki: Pki, redis_url: str, user: str, status: bytes
+) -> None:
+    """A raw UDP INVITE never ACKed gets exactly one datagram back, a 407 (or a
+    404 for the domain itself; Timer G would have resent it at 0.5, 1.5 and
+    3.5 s), and leaves no transaction."""
     udp_port = free_port()
     await add_users(redis_url)
     async with replica(pki, redis_url, sip_udp_port=udp_port) as r:
@@ -336,7 +340,7 @@ async def test_udp_challenge_is_sent_once_and_kept_nowhere(pki: Pki, redis_url: 
         sock.setblocking(False)
         local = sock.getsockname()[1]
         invite = (
-            f"INVITE sip:bob@{DOMAIN} SIP/2.0\r\n"
+            f"INVITE sip:{user}{DOMAIN} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKamp1;rport\r\n"
             "Max-Forwards: 70\r\n"
             f"From: <sip:alice@{DOMAIN}>;tag=a1\r\nTo: <sip:bob@{DOMAIN}>\r\n"
@@ -345,7 +349,7 @@ async def test_udp_challenge_is_sent_once_and_kept_nowhere(pki: Pki, redis_url: 
         ).encode()
         await loop.sock_sendto(sock, invite, ("127.0.0.1", udp_port))
         answer = await asyncio.wait_for(loop.sock_recv(sock, 4096), 3)
-        assert answer.startswith(b"SIP/2.0 407")
+        assert answer.startswith(b"SIP/2.0 " + status)
         assert len(r.service.proxy.servers) == 0
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(loop.sock_recv(sock, 4096), 4.0)

@@ -163,7 +163,7 @@ class Proxy:
         )
         context = Context(request, server, flow, key, source)
         self.servers.add(context)
-        await self._guarded(context, "request", self._route(context))
+        await self._guarded(context, "request", self._handle(context))
 
     async def response(self, response: Response) -> None:
         """A response from downstream: ours to handle, or another replica's."""
@@ -222,8 +222,6 @@ class Proxy:
         """Run the handling of ``context``; whatever it raises ends it (:meth:`_fail`)."""
         try:
             await work
-        except ParseError as exc:
-            await self._respond(context, final(context.request, exc.status, exc.reason[:60]))
         except Exception as exc:
             self.errors.record(where, exc)
             await self._fail(context)
@@ -245,6 +243,12 @@ class Proxy:
             self._background(self.media.end(context.request.call_id))
 
     # -- routing -------------------------------------------------------------------------
+
+    async def _handle(self, context: Context) -> None:
+        try:
+            await self._route(context)
+        except ParseError as exc:  # a header read only now: the answer the parser gives
+            await self._respond(context, final(context.request, exc.status, exc.reason[:60]))
 
     async def _route(self, context: Context) -> None:
         request = context.request
@@ -295,38 +299,42 @@ class Proxy:
             await self._fork(context, target, out)
         await self._check_done(context)
 
+    def _stateless(self, context: Context, response: Response, outcome: str) -> None:
+        """Answer a request nobody authenticated, outside its transaction, and free
+        it: a stranger's INVITE never ACKed costs one datagram back over UDP, not
+        a Timer G series (RFC 3261 section 16.3 lets a proxy answer statelessly),
+        and holds no memory. A retransmission is answered again, one for one."""
+        context.upstream.send_message(with_to_tag(response))
+        context.finished = True
+        self.servers.remove(context.key)
+        FORWARDS.labels(context.request.method, outcome).inc()
+
     async def _answer_for_domain(self, context: Context) -> None:
         """A request for the domain itself: OPTIONS gets our capabilities (RFC 3261
         section 11), anything else 404."""
         request = context.request
         if request.method != "OPTIONS":
-            await self._respond(context, final(request, 404, "Not Found"))
+            self._stateless(context, final(request, 404, "Not Found"), "not-found")
             return
         ok = final(request, 200, "OK")
         ok.headers.add("Allow", ALLOW)
         ok.headers.add("Supported", "outbound, gruu, path")
-        await self._respond(context, ok)
+        self._stateless(context, ok, "answered")
 
     async def _authenticate(self, context: Context) -> str | None:
-        """The authenticated user, or None once the request is answered.
-
-        A challenge is sent statelessly (RFC 3261 section 16.3 step 6 allows it)
-        and the transaction freed: a stranger's INVITE never ACKed costs one
-        datagram back over UDP, not a Timer G series, and holds no memory."""
+        """The authenticated user, or None once the request is answered (a
+        challenge, or 403 for wrong credentials: both stateless)."""
         request = context.request
         result = await self.auth.check(request, proxy=True)
+        if result.verdict is Verdict.OK:
+            return result.username
         if result.verdict in (Verdict.CHALLENGE, Verdict.STALE):
             stale = result.verdict is Verdict.STALE
-            challenge = with_to_tag(self.auth.challenge(request, proxy=True, stale=stale))
-            context.upstream.send_message(challenge)
-            context.finished = True
-            self.servers.remove(context.key)
-            FORWARDS.labels(request.method, "challenged").inc()
-            return None
-        if result.verdict is Verdict.FAILED:
-            await self._respond(context, final(request, 403, "Forbidden"))
-            return None
-        return result.username
+            challenge = self.auth.challenge(request, proxy=True, stale=stale)
+            self._stateless(context, challenge, "challenged")
+        else:
+            self._stateless(context, final(request, 403, "Forbidden"), "forbidden")
+        return None
 
     async def _trying(self, context: Context) -> None:
         """100 Trying to an INVITE we will forward (RFC 3261 section 16.2)."""
