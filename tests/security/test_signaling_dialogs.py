@@ -28,7 +28,7 @@ from quietwire.protocols.sip.message import Request
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.tls import TlsFiles
-from quietwire.signaling.media import OfferKind, Refusal
+from quietwire.signaling.media import Offer, Refusal
 
 from tests.conftest import free_port
 from tests.integration.signaling_harness import (
@@ -41,6 +41,7 @@ from tests.integration.signaling_harness import (
     replica,
 )
 from tests.interop.conftest import Platform
+from tests.interop.test_relay_calls import sdp
 
 SDP = "application/sdp"
 
@@ -60,20 +61,6 @@ async def registered(pki: Pki, port: int, user: str) -> UserAgent:
     return ua
 
 
-def sdp(user: str, port: int) -> bytes:
-    lines = [
-        "v=0",
-        f"o={user} 1 1 IN IP4 127.0.0.1",
-        "s=-",
-        "c=IN IP4 127.0.0.1",
-        "t=0 0",
-        f"m=audio {port} RTP/AVP 0",
-        "a=rtpmap:0 PCMU/8000",
-        "a=zrtp-hash:1.10 " + "cd" * 32,
-    ]
-    return ("\r\n".join(lines) + "\r\n").encode()
-
-
 async def established(
     alice: UserAgent,
     bob: UserAgent,
@@ -86,12 +73,12 @@ async def established(
         "INVITE",
         f"sip:{callee}@{DOMAIN}",
         from_tag=from_tag,
-        body=sdp("alice", 40000) if media else b"",
+        body=sdp("alice", 40000, True) if media else b"",
         content_type=SDP if media else None,
     )
     sending = asyncio.create_task(alice.send(invite))
     incoming = await next_request(bob, "INVITE")
-    ok = bob.answer(incoming, 200, "OK", body=sdp(callee, 40002) if media else b"")
+    ok = bob.answer(incoming, 200, "OK", body=sdp(callee, 40002, True) if media else b"")
     ok.headers.set("Record-Route", ", ".join(incoming.headers.get_all("Record-Route")))
     await bob.connection.send(ok)
     exchange = await sending
@@ -261,15 +248,7 @@ async def test_huge_nonce_count_gets_a_final_answer_and_leaves_nothing(
 class FailingPlanner:
     """A media planner that breaks (a bug, a lost dependency raising)."""
 
-    async def offer(
-        self,
-        call_id: str,
-        kind: OfferKind,
-        caller: str,
-        callee: str,
-        sdp: bytes,
-        from_callee: bool = False,
-    ) -> bytes | Refusal:
+    async def offer(self, offer: Offer) -> bytes | Refusal:
         raise RuntimeError("planner broke")
 
     async def answer(self, call_id: str, sdp: bytes, from_caller: bool = False) -> bytes:
@@ -287,7 +266,7 @@ async def test_handler_exception_ends_the_transaction_with_500(pki: Pki, one: Re
     one.service.proxy.media = FailingPlanner()
     before = handler_errors("request", "RuntimeError")
     for _ in range(3):
-        invite = alice.build("INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000))
+        invite = alice.build("INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000, True))
         invite.headers.add("Content-Type", SDP)
         exchange = await alice.send(invite)
         assert exchange.final is not None and exchange.final.status == 500

@@ -36,6 +36,20 @@ class OfferKind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Offer:
+    """An SDP offer for the planner to see, and where it stands in its call."""
+
+    call_id: str
+    kind: OfferKind
+    sdp: bytes
+    #: Made by the callee (a re-offer from the called phone).
+    from_callee: bool = False
+    #: The call's users, for an initial offer (each may have a stricter policy).
+    caller: str = ""
+    callee: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     status: int
     warning: str
@@ -48,15 +62,7 @@ class Refusal:
 
 
 class MediaPlanner(Protocol):
-    async def offer(
-        self,
-        call_id: str,
-        kind: OfferKind,
-        caller: str,
-        callee: str,
-        sdp: bytes,
-        from_callee: bool = False,
-    ) -> bytes | Refusal:
+    async def offer(self, offer: Offer) -> bytes | Refusal:
         """The SDP to forward for an offer, or why the call is refused."""
         ...
 
@@ -68,16 +74,8 @@ class MediaPlanner(Protocol):
 
 
 class Passthrough:
-    async def offer(
-        self,
-        call_id: str,
-        kind: OfferKind,
-        caller: str,
-        callee: str,
-        sdp: bytes,
-        from_callee: bool = False,
-    ) -> bytes | Refusal:
-        return sdp
+    async def offer(self, offer: Offer) -> bytes | Refusal:
+        return offer.sdp
 
     async def answer(self, call_id: str, sdp: bytes, from_caller: bool = False) -> bytes | Refusal:
         return sdp
@@ -145,26 +143,18 @@ class KeyAgreementPlanner:
             self.channel = open_channel(self.target, self.tls)
         return keyagreement_pb2_grpc.KeyAgreementStub(self.channel)
 
-    async def offer(
-        self,
-        call_id: str,
-        kind: OfferKind,
-        caller: str,
-        callee: str,
-        sdp: bytes,
-        from_callee: bool = False,
-    ) -> bytes | Refusal:
+    async def offer(self, offer: Offer) -> bytes | Refusal:
         try:
-            session = SessionDescription.parse(sdp)
+            session = SessionDescription.parse(offer.sdp)
         except ParseError:
             return Refusal(488, "quietwire: the SDP offer does not parse")
         request = pb.PlanOfferRequest(
-            call_id=call_id,
-            caller=caller,
-            callee=callee,
+            call_id=offer.call_id,
+            caller=offer.caller,
+            callee=offer.callee,
             media=describe(session),
-            reoffer=kind is OfferKind.REOFFER,
-            from_callee=from_callee,
+            reoffer=offer.kind is OfferKind.REOFFER,
+            from_callee=offer.from_callee,
             replica=self.replica,
         )
         try:
@@ -174,7 +164,7 @@ class KeyAgreementPlanner:
             return Refusal(503, "quietwire: media planning unavailable")
         if not plan.accepted:
             return Refusal(plan.sip_status or 488, plan.warning)
-        return rewrite(session, plan, toward_caller=from_callee)
+        return rewrite(session, plan, toward_caller=offer.from_callee)
 
     async def answer(self, call_id: str, sdp: bytes, from_caller: bool = False) -> bytes | Refusal:
         try:

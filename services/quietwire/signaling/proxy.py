@@ -53,7 +53,7 @@ from quietwire.signaling.dialogs import Dialog, DialogStore, Party, Side
 from quietwire.signaling.errorlog import ErrorLog
 from quietwire.signaling.flows import Flow, reliable
 from quietwire.signaling.locator import Locator
-from quietwire.signaling.media import MediaPlanner, OfferKind, Refusal
+from quietwire.signaling.media import MediaPlanner, Offer, OfferKind, Refusal
 from quietwire.signaling.routing import (
     OFFERS_INITIAL,
     RECORD_ROUTED,
@@ -258,12 +258,7 @@ class Proxy:
         if self.address.addressed_to_us(request):
             await self._answer_for_domain(context)
             return
-        username = await self._authenticate(context)
-        if username is None:
-            return
-        refusal = identity_refusal(request, username, self.address.domain, in_dialog=False)
-        if refusal is not None:
-            await self._respond(context, final(request, *refusal))
+        if not await self._admitted(context, in_dialog=False):
             return
         await self._trying(context)
         uri = request.request_uri
@@ -273,8 +268,8 @@ class Proxy:
             return
         # Policy before availability: a plain-RTP offer gets its 488 either way.
         if request.method in OFFERS_INITIAL and request.body:
-            caller = request.from_.uri.aor
-            if not await self._plan_offer(context, OfferKind.INITIAL, caller, uri.aor):
+            parties = (request.from_.uri.aor, uri.aor)
+            if not await self._plan_offer(context, OfferKind.INITIAL, parties=parties):
                 return
         if not bindings:
             await self._respond(context, final(request, 480, "Temporarily Unavailable"))
@@ -321,6 +316,18 @@ class Proxy:
         ok.headers.add("Supported", "outbound, gruu, path")
         self._stateless(context, ok, "answered")
 
+    async def _admitted(self, context: Context, *, in_dialog: bool) -> bool:
+        """Authenticated and sending as themselves; False once the request is answered."""
+        username = await self._authenticate(context)
+        if username is None:
+            return False
+        request = context.request
+        refusal = identity_refusal(request, username, self.address.domain, in_dialog=in_dialog)
+        if refusal is not None:
+            await self._respond(context, final(request, *refusal))
+            return False
+        return True
+
     async def _authenticate(self, context: Context) -> str | None:
         """The authenticated user, or None once the request is answered (a
         challenge, or 403 for wrong credentials: both stateless)."""
@@ -346,12 +353,7 @@ class Proxy:
         dialog = await self.dialogs.get(request.call_id)
         member = membership(dialog, request, context.upstream.id)
         if not member.trusted:
-            username = await self._authenticate(context)
-            if username is None:
-                return
-            refusal = identity_refusal(request, username, self.address.domain, in_dialog=True)
-            if refusal is not None:
-                await self._respond(context, final(request, *refusal))
+            if not await self._admitted(context, in_dialog=True):
                 return
             if party_refusal(dialog, member, request):
                 await self._respond(context, final(request, 403, "Not Your Dialog"))
@@ -366,7 +368,9 @@ class Proxy:
             await self._respond(context, refused(request, offer, self.address.host))
             return
         from_callee = member.party is Party.CALLEE
-        if offer is not None and not await self._plan_offer(context, offer, "", "", from_callee):
+        if offer is not None and not await self._plan_offer(
+            context, offer, from_callee=from_callee
+        ):
             return
         if request.method == "BYE" and member.party is not None:
             await self.dialogs.take(request.call_id)  # the call's own BYE ends it
@@ -404,12 +408,17 @@ class Proxy:
         await self.router.send(target, forwarded(request, None, self.address.via(target.flow_id)))
 
     async def _plan_offer(
-        self, context: Context, kind: OfferKind, caller: str, callee: str, from_callee: bool = False
+        self,
+        context: Context,
+        kind: OfferKind,
+        *,
+        from_callee: bool = False,
+        parties: tuple[str, str] = ("", ""),
     ) -> bool:
         """Let the media planner see (and rewrite) an SDP offer; False if it refused the call."""
         request = context.request
         planned = await self.media.offer(
-            request.call_id, kind, caller, callee, request.body, from_callee
+            Offer(request.call_id, kind, request.body, from_callee, *parties)
         )
         if isinstance(planned, Refusal):
             await self._respond(context, refused(request, planned, self.address.host))
