@@ -28,6 +28,7 @@ from quietwire.protocols.sip.message import Request
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.tls import TlsFiles
+from quietwire.signaling.builders import cancel_for
 from quietwire.signaling.media import Offer, Refusal
 
 from tests.conftest import free_port
@@ -164,6 +165,31 @@ async def test_route_token_of_one_dialog_routes_nothing_in_another(pki: Pki, one
     await sending
     assert bob.requests.empty()
     for ua in (alice, bob, carol):
+        await ua.close()
+
+
+async def test_stranger_cannot_cancel_a_ringing_call(pki: Pki, one: Replica) -> None:
+    """A CANCEL copied from alice's ringing INVITE (branch and all) but sent on
+    another connection: 481, bob keeps ringing; alice's own CANCEL still works."""
+    alice = await registered(pki, one.port, "alice")
+    bob = await registered(pki, one.port, "bob")
+    stranger = await phone(pki, one.port, "carol", "no password sent")
+    invite = alice.build("INVITE", f"sip:bob@{DOMAIN}")
+    sending = asyncio.create_task(alice.send(invite))
+    incoming = await next_request(bob, "INVITE")
+    await bob.connection.send(bob.answer(incoming, 180, "Ringing"))
+    await until(lambda: invite.call_id in alice.inviting)
+    cancel = cancel_for(alice.inviting[invite.call_id], "forged")
+    refused = await stranger._send_once(cancel, 5)
+    assert refused.final is not None and refused.final.status == 481
+    await alice.cancel(invite.call_id)
+    got = await first_request(bob)
+    assert got.method == "CANCEL" and 'text="caller cancelled"' in (got.headers.get("Reason") or "")
+    await bob.connection.send(bob.answer(got, 200, "OK"))
+    await bob.connection.send(bob.answer(incoming, 487, "Request Terminated"))
+    exchange = await sending
+    assert exchange.final is not None and exchange.final.status == 487
+    for ua in (alice, bob, stranger):
         await ua.close()
 
 

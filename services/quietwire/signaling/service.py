@@ -203,8 +203,8 @@ class SignalingService(RedisBackedService):
             await asyncio.sleep(TIMER_TICK)
             try:
                 await self.proxy.run_timers()
-            except Exception:
-                log.exception("proxy timers failed")
+            except Exception as exc:  # counted; logged once a minute, not every tick
+                self.proxy.errors.record("timers", exc)
 
     async def _watch_certificate(self) -> None:
         paths = (Path(self.settings.sip_tls_cert), Path(self.settings.sip_tls_key))
