@@ -11,29 +11,20 @@ anything else is authenticated like an initial request. Responses follow our
 Via, which names the replica whose transaction they belong to.
 
 What to decide lives in :mod:`.routing`, :mod:`.builders` and :mod:`.tokens`;
-live transactions in :mod:`.contexts`. This class does the I/O, and ends any
-request whose handling raises with a 500, its transaction freed.
+the transactions (and a 500 for any request whose handling raises) in
+:mod:`.transactions`. This class looks things up and takes the decisions' turns.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-
-from prometheus_client import Counter
+from collections.abc import Callable
 
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.message import Request, Response
 from quietwire.protocols.sip.transaction import (
-    ClientInviteTransaction,
-    ClientNonInviteTransaction,
     Clock,
-    ServerInviteTransaction,
-    ServerKey,
-    ServerNonInviteTransaction,
     State,
     Timeout,
 )
@@ -41,17 +32,14 @@ from quietwire.protocols.sip.uri import SipUri
 from quietwire.signaling.auth import Authenticator, Verdict
 from quietwire.signaling.builders import (
     best_response,
-    busy,
-    cancel_for,
     final,
     forwarded,
     refused,
-    with_to_tag,
 )
-from quietwire.signaling.contexts import Branch, ClientTx, Context, ServerTable, ServerTx
+from quietwire.signaling.contexts import Branch, Context, ServerTable
 from quietwire.signaling.dialogs import Dialog, DialogStore, Party, Side
 from quietwire.signaling.errorlog import ErrorLog
-from quietwire.signaling.flows import Flow, reliable
+from quietwire.signaling.flows import Flow
 from quietwire.signaling.locator import Locator
 from quietwire.signaling.media import MediaPlanner, Offer, OfferKind, Refusal
 from quietwire.signaling.routing import (
@@ -66,13 +54,10 @@ from quietwire.signaling.routing import (
 )
 from quietwire.signaling.targets import Router, Target
 from quietwire.signaling.tokens import RouteTokens
+from quietwire.signaling.transactions import FORWARDS, Transactions
 
 log = logging.getLogger(__name__)
 
-#: Timer C (RFC 3261 section 16.6 step 11): how long a branch may ring.
-TIMER_C = 180.0
-#: Seconds a caller refused by a transaction cap is asked to wait (Retry-After).
-RETRY_AFTER = 5
 #: Methods an in-dialog or initial request may carry through us.
 FORWARDED = frozenset(
     {
@@ -91,10 +76,6 @@ FORWARDED = frozenset(
     }
 )
 ALLOW = ", ".join(sorted(FORWARDED | {"REGISTER"}))
-
-FORWARDS = Counter(
-    "quietwire_sip_proxied", "Requests proxied, by method and outcome", ["method", "outcome"]
-)
 
 
 class Proxy:
@@ -118,23 +99,21 @@ class Proxy:
         #: Transactions run on ``clock``; Record-Route tokens expire by the ``wall``
         #: clock, which every replica shares.
         self.clock, self.wall = clock, wall
-        self.servers = servers
-        self.clients: dict[str, tuple[Context, Branch]] = {}
         self.errors = ErrorLog(log, clock)
-        self._tasks: set[asyncio.Task[object]] = set()
-        self._resend: list[Context] = []
+        self.tx = Transactions(servers, router, clock, self.errors, self._release)
+
+    @property
+    def servers(self) -> ServerTable:
+        """Live server transactions (what a drain waits for)."""
+        return self.tx.servers
 
     # -- entry points ----------------------------------------------------------------
 
     async def request(self, flow: Flow, request: Request) -> None:
         if request.method == "CANCEL":
-            await self._cancel(flow, request)
+            await self.tx.cancel(flow, request)
             return
-        key = ServerKey.of(request)
-        known = self.servers.get(key)
-        if known is not None:
-            known.server.receive(request)  # a retransmission, or the ACK of our non-2xx final
-            await self._flush(known)
+        if await self.tx.absorbed(request):
             return
         if request.method not in FORWARDED:
             not_allowed = final(request, 405, "Method Not Allowed")
@@ -152,18 +131,9 @@ class Proxy:
             except Exception as exc:
                 self.errors.record("ACK", exc)
             return
-        source = flow.remote[0]
-        if not self.servers.admits(source):
-            flow.send_message(busy(request, RETRY_AFTER))
-            return
-        server: ServerTx = (
-            ServerInviteTransaction(request, reliable(flow.id), self.clock)
-            if request.method == "INVITE"
-            else ServerNonInviteTransaction(request, reliable(flow.id), self.clock)
-        )
-        context = Context(request, server, flow, key, source)
-        self.servers.add(context)
-        await self._guarded(context, "request", self._handle(context))
+        context = self.tx.open(flow, request)
+        if context is not None:
+            await self.tx.guarded(context, "request", self._handle(context))
 
     async def response(self, response: Response) -> None:
         """A response from downstream: ours to handle, or another replica's."""
@@ -179,68 +149,21 @@ class Proxy:
             return
         if response.cseq.method == "CANCEL":
             return  # the answer to a CANCEL we sent: nothing to do (RFC 3261 16.10)
-        found = self.clients.get(via.branch or "")
-        if found is None or found[1].request.method != response.cseq.method:
+        found = self.tx.branch_of(via.branch or "", response.cseq.method)
+        if found is None:
             return  # late: the transaction is gone (2xx retransmissions over TLS do not happen)
         context, branch = found
         branch.tx.receive(response)
-        await self._guarded(context, "response", self._client_events(context, branch))
-
-    def poll(self) -> list[Context]:
-        """Run transaction timers; returns contexts that need attention."""
-        touched = []
-        for context, branch in list(self.clients.values()):
-            branch.tx.poll()
-            now = self.clock.now()
-            if (
-                branch.ringing_since
-                and now - branch.ringing_since > TIMER_C
-                and not branch.cancelled
-            ):
-                self._cancel_branch(branch, "timer C")
-            if branch.tx.to_tu or branch.tx.to_send or branch.tx.terminated:
-                touched.append(context)
-        for context in self.servers:
-            context.server.poll()
-            if context.server.to_send:
-                self._resend.append(context)  # a final response again, over UDP (timer G)
-            if context.server.terminated and context.finished:
-                self.servers.remove(context.key)
-        return touched
+        await self.tx.guarded(context, "response", self._client_events(context, branch))
 
     async def run_timers(self) -> None:
-        for context in self.poll():
+        for context in self.tx.poll():
             for branch in list(context.branches.values()):
-                await self._guarded(context, "timer", self._client_events(context, branch))
-        resend, self._resend = self._resend, []
-        for context in resend:
-            await self._flush(context)
+                await self.tx.guarded(context, "timer", self._client_events(context, branch))
+        await self.tx.resend()
 
-    async def _guarded(
-        self, context: Context, where: str, work: Coroutine[object, object, None]
-    ) -> None:
-        """Run the handling of ``context``; whatever it raises ends it (:meth:`_fail`)."""
-        try:
-            await work
-        except Exception as exc:
-            self.errors.record(where, exc)
-            await self._fail(context)
-
-    async def _fail(self, context: Context) -> None:
-        """A 500 if the caller has no final answer yet; branches cancelled; the
-        context and its media gone. Nothing of it stays (no retransmission either)."""
-        for branch in context.pending:
-            self._cancel_branch(branch, "server error")
-        for name in context.branches:
-            self.clients.pop(name, None)
-        if context.server.state in (State.TRYING, State.PROCEEDING):
-            context.server.respond(final(context.request, 500, "Server Internal Error"))
-            with contextlib.suppress(Exception):
-                await self._flush(context)
-        context.finished = True
-        self.servers.remove(context.key)
-        if context.offer_from_callee is not None and not context.answered:
-            self._background(self.media.end(context.request.call_id))
+    async def _release(self, call_id: str) -> None:
+        await self.media.end(call_id)
 
     # -- routing -------------------------------------------------------------------------
 
@@ -248,7 +171,7 @@ class Proxy:
         try:
             await self._route(context)
         except ParseError as exc:  # a header read only now: the answer the parser gives
-            await self._respond(context, final(context.request, exc.status, exc.reason[:60]))
+            await self.tx.respond(context, final(context.request, exc.status, exc.reason[:60]))
 
     async def _route(self, context: Context) -> None:
         request = context.request
@@ -264,7 +187,7 @@ class Proxy:
         uri = request.request_uri
         bindings = await self.locator.bindings(uri)
         if bindings is None:
-            await self._respond(context, final(request, 404, "Not Found"))
+            await self.tx.respond(context, final(request, 404, "Not Found"))
             return
         # Policy before availability: a plain-RTP offer gets its 488 either way.
         if request.method in OFFERS_INITIAL and request.body:
@@ -272,7 +195,7 @@ class Proxy:
             if not await self._plan_offer(context, OfferKind.INITIAL, parties=parties):
                 return
         if not bindings:
-            await self._respond(context, final(request, 480, "Temporarily Unavailable"))
+            await self.tx.respond(context, final(request, 480, "Temporarily Unavailable"))
             if request.method == "INVITE":
                 await self.media.end(request.call_id)
             return
@@ -291,30 +214,20 @@ class Proxy:
                 )
                 for route in self.tokens.record_routes(token):
                     out.headers.add("Record-Route", route, first=True)
-            await self._fork(context, target, out)
+            await self.tx.fork(context, target, out)
         await self._check_done(context)
-
-    def _stateless(self, context: Context, response: Response, outcome: str) -> None:
-        """Answer a request nobody authenticated, outside its transaction, and free
-        it: a stranger's INVITE never ACKed costs one datagram back over UDP, not
-        a Timer G series (RFC 3261 section 16.3 lets a proxy answer statelessly),
-        and holds no memory. A retransmission is answered again, one for one."""
-        context.upstream.send_message(with_to_tag(response))
-        context.finished = True
-        self.servers.remove(context.key)
-        FORWARDS.labels(context.request.method, outcome).inc()
 
     async def _answer_for_domain(self, context: Context) -> None:
         """A request for the domain itself: OPTIONS gets our capabilities (RFC 3261
         section 11), anything else 404."""
         request = context.request
         if request.method != "OPTIONS":
-            self._stateless(context, final(request, 404, "Not Found"), "not-found")
+            self.tx.stateless(context, final(request, 404, "Not Found"), "not-found")
             return
         ok = final(request, 200, "OK")
         ok.headers.add("Allow", ALLOW)
         ok.headers.add("Supported", "outbound, gruu, path")
-        self._stateless(context, ok, "answered")
+        self.tx.stateless(context, ok, "answered")
 
     async def _admitted(self, context: Context, *, in_dialog: bool) -> bool:
         """Authenticated and sending as themselves; False once the request is answered."""
@@ -324,7 +237,7 @@ class Proxy:
         request = context.request
         refusal = identity_refusal(request, username, self.address.domain, in_dialog=in_dialog)
         if refusal is not None:
-            await self._respond(context, final(request, *refusal))
+            await self.tx.respond(context, final(request, *refusal))
             return False
         return True
 
@@ -338,15 +251,15 @@ class Proxy:
         if result.verdict in (Verdict.CHALLENGE, Verdict.STALE):
             stale = result.verdict is Verdict.STALE
             challenge = self.auth.challenge(request, proxy=True, stale=stale)
-            self._stateless(context, challenge, "challenged")
+            self.tx.stateless(context, challenge, "challenged")
         else:
-            self._stateless(context, final(request, 403, "Forbidden"), "forbidden")
+            self.tx.stateless(context, final(request, 403, "Forbidden"), "forbidden")
         return None
 
     async def _trying(self, context: Context) -> None:
         """100 Trying to an INVITE we will forward (RFC 3261 section 16.2)."""
         if context.request.method == "INVITE":
-            await self._respond(context, final(context.request, 100, "Trying"))
+            await self.tx.respond(context, final(context.request, 100, "Trying"))
 
     async def _route_in_dialog(self, context: Context) -> None:
         request = context.request
@@ -356,16 +269,16 @@ class Proxy:
             if not await self._admitted(context, in_dialog=True):
                 return
             if party_refusal(dialog, member, request):
-                await self._respond(context, final(request, 403, "Not Your Dialog"))
+                await self.tx.respond(context, final(request, 403, "Not Your Dialog"))
                 return
         await self._trying(context)
         target = await self._in_dialog_target(request)
         if target is None:
-            await self._respond(context, final(request, 404, "No Route To Target"))
+            await self.tx.respond(context, final(request, 404, "No Route To Target"))
             return
         offer = in_dialog_offer(request, member)
         if isinstance(offer, Refusal):
-            await self._respond(context, refused(request, offer, self.address.host))
+            await self.tx.respond(context, refused(request, offer, self.address.host))
             return
         from_callee = member.party is Party.CALLEE
         if offer is not None and not await self._plan_offer(
@@ -375,7 +288,7 @@ class Proxy:
         if request.method == "BYE" and member.party is not None:
             await self.dialogs.take(request.call_id)  # the call's own BYE ends it
             await self.media.end(request.call_id)
-        await self._fork(
+        await self.tx.fork(
             context, target, forwarded(request, None, self.address.via(target.flow_id))
         )
         await self._check_done(context)
@@ -421,28 +334,11 @@ class Proxy:
             Offer(request.call_id, kind, request.body, from_callee, *parties)
         )
         if isinstance(planned, Refusal):
-            await self._respond(context, refused(request, planned, self.address.host))
+            await self.tx.respond(context, refused(request, planned, self.address.host))
             return False
         request.body = planned
         context.offer_from_callee = from_callee
         return True
-
-    async def _fork(self, context: Context, target: Target, out: Request) -> None:
-        tx: ClientTx = (
-            ClientInviteTransaction(out, reliable(target.flow_id), self.clock)
-            if out.method == "INVITE"
-            else ClientNonInviteTransaction(out, reliable(target.flow_id), self.clock)
-        )
-        branch = Branch(out.vias[0].branch or "", target, tx, out)
-        context.branches[branch.branch] = branch
-        self.clients[branch.branch] = (context, branch)
-        tx.to_send.clear()
-        if not await self.router.send(target, out):
-            branch.final = final(context.request, 480, "Temporarily Unavailable")
-            FORWARDS.labels(out.method, "unreachable").inc()
-            self._drop_branch(branch)
-            return
-        FORWARDS.labels(out.method, "forwarded").inc()
 
     # -- responses -----------------------------------------------------------------------
 
@@ -460,7 +356,7 @@ class Proxy:
             assert isinstance(event, Response)
             await self._branch_response(context, branch, event)
         if tx.terminated:
-            self._drop_branch(branch)
+            self.tx.drop_branch(branch)
         await self._check_done(context)
 
     async def _branch_response(self, context: Context, branch: Branch, response: Response) -> None:
@@ -471,7 +367,7 @@ class Proxy:
             return
         if status < 200:
             branch.ringing_since = branch.ringing_since or self.clock.now()
-            await self._respond(context, upstream)
+            await self.tx.respond(context, upstream)
             return
         if status < 300:
             # The branch stays pending while the planner sees the answer and the
@@ -489,14 +385,14 @@ class Proxy:
                 await self._record_dialog(context, branch, response)
             branch.final = response
             context.answered = True
-            await self._respond(context, upstream)
+            await self.tx.respond(context, upstream)
             for other in context.pending:
-                self._cancel_branch(other, "answered elsewhere")
+                self.tx.cancel_branch(other, "answered elsewhere")
             return
         branch.final = upstream
         if status >= 600:
             for other in context.pending:
-                self._cancel_branch(other, "declined")
+                self.tx.cancel_branch(other, "declined")
 
     async def _refuse_answer(
         self, context: Context, branch: Branch, ok: Response, refusal: Refusal
@@ -540,9 +436,9 @@ class Proxy:
         ]
         for context in ringing:
             for branch in context.pending:
-                self._cancel_branch(branch, reason)
+                self.tx.cancel_branch(branch, reason)
             refusal = Refusal(488, f"quietwire: call ended: {reason}")
-            await self._respond(context, refused(context.request, refusal, self.address.host))
+            await self.tx.respond(context, refused(context.request, refusal, self.address.host))
             FORWARDS.labels("INVITE", "abandoned").inc()
         if not ringing:
             return False
@@ -558,52 +454,9 @@ class Proxy:
             return
         if not context.answered:
             finals = [b.final for b in context.branches.values() if b.final is not None]
-            await self._respond(context, best_response(finals, context.request))
+            await self.tx.respond(context, best_response(finals, context.request))
             if context.initial_invite:
                 await self.media.end(context.request.call_id)  # no call: free the relay
-
-    def _cancel_branch(self, branch: Branch, reason: str) -> None:
-        if branch.cancelled or branch.final is not None or branch.request.method != "INVITE":
-            return
-        branch.cancelled = True
-        self._background(self.router.send(branch.target, cancel_for(branch.request, reason)))
-
-    def _background(self, work: Coroutine[object, object, object]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._settled)
-
-    def _settled(self, task: asyncio.Task[object]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self.errors.record("background", exc)
-
-    def _drop_branch(self, branch: Branch) -> None:
-        self.clients.pop(branch.branch, None)
-
-    async def _cancel(self, flow: Flow, request: Request) -> None:
-        """CANCEL of an INVITE we hold (RFC 3261 section 16.10): only from the flow
-        the INVITE came on."""
-        key = ServerKey.of(request)
-        context = self.servers.get(ServerKey(key.branch, key.sent_by, "INVITE"))
-        if context is None or context.upstream.id != flow.id:
-            flow.send_message(final(request, 481, "Call/Transaction Does Not Exist"))
-            return
-        flow.send_message(final(request, 200, "OK"))
-        for branch in context.pending:
-            self._cancel_branch(branch, "caller cancelled")
-
-    async def _respond(self, context: Context, response: Response) -> None:
-        context.server.respond(with_to_tag(response))
-        if response.status >= 200 and not context.pending:
-            context.finished = True
-        await self._flush(context)
-
-    async def _flush(self, context: Context) -> None:
-        for message in context.server.to_send:
-            context.upstream.send_message(message)
-        context.server.to_send.clear()
-        context.server.to_tu.clear()
 
 
 def _dialog(context: Context, branch: Branch, ok: Response) -> Dialog | None:
