@@ -145,6 +145,25 @@ async def test_a_user_cannot_speak_in_anothers_dialog(pki: Pki, one: Replica) ->
         await ua.close()
 
 
+async def test_party_on_another_connection_is_authenticated_then_heard(
+    pki: Pki, one: Replica
+) -> None:
+    """alice's phone reconnected: her BYE on the new connection matches the dialog
+    but not its flow, so it is challenged; answered with her credentials, it ends
+    the call as her own BYE."""
+    alice = await registered(pki, one.port, "alice")
+    bob = await registered(pki, one.port, "bob")
+    caller, _ = await established(alice, bob)
+    reconnected = await phone(pki, one.port, "alice")
+    bye = reconnected.in_dialog(caller, "BYE")
+    unauthenticated = await reconnected._send_once(bye, 5)
+    assert unauthenticated.final is not None and unauthenticated.final.status == 407
+    await delivered_next(reconnected, bob, bye)
+    assert await one.service.proxy.dialogs.get(caller.call_id) is None
+    for ua in (alice, bob, reconnected):
+        await ua.close()
+
+
 async def test_route_token_of_one_dialog_routes_nothing_in_another(pki: Pki, one: Replica) -> None:
     """alice holds calls with bob and with carol (the same From tag in both) and
     puts the bob call's Record-Route in a MESSAGE of the carol call: it goes to
