@@ -291,16 +291,23 @@ async def test_huge_nonce_count_gets_a_final_answer_and_leaves_nothing(
 
 
 class FailingPlanner:
-    """A media planner that breaks (a bug, a lost dependency raising)."""
+    """A media planner that breaks at the offer or at the answer (a bug, a lost
+    dependency raising); it remembers the calls whose media it was told to end."""
+
+    def __init__(self, at: str) -> None:
+        self.at = at
+        self.ended: list[str] = []
 
     async def offer(self, offer: Offer) -> bytes | Refusal:
-        raise RuntimeError("planner broke")
+        if self.at == "offer":
+            raise RuntimeError("planner broke")
+        return offer.sdp
 
     async def answer(self, call_id: str, sdp: bytes, from_caller: bool = False) -> bytes:
-        return sdp
+        raise RuntimeError("planner broke")
 
     async def end(self, call_id: str) -> None:
-        return None
+        self.ended.append(call_id)
 
 
 async def test_handler_exception_ends_the_transaction_with_500(pki: Pki, one: Replica) -> None:
@@ -308,7 +315,7 @@ async def test_handler_exception_ends_the_transaction_with_500(pki: Pki, one: Re
     transaction freed, the exception counted (and logged at most once a minute)."""
     alice = await registered(pki, one.port, "alice")
     bob = await registered(pki, one.port, "bob")
-    one.service.proxy.media = FailingPlanner()
+    one.service.proxy.media = FailingPlanner("offer")
     before = handler_errors("request", "RuntimeError")
     for _ in range(3):
         invite = alice.build("INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000, True))
@@ -318,6 +325,29 @@ async def test_handler_exception_ends_the_transaction_with_500(pki: Pki, one: Re
     assert handler_errors("request", "RuntimeError") == before + 3
     await until(lambda: len(one.service.proxy.servers) == 0)
     assert bob.requests.empty()
+    await alice.close()
+    await bob.close()
+
+
+async def test_exception_on_the_answer_ends_the_call_attempt(pki: Pki, one: Replica) -> None:
+    """The callee's 2xx breaks the planner: the caller gets 500, the planned media
+    is released, nothing stays live."""
+    alice = await registered(pki, one.port, "alice")
+    bob = await registered(pki, one.port, "bob")
+    planner = FailingPlanner("answer")
+    one.service.proxy.media = planner
+    before = handler_errors("response", "RuntimeError")
+    invite = alice.build("INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000, True))
+    invite.headers.add("Content-Type", SDP)
+    sending = asyncio.create_task(alice.send(invite))
+    incoming = await next_request(bob, "INVITE")
+    await bob.connection.send(bob.answer(incoming, 200, "OK", body=sdp("bob", 40002, True)))
+    exchange = await sending
+    assert exchange.final is not None and exchange.final.status == 500
+    assert handler_errors("response", "RuntimeError") == before + 1
+    await until(lambda: planner.ended == [invite.call_id])
+    await until(lambda: len(one.service.proxy.servers) == 0)
+    assert not one.service.proxy.tx.clients
     await alice.close()
     await bob.close()
 
