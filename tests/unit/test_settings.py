@@ -98,17 +98,6 @@ def test_bad_value_names_the_setting(
         load_settings(cls)
 
 
-def test_transaction_cap_per_source_within_the_total(
-    monkeypatch: pytest.MonkeyPatch, cert_files: tuple[Path, Path]
-) -> None:
-    monkeypatch.setenv("QW_SIP_TLS_CERT", str(cert_files[0]))
-    monkeypatch.setenv("QW_SIP_TLS_KEY", str(cert_files[1]))
-    monkeypatch.setenv("QW_SIP_MAX_TRANSACTIONS", "10")
-    monkeypatch.setenv("QW_SIP_MAX_TRANSACTIONS_PER_SOURCE", "11")
-    with pytest.raises(SettingsError, match="QW_SIP_MAX_TRANSACTIONS_PER_SOURCE"):
-        load_settings(SignalingSettings)
-
-
 def test_missing_required_file_is_named() -> None:
     with pytest.raises(SettingsError, match="QW_SIP_TLS_CERT") as caught:
         load_settings(SignalingSettings)
