@@ -81,6 +81,15 @@ def _mtimes(*paths: Path) -> tuple[float, ...]:
     return tuple(p.stat().st_mtime if p.exists() else 0.0 for p in paths)
 
 
+def listening_ports(settings: SignalingSettings) -> dict[str, int]:
+    """Our port per transport: what our Via and Record-Route name."""
+    return {
+        "TLS": settings.sip_port,
+        "TCP": settings.sip_tcp_port or settings.sip_port,
+        "UDP": settings.sip_udp_port or settings.sip_port,
+    }
+
+
 class SignalingService(RedisBackedService):
     grpc_services: tuple[str, ...] = ("quietwire.signaling.v1.Signaling",)
 
@@ -105,23 +114,20 @@ class SignalingService(RedisBackedService):
         self.locations = LocationStore(self.redis, MAX_EXPIRES)
         self.replicas = ReplicaRegistry(self.redis)
         self.peers = GrpcPeers(self.replicas, settings.grpc_tls)
-        #: Our listening port per transport (what our Via and Record-Route name).
-        ports = {
-            "TLS": settings.sip_port,
-            "TCP": settings.sip_tcp_port or settings.sip_port,
-            "UDP": settings.sip_udp_port or settings.sip_port,
-        }
         auth = Authenticator(self.users, self.redis, NonceMint(secret), settings.digest_algorithms)
         self.proxy = Proxy(
             address=ProxyAddress(
-                settings.sip_domain.lower(), settings.sip_domain, ports, self.replica
+                settings.sip_domain.lower(),
+                settings.sip_domain,
+                listening_ports(settings),
+                self.replica,
             ),
             auth=auth,
             locator=Locator(self.replica, self.users, self.locations, self.replicas, self.flows),
             dialogs=DialogStore(self.redis),
             router=Router(self.replica, self.flows, self.peers),
             media=self.media,
-            tokens=RouteTokens(secret, settings.sip_domain, ports, DIALOG_TTL),
+            tokens=RouteTokens(secret, settings.sip_domain, listening_ports(settings), DIALOG_TTL),
             servers=ServerTable(
                 settings.sip_max_transactions, settings.sip_max_transactions_per_source
             ),
