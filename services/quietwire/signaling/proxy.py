@@ -162,8 +162,8 @@ class Proxy:
                 await self.tx.guarded(context, "timer", self._client_events(context, branch))
         await self.tx.resend()
 
-    async def _release(self, call_id: str) -> None:
-        await self.media.end(call_id)
+    async def _release(self, request: Request) -> None:
+        await self.media.end(request.call_id)
 
     # -- routing -------------------------------------------------------------------------
 

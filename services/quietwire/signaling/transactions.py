@@ -50,9 +50,9 @@ class Transactions:
         router: Router,
         clock: Clock,
         errors: ErrorLog,
-        release: Callable[[str], Coroutine[object, object, None]],
+        release: Callable[[Request], Coroutine[object, object, None]],
     ) -> None:
-        """``release``: frees a call's media (when a request that planned it fails)."""
+        """``release``: frees the media a request planned (when its handling fails)."""
         self.servers, self.router, self.clock, self.errors = servers, router, clock, errors
         self.release = release
         self.clients: dict[str, tuple[Context, Branch]] = {}
@@ -129,7 +129,7 @@ class Transactions:
         context.finished = True
         self.servers.remove(context.key)
         if context.offer_from_callee is not None and not context.answered:
-            self.background(self.release(context.request.call_id))
+            self.background(self.release(context.request))
 
     async def cancel(self, flow: Flow, request: Request) -> None:
         """CANCEL of an INVITE we hold (RFC 3261 section 16.10): only from the flow
