@@ -13,6 +13,7 @@ from quietwire.embedded.pki import Pki
 from quietwire.phone.audio import dominant_frequency, tone, write_wav
 from quietwire.phone.call import CallResult, Phone, PhoneOptions
 from quietwire.rpc.keyagreement.v1.keyagreement_pb2 import DialogTags
+from quietwire.signaling.media import Offer
 
 from tests.integration.signaling_harness import (
     DOMAIN,
@@ -127,17 +128,8 @@ async def test_users_mark_the_sas_verified_with_a_key(
 class TamperingPlanner:
     """A man in the middle on signaling: rewrites the caller's a=zrtp-hash."""
 
-    async def offer(
-        self,
-        call_id: str,
-        caller: str,
-        callee: str,
-        sdp: bytes,
-        from_callee: bool = False,
-        *,
-        tags: DialogTags,
-    ) -> bytes:
-        return re.sub(rb"zrtp-hash:1\.10 [0-9a-f]{64}", b"zrtp-hash:1.10 " + b"ab" * 32, sdp)
+    async def offer(self, offer: Offer) -> bytes:
+        return re.sub(rb"zrtp-hash:1\.10 [0-9a-f]{64}", b"zrtp-hash:1.10 " + b"ab" * 32, offer.sdp)
 
     async def answer(
         self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: DialogTags

@@ -14,7 +14,8 @@ from quietwire.embedded.pki import Pki
 from quietwire.keyagreement.teardown import CallTerminator
 from quietwire.phone.connection import SipConnection
 from quietwire.phone.useragent import Exchange, UserAgent
-from quietwire.protocols.sip.message import Request, Response
+from quietwire.protocols.sip.digest import client_credentials, format_credentials, parse_challenge
+from quietwire.protocols.sip.message import Request, Response, parse_message
 from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration, TerminateCallRequest
 from quietwire.runtime.channels import ChannelPool
@@ -343,19 +344,23 @@ def udp_phone() -> tuple[socket.socket, int]:
 
 async def test_udp_final_response_retransmitted_until_acked(pki: Pki, redis_url: str) -> None:
     """Over UDP the INVITE server transaction resends its final response (Timer G)
-    and absorbs the INVITE's retransmissions; the ACK ends it (RFC 3261 17.2.1)."""
+    and absorbs the INVITE's retransmissions; the ACK ends it (RFC 3261 17.2.1).
+    Here: alice's authenticated INVITE to carol, who is offline (480)."""
     udp_port = free_port()
+    await add_users(redis_url)
     async with replica(pki, redis_url, sip_udp_port=udp_port):
         loop = asyncio.get_running_loop()
         sock, local = udp_phone()
-        invite = (
-            f"INVITE sip:bob@{DOMAIN} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKudp1;rport\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:alice@{DOMAIN}>;tag=a1\r\nTo: <sip:bob@{DOMAIN}>\r\n"
-            "Call-ID: udp-retransmit\r\nCSeq: 1 INVITE\r\n"
-            f"Contact: <sip:alice@127.0.0.1:{local}>\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
+
+        def invite(cseq: int, authorization: str = "") -> bytes:
+            return (
+                f"INVITE sip:carol@{DOMAIN} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKudp{cseq};rport\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:alice@{DOMAIN}>;tag=a1\r\nTo: <sip:carol@{DOMAIN}>\r\n"
+                f"Call-ID: udp-retransmit\r\nCSeq: {cseq} INVITE\r\n{authorization}"
+                f"Contact: <sip:alice@127.0.0.1:{local}>\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
 
         async def final() -> bytes:
             while True:
@@ -363,18 +368,26 @@ async def test_udp_final_response_retransmitted_until_acked(pki: Pki, redis_url:
                 if not data.startswith(b"SIP/2.0 100"):
                     return data
 
-        await loop.sock_sendto(sock, invite, ("127.0.0.1", udp_port))
+        await loop.sock_sendto(sock, invite(1), ("127.0.0.1", udp_port))
+        challenged = parse_message(await final())
+        assert isinstance(challenged, Response) and challenged.status == 407
+        challenge = parse_challenge(challenged.headers.get_all("Proxy-Authenticate")[0])
+        credentials = client_credentials(
+            challenge, "alice", PASSWORDS["alice"], "INVITE", f"sip:carol@{DOMAIN}", 1, "c0ffee"
+        )
+        authenticated = invite(2, f"Proxy-Authorization: {format_credentials(credentials)}\r\n")
+        await loop.sock_sendto(sock, authenticated, ("127.0.0.1", udp_port))
         first = await final()
-        assert first.startswith(b"SIP/2.0 407")
-        assert await final() == first  # resent (Timer G), the same challenge
-        await loop.sock_sendto(sock, invite, ("127.0.0.1", udp_port))  # our retransmission
+        assert first.startswith(b"SIP/2.0 480")
+        assert await final() == first  # resent (Timer G), the same answer
+        await loop.sock_sendto(sock, authenticated, ("127.0.0.1", udp_port))  # a retransmission
         assert await final() == first
         to_tag = re.search(rb"\r\nTo: [^\r]*;tag=([^;\r]+)", first)
         assert to_tag is not None, "a final response we make carries a To tag"
         ack = (
-            invite.replace(b"INVITE sip:", b"ACK sip:", 1)
-            .replace(b"1 INVITE", b"1 ACK")
-            .replace(b"To: <sip:bob@127.0.0.1>", b"To: <sip:bob@127.0.0.1>;tag=" + to_tag[1])
+            authenticated.replace(b"INVITE sip:", b"ACK sip:", 1)
+            .replace(b"2 INVITE", b"2 ACK")
+            .replace(b"To: <sip:carol@127.0.0.1>", b"To: <sip:carol@127.0.0.1>;tag=" + to_tag[1])
         )
         await loop.sock_sendto(sock, ack, ("127.0.0.1", udp_port))
         with pytest.raises(TimeoutError):

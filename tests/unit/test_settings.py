@@ -80,6 +80,8 @@ def test_files_beat_yaml_and_the_environment_beats_files(
         ("QW_RELAY_ADVERTISE", "not-an-ip", RelaySettings),
         ("QW_DRAIN_TIMEOUT", "-1", RelaySettings),
         ("QW_GRPC_BIND", "everywhere", RelaySettings),
+        ("QW_SIP_MAX_TRANSACTIONS", "0", SignalingSettings),
+        ("QW_SIP_MAX_TRANSACTIONS_PER_SOURCE", "0", SignalingSettings),
     ],
 )
 def test_bad_value_names_the_setting(

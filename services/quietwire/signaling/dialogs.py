@@ -9,6 +9,7 @@ with the call's BYE.
 
 from __future__ import annotations
 
+import enum
 import json
 import secrets
 from collections.abc import Callable
@@ -36,6 +37,13 @@ CSEQ_STEP = 1_000_000
 ViaFor = Callable[[str], str]
 
 
+class Party(enum.Enum):
+    """Which side of a dialog sent a request."""
+
+    CALLER = "caller"
+    CALLEE = "callee"
+
+
 @dataclass(frozen=True, slots=True)
 class Side:
     """One party: the flow it is on, its Contact, its tagged From/To value."""
@@ -44,6 +52,13 @@ class Side:
     contact: str
     address: str
 
+    @property
+    def tag(self) -> str | None:
+        try:
+            return NameAddr.parse(self.address).tag
+        except ParseError:
+            return None
+
 
 @dataclass(frozen=True, slots=True)
 class Dialog:
@@ -51,6 +66,20 @@ class Dialog:
     cseq: int
     caller: Side
     callee: Side
+
+    def side(self, party: Party) -> Side:
+        return self.caller if party is Party.CALLER else self.callee
+
+    def party(self, request: Request) -> Party | None:
+        """Who sent ``request`` in this dialog, by Call-ID and both tags (RFC 3261
+        section 12.2.2); None when it is not this dialog's."""
+        from_tag, to_tag = request.from_.tag, request.to.tag
+        if request.call_id != self.call_id or not from_tag or not to_tag:
+            return None
+        for party, other in ((Party.CALLER, Party.CALLEE), (Party.CALLEE, Party.CALLER)):
+            if from_tag == self.side(party).tag and to_tag == self.side(other).tag:
+                return party
+        return None
 
     def byes(self, via: ViaFor, reason: str) -> list[tuple[str, Request]]:
         """A BYE to each side (its flow id first), each as if sent by the other side."""
@@ -94,15 +123,22 @@ class DialogStore:
         key = DIALOG_KEY.format(call_id=dialog.call_id)
         await self.redis.set(key, json.dumps(asdict(dialog)), ex=DIALOG_TTL)
 
+    async def get(self, call_id: str) -> Dialog | None:
+        """The call's record, left in place."""
+        return _loaded(await self.redis.get(DIALOG_KEY.format(call_id=call_id)))
+
     async def take(self, call_id: str) -> Dialog | None:
         """The call's record, removed (whoever takes it ends the call)."""
-        raw = await self.redis.getdel(DIALOG_KEY.format(call_id=call_id))
-        if raw is None:
-            return None
-        data = json.loads(text(raw))
-        return Dialog(
-            data["call_id"], int(data["cseq"]), Side(**data["caller"]), Side(**data["callee"])
-        )
+        return _loaded(await self.redis.getdel(DIALOG_KEY.format(call_id=call_id)))
+
+
+def _loaded(raw: bytes | str | None) -> Dialog | None:
+    if raw is None:
+        return None
+    data = json.loads(text(raw))
+    return Dialog(
+        data["call_id"], int(data["cseq"]), Side(**data["caller"]), Side(**data["callee"])
+    )
 
 
 def new_branch() -> str:

@@ -9,6 +9,7 @@ leaves SDP alone (tests of signaling alone; a deployment without relays).
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,6 +26,31 @@ from quietwire.runtime.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 PLAN_TIMEOUT = 5.0
+
+
+class OfferKind(enum.Enum):
+    """Which SDP offer the planner sees (RFC 3264)."""
+
+    #: The INVITE that starts a call: caller and callee are known.
+    INITIAL = "initial"
+    #: Mid-call, in the call's own dialog: a re-INVITE or an UPDATE (RFC 3311).
+    REOFFER = "reoffer"
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """An SDP offer for the planner to see, and where it stands in its call."""
+
+    call_id: str
+    kind: OfferKind
+    sdp: bytes
+    #: The dialog it belongs to (keyagreement binds the plan to it).
+    tags: pb.DialogTags
+    #: Made by the callee (a re-offer from the called phone).
+    from_callee: bool = False
+    #: The call's users, for an initial offer (each may have a stricter policy).
+    caller: str = ""
+    callee: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +78,7 @@ def dialog_tags(caller: str, callee: str) -> pb.DialogTags:
 
 
 class MediaPlanner(Protocol):
-    async def offer(
-        self,
-        call_id: str,
-        caller: str,
-        callee: str,
-        sdp: bytes,
-        from_callee: bool = False,
-        *,
-        tags: pb.DialogTags,
-    ) -> bytes | Refusal:
+    async def offer(self, offer: Offer) -> bytes | Refusal:
         """The SDP to forward for an offer, or why the call is refused."""
         ...
 
@@ -73,17 +90,8 @@ class MediaPlanner(Protocol):
 
 
 class Passthrough:
-    async def offer(
-        self,
-        call_id: str,
-        caller: str,
-        callee: str,
-        sdp: bytes,
-        from_callee: bool = False,
-        *,
-        tags: pb.DialogTags,
-    ) -> bytes | Refusal:
-        return sdp
+    async def offer(self, offer: Offer) -> bytes | Refusal:
+        return offer.sdp
 
     async def answer(
         self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: pb.DialogTags
@@ -153,29 +161,20 @@ class KeyAgreementPlanner:
             self.channel = open_channel(self.target, self.tls)
         return keyagreement_pb2_grpc.KeyAgreementStub(self.channel)
 
-    async def offer(
-        self,
-        call_id: str,
-        caller: str,
-        callee: str,
-        sdp: bytes,
-        from_callee: bool = False,
-        *,
-        tags: pb.DialogTags,
-    ) -> bytes | Refusal:
+    async def offer(self, offer: Offer) -> bytes | Refusal:
         try:
-            session = SessionDescription.parse(sdp)
+            session = SessionDescription.parse(offer.sdp)
         except ParseError:
             return Refusal(488, "quietwire: the SDP offer does not parse")
         request = pb.PlanOfferRequest(
-            call_id=call_id,
-            caller=caller,
-            callee=callee,
+            call_id=offer.call_id,
+            caller=offer.caller,
+            callee=offer.callee,
             media=describe(session),
-            reoffer=not caller,
-            from_callee=from_callee,
+            reoffer=offer.kind is OfferKind.REOFFER,
+            from_callee=offer.from_callee,
             replica=self.replica,
-            tags=tags,
+            tags=offer.tags,
         )
         try:
             plan = await self.stub.PlanOffer(request, timeout=PLAN_TIMEOUT)
@@ -184,7 +183,7 @@ class KeyAgreementPlanner:
             return Refusal(503, "quietwire: media planning unavailable")
         if not plan.accepted:
             return Refusal(plan.sip_status or 488, plan.warning)
-        return rewrite(session, plan, toward_caller=from_callee)
+        return rewrite(session, plan, toward_caller=offer.from_callee)
 
     async def answer(
         self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: pb.DialogTags

@@ -29,19 +29,23 @@ from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.runtime.settings import SettingsError, env_name
 from quietwire.signaling.auth import Authenticator
+from quietwire.signaling.contexts import ServerTable
 from quietwire.signaling.core import SipCore
-from quietwire.signaling.dialogs import DialogStore
+from quietwire.signaling.dialogs import DIALOG_TTL, DialogStore
 from quietwire.signaling.flows import DatagramListener, FlowTable, StreamListener
 from quietwire.signaling.limits import SourceLimiter
 from quietwire.signaling.locations import LocationStore
+from quietwire.signaling.locator import Locator
 from quietwire.signaling.lockout import Lockout
 from quietwire.signaling.media import KeyAgreementPlanner, Passthrough
 from quietwire.signaling.peers import GrpcPeers
 from quietwire.signaling.proxy import Proxy
 from quietwire.signaling.registrar import MAX_EXPIRES, Registrar
+from quietwire.signaling.routing import ProxyAddress
 from quietwire.signaling.servicer import SignalingServicer
 from quietwire.signaling.settings import SignalingSettings
 from quietwire.signaling.targets import Router
+from quietwire.signaling.tokens import RouteTokens
 from quietwire.signaling.users import UserStore
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,15 @@ def _mtimes(*paths: Path) -> tuple[float, ...]:
     return tuple(p.stat().st_mtime if p.exists() else 0.0 for p in paths)
 
 
+def listening_ports(settings: SignalingSettings) -> dict[str, int]:
+    """Our port per transport: what our Via and Record-Route name."""
+    return {
+        "TLS": settings.sip_port,
+        "TCP": settings.sip_tcp_port or settings.sip_port,
+        "UDP": settings.sip_udp_port or settings.sip_port,
+    }
+
+
 class SignalingService(RedisBackedService):
     grpc_services: tuple[str, ...] = ("quietwire.signaling.v1.Signaling",)
 
@@ -109,21 +122,22 @@ class SignalingService(RedisBackedService):
             self.users, self.redis, NonceMint(secret), lockout, settings.digest_algorithms
         )
         self.proxy = Proxy(
-            domain=settings.sip_domain,
-            host=settings.sip_domain,
-            port=settings.sip_port,
-            tcp_port=settings.sip_tcp_port,
-            udp_port=settings.sip_udp_port,
-            replica=self.replica,
+            address=ProxyAddress(
+                settings.sip_domain.lower(),
+                settings.sip_domain,
+                listening_ports(settings),
+                self.replica,
+            ),
             auth=auth,
-            users=self.users,
-            locations=self.locations,
-            replicas=self.replicas,
+            locator=Locator(self.replica, self.users, self.locations, self.replicas, self.flows),
             dialogs=DialogStore(self.redis),
             router=Router(self.replica, self.flows, self.peers),
             media=self.media,
+            tokens=RouteTokens(secret, settings.sip_domain, listening_ports(settings), DIALOG_TTL),
+            servers=ServerTable(
+                settings.sip_max_transactions, settings.sip_max_transactions_per_source
+            ),
             clock=clock,
-            token_key=secret,
         )
         registrar = Registrar(settings.sip_domain, auth, self.locations, self.replica)
         limiter = SourceLimiter(clock, settings.sip_rate_limit, settings.sip_rate_burst)
@@ -199,8 +213,8 @@ class SignalingService(RedisBackedService):
             await asyncio.sleep(TIMER_TICK)
             try:
                 await self.proxy.run_timers()
-            except Exception:
-                log.exception("proxy timers failed")
+            except Exception as exc:  # counted; logged once a minute, not every tick
+                self.proxy.errors.record("timers", exc)
 
     async def _watch_certificate(self) -> None:
         paths = (Path(self.settings.sip_tls_cert), Path(self.settings.sip_tls_key))

@@ -64,6 +64,10 @@ class SignalingSettings(ServiceSettings, SipDomainSettings, DigestSettings):
     #: relay: media goes through keyagreement's plans and relays (the default);
     #: passthrough: SDP untouched, media flows between the phones.
     sip_media: Literal["relay", "passthrough"] = "relay"
+    #: Live proxy server transactions, per source address and in total (over: 503
+    #: with Retry-After): what one stranger, and everyone together, can make us hold.
+    sip_max_transactions: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000
+    sip_max_transactions_per_source: Annotated[int, Field(ge=1, le=10_000_000)] = 500
     #: This replica's name in Redis and in flow ids; default: host name and a random suffix.
     replica_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")] | None = None
     #: Key for digest nonces and Record-Route tokens, the same on every replica

@@ -1,0 +1,41 @@
+"""Where a user or a flow can be reached now: users, locations and replicas in Redis,
+this replica's open flows."""
+
+from __future__ import annotations
+
+from quietwire.protocols.sip.uri import SipUri
+from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
+from quietwire.runtime.registry import ReplicaRegistry
+from quietwire.signaling.flows import FlowTable
+from quietwire.signaling.locations import LocationStore
+from quietwire.signaling.targets import Target
+from quietwire.signaling.users import UserStore
+
+
+class Locator:
+    def __init__(
+        self,
+        replica: str,
+        users: UserStore,
+        locations: LocationStore,
+        replicas: ReplicaRegistry,
+        flows: FlowTable,
+    ) -> None:
+        self.replica = replica
+        self.users, self.locations, self.replicas, self.flows = users, locations, replicas, flows
+
+    async def bindings(self, uri: SipUri) -> list[Registration] | None:
+        """Live bindings for a request URI (AOR or GRUU); None when the user does not exist."""
+        if uri.user is None or await self.users.get(uri.user_unescaped or "") is None:
+            return None
+        bindings = await self.locations.bindings(uri.aor)
+        gruu = uri.params.get("gr")
+        if gruu:
+            bindings = [b for b in bindings if b.instance_id.strip("<>") == gruu]
+        return [b for b in bindings if await self.reachable(Target(b.replica, b.flow_id))]
+
+    async def reachable(self, target: Target) -> bool:
+        """Our own flow still open, or another replica still alive."""
+        if target.replica == self.replica:
+            return self.flows.get(target.flow_id) is not None
+        return bool(await self.replicas.address(target.replica))

@@ -1,0 +1,220 @@
+"""The proxy's transaction layer (RFC 3261 sections 16 and 17): a server
+transaction per request upstream (capped, :class:`.contexts.ServerTable`), a
+client transaction per branch downstream, their timers, CANCEL matching, and
+what happens when handling a request raises: a 500, everything of it freed.
+
+It knows nothing of routing or media; :class:`.proxy.Proxy` decides, this
+sends and keeps the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+
+from prometheus_client import Counter
+
+from quietwire.protocols.sip.message import Request, Response
+from quietwire.protocols.sip.transaction import (
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
+    Clock,
+    ServerInviteTransaction,
+    ServerKey,
+    ServerNonInviteTransaction,
+    State,
+)
+from quietwire.signaling.builders import busy, cancel_for, final, with_to_tag
+from quietwire.signaling.contexts import Branch, ClientTx, Context, ServerTable, ServerTx
+from quietwire.signaling.errorlog import ErrorLog
+from quietwire.signaling.flows import Flow, reliable
+from quietwire.signaling.targets import Router, Target
+
+#: Timer C (RFC 3261 section 16.6 step 11): how long a branch may ring.
+TIMER_C = 180.0
+#: Seconds a caller refused by a transaction cap is asked to wait (Retry-After).
+RETRY_AFTER = 5
+
+FORWARDS = Counter(
+    "quietwire_sip_proxied", "Requests proxied, by method and outcome", ["method", "outcome"]
+)
+
+Work = Coroutine[object, object, None]
+
+
+class Transactions:
+    def __init__(
+        self,
+        servers: ServerTable,
+        router: Router,
+        clock: Clock,
+        errors: ErrorLog,
+        release: Callable[[Request], Coroutine[object, object, None]],
+    ) -> None:
+        """``release``: frees the media a request planned (when its handling fails)."""
+        self.servers, self.router, self.clock, self.errors = servers, router, clock, errors
+        self.release = release
+        self.clients: dict[str, tuple[Context, Branch]] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._resend: list[Context] = []
+
+    # -- server side -------------------------------------------------------------------
+
+    async def absorbed(self, request: Request) -> bool:
+        """A retransmission, or the ACK of our non-2xx final, taken by its live transaction."""
+        known = self.servers.get(ServerKey.of(request))
+        if known is None:
+            return False
+        known.server.receive(request)
+        await self.flush(known)
+        return True
+
+    def open(self, flow: Flow, request: Request) -> Context | None:
+        """A server transaction for a new request; None (answered 503) over a cap."""
+        source = flow.remote[0]
+        if not self.servers.admits(source):
+            flow.send_message(busy(request, RETRY_AFTER))
+            return None
+        server: ServerTx = (
+            ServerInviteTransaction(request, reliable(flow.id), self.clock)
+            if request.method == "INVITE"
+            else ServerNonInviteTransaction(request, reliable(flow.id), self.clock)
+        )
+        context = Context(request, server, flow, ServerKey.of(request), source)
+        self.servers.add(context)
+        return context
+
+    async def respond(self, context: Context, response: Response) -> None:
+        context.server.respond(with_to_tag(response))
+        if response.status >= 200 and not context.pending:
+            context.finished = True
+        await self.flush(context)
+
+    async def flush(self, context: Context) -> None:
+        for message in context.server.to_send:
+            context.upstream.send_message(message)
+        context.server.to_send.clear()
+        context.server.to_tu.clear()
+
+    def stateless(self, context: Context, response: Response, outcome: str) -> None:
+        """Answer a request nobody authenticated, outside its transaction, and free
+        it: a stranger's INVITE never ACKed costs one datagram back over UDP, not
+        a Timer G series (RFC 3261 section 16.3 lets a proxy answer statelessly),
+        and holds no memory. A retransmission is answered again, one for one."""
+        context.upstream.send_message(with_to_tag(response))
+        context.finished = True
+        self.servers.remove(context.key)
+        FORWARDS.labels(context.request.method, outcome).inc()
+
+    async def guarded(self, context: Context, where: str, work: Work) -> None:
+        """Run the handling of ``context``; whatever it raises ends it (:meth:`fail`)."""
+        try:
+            await work
+        except Exception as exc:
+            self.errors.record(where, exc)
+            await self.fail(context)
+
+    async def fail(self, context: Context) -> None:
+        """A 500 if the caller has no final answer yet; branches cancelled; the
+        context and its media gone. Nothing of it stays (no retransmission either)."""
+        for branch in context.pending:
+            self.cancel_branch(branch, "server error")
+        for name in context.branches:
+            self.clients.pop(name, None)
+        if context.server.state in (State.TRYING, State.PROCEEDING):
+            context.server.respond(final(context.request, 500, "Server Internal Error"))
+            with contextlib.suppress(Exception):
+                await self.flush(context)
+        context.finished = True
+        self.servers.remove(context.key)
+        if context.offer_from_callee is not None and not context.answered:
+            self.background(self.release(context.request))
+
+    async def cancel(self, flow: Flow, request: Request) -> None:
+        """CANCEL of an INVITE we hold (RFC 3261 section 16.10): only from the flow
+        the INVITE came on."""
+        key = ServerKey.of(request)
+        context = self.servers.get(ServerKey(key.branch, key.sent_by, "INVITE"))
+        if context is None or context.upstream.id != flow.id:
+            flow.send_message(final(request, 481, "Call/Transaction Does Not Exist"))
+            return
+        flow.send_message(final(request, 200, "OK"))
+        for branch in context.pending:
+            self.cancel_branch(branch, "caller cancelled")
+
+    # -- client side -------------------------------------------------------------------
+
+    async def fork(self, context: Context, target: Target, out: Request) -> None:
+        """One branch: ``out`` down ``target`` in a client transaction of its own."""
+        tx: ClientTx = (
+            ClientInviteTransaction(out, reliable(target.flow_id), self.clock)
+            if out.method == "INVITE"
+            else ClientNonInviteTransaction(out, reliable(target.flow_id), self.clock)
+        )
+        branch = Branch(out.vias[0].branch or "", target, tx, out)
+        context.branches[branch.branch] = branch
+        self.clients[branch.branch] = (context, branch)
+        tx.to_send.clear()
+        if not await self.router.send(target, out):
+            branch.final = final(context.request, 480, "Temporarily Unavailable")
+            FORWARDS.labels(out.method, "unreachable").inc()
+            self.drop_branch(branch)
+            return
+        FORWARDS.labels(out.method, "forwarded").inc()
+
+    def branch_of(self, name: str, method: str) -> tuple[Context, Branch] | None:
+        """The live branch a response belongs to (its Via branch and CSeq method)."""
+        found = self.clients.get(name)
+        if found is None or found[1].request.method != method:
+            return None
+        return found
+
+    def cancel_branch(self, branch: Branch, reason: str) -> None:
+        if branch.cancelled or branch.final is not None or branch.request.method != "INVITE":
+            return
+        branch.cancelled = True
+        self.background(self.router.send(branch.target, cancel_for(branch.request, reason)))
+
+    def drop_branch(self, branch: Branch) -> None:
+        self.clients.pop(branch.branch, None)
+
+    # -- timers and background work -----------------------------------------------------
+
+    def poll(self) -> list[Context]:
+        """Run transaction timers; returns contexts whose branches need attention."""
+        touched = []
+        for context, branch in list(self.clients.values()):
+            branch.tx.poll()
+            now = self.clock.now()
+            if (
+                branch.ringing_since
+                and now - branch.ringing_since > TIMER_C
+                and not branch.cancelled
+            ):
+                self.cancel_branch(branch, "timer C")
+            if branch.tx.to_tu or branch.tx.to_send or branch.tx.terminated:
+                touched.append(context)
+        for context in self.servers:
+            context.server.poll()
+            if context.server.to_send:
+                self._resend.append(context)  # a final response again, over UDP (timer G)
+            if context.server.terminated and context.finished:
+                self.servers.remove(context.key)
+        return touched
+
+    async def resend(self) -> None:
+        """What the server transactions' timers asked to send again."""
+        resend, self._resend = self._resend, []
+        for context in resend:
+            await self.flush(context)
+
+    def background(self, work: Coroutine[object, object, object]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.errors.record("background", exc)
