@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from quietwire.signaling.locations import LOCATION_KEY
 
 from tests.conftest import Platform, free_port, port_open, running_platform
 from tests.support.wait import wait_until
@@ -168,6 +168,16 @@ def test_register_with_a_bad_password_is_forbidden(setup: Setup) -> None:
     assert finished(sipp(setup, path, 0, "alice", "not-the-password")) == 0
 
 
+def registered(setup: Setup, user: str, call_id: str) -> bool:
+    """A binding of ``user`` made by the REGISTER with this Call-ID is in the location service."""
+    client = setup.platform.redis()
+    try:
+        bindings = client.hvals(LOCATION_KEY.format(aor=f"sip:{user}@127.0.0.1"))
+    finally:
+        client.close()
+    return any(f" {call_id}\n".encode() in binding for binding in bindings)
+
+
 def call(
     setup: Setup, uac: str, uas: str, call_id: str, caller_via: Via = 0, callee_via: Via = 1
 ) -> tuple[int, int]:
@@ -180,7 +190,9 @@ def call(
         "-cid_str",
         f"{call_id}@127.0.0.1",
     )
-    time.sleep(1.5)  # the callee registers first
+    wait_until(
+        lambda: registered(setup, "bob", f"{call_id}@127.0.0.1"), 15, "the callee registered"
+    )
     caller = sipp(
         setup,
         scenario(setup, uac),

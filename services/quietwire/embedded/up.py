@@ -22,6 +22,7 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -51,6 +52,8 @@ SERVICE_DRAIN = 5.0
 SERVICE_GRACE = 2.0
 #: The address every service's gRPC binds and is reached at.
 GRPC_HOST = "127.0.0.1"
+#: In the state directory: the settings every child reads.
+CONFIG_FILE = "quietwire.yaml"
 
 
 class UpFailed(RuntimeError):
@@ -93,6 +96,18 @@ def _lock(path: Path) -> TextIO:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+async def _all(*steps: Awaitable[None]) -> None:
+    """Run ``steps`` together; when one fails, cancel the others, then raise."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _ready_line(child: Child, fd: int) -> dict[str, Any]:
@@ -139,13 +154,13 @@ class Platform:
 
     options: UpOptions
     state: Path
+    lock: TextIO
     pki: Pki
+    redis_password: str
     redis: Child
     redis_url: str
-    lock: TextIO
-    redis_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    services: dict[str, Child]
     sip_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    services: dict[str, Child] = field(default_factory=dict)
     #: Each service's ports, as it reported them (``grpc_port``...).
     ports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -157,20 +172,25 @@ class Platform:
         lock = _lock(state / "up.lock")
         try:
             pki = await asyncio.to_thread(ensure_pki, state / "pki", options.sip_host)
-            platform = cls(options, state, pki, Child("redis", []), "", lock)
-            platform.redis, platform.redis_url = redis_child(state, platform.redis_password)
+            redis_password = secrets.token_urlsafe(24)
+            redis, redis_url = redis_child(state, redis_password)
         except BaseException:
             lock.close()
             raise
-        config = str(platform.config)
-        for name in SERVICES:
-            argv = [sys.executable, "-m", "quietwire", "--config", config, name]
-            platform.services[name] = Child(name, argv, {"QW_GRPC_PORT": "0"})
-        return platform
+        config = str(state / CONFIG_FILE)
+        services = {
+            name: Child(
+                name,
+                [sys.executable, "-m", "quietwire", "--config", config, name],
+                {"QW_GRPC_PORT": "0"},
+            )
+            for name in SERVICES
+        }
+        return cls(options, state, lock, pki, redis_password, redis, redis_url, services)
 
     @property
     def config(self) -> Path:
-        return self.state / "quietwire.yaml"
+        return self.state / CONFIG_FILE
 
     @property
     def status(self) -> Path:
@@ -226,7 +246,7 @@ class Platform:
         loop = asyncio.get_running_loop()
         channels = {name: open_channel(self.grpc_address(name), self.grpc_tls) for name in SERVICES}
         try:
-            await asyncio.gather(
+            await _all(
                 *(
                     _serving(name, channel, max(0.1, deadline - loop.time()))
                     for name, channel in channels.items()
@@ -279,9 +299,7 @@ class Platform:
             await probe.aclose()
         try:
             async with asyncio.timeout_at(deadline):
-                await asyncio.gather(
-                    self._start_service("keyagreement"), self._start_service("relay")
-                )
+                await _all(self._start_service("keyagreement"), self._start_service("relay"))
                 self.write_config()  # now with keyagreement's address, for signaling and `calls`
                 await self._start_service("signaling")
         except TimeoutError:
