@@ -42,8 +42,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def quietwire_env(**settings: str) -> dict[str, str]:
-    """The environment for a quietwire process: ours minus any QW_* plus ``settings``."""
+    """The environment for a quietwire process: ours minus any QW_* plus ``settings``.
+
+    Metrics are off unless ``settings`` ask for them: the default ports (9101-9103)
+    may be held by another test's service on a shared machine.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("QW_")}
+    env["QW_METRICS_PORT"] = "0"
     env.update(settings)
     return env
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -56,6 +57,18 @@ def test_kernel_forwarding_needs_one_ipv4_bind_address() -> None:
     result = run_quietwire("relay", env=env)
     assert result.returncode == 2
     assert "QW_RELAY_KERNEL_FORWARDING" in result.stderr and "QW_RELAY_BIND" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_metrics_port_in_use_named() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        env = quietwire_env(QW_GRPC_INSECURE="true", QW_GRPC_PORT="0", QW_METRICS_PORT=port)
+        result = run_quietwire("relay", env=env)
+    assert result.returncode == 2
+    assert f"QW_METRICS_BIND:QW_METRICS_PORT = 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
 
 

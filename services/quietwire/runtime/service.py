@@ -148,7 +148,12 @@ async def serve(name: str, settings: S, make_service: Callable[[S], Service]) ->
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service.add_to_server(server)
     probes = build_health_server(settings, health)
-    metrics = start_metrics(name, settings.metrics_bind, settings.metrics_port)
+    try:
+        metrics = start_metrics(name, settings.metrics_bind, settings.metrics_port)
+    except OSError as exc:
+        setting = f"{env_name('metrics_bind')}:{env_name('metrics_port')}"
+        address = f"{settings.metrics_bind}:{settings.metrics_port}"
+        raise SettingsError(f"cannot listen on {setting} = {address}: {exc.strerror}") from None
     signals = _Signals()
     signals.install()
     monitor = HealthMonitor(health, service.grpc_services, service.readiness_checks())
