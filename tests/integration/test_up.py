@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -149,6 +150,34 @@ def test_up_without_redis_names_the_package(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "install the Debian package redis-server" in result.stderr
+
+
+def test_a_service_failing_at_start_stops_up(tmp_path: Path) -> None:
+    """Signaling cannot bind the SIP port: `up` says so and leaves nothing running."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = run_quietwire(
+            "up", "--state-dir", str(tmp_path / "s"), "--sip-port", str(busy.getsockname()[1])
+        )
+    assert result.returncode == 1
+    assert "quietwire up: signaling exited with status 2" in result.stderr
+    assert "QW_SIP_PORT" in result.stderr
+    assert not (tmp_path / "s" / "up.json").exists()
+    assert list((tmp_path / "s" / "redis").glob("*.sock")) == []
+    assert processes_mentioning(str(tmp_path / "s")) == []
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Processes whose command line holds ``text`` (a state directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_text(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_killed_up_takes_its_children_along(platform: Platform) -> None:
