@@ -116,6 +116,7 @@ def test_secrets_at_rest_are_private(tmp_path: Path) -> None:
         assert first.process.wait(30) == 0
     assert mode(state) == 0o700
     assert mode(dump) == 0o600  # saved by Redis on its way out
+    assert {mode(path) for path in (state / "redis").rglob("*") if path.is_file()} == {0o600}
 
     state.chmod(0o755)
     dump.chmod(0o644)

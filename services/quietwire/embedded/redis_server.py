@@ -57,6 +57,14 @@ def private_dir(path: Path) -> None:
     make_private(path, 0o700)
 
 
+def private_tree(path: Path) -> None:
+    """:func:`private_dir`, and every file below it owner-only (an earlier, laxer
+    run may have left Redis's dump or append-only files readable)."""
+    private_dir(path)
+    for inside in sorted(path.rglob("*")):
+        make_private(inside, 0o700 if inside.is_dir() else 0o600)
+
+
 def redis_child(state_dir: Path, password: str) -> tuple[Child, str]:
     """The redis-server child and the URL that reaches it."""
     binary = shutil.which(REDIS_BINARY)
@@ -66,8 +74,7 @@ def redis_child(state_dir: Path, password: str) -> tuple[Child, str]:
             f" (apt-get install {REDIS_PACKAGE}), or run as root through `make run`"
         )
     directory = state_dir / "redis"
-    private_dir(directory)
-    make_private(directory / "dump.rdb", 0o600)  # written by an earlier, laxer version
+    private_tree(directory)
     # One socket name per run: a Redis still exiting from an earlier run removes
     # its own socket file, never ours.
     socket = directory / f"redis-{os.getpid()}.sock"
