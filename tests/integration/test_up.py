@@ -9,6 +9,7 @@ import signal
 import socket
 import stat
 import sys
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -70,6 +71,8 @@ async def test_up_healthy_usable_and_leaves_nothing(platform: Platform) -> None:
     for name, service in status["services"].items():
         async with open_channel(service["grpc"], tls) as channel:
             assert await serving_status(channel) == SERVING, name
+        with urllib.request.urlopen(f"http://{service['metrics']}/metrics", timeout=10) as reply:
+            assert f'quietwire_build_info{{service="{name}"' in reply.read().decode()
     # The address signaling and `quietwire calls` use is the one keyagreement bound.
     config = yaml.safe_load(platform.config.read_text())
     assert config["keyagreement_target"] == status["services"]["keyagreement"]["grpc"]
@@ -84,7 +87,11 @@ async def test_up_healthy_usable_and_leaves_nothing(platform: Platform) -> None:
     await alice.close()
 
     pids = child_pids(platform)
-    ports = [sip_port] + [int(s["grpc"].rsplit(":", 1)[1]) for s in status["services"].values()]
+    ports = [sip_port] + [
+        int(s[kind].rsplit(":", 1)[1])
+        for s in status["services"].values()
+        for kind in ("grpc", "metrics")
+    ]
     platform.process.send_signal(signal.SIGTERM)
     assert platform.process.wait(30) == 0
     assert [pid for pid in pids if alive(pid)] == []

@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import Platform
+from tests.conftest import Platform, running_platform
+
+#: ``running_platform`` and ``Platform`` live in tests/conftest.py (every tier's);
+#: named here too for tests that import them from the interop tier.
+__all__ = ["Platform", "phone_process", "running_platform"]
 
 
 def phone_process(

@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ DEMO_USERS = ("alice", "bob")
 #: Seconds a service gets to drain and stop before it is killed.
 SERVICE_DRAIN = 5.0
 SERVICE_GRACE = 2.0
-#: The address every service's gRPC binds and is reached at.
+#: The address every service's gRPC and metrics bind and are reached at.
 GRPC_HOST = "127.0.0.1"
 #: In the state directory: the settings every child reads.
 CONFIG_FILE = "quietwire.yaml"
@@ -219,7 +220,6 @@ class Platform:
             "grpc_tls_cert": str(self.pki.grpc_cert),
             "grpc_tls_key": str(self.pki.grpc_key),
             "grpc_tls_ca": str(self.pki.ca),
-            "metrics_port": 0,
             "relay_advertise": host if _is_ip(host) else "127.0.0.1",
             "sip_secret": self.sip_secret,
             "drain_timeout": SERVICE_DRAIN,
@@ -230,16 +230,22 @@ class Platform:
         write_private(self.config, yaml.safe_dump(settings, sort_keys=False))
 
     async def _start_service(self, name: str) -> None:
-        """Start one service and wait for the ports it reports."""
+        """Start one service and wait for the ports it reports.
+
+        Its metrics socket is bound here, on a port the kernel picks, and handed
+        over; its gRPC port it binds itself (gRPC cannot take a socket).
+        """
         child = self.services[name]
         read_end, write_end = os.pipe()
-        try:
-            await child.start({"QW_READY_FD": str(write_end)}, pass_fds=(write_end,))
-        except BaseException:
-            os.close(read_end)
-            raise
-        finally:
-            os.close(write_end)
+        with socket.create_server((GRPC_HOST, 0)) as metrics:
+            env = {"QW_READY_FD": str(write_end), "QW_METRICS_FD": str(metrics.fileno())}
+            try:
+                await child.start(env, pass_fds=(write_end, metrics.fileno()))
+            except BaseException:
+                os.close(read_end)
+                raise
+            finally:
+                os.close(write_end)
         self.ports[name] = await _ready_line(child, read_end)
 
     async def _wait_serving(self, deadline: float) -> None:
@@ -281,7 +287,11 @@ class Platform:
             "config": str(self.config),
             "redis": {"pid": self.redis.pid, "url": self.redis_url},
             "services": {
-                name: {"pid": child.pid, "grpc": self.grpc_address(name)}
+                name: {
+                    "pid": child.pid,
+                    "grpc": self.grpc_address(name),
+                    "metrics": f"{GRPC_HOST}:{self.ports[name]['metrics_port']}",
+                }
                 for name, child in self.services.items()
             },
         }

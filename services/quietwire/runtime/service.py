@@ -149,7 +149,9 @@ async def serve(name: str, settings: S, make_service: Callable[[S], Service]) ->
     service.add_to_server(server)
     probes = build_health_server(settings, health)
     try:
-        metrics = start_metrics(name, settings.metrics_bind, settings.metrics_port)
+        metrics = start_metrics(
+            name, settings.metrics_bind, settings.metrics_port, settings.metrics_fd
+        )
     except OSError as exc:
         setting = f"{env_name('metrics_bind')}:{env_name('metrics_port')}"
         address = f"{settings.metrics_bind}:{settings.metrics_port}"

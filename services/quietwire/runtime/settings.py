@@ -182,6 +182,10 @@ class ServiceSettings(CommonSettings):
     #: ``metrics_port``), then closes: readiness for a supervisor such as
     #: ``quietwire up``, like s6's notification-fd.
     ready_fd: Annotated[int, Field(ge=3)] | None = None
+    #: A listening socket, already bound, to serve metrics on instead of
+    #: QW_METRICS_BIND:QW_METRICS_PORT: its supervisor (``quietwire up``) binds
+    #: port 0 and hands it over, so no other process can take the port meanwhile.
+    metrics_fd: Annotated[int, Field(ge=3)] | None = None
     #: After SIGTERM: how long calls in progress may take to finish.
     drain_timeout: Seconds = 30.0
     #: Then how long in-flight RPCs get before the server stops.
@@ -197,7 +201,7 @@ class ServiceSettings(CommonSettings):
                     )
         return self
 
-    @field_validator("ready_fd")
+    @field_validator("ready_fd", "metrics_fd")
     @classmethod
     def _open_fd(cls, value: int | None) -> int | None:
         if value is not None:
