@@ -32,8 +32,8 @@ from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.settings import CommonSettings, load_settings
 from quietwire.runtime.tls import TlsFiles
 
-from tests.conftest import free_port
-from tests.interop.conftest import Platform, phone_process, running_platform
+from tests.conftest import Platform, free_port, running_platform
+from tests.interop.conftest import phone_process
 from tests.interop.linphone import Linphone
 
 KEY_AGREEMENTS = ("DH3k", "EC25", "X255")

@@ -1,21 +1,35 @@
-"""Fixtures shared by every tier: a private redis-server, the quietwire command."""
+"""Fixtures shared by every tier: a private redis-server, the quietwire command,
+and a running `quietwire up` platform (``platform``)."""
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
+import redis as redis_sync
+import yaml
+
+from tests.support.wait import wait_line, wait_until
+
+#: Seconds `quietwire up` gets to print its line (it starts Redis and three services).
+UP_TIMEOUT = 90
 
 
 def free_port() -> int:
+    """A loopback TCP port free now, for peers that cannot bind port 0 and say which
+    port they got (Linphone, stunnel, redis-server); it may be taken before they bind it."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -28,8 +42,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def quietwire_env(**settings: str) -> dict[str, str]:
-    """The environment for a quietwire process: ours minus any QW_* plus ``settings``."""
+    """The environment for a quietwire process: ours minus any QW_* plus ``settings``.
+
+    Metrics are off unless ``settings`` ask for them: the default ports (9101-9103)
+    may be held by another test's service on a shared machine.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("QW_")}
+    env["QW_METRICS_PORT"] = "0"
     env.update(settings)
     return env
 
@@ -48,19 +67,52 @@ def run_quietwire(
     )
 
 
-def read_up_line(process: subprocess.Popen[str]) -> str:
-    assert process.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("quietwire up:"):
-            return line.strip()
-        if not line and process.poll() is not None:
-            break
-    pytest.fail(f"no 'quietwire up:' line (exit status {process.poll()})")
+@dataclass(frozen=True)
+class ServiceProcess:
+    """A service started with ``QW_GRPC_PORT=0``, and the ports it reported it bound."""
+
+    process: subprocess.Popen[str]
+    ports: dict[str, int | None]
+
+    @property
+    def grpc_port(self) -> int:
+        port = self.ports["grpc_port"]
+        assert port is not None
+        return port
 
 
-def start_up(state: Path, sip_port: int, **settings: str) -> subprocess.Popen[str]:
+def start_service(
+    name: str, env: Mapping[str, str], prefix: Sequence[str] = (), timeout: float = 30, **popen: Any
+) -> ServiceProcess:
+    """``quietwire NAME`` on a gRPC port the kernel picks (unless ``env`` names one),
+    once it listens: it reports its ports on a pipe (``QW_READY_FD``).
+
+    ``prefix`` runs it through another command (``ip netns exec ...``); ``popen``
+    goes to :class:`subprocess.Popen` (``stderr=...``).
+    """
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, encoding="utf-8") as ready:
+        try:
+            process = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "quietwire", name],
+                env={"QW_GRPC_PORT": "0", **env, "QW_READY_FD": str(write_end)},
+                pass_fds=(write_end,),
+                text=True,
+                **popen,
+            )
+        finally:
+            os.close(write_end)
+        readable, _, _ = select.select([ready], [], [], timeout)
+        line = ready.readline() if readable else ""
+    if not line:
+        process.kill()
+        pytest.fail(f"quietwire {name} did not report its ports (exit status {process.wait()})")
+    return ServiceProcess(process, json.loads(line))
+
+
+def start_up(
+    state: Path, sip_port: int, stderr: IO[str] | None = None, **settings: str
+) -> subprocess.Popen[str]:
     """`quietwire up` as a user starts it, its stdout readable; ``settings`` are QW_* env."""
     return subprocess.Popen(
         [
@@ -75,6 +127,7 @@ def start_up(state: Path, sip_port: int, **settings: str) -> subprocess.Popen[st
         ],
         env=quietwire_env(**settings),
         stdout=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
 
@@ -82,6 +135,81 @@ def start_up(state: Path, sip_port: int, **settings: str) -> subprocess.Popen[st
 def up_fields(line: str) -> dict[str, str]:
     """``key=value`` fields of the ``quietwire up:`` line (ca, users, config)."""
     return dict(part.split("=", 1) for part in line.split()[3:])
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A running `quietwire up`: its process, state directory, SIP port and demo users."""
+
+    process: subprocess.Popen[str]
+    state: Path
+    sip_port: int
+    #: The line it printed once healthy (``quietwire up: sip:... ca=... users=... config=...``).
+    line: str
+
+    @property
+    def users(self) -> dict[str, str]:
+        """Demo usernames and their passwords."""
+        return dict(pair.split(":", 1) for pair in up_fields(self.line)["users"].split(","))
+
+    @property
+    def ca(self) -> Path:
+        return self.state / "pki" / "ca.pem"
+
+    @property
+    def config(self) -> Path:
+        return self.state / "quietwire.yaml"
+
+    def status(self) -> dict[str, Any]:
+        """``up.json``: each child's pid, and each service's gRPC address."""
+        found: dict[str, Any] = json.loads((self.state / "up.json").read_text())
+        return found
+
+    def quietwire(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """``quietwire --config <its config> ARGS...``."""
+        return run_quietwire("--config", str(self.config), *args, stdin=stdin)
+
+    def redis(self) -> redis_sync.Redis:
+        """A client of its Redis (close it after use)."""
+        config = yaml.safe_load(self.config.read_text())
+        client: redis_sync.Redis = redis_sync.Redis.from_url(
+            config["redis_url"], password=config["redis_password"]
+        )
+        return client
+
+    def calls_showing(self, text: str, timeout: float = 15) -> str:
+        """``quietwire calls`` once its listing shows ``text``."""
+
+        def listing() -> str:
+            shown = self.quietwire("calls").stdout
+            return shown if text in shown else ""
+
+        return wait_until(listing, timeout, f"`quietwire calls` showing {text!r}", interval=0.3)
+
+
+@contextmanager
+def running_platform(tmp_path: Path, **settings: str) -> Iterator[Platform]:
+    """`quietwire up` in ``tmp_path/state`` (``settings`` as QW_* environment), stopped after."""
+    state, port = tmp_path / "state", free_port()
+    process = start_up(state, port, **settings)
+    try:
+        yield Platform(process, state, port, wait_line(process, "quietwire up:", UP_TIMEOUT))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    """A real `quietwire up` (Redis, PKI, the three services, alice and bob) for one test."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server not found: install the Debian package redis-server")
+    with running_platform(tmp_path) as running:
+        yield running
 
 
 @dataclass(frozen=True)
@@ -122,12 +250,17 @@ def start_redis(directory: Path, *args: str, config: Path | None = None) -> Redi
         ],
         stdout=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while not port_open(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"redis-server did not start on port {port}")
-        time.sleep(0.02)
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"redis-server exited with status {process.returncode}")
+        return port_open(port)
+
+    try:
+        wait_until(listening, 10, f"redis-server listening on port {port}")
+    except AssertionError as exc:
+        process.kill()
+        pytest.fail(str(exc))
     return RedisServer(port, process)
 
 
@@ -152,8 +285,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def redis_url(redis_server: RedisServer) -> Iterator[str]:
     """The private Redis, emptied after each test."""
     yield redis_server.url
-    import redis as redis_sync
-
     client = redis_sync.Redis(port=redis_server.port)
     client.flushall()
     client.close()

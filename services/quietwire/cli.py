@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
+import importlib
 import logging
 import os
 import sys
@@ -26,42 +26,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
-import redis
-import uvloop
-from grpc_health.v1 import health_pb2
-
-from quietwire.embedded.pki import ensure_pki
-from quietwire.embedded.redis_server import RedisUnavailable
-from quietwire.embedded.up import UpFailed, UpOptions, up
 from quietwire.keyagreement.policy import Policy
-from quietwire.keyagreement.service import KeyAgreementService
 from quietwire.keyagreement.settings import KeyAgreementSettings
-from quietwire.keyagreement.userpolicies import UserPolicies
 from quietwire.phone import cli as phone_cli
-from quietwire.relay.service import RelayService
 from quietwire.relay.settings import RelaySettings
-from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
-from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
-from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
-from quietwire.runtime.channels import open_channel
-from quietwire.runtime.health import serving_status
-from quietwire.runtime.logs import configure_logging
-from quietwire.runtime.redisclient import redis_client
-from quietwire.runtime.service import Service, serve
 from quietwire.runtime.settings import ServiceSettings, SettingsError, load_settings
-from quietwire.signaling.service import SignalingService
 from quietwire.signaling.settings import SignalingSettings, UserAdminSettings
-from quietwire.signaling.users import UserError, UserStore
+
+# Each command imports what it needs inside its handler: ``quietwire health``
+# runs every few seconds in every container and must not load kubernetes,
+# pyroute2 or aiortc. The settings classes stay imported here, all of them:
+# one YAML file serves every service, and a key is unknown only when no
+# imported class has it (``known_settings``).
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
-#: Each service: its settings class and what builds it from those settings.
-SERVICES: dict[str, tuple[type[ServiceSettings], Callable[[Any], Service]]] = {
-    "signaling": (SignalingSettings, SignalingService),
-    "keyagreement": (KeyAgreementSettings, KeyAgreementService),
-    "relay": (RelaySettings, RelayService),
+#: A subcommand's handler: parsed arguments in, exit status out.
+Handler = Callable[[argparse.Namespace], int]
+
+#: Each service: its settings class and the ``module:Class`` that builds it from them.
+SERVICES: dict[str, tuple[type[ServiceSettings], str]] = {
+    "signaling": (SignalingSettings, "quietwire.signaling.service:SignalingService"),
+    "keyagreement": (KeyAgreementSettings, "quietwire.keyagreement.service:KeyAgreementService"),
+    "relay": (RelaySettings, "quietwire.relay.service:RelayService"),
 }
 
 
@@ -70,15 +58,31 @@ def _config_file(args: argparse.Namespace) -> Path | None:
     return Path(value) if value else None
 
 
-def run_service(name: str, args: argparse.Namespace) -> int:
-    settings_cls, factory = SERVICES[name]
+def run_service(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from quietwire.runtime.logs import configure_logging
+    from quietwire.runtime.service import serve
+
+    name = args.command
+    settings_cls, where = SERVICES[name]
     settings = load_settings(settings_cls, _config_file(args))
     configure_logging(name, settings.log_level, show_ips=settings.log_ips)
-    service = factory(settings)
-    return uvloop.run(serve(name, settings, service))
+    module, _, factory = where.partition(":")
+    service_cls: Callable[[Any], Any] = getattr(importlib.import_module(module), factory)
+    return uvloop.run(serve(name, settings, service_cls))
+
+
+def _failed(args: argparse.Namespace, exc: Exception) -> int:
+    print(f"quietwire {args.command}: {exc}", file=sys.stderr)
+    return EXIT_FAILURE
 
 
 def _read_password(args: argparse.Namespace) -> str:
+    import getpass
+
+    from quietwire.signaling.users import UserError
+
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     if not sys.stdin.isatty():
@@ -89,7 +93,22 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
+def run_user(args: argparse.Namespace) -> int:
+    from quietwire.signaling.users import UserError
+
+    try:
+        return asyncio.run(_user_command(args))
+    except UserError as exc:
+        return _failed(args, exc)
+
+
 async def _user_command(args: argparse.Namespace) -> int:
+    import redis
+
+    from quietwire.keyagreement.userpolicies import UserPolicies
+    from quietwire.runtime.redisclient import redis_client
+    from quietwire.signaling.users import UserStore
+
     settings = load_settings(UserAdminSettings, _config_file(args))
     client = redis_client(settings)
     try:
@@ -124,23 +143,42 @@ async def _user_command(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    from quietwire.embedded.redis_server import RedisUnavailable
+    from quietwire.embedded.up import UpFailed, UpOptions, up
+    from quietwire.runtime.logs import configure_logging
+
     configure_logging("up", "info")
     options = UpOptions(Path(args.state_dir), args.sip_host, args.sip_port)
-    return asyncio.run(up(options))
+    try:
+        return asyncio.run(up(options))
+    except (RedisUnavailable, UpFailed) as exc:
+        return _failed(args, exc)
 
 
-OUTCOMES = {
-    pb.ZRTP_STATE_WAITING: "waiting",
-    pb.ZRTP_STATE_HANDSHAKING: "handshaking",
-    pb.ZRTP_STATE_SECURED: "zrtp-verified",
-    pb.ZRTP_STATE_FAILED: "zrtp-failed",
-    pb.ZRTP_STATE_BINDING_MISMATCH: "zrtp-mismatch",
-    pb.ZRTP_STATE_CLEAR: "clear",
-}
+def run_phone(args: argparse.Namespace) -> int:
+    return phone_cli.main(args)
+
+
+def run_calls(args: argparse.Namespace) -> int:
+    return asyncio.run(_calls(args))
 
 
 async def _calls(args: argparse.Namespace) -> int:
     """Active calls and their security outcome, from keyagreement."""
+    import grpc
+
+    from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
+    from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
+    from quietwire.runtime.channels import open_channel
+
+    outcomes = {
+        pb.ZRTP_STATE_WAITING: "waiting",
+        pb.ZRTP_STATE_HANDSHAKING: "handshaking",
+        pb.ZRTP_STATE_SECURED: "zrtp-verified",
+        pb.ZRTP_STATE_FAILED: "zrtp-failed",
+        pb.ZRTP_STATE_BINDING_MISMATCH: "zrtp-mismatch",
+        pb.ZRTP_STATE_CLEAR: "clear",
+    }
     settings = load_settings(SignalingSettings, _config_file(args))
     async with open_channel(settings.keyagreement_target, settings.grpc_tls) as channel:
         stub = keyagreement_pb2_grpc.KeyAgreementStub(channel)
@@ -155,7 +193,7 @@ async def _calls(args: argparse.Namespace) -> int:
             print(f"quietwire calls: keyagreement: {exc.details()}", file=sys.stderr)
             return EXIT_FAILURE
     for call in calls:
-        outcome = OUTCOMES.get(call.zrtp_state, "not-e2e") if call.end_to_end else "not-e2e"
+        outcome = outcomes.get(call.zrtp_state, "not-e2e") if call.end_to_end else "not-e2e"
         mode = pb.SecurityMode.Name(call.mode).removeprefix("SECURITY_MODE_").lower()
         print(f"{call.call_id} {mode} {outcome} {call.detail}".rstrip())
     return 0
@@ -164,12 +202,21 @@ async def _calls(args: argparse.Namespace) -> int:
 DRAIN_POLL_EVERY = 2.0
 
 
+def run_drain_relay(args: argparse.Namespace) -> int:
+    return asyncio.run(_drain_relay(args))
+
+
 async def _drain_relay(args: argparse.Namespace) -> int:
     """Drain the relay these settings describe (a Kubernetes preStop hook).
 
     It stops taking calls at once; this waits until its calls have ended or
     ``--timeout`` passed, printing how many are left.
     """
+    import grpc
+
+    from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
+    from quietwire.runtime.channels import open_channel
+
     settings = load_settings(RelaySettings, _config_file(args))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.timeout
@@ -189,12 +236,21 @@ async def _drain_relay(args: argparse.Namespace) -> int:
             await asyncio.sleep(min(DRAIN_POLL_EVERY, max(0.0, deadline - loop.time())))
 
 
+def run_health(args: argparse.Namespace) -> int:
+    return asyncio.run(_health(args))
+
+
 async def _health(args: argparse.Namespace) -> int:
     """Exit 0 when the service these settings describe answers SERVING.
 
     Asks the plain health port (``QW_HEALTH_PORT``) when there is one, else the
     mutual-TLS gRPC port.
     """
+    from grpc_health.v1 import health_pb2
+
+    from quietwire.runtime.channels import open_channel
+    from quietwire.runtime.health import serving_status
+
     settings = load_settings(ServiceSettings, _config_file(args))
     if settings.health_port:
         target, tls = settings.health_peer_address, None
@@ -208,6 +264,8 @@ async def _health(args: argparse.Namespace) -> int:
 
 
 def run_pki(args: argparse.Namespace) -> int:
+    from quietwire.embedded.pki import ensure_pki
+
     pki = ensure_pki(Path(args.dir), args.sip_host, tuple(args.grpc_name))
     for path in (pki.ca, pki.sip_cert, pki.sip_key, pki.grpc_cert, pki.grpc_key):
         print(path)
@@ -215,12 +273,14 @@ def run_pki(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line; each subcommand names its handler (``func``)."""
     root = argparse.ArgumentParser(prog="quietwire", description="Secure VoIP hosting platform.")
     root.add_argument("--config", help="YAML settings file (default: $QW_CONFIG)")
     commands = root.add_subparsers(dest="command", required=True)
     for name in SERVICES:
-        commands.add_parser(name, help=f"run the {name} service")
+        commands.add_parser(name, help=f"run the {name} service").set_defaults(func=run_service)
     user = commands.add_parser("user", help="manage SIP users")
+    user.set_defaults(func=run_user)
     user_commands = user.add_subparsers(dest="user_command", required=True)
     add = user_commands.add_parser("add", help="create or update a user (asks for the password)")
     add.add_argument("username")
@@ -234,20 +294,26 @@ def parser() -> argparse.ArgumentParser:
     policy.add_argument("username")
     policy.add_argument("policy", choices=[*(p.value for p in Policy), "default"])
     embedded = commands.add_parser("up", help="run the whole platform locally (development)")
+    embedded.set_defaults(func=run_up)
     embedded.add_argument("--state-dir", default=".quietwire", help="default: ./.quietwire")
     embedded.add_argument("--sip-host", default="127.0.0.1", help="host phones register to")
     embedded.add_argument("--sip-port", type=int, default=5061, help="SIP over TLS port")
     phone_cli.add_parser(commands)
+    commands.choices["phone"].set_defaults(func=run_phone)
     calls = commands.add_parser("calls", help="active calls and their media security")
+    calls.set_defaults(func=run_calls)
     calls.add_argument("call_id", nargs="?", help="one call (also for a minute after it ended)")
     calls.add_argument("--limit", type=int, default=100)
     drain = commands.add_parser(
         "drain-relay", help="stop the relay taking calls and wait for its calls to end"
     )
+    drain.set_defaults(func=run_drain_relay)
     drain.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most")
     health = commands.add_parser("health", help="exit 0 when the service here is SERVING")
+    health.set_defaults(func=run_health)
     health.add_argument("--service", default="", help="'' (readiness, default) or 'liveness'")
     pki = commands.add_parser("pki", help="create or reuse development certificates")
+    pki.set_defaults(func=run_pki)
     pki.add_argument("--dir", required=True, help="where the CA and certificates go")
     pki.add_argument("--sip-host", default="127.0.0.1", help="name in the SIP certificate")
     pki.add_argument(
@@ -258,28 +324,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    handler: Handler = args.func
     try:
-        if args.command in SERVICES:
-            return run_service(args.command, args)
-        if args.command == "user":
-            return asyncio.run(_user_command(args))
-        if args.command == "pki":
-            return run_pki(args)
-        if args.command == "phone":
-            return phone_cli.main(args)
-        if args.command == "calls":
-            return asyncio.run(_calls(args))
-        if args.command == "drain-relay":
-            return asyncio.run(_drain_relay(args))
-        if args.command == "health":
-            return asyncio.run(_health(args))
-        return run_up(args)
+        return handler(args)
     except SettingsError as exc:
         print(f"quietwire {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (UserError, RedisUnavailable, UpFailed) as exc:
-        print(f"quietwire {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
     except KeyboardInterrupt:
         logging.getLogger(__name__).info("interrupted")
         return EXIT_FAILURE

@@ -16,9 +16,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import running_platform
 from tests.deploy.conftest import CHART, ROOT, find, render, run
 from tests.deploy.crds import custom_errors
-from tests.interop.conftest import running_platform
 
 ALERTS = CHART / "files" / "alerts.yaml"
 DASHBOARD = CHART / "files" / "dashboard.json"

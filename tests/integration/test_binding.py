@@ -24,6 +24,7 @@ from quietwire.runtime.registry import RelayEntry, RelayRegistry
 from quietwire.runtime.streams import stream_id
 
 from tests.conftest import free_port, quietwire_env
+from tests.support.wait import eventually
 
 Event = relay_pb2.MediaEvent
 HELLO = b"Hello   1.10the caller's Hello message"
@@ -134,12 +135,7 @@ async def test_a_lost_relay_ends_its_calls(store: CallStore, redis_url: str) -> 
     binding = checker(store, hangups)
     try:
         registry = RelayRegistry(store.redis)
-        for _ in range(150):
-            if await registry.alive():
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the relay never registered")
+        await eventually(registry.alive, 15, "the relay registered", interval=0.1)
         await a_call(store, "on-a", relay_id="relay-a")
         await a_call(store, "elsewhere", relay_id="relay-b")
         await binding.discover()

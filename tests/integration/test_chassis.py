@@ -20,7 +20,7 @@ from quietwire.runtime.service import _Signals, build_server
 from quietwire.runtime.settings import SettingsError, load_settings
 from quietwire.runtime.tls import TlsFiles
 
-from tests.conftest import free_port
+from tests.support.wait import eventually
 
 WHOAMI = "/quietwire.test.v1.Test/WhoAmI"
 
@@ -47,7 +47,7 @@ def tls(tmp_path: Path) -> TlsFiles:
 async def server(tls: TlsFiles) -> AsyncIterator[tuple[str, HealthServicer]]:
     settings = load_settings(
         KeyAgreementSettings,
-        grpc_port=free_port(),
+        grpc_port=0,
         grpc_tls_cert=tls.cert,
         grpc_tls_key=tls.key,
         grpc_tls_ca=tls.ca,
@@ -104,16 +104,18 @@ async def test_readiness_follows_checks_liveness_does_not(
 
     monitor = HealthMonitor(health, ["quietwire.test.v1.Test"], {"redis": redis_check}, 0.05)
     async with open_channel(target, tls) as channel:
+
+        async def reaches(status: int) -> bool:
+            return await serving_status(channel) == status
+
         await monitor.start()
         assert await serving_status(channel) == SERVING
         assert await serving_status(channel, "quietwire.test.v1.Test") == SERVING
         redis_up = False
-        await asyncio.sleep(0.2)
-        assert await serving_status(channel) == NOT_SERVING
+        await eventually(lambda: reaches(NOT_SERVING), 5, "NOT_SERVING once Redis is down")
         assert await serving_status(channel, LIVENESS) == SERVING
         redis_up = True
-        await asyncio.sleep(0.2)
-        assert await serving_status(channel) == SERVING
+        await eventually(lambda: reaches(SERVING), 5, "SERVING once Redis is back")
         await monitor.stop()
         assert await serving_status(channel) == NOT_SERVING
 

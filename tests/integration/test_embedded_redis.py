@@ -13,7 +13,7 @@ from quietwire.embedded.redis_server import redis_child, wait_redis
 
 async def started(state: Path) -> tuple[Child, redis.Redis]:
     child, url = redis_child(state, "test-password")
-    child.start()
+    await child.start()
     client = redis.from_url(url, password="test-password")
     await wait_redis(client, child, 20)
     return child, client
@@ -31,7 +31,7 @@ async def test_a_killed_redis_comes_back_with_its_writes(tmp_path: Path) -> None
     finally:
         await client.aclose()
         child.signal(signal.SIGKILL)
-        child.wait(10)
+        await child.wait(10)
     again, client = await started(tmp_path)
     try:
         assert await client.get("qw:binding:alice") == b"flow-1"
@@ -39,4 +39,4 @@ async def test_a_killed_redis_comes_back_with_its_writes(tmp_path: Path) -> None
     finally:
         await client.aclose()
         again.signal(signal.SIGTERM)
-        again.wait(10)
+        await again.wait(10)

@@ -20,9 +20,10 @@ from quietwire.relay.kernel import MARK
 from quietwire.rpc.relay.v1 import relay_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
 
-from tests.conftest import free_port, quietwire_env, start_redis, stop_redis
+from tests.conftest import quietwire_env, start_redis, start_service, stop_redis
 from tests.integration.test_relay_sessions import HELLO, HELLO_HASH, PLAIN_STUN
 from tests.netns import Netns, available, netns
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.skipif(not available(), reason="a network namespace needs root")
 PORTS = (41000, 41099)
@@ -51,7 +52,7 @@ class Phone:
 class RunningRelay:
     space: Netns
     stub: relay_pb2_grpc.RelayStub
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[str]
 
 
 @pytest.fixture
@@ -64,12 +65,10 @@ def space() -> Iterator[Netns]:
 @pytest.fixture
 async def relay(space: Netns, tmp_path: Path) -> AsyncIterator[RunningRelay]:
     redis = start_redis(tmp_path, "--unixsocket", str(tmp_path / "redis.sock"))
-    grpc_port = free_port()
     env = quietwire_env(
         QW_REDIS_URL=f"unix://{tmp_path / 'redis.sock'}",
         QW_GRPC_INSECURE="true",
         QW_GRPC_BIND=space.inside,
-        QW_GRPC_PORT=str(grpc_port),
         QW_METRICS_PORT="0",
         QW_RELAY_BIND=space.inside,
         QW_RELAY_ADVERTISE=space.inside,
@@ -79,11 +78,10 @@ async def relay(space: Netns, tmp_path: Path) -> AsyncIterator[RunningRelay]:
         QW_DRAIN_TIMEOUT="1",
     )
     log = (tmp_path / "relay.log").open("w")
-    process = subprocess.Popen(
-        [*space.prefix, sys.executable, "-m", "quietwire", "relay"], env=env, stderr=log
-    )
+    started = await asyncio.to_thread(start_service, "relay", env, space.prefix, stderr=log)
+    process = started.process
     try:
-        async with grpc.aio.insecure_channel(f"{space.inside}:{grpc_port}") as channel:
+        async with grpc.aio.insecure_channel(f"{space.inside}:{started.grpc_port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), 15)
             yield RunningRelay(space, relay_pb2_grpc.RelayStub(channel), process)
     finally:
@@ -145,10 +143,14 @@ async def test_settled_call_forwarded_by_the_kernel(relay: RunningRelay) -> None
     a.send(bytes(goclear), to_a)
     assert (got := b.receive()) is not None and got[0] == bytes(goclear)
 
-    await asyncio.sleep(2.5)  # the relay reads the kernel's counters every second
-    stats = await leg_stats(relay, "k1")
-    caller, callee = stats[pb.LEG_SIDE_CALLER], stats[pb.LEG_SIDE_CALLEE]
-    assert caller.packets_in >= 50 + 2 and callee.packets_in >= 49
+    async def counted() -> dict[int, pb.LegStats] | None:
+        """The legs' stats once the kernel's counters (read every second) are in."""
+        stats = await leg_stats(relay, "k1")
+        callee = stats[pb.LEG_SIDE_CALLEE].packets_in >= 49
+        return stats if stats[pb.LEG_SIDE_CALLER].packets_in >= 50 + 2 and callee else None
+
+    stats = await eventually(counted, 10, "the kernel's packet counters in Query", 0.2)
+    caller = stats[pb.LEG_SIDE_CALLER]
     assert caller.packets_dropped == 1
     assert "GoClear" in caller.zrtp_messages_seen and "Hello" in caller.zrtp_messages_seen
 
@@ -157,8 +159,12 @@ async def test_settled_call_forwarded_by_the_kernel(relay: RunningRelay) -> None
     assert any(f"mark={MARK}" in flow for flow in ours), ours
 
     await relay.stub.Release(pb.ReleaseRequest(call_id="k1"))
-    await asyncio.sleep(0.5)
-    assert f"{space.outside} ." not in space.run("nft", "list", "table", "ip", TABLE)
+
+    async def unprogrammed() -> bool:
+        table = await asyncio.to_thread(space.run, "nft", "list", "table", "ip", TABLE)
+        return f"{space.outside} ." not in table
+
+    await eventually(unprogrammed, 10, "the call's elements gone from the kernel's table")
     a.send(rtp(100, b"a"), to_a)
     assert b.receive(0.3) is None
     flows = space.run("cat", "/proc/net/nf_conntrack").splitlines()

@@ -6,7 +6,6 @@ for it (the code under test is the relay's, talking real HTTP).
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.settings import SettingsError, load_settings
 
 from tests.conftest import free_port
+from tests.support.wait import eventually
 
 NODE = {
     "apiVersion": "v1",
@@ -71,13 +71,13 @@ def relay_settings(redis_url: str, **overrides: Any) -> RelaySettings:
 
 async def wait_deletion_cost(config: client.Configuration, want: str) -> None:
     """Until the pod's annotation reads ``want`` (the relay publishes on its heartbeat)."""
-    async with client.ApiClient(config) as session, asyncio.timeout(10):
-        for _ in range(100):
+    async with client.ApiClient(config) as session:
+
+        async def published() -> bool:
             pod = await client.CoreV1Api(session).read_namespaced_pod("relay-0", "voip")
-            if (pod.metadata.annotations or {}).get(DELETION_COST) == want:
-                return
-            await asyncio.sleep(0.1)
-    pytest.fail(f"{DELETION_COST} never became {want}")
+            return bool((pod.metadata.annotations or {}).get(DELETION_COST) == want)
+
+        await eventually(published, 10, f"{DELETION_COST} becoming {want}", interval=0.1)
 
 
 async def test_advertises_the_node_address_and_publishes_its_load(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -16,6 +17,9 @@ from quietwire.embedded.pki import ensure_pki
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.health import LIVENESS, NOT_SERVING, SERVING, serving_status
+from quietwire.runtime.redisclient import redis_client
+from quietwire.runtime.registry import RelayRegistry
+from quietwire.runtime.settings import CommonSettings, load_settings
 from quietwire.runtime.tls import TlsFiles
 
 from tests.conftest import (
@@ -24,8 +28,10 @@ from tests.conftest import (
     quietwire_env,
     run_quietwire,
     start_redis,
+    start_service,
     stop_redis,
 )
+from tests.support.wait import eventually
 
 
 def test_bad_setting_stops_at_once() -> None:
@@ -54,29 +60,55 @@ def test_kernel_forwarding_needs_one_ipv4_bind_address() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_metrics_port_in_use_named() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        env = quietwire_env(QW_GRPC_INSECURE="true", QW_GRPC_PORT="0", QW_METRICS_PORT=port)
+        result = run_quietwire("relay", env=env)
+    assert result.returncode == 2
+    assert f"QW_METRICS_BIND:QW_METRICS_PORT = 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 async def wait_status(target: str, want: int, service: str = "", timeout: float = 15) -> None:
     async with open_channel(target, None) as channel:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (status := await serving_status(channel, service)) != want:
-            assert asyncio.get_running_loop().time() < deadline, f"{service!r} stuck at {status}"
-            await asyncio.sleep(0.1)
+
+        async def reached() -> bool:
+            return await serving_status(channel, service) == want
+
+        await eventually(reached, timeout, f"{service!r} reaching {want}", interval=0.1)
+
+
+async def advertised(redis_port: int) -> list[str]:
+    """The gRPC addresses in the relay registry, once there is one."""
+    client = redis_client(
+        load_settings(CommonSettings, redis_url=f"redis://127.0.0.1:{redis_port}/0")
+    )
+    try:
+        entries = await eventually(RelayRegistry(client).alive, 10, "a relay registered")
+    finally:
+        await client.aclose()
+    return [entry.grpc for entry in entries]
 
 
 async def test_relay_lifecycle(tmp_path: Path) -> None:
+    """On a gRPC port the kernel picked and reported (QW_GRPC_PORT=0, QW_READY_FD)."""
     redis = start_redis(tmp_path)
-    grpc_port, metrics_port = free_port(), free_port()
+    metrics_port = free_port()
     env = quietwire_env(
         QW_REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
         QW_GRPC_INSECURE="true",
-        QW_GRPC_PORT=str(grpc_port),
         QW_METRICS_PORT=str(metrics_port),
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "quietwire", "relay"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    relay = start_service("relay", env, stderr=subprocess.PIPE)
+    process, grpc_port = relay.process, relay.grpc_port
+    assert relay.ports == {
+        "grpc_port": grpc_port,
+        "health_port": None,
+        "metrics_port": metrics_port,
+    }
     target = f"127.0.0.1:{grpc_port}"
     try:
         await wait_status(target, SERVING)
@@ -84,6 +116,8 @@ async def test_relay_lifecycle(tmp_path: Path) -> None:
             metrics = reply.read().decode()
         assert 'quietwire_build_info{service="relay"' in metrics
         assert "quietwire_ready 1.0" in metrics
+        # What it advertises to keyagreement is where it listens, not port 0.
+        assert await advertised(redis.port) == [target]
 
         stop_redis(redis)
         await wait_status(target, NOT_SERVING)

@@ -33,6 +33,7 @@ from tests.integration.signaling_harness import (
     phone,
     replica,
 )
+from tests.support.wait import eventually
 
 
 async def registered(pki: Pki, port: int, user: str) -> UserAgent:
@@ -450,11 +451,11 @@ async def test_binding_dies_with_its_flow(pki: Pki, one: Replica) -> None:
     alice = await registered(pki, one.port, "alice")
     bob = await registered(pki, one.port, "bob")
     await bob.close()
-    for _ in range(50):
-        if not await one.service.locations.bindings(f"sip:bob@{DOMAIN}"):
-            break
-        await asyncio.sleep(0.05)
-    assert await one.service.locations.bindings(f"sip:bob@{DOMAIN}") == []
+
+    async def unbound() -> bool:
+        return not await one.service.locations.bindings(f"sip:bob@{DOMAIN}")
+
+    await eventually(unbound, 5, "bob's binding gone with his connection")
     exchange = await alice.send(alice.build("INVITE", f"sip:bob@{DOMAIN}"))
     assert exchange.final is not None and exchange.final.status == 480
     assert len(exchange.final.vias) == 1  # our own Via never leaks upstream
@@ -481,7 +482,15 @@ async def test_certificate_rotated_without_restart(tmp_path: Path, redis_url: st
         await ua.close()
         live_cert.write_bytes(second.sip_cert.read_bytes())
         live_key.write_bytes(second.sip_key.read_bytes())
-        await asyncio.sleep(0.5)
+
+        async def rotated() -> bool:
+            try:
+                await (await SipConnection.open("127.0.0.1", r.port, second.ca)).close()
+            except ssl.SSLCertVerificationError:
+                return False
+            return True
+
+        await eventually(rotated, 5, "new connections getting the new certificate")
         with pytest.raises(ssl.SSLCertVerificationError):
             await SipConnection.open("127.0.0.1", r.port, first.ca)
         again = await phone(second, r.port, "alice")

@@ -12,12 +12,19 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.wait import wait_until
+
 SAS = re.compile(r"auth token is (\S+?)\.?$")
+
+#: Marks tests that need linphonec: skipped (before any platform starts) without it.
+requires_linphone = pytest.mark.skipif(
+    shutil.which("linphonec") is None,
+    reason="linphonec not installed (Debian package linphone-cli)",
+)
 
 
 def require_linphone() -> str:
@@ -85,30 +92,32 @@ class Linphone:
         self.process.stdin.write(text + "\n")
         self.process.stdin.flush()
 
+    def _search(self, pattern: re.Pattern[str], since: int) -> re.Match[str] | None:
+        return next((m for line in self.lines[since:] if (m := pattern.search(line))), None)
+
+    def _tail(self) -> str:
+        return "\n".join(self.lines[-25:])
+
     def wait_for(self, pattern: str, timeout: float = 20.0, since: int = 0) -> re.Match[str]:
         compiled = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines[since:]:
-                if match := compiled.search(line):
-                    return match
-            time.sleep(0.1)
-        tail = "\n".join(self.lines[-25:])
-        raise AssertionError(f"{self.user}: no {pattern!r} within {timeout:.0f} s:\n{tail}")
+        return wait_until(
+            lambda: self._search(compiled, since),
+            timeout,
+            lambda: f"{self.user}: no {pattern!r}:\n{self._tail()}",
+        )
 
     def registered(self, timeout: float = 20.0) -> None:
         """Ask until Linphone says it is registered (it answers once per question)."""
-        deadline = time.monotonic() + timeout
-        pattern = r"registered, identity=sip:" + re.escape(self.user)
-        while True:
-            mark = len(self.lines)
+        answer = re.compile(r"registered, identity=sip:" + re.escape(self.user))
+        mark = len(self.lines)
+
+        def answered() -> bool:
+            if self._search(answer, mark):
+                return True
             self.command("status register")
-            try:
-                self.wait_for(pattern, 1.0, since=mark)
-                return
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
+            return False
+
+        wait_until(answered, timeout, lambda: f"{self.user} registered:\n{self._tail()}", 1.0)
 
     def sas(self, timeout: float = 20.0) -> str:
         return self.wait_for(SAS.pattern, timeout).group(1)

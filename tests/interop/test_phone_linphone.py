@@ -6,30 +6,22 @@ from __future__ import annotations
 
 import subprocess
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from quietwire.phone.audio import dominant_frequency, tone, write_wav
 
-from tests.conftest import free_port
-from tests.interop.conftest import Platform, phone_process, running_platform
-from tests.interop.linphone import Linphone, require_linphone
+from tests.conftest import Platform, free_port
+from tests.interop.conftest import phone_process
+from tests.interop.linphone import Linphone, requires_linphone
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, requires_linphone]
 
 EXTENDED = {
     "zrtp_key_agreements_suites": "MS_ZRTP_KEY_AGREEMENT_X255",
     "zrtp_hash_suites": "MS_ZRTP_HASH_S384",
     "zrtp_sas_suites": "MS_ZRTP_SAS_B256",
 }
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
-    require_linphone()
-    with running_platform(tmp_path) as running:
-        yield running
 
 
 def heard(path: Path) -> float:

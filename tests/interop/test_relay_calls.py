@@ -7,41 +7,34 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
-import yaml
 from quietwire.phone import call as call_module
 from quietwire.phone.call import Phone, PhoneOptions
 from quietwire.phone.connection import SipConnection
 from quietwire.phone.sdp import describe
 from quietwire.phone.useragent import UserAgent
 
-from tests.conftest import run_quietwire
+from tests.conftest import Platform, running_platform
 from tests.integration.signaling_harness import next_request
-from tests.interop.conftest import Platform, phone_process, running_platform
+from tests.interop.conftest import phone_process
+from tests.support.wait import eventually, wait_line, wait_until
 
 pytestmark = pytest.mark.interop
 MEDIA_TIMEOUT = "2"
 SDP = "application/sdp"
+#: Seconds for the relays' registry entries to show a change (a heartbeat is every 3 s).
+HEARTBEAT_WAIT = 10
 
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Platform]:
-    """A platform whose relay ends calls after MEDIA_TIMEOUT seconds without media."""
+    """A platform whose relay ends calls after MEDIA_TIMEOUT seconds without media
+    (the default ``platform`` does not end calls that send none while a test runs)."""
     with running_platform(tmp_path, QW_RELAY_MEDIA_TIMEOUT=MEDIA_TIMEOUT) as up:
         yield up
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[tuple[Path, int, dict[str, str]]]:
-    """The default platform: calls that send no media (signaling only) are not ended
-    by the relay's media timeout while a test runs."""
-    with running_platform(tmp_path) as up:
-        yield up.state, up.sip_port, up.users
 
 
 def phone(running: Platform, user: str, *command: str) -> subprocess.Popen[str]:
@@ -49,22 +42,9 @@ def phone(running: Platform, user: str, *command: str) -> subprocess.Popen[str]:
     return phone_process(running, user, *command, "--duration", "60", "--zid-cache", zid_cache)
 
 
-def wait_line(process: subprocess.Popen[str], prefix: str, timeout: float = 30) -> str:
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith(prefix):
-            return line.strip()
-        if not line and process.poll() is not None:
-            break
-    raise AssertionError(f"no {prefix!r} line")
-
-
-def relay_calls(state: Path) -> int:
+def relay_calls(platform: Platform) -> int:
     """Active calls the relays report in their registry entries."""
-    config = yaml.safe_load((state / "quietwire.yaml").read_text())
-    client = redis.Redis.from_url(config["redis_url"], password=config["redis_password"])
+    client = platform.redis()
     try:
         ids = client.smembers("qw:relays")
         return sum(int(client.hget(f"qw:relay:{i.decode()}", "active") or 0) for i in ids)
@@ -72,29 +52,32 @@ def relay_calls(state: Path) -> int:
         client.close()
 
 
+def relay_calls_become(platform: Platform, count: int) -> None:
+    wait_until(
+        lambda: relay_calls(platform) == count, HEARTBEAT_WAIT, f"relays report {count} calls", 0.2
+    )
+
+
+async def relay_calls_reach(platform: Platform, count: int) -> None:
+    async def reached() -> bool:
+        return await asyncio.to_thread(relay_calls, platform) == count
+
+    await eventually(reached, HEARTBEAT_WAIT, f"relays report {count} calls", 0.2)
+
+
 def test_dead_phone_frees_the_relay(running: Platform) -> None:
-    state = running.state
     bob = phone(running, "bob", "answer")
     wait_line(bob, "registered")
     alice = phone(running, "alice", "call", "sip:bob@127.0.0.1")
     try:
         sas = wait_line(alice, "SAS ")
         assert wait_line(bob, "SAS ") == sas
-        deadline = time.monotonic() + 15
-        listed = ""
-        while "zrtp-verified" not in listed and time.monotonic() < deadline:
-            listed = run_quietwire("--config", str(state / "quietwire.yaml"), "calls").stdout
-            time.sleep(0.3)
-        assert " zrtp zrtp-verified" in listed, listed
-        time.sleep(3.5)  # a relay heartbeat
-        assert relay_calls(state) == 1
+        assert " zrtp zrtp-verified" in running.calls_showing("zrtp-verified")
+        relay_calls_become(running, 1)
         alice.kill()  # the caller's phone dies: no BYE, its media stops
         # The platform hangs up the callee (long before its 60 s call would end).
         assert "media timeout" in wait_line(bob, "hung up: ", timeout=20)
-        deadline = time.monotonic() + 20
-        while relay_calls(state) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert relay_calls(state) == 0
+        relay_calls_become(running, 0)
     finally:
         for process in (alice, bob):
             if process.poll() is None:
@@ -103,21 +86,20 @@ def test_dead_phone_frees_the_relay(running: Platform) -> None:
 
 
 async def test_tampered_zrtp_hash_is_a_mismatch(
-    platform: tuple[Path, int, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A phone whose SDP a=zrtp-hash does not match its Hello (what a man in the
     middle produces): the relay's Hello hash gives it away; the call is torn down."""
-    state, port, users = platform
 
     def options(user: str) -> PhoneOptions:
         return PhoneOptions(
             registrar="127.0.0.1",
-            port=port,
+            port=platform.sip_port,
             user=user,
-            password=users[user],
-            ca=state / "pki" / "ca.pem",
+            password=platform.users[user],
+            ca=platform.ca,
             domain="127.0.0.1",
-            zid_cache=state.parent / f"{user}-zid.json",
+            zid_cache=platform.state.parent / f"{user}-zid.json",
             duration=1.0,
         )
 
@@ -142,7 +124,7 @@ async def test_tampered_zrtp_hash_is_a_mismatch(
     # platform's BYE after the relay saw the mismatch.
     assert callee.failure is not None
     assert "a=zrtp-hash" in callee.failure or callee.ended_by_peer, callee.failure
-    security = run_quietwire("--config", str(state / "quietwire.yaml"), "calls", callee.call_id)
+    security = platform.quietwire("calls", callee.call_id)
     assert " zrtp zrtp-mismatch" in security.stdout, security.stdout + security.stderr
 
 
@@ -160,14 +142,11 @@ def sdp(user: str, port: int, zrtp: bool) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
-async def test_plain_answer_to_a_zrtp_offer_is_refused(
-    platform: tuple[Path, int, dict[str, str]],
-) -> None:
+async def test_plain_answer_to_a_zrtp_offer_is_refused(platform: Platform) -> None:
     """The callee answers a ZRTP offer with plain RTP: its 2xx is not forwarded, the
     caller gets 488 with the reason, and the callee's half-made call is ACKed and
-    hung up so nothing stays open."""
-    state, port, users = platform
-    alice, bob = [await agent(state, port, user, users[user]) for user in ("alice", "bob")]
+    hung up so nothing stays open (the relay's session for it is gone)."""
+    alice, bob = [await agent(platform, user) for user in ("alice", "bob")]
     try:
         assert (await bob.register()).status == 200
         offer = sdp("alice", 40000, True)
@@ -176,6 +155,7 @@ async def test_plain_answer_to_a_zrtp_offer_is_refused(
         )
         sending = asyncio.create_task(alice.send(invite))
         incoming = await next_request(bob, "INVITE")
+        await relay_calls_reach(platform, 1)  # the offer's relay session
         ok = bob.answer(incoming, 200, "OK", body=sdp("bob", 40002, False))
         ok.headers.set("Content-Type", "application/sdp")
         await bob.connection.send(ok)
@@ -190,19 +170,15 @@ async def test_plain_answer_to_a_zrtp_offer_is_refused(
     finally:
         await alice.close()
         await bob.close()
-    await asyncio.sleep(3.5)  # a relay heartbeat: the refused call's relay session is gone
-    assert relay_calls(state) == 0
+    await relay_calls_reach(platform, 0)
 
 
 @pytest.mark.parametrize("method", ["INVITE", "UPDATE"])
-async def test_midcall_answer_dropping_zrtp_ends_the_call(
-    platform: tuple[Path, int, dict[str, str]], method: str
-) -> None:
+async def test_midcall_answer_dropping_zrtp_ends_the_call(platform: Platform, method: str) -> None:
     """Mid-call, the answer to a re-INVITE or an UPDATE removes ZRTP for plain RTP
     (a downgrade): the offerer gets 488 with the reason and the platform hangs up
     both phones."""
-    state, port, users = platform
-    alice, bob = [await agent(state, port, user, users[user]) for user in ("alice", "bob")]
+    alice, bob = [await agent(platform, user) for user in ("alice", "bob")]
     try:
         assert (await bob.register()).status == 200
         invite = alice.build(
@@ -240,9 +216,10 @@ async def test_midcall_answer_dropping_zrtp_ends_the_call(
         await bob.close()
 
 
-async def agent(state: Path, port: int, user: str, password: str) -> UserAgent:
-    connection = await SipConnection.open("127.0.0.1", port, state / "pki" / "ca.pem")
-    return UserAgent(connection, user, password, "127.0.0.1", port)
+async def agent(platform: Platform, user: str) -> UserAgent:
+    port = platform.sip_port
+    connection = await SipConnection.open("127.0.0.1", port, platform.ca)
+    return UserAgent(connection, user, platform.users[user], "127.0.0.1", port)
 
 
 def sdes_sdp(user: str, port: int) -> bytes:
@@ -251,25 +228,21 @@ def sdes_sdp(user: str, port: int) -> bytes:
     )
 
 
-async def test_user_policy_stricter_than_the_deployment(
-    platform: tuple[Path, int, dict[str, str]],
-) -> None:
+async def test_user_policy_stricter_than_the_deployment(platform: Platform) -> None:
     """The deployment takes SDES (hop by hop); bob asks for end-to-end only, so an
     SDES call to bob is refused with 488 — and reaches him again once he is back
     on the default."""
-    state, port, users = platform
-    config = ("--config", str(state / "quietwire.yaml"))
-    alice, bob = [await agent(state, port, user, users[user]) for user in ("alice", "bob")]
+    alice, bob = [await agent(platform, user) for user in ("alice", "bob")]
     try:
         assert (await bob.register()).status == 200
-        assert run_quietwire(*config, "user", "policy", "bob", "e2e_only").returncode == 0
+        assert platform.quietwire("user", "policy", "bob", "e2e_only").returncode == 0
         offer = sdes_sdp("alice", 40000)
         invite = alice.build("INVITE", "sip:bob@127.0.0.1", body=offer, content_type=SDP)
         refused = await alice.send(invite)
         assert refused.final is not None and refused.final.status == 488
         assert "SDES" in (refused.final.headers.get("Warning") or "")
 
-        assert run_quietwire(*config, "user", "policy", "bob", "default").returncode == 0
+        assert platform.quietwire("user", "policy", "bob", "default").returncode == 0
         again = alice.build("INVITE", "sip:bob@127.0.0.1", body=offer, content_type=SDP)
         sending = asyncio.create_task(alice.send(again))
         incoming = await next_request(bob, "INVITE")
@@ -279,5 +252,5 @@ async def test_user_policy_stricter_than_the_deployment(
     finally:
         await alice.close()
         await bob.close()
-    unknown = run_quietwire(*config, "user", "policy", "mallory", "e2e_only")
+    unknown = platform.quietwire("user", "policy", "mallory", "e2e_only")
     assert unknown.returncode == 1 and "no such user" in unknown.stderr

@@ -13,23 +13,16 @@ platform challenges with MD5 alone (QW_SIP_DIGEST_ALGORITHMS).
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from quietwire.signaling.locations import LOCATION_KEY
 
-from tests.conftest import (
-    free_port,
-    port_open,
-    read_up_line,
-    run_quietwire,
-    start_up,
-    up_fields,
-)
+from tests.conftest import Platform, free_port, port_open, running_platform
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.interop
 SCENARIOS = Path(__file__).parent / "sipp"
@@ -39,12 +32,16 @@ Via = int | str
 
 @dataclass
 class Setup:
+    platform: Platform
     #: stunnel's ports (each a TLS connection to quietwire).
     ports: list[int]
-    users: dict[str, str]
     workdir: Path
     #: quietwire's plain ports: "tcp" and "udp".
     plain: dict[str, int]
+
+    @property
+    def users(self) -> dict[str, str]:
+        return self.platform.users
 
 
 def need(binary: str, package: str) -> str:
@@ -58,33 +55,27 @@ def need(binary: str, package: str) -> str:
 def setup(tmp_path: Path) -> Iterator[Setup]:
     sipp, stunnel = need("sipp", "sip-tester"), need("stunnel4", "stunnel4")
     del sipp
-    state, sip_port = tmp_path / "state", free_port()
     plain = {"tcp": free_port(), "udp": free_port()}
-    up = start_up(
-        state,
-        sip_port,
+    with running_platform(
+        tmp_path,
         QW_SIP_DIGEST_ALGORITHMS="MD5",
         QW_SIP_TCP_PORT=str(plain["tcp"]),
         QW_SIP_UDP_PORT=str(plain["udp"]),
-    )
-    tunnel: subprocess.Popen[bytes] | None = None
-    try:
-        users = dict(p.split(":", 1) for p in up_fields(read_up_line(up))["users"].split(","))
+    ) as platform:
         # A port picked free may be taken (an outgoing connection's) before stunnel
         # binds it: then stunnel exits, and we try again with other ports.
+        tunnel: subprocess.Popen[bytes] | None = None
         for _ in range(3):
             ports = [free_port() for _ in range(4)]
-            tunnel = start_stunnel(stunnel, tmp_path, ports, sip_port, state / "pki" / "ca.pem")
+            tunnel = start_stunnel(stunnel, tmp_path, ports, platform.sip_port, platform.ca)
             if tunnel is not None:
                 break
         assert tunnel is not None, "stunnel did not start"
-        yield Setup(ports, users, tmp_path, plain)
-    finally:
-        if tunnel is not None:
+        try:
+            yield Setup(platform, ports, tmp_path, plain)
+        finally:
             tunnel.terminate()
             tunnel.wait(10)
-        up.send_signal(signal.SIGTERM)
-        up.wait(30)
 
 
 def start_stunnel(
@@ -100,13 +91,17 @@ def start_stunnel(
     )
     config.write_text(f"foreground = yes\npid =\n{services}", encoding="utf-8")
     tunnel = subprocess.Popen([stunnel, str(config)], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not all(port_open(p) for p in ports):
-        if tunnel.poll() is not None or time.monotonic() > deadline:
-            tunnel.kill()
-            tunnel.wait(10)
-            return None
-        time.sleep(0.05)
+
+    def listening() -> bool:
+        assert tunnel.poll() is None, "stunnel exited"
+        return all(port_open(p) for p in ports)
+
+    try:
+        wait_until(listening, 10, "stunnel listening")
+    except AssertionError:
+        tunnel.kill()
+        tunnel.wait(10)
+        return None
     return tunnel
 
 
@@ -177,6 +172,16 @@ def test_register_with_a_bad_password_is_forbidden(setup: Setup) -> None:
     assert finished(sipp(setup, path, 0, "alice", "not-the-password")) == 0
 
 
+def registered(setup: Setup, user: str, call_id: str) -> bool:
+    """A binding of ``user`` made by the REGISTER with this Call-ID is in the location service."""
+    client = setup.platform.redis()
+    try:
+        bindings = client.hvals(LOCATION_KEY.format(aor=f"sip:{user}@127.0.0.1"))
+    finally:
+        client.close()
+    return any(f" {call_id}\n".encode() in binding for binding in bindings)
+
+
 def call(
     setup: Setup, uac: str, uas: str, call_id: str, caller_via: Via = 0, callee_via: Via = 1
 ) -> tuple[int, int]:
@@ -189,7 +194,9 @@ def call(
         "-cid_str",
         f"{call_id}@127.0.0.1",
     )
-    time.sleep(1.5)  # the callee registers first
+    wait_until(
+        lambda: registered(setup, "bob", f"{call_id}@127.0.0.1"), 15, "the callee registered"
+    )
     caller = sipp(
         setup,
         scenario(setup, uac),
@@ -207,9 +214,7 @@ def call(
 
 def test_sdes_call_accepted_and_reported_hop_by_hop(setup: Setup) -> None:
     assert call(setup, "uac.xml", "uas.xml", "sippcall") == (0, 0)
-    security = run_quietwire(
-        "--config", str(setup.workdir / "state" / "quietwire.yaml"), "calls", "sippcall@127.0.0.1"
-    )
+    security = setup.platform.quietwire("calls", "sippcall@127.0.0.1")
     assert "sdes_srtp not-e2e" in security.stdout, security.stdout + security.stderr
 
 

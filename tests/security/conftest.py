@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import Platform, running_platform
 from tests.integration.conftest import one, pki
-from tests.interop.conftest import Platform, running_platform
 
 __all__ = ["one", "pki", "platform"]
 

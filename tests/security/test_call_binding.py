@@ -25,9 +25,8 @@ from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.settings import load_settings
 from quietwire.runtime.streams import stream_id
 
-from tests.conftest import run_quietwire
+from tests.conftest import Platform, run_quietwire, running_platform
 from tests.integration.signaling_harness import next_request
-from tests.interop.conftest import Platform, running_platform
 from tests.interop.test_relay_calls import sdp
 
 SDP = "application/sdp"

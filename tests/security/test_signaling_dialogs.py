@@ -34,7 +34,7 @@ from quietwire.signaling.builders import cancel_for
 from quietwire.signaling.dialogs import DIALOG_KEY
 from quietwire.signaling.media import Offer, Refusal
 
-from tests.conftest import free_port
+from tests.conftest import Platform, free_port
 from tests.integration.signaling_harness import (
     DOMAIN,
     PASSWORDS,
@@ -44,7 +44,6 @@ from tests.integration.signaling_harness import (
     phone,
     replica,
 )
-from tests.interop.conftest import Platform
 from tests.interop.test_relay_calls import sdp
 
 SDP = "application/sdp"

@@ -74,7 +74,10 @@ def test_files_beat_yaml_and_the_environment_beats_files(
     [
         ("QW_SIP_PORT", "abc", SignalingSettings),
         ("QW_SIP_PORT", "70000", SignalingSettings),
-        ("QW_GRPC_PORT", "0", KeyAgreementSettings),
+        ("QW_GRPC_PORT", "-1", KeyAgreementSettings),
+        ("QW_READY_FD", "1", RelaySettings),
+        ("QW_READY_FD", "999999", RelaySettings),
+        ("QW_METRICS_FD", "999999", SignalingSettings),
         ("QW_LOG_LEVEL", "loud", RelaySettings),
         ("QW_REDIS_URL", "http://example.org", RelaySettings),
         ("QW_RELAY_ADVERTISE", "not-an-ip", RelaySettings),

@@ -16,6 +16,8 @@ from quietwire.protocols.sip.transaction import (
     Timer,
 )
 
+from tests.support.clock import FakeClock as Clock
+
 INVITE = (
     b"INVITE sip:bob@example.org SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc\r\n"
@@ -26,14 +28,6 @@ INVITE = (
     b"CSeq: 1 INVITE\r\n"
     b"Content-Length: 0\r\n\r\n"
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
 
 
 def request(method: str = "INVITE") -> Request:

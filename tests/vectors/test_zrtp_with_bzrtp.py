@@ -12,7 +12,7 @@ from quietwire.protocols.zrtp.cache import MemoryZidCache
 from quietwire.protocols.zrtp.engine import State, ZrtpEngine
 from quietwire.protocols.zrtp.session import EngineConfig, Secured
 
-from tests.unit.zrtp.harness import FakeClock
+from tests.support.clock import FakeClock
 from tests.vectors import bzrtp_peer
 
 if bzrtp_peer.lib is None:
@@ -65,7 +65,7 @@ CASES = [
 def test_handshake_with_bzrtp(
     peer_factory: list[bzrtp_peer.BzrtpPeer], ka: str, hash_: str, sas: str, we_commit: bool
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     algorithms = {
         "hash": [hash_.encode()],
         "cipher": [b"AES1"],

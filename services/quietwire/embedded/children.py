@@ -1,18 +1,17 @@
-"""Child processes of ``quietwire up``: started in their own process group,
-told to die with their parent, and stopped by PID, never by name."""
+"""Child processes of ``quietwire up``: asyncio subprocesses started in their own
+process group, told to die with their parent, and stopped by PID, never by name."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import logging
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -30,50 +29,61 @@ class Child:
     name: str
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
+    #: The child's umask (-1: ours); 0o077 keeps every file it creates private.
+    umask: int = -1
+    process: asyncio.subprocess.Process | None = None
 
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, cwd: Path | None = None) -> None:
-        self.process = subprocess.Popen(  # preexec_fn calls prctl only, takes no locks
-            list(self.argv),
-            env={**os.environ, **self.env},
-            cwd=cwd,
+    async def start(
+        self, env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()
+    ) -> None:
+        """Start it with ``env`` added to its environment and ``pass_fds`` left open in it."""
+        self.process = await asyncio.create_subprocess_exec(  # preexec_fn calls prctl only
+            *self.argv,
+            env={**os.environ, **self.env, **(env or {})},
             stdin=subprocess.DEVNULL,
             process_group=0,
             preexec_fn=_die_with_parent,
+            pass_fds=tuple(pass_fds),
+            umask=self.umask,
         )
         log.info("started", extra={"child": self.name, "pid": self.process.pid})
 
     def exited(self) -> int | None:
         """The exit status if the child has ended, else None."""
-        return None if self.process is None else self.process.poll()
+        return None if self.process is None else self.process.returncode
+
+    async def ended(self) -> int:
+        """Wait for the child to end; its exit status."""
+        assert self.process is not None
+        return await self.process.wait()
 
     def signal(self, sig: signal.Signals) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and self.process.returncode is None:
             self.process.send_signal(sig)
 
-    def wait(self, timeout: float) -> bool:
+    async def wait(self, timeout: float) -> bool:
         """True if the child ended within ``timeout`` seconds."""
         if self.process is None:
             return True
         try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
             return False
         return True
 
 
-def stop_all(children: Sequence[Child], timeout: float) -> None:
-    """SIGTERM every child, wait up to ``timeout`` in all, then SIGKILL the rest."""
+async def stop_all(children: Sequence[Child], timeout: float) -> None:
+    """SIGTERM every child, wait up to ``timeout`` for them all, then SIGKILL the rest."""
     for child in children:
         child.signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        if not child.wait(max(0.0, deadline - time.monotonic())):
+    stopped = await asyncio.gather(*(child.wait(timeout) for child in children))
+    for child, ended in zip(children, stopped, strict=True):
+        if not ended:
             log.warning("did not stop in time; killing", extra={"child": child.name})
             child.signal(signal.SIGKILL)
-            child.wait(5.0)
+            await child.wait(5.0)

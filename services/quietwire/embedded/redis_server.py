@@ -1,13 +1,16 @@
 """The private ``redis-server`` of ``quietwire up``: a Unix socket in the
-state directory, a fresh password each run, no TCP port at all, and an
-append-only file (fsync every second) so that registrations, dialogs and call
-records survive a Redis crash, not only users."""
+state directory, a fresh password each run, no TCP port at all, an append-only
+file (fsync every second) so that registrations, dialogs and call records
+survive a Redis crash, not only users, and files (``dump.rdb`` and the
+append-only file hold users' HA1 hashes and locations) readable by us only."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import redis.asyncio as redis
@@ -19,6 +22,10 @@ REDIS_BINARY = "redis-server"
 REDIS_PACKAGE = "redis-server"
 #: sun_path is 108 bytes on Linux.
 MAX_SOCKET_PATH = 107
+#: redis-server creates its files (dump.rdb, its log) under this umask: owner only.
+REDIS_UMASK = 0o077
+
+log = logging.getLogger(__name__)
 
 
 class RedisUnavailable(RuntimeError):
@@ -32,6 +39,34 @@ def write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
+def make_private(path: Path, mode: int) -> None:
+    """Give an existing ``path`` ``mode`` if others could reach it, and say so."""
+    try:
+        found = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if found & ~mode:
+        path.chmod(mode)
+        log.warning(
+            "was open to others: now private",
+            extra={"path": str(path), "mode": f"{found:o}", "now": f"{mode:o}"},
+        )
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) owner-only, or make an existing one so."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private(path, 0o700)
+
+
+def private_tree(path: Path) -> None:
+    """:func:`private_dir`, and every file below it owner-only (an earlier, laxer
+    run may have left Redis's dump or append-only files readable)."""
+    private_dir(path)
+    for inside in sorted(path.rglob("*")):
+        make_private(inside, 0o700 if inside.is_dir() else 0o600)
+
+
 def redis_child(state_dir: Path, password: str) -> tuple[Child, str]:
     """The redis-server child and the URL that reaches it."""
     binary = shutil.which(REDIS_BINARY)
@@ -41,7 +76,7 @@ def redis_child(state_dir: Path, password: str) -> tuple[Child, str]:
             f" (apt-get install {REDIS_PACKAGE}), or run as root through `make run`"
         )
     directory = state_dir / "redis"
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_tree(directory)
     # One socket name per run: a Redis still exiting from an earlier run removes
     # its own socket file, never ours.
     socket = directory / f"redis-{os.getpid()}.sock"
@@ -67,7 +102,7 @@ def redis_child(state_dir: Path, password: str) -> tuple[Child, str]:
             ]
         ),
     )
-    return Child("redis", [binary, str(config)]), f"unix://{socket}?db=0"
+    return Child("redis", [binary, str(config)], umask=REDIS_UMASK), f"unix://{socket}?db=0"
 
 
 async def wait_redis(client: redis.Redis, child: Child, timeout: float) -> None:

@@ -4,6 +4,11 @@ Prints one line starting ``quietwire up:`` once everything is healthy, then
 runs until SIGINT/SIGTERM, when it stops every child it started (services
 first, Redis last) so nothing is left running or listening. A service that
 dies stops the whole platform with an error rather than leaving it half up.
+
+Each service binds its gRPC port itself (``QW_GRPC_PORT=0``: the kernel picks
+a free one) and reports it on a pipe (``QW_READY_FD``); nothing here picks a
+port and lets it go for a child to take later, which any other process could
+take first. Signaling starts once keyagreement said where it listens.
 """
 
 from __future__ import annotations
@@ -18,18 +23,20 @@ import secrets
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import grpc
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.exceptions import RedisError
 
 from quietwire.embedded.children import Child, stop_all
 from quietwire.embedded.pki import Pki, ensure_pki
-from quietwire.embedded.redis_server import redis_child, wait_redis, write_private
+from quietwire.embedded.redis_server import private_dir, redis_child, wait_redis, write_private
 from quietwire.runtime.channels import open_channel
-from quietwire.runtime.health import SERVING, serving_status
 from quietwire.runtime.redisclient import redis_client
 from quietwire.runtime.settings import load_settings
 from quietwire.runtime.tls import TlsFiles
@@ -38,12 +45,16 @@ from quietwire.signaling.users import UserStore
 
 log = logging.getLogger(__name__)
 
-#: Started in this order, stopped all at once.
+#: Services, in the order they start; signaling needs keyagreement's address.
 SERVICES = ("keyagreement", "relay", "signaling")
 DEMO_USERS = ("alice", "bob")
 #: Seconds a service gets to drain and stop before it is killed.
 SERVICE_DRAIN = 5.0
 SERVICE_GRACE = 2.0
+#: The address every service's gRPC and metrics bind and are reached at.
+GRPC_HOST = "127.0.0.1"
+#: In the state directory: the settings every child reads.
+CONFIG_FILE = "quietwire.yaml"
 
 
 class UpFailed(RuntimeError):
@@ -56,13 +67,6 @@ class UpOptions:
     sip_host: str = "127.0.0.1"
     sip_port: int = 5061
     startup_timeout: float = 60.0
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _is_ip(host: str) -> bool:
@@ -95,33 +99,113 @@ def _lock(path: Path) -> TextIO:
     return handle
 
 
+async def _all(*steps: Awaitable[None]) -> None:
+    """Run ``steps`` together; when one fails, cancel the others, then raise."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _ready_line(child: Child, fd: int) -> dict[str, Any]:
+    """The JSON line ``child`` writes on the pipe ``fd`` once it listens."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+    )
+    try:
+        line = await reader.readline()
+    finally:
+        transport.close()
+    if not line:  # the pipe closed without a word: the child is gone
+        raise UpFailed(f"{child.name} exited with status {await child.ended()}")
+    ports: dict[str, Any] = json.loads(line)
+    return ports
+
+
+async def _serving(name: str, channel: grpc.aio.Channel, timeout: float) -> None:
+    """Return once the service's readiness is SERVING (the health Watch stream)."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    watch = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+    try:
+        async for reply in watch:
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                log.info("healthy", extra={"child": name})
+                return
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise UpFailed(f"{name} not healthy after {timeout:.0f} s") from None
+        raise UpFailed(f"{name}: health: {exc.details()}") from None
+    finally:
+        watch.cancel()
+    raise UpFailed(f"{name} stopped answering its health")
+
+
+@dataclass(slots=True)
 class Platform:
-    """The children of one ``quietwire up`` run and the files describing them."""
+    """The children of one ``quietwire up`` run and the files describing them.
 
-    def __init__(self, options: UpOptions) -> None:
-        self.options = options
-        self.state = options.state_dir.resolve()
-        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock = _lock(self.state / "up.lock")
-        self.config = self.state / "quietwire.yaml"
-        self.status = self.state / "up.json"
-        self.pki: Pki = ensure_pki(self.state / "pki", options.sip_host)
-        self.redis_password = secrets.token_urlsafe(24)
-        self.sip_secret = secrets.token_urlsafe(32)
-        self.redis, self.redis_url = redis_child(self.state, self.redis_password)
-        self.ports = {name: (free_port(), free_port()) for name in SERVICES}
-        self.services = [self._service_child(name) for name in SERVICES]
+    Made by :meth:`create`, which does the file work; the constructor does none.
+    """
 
-    def _service_child(self, name: str) -> Child:
-        grpc_port, metrics_port = self.ports[name]
-        return Child(
-            name,
-            [sys.executable, "-m", "quietwire", "--config", str(self.config), name],
-            {"QW_GRPC_PORT": str(grpc_port), "QW_METRICS_PORT": str(metrics_port)},
-        )
+    options: UpOptions
+    state: Path
+    lock: TextIO
+    pki: Pki
+    redis_password: str
+    redis: Child
+    redis_url: str
+    services: dict[str, Child]
+    sip_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    #: Each service's ports, as it reported them (``grpc_port``...).
+    ports: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    async def create(cls, options: UpOptions) -> Platform:
+        """Claim the state directory (owner-only), and make or reuse the PKI."""
+        state = options.state_dir.resolve()
+        private_dir(state)
+        lock = _lock(state / "up.lock")
+        try:
+            pki = await asyncio.to_thread(ensure_pki, state / "pki", options.sip_host)
+            redis_password = secrets.token_urlsafe(24)
+            redis, redis_url = redis_child(state, redis_password)
+        except BaseException:
+            lock.close()
+            raise
+        config = str(state / CONFIG_FILE)
+        services = {
+            name: Child(
+                name,
+                [sys.executable, "-m", "quietwire", "--config", config, name],
+                {"QW_GRPC_PORT": "0"},
+            )
+            for name in SERVICES
+        }
+        return cls(options, state, lock, pki, redis_password, redis, redis_url, services)
+
+    @property
+    def config(self) -> Path:
+        return self.state / CONFIG_FILE
+
+    @property
+    def status(self) -> Path:
+        return self.state / "up.json"
+
+    @property
+    def grpc_tls(self) -> TlsFiles:
+        return TlsFiles(self.pki.grpc_cert, self.pki.grpc_key, self.pki.ca)
+
+    def grpc_address(self, name: str) -> str:
+        return f"{GRPC_HOST}:{self.ports[name]['grpc_port']}"
 
     def write_config(self) -> None:
-        """The shared YAML settings of every child; also serves ``quietwire user``."""
+        """The shared YAML settings of every child; also serves ``quietwire user``/``calls``."""
         host = self.options.sip_host
         settings: dict[str, Any] = {
             "log_level": "info",
@@ -132,48 +216,49 @@ class Platform:
             "sip_port": self.options.sip_port,
             "sip_tls_cert": str(self.pki.sip_cert),
             "sip_tls_key": str(self.pki.sip_key),
+            "grpc_bind": GRPC_HOST,
             "grpc_tls_cert": str(self.pki.grpc_cert),
             "grpc_tls_key": str(self.pki.grpc_key),
             "grpc_tls_ca": str(self.pki.ca),
-            "keyagreement_target": f"127.0.0.1:{self.ports['keyagreement'][0]}",
             "relay_advertise": host if _is_ip(host) else "127.0.0.1",
             "relay_peer_allow": "127.0.0.0/8,::1",  # phones on this machine may get media
             "sip_secret": self.sip_secret,
             "drain_timeout": SERVICE_DRAIN,
             "shutdown_grace": SERVICE_GRACE,
         }
+        if "keyagreement" in self.ports:
+            settings["keyagreement_target"] = self.grpc_address("keyagreement")
         write_private(self.config, yaml.safe_dump(settings, sort_keys=False))
 
-    @property
-    def grpc_tls(self) -> TlsFiles:
-        return TlsFiles(self.pki.grpc_cert, self.pki.grpc_key, self.pki.ca)
+    async def _start_service(self, name: str) -> None:
+        """Start one service and wait for the ports it reports.
 
-    def check_children(self) -> None:
-        for child in (self.redis, *self.services):
-            if (status := child.exited()) is not None:
-                raise UpFailed(f"{child.name} exited with status {status}")
+        Its metrics socket is bound here, on a port the kernel picks, and handed
+        over; its gRPC port it binds itself (gRPC cannot take a socket).
+        """
+        child = self.services[name]
+        read_end, write_end = os.pipe()
+        with socket.create_server((GRPC_HOST, 0)) as metrics:
+            env = {"QW_READY_FD": str(write_end), "QW_METRICS_FD": str(metrics.fileno())}
+            try:
+                await child.start(env, pass_fds=(write_end, metrics.fileno()))
+            except BaseException:
+                os.close(read_end)
+                raise
+            finally:
+                os.close(write_end)
+        self.ports[name] = await _ready_line(child, read_end)
 
-    async def wait_healthy(self) -> None:
+    async def _wait_serving(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.startup_timeout
-        pending = set(SERVICES)
-        channels = {
-            n: open_channel(f"127.0.0.1:{self.ports[n][0]}", self.grpc_tls) for n in SERVICES
-        }
+        channels = {name: open_channel(self.grpc_address(name), self.grpc_tls) for name in SERVICES}
         try:
-            while pending:
-                self.check_children()
-                for name in sorted(pending):
-                    if await serving_status(channels[name]) == SERVING:
-                        log.info("healthy", extra={"child": name})
-                        pending.discard(name)
-                if loop.time() > deadline:
-                    raise UpFailed(
-                        f"not healthy after {self.options.startup_timeout:.0f} s: "
-                        + ", ".join(sorted(pending))
-                    )
-                if pending:
-                    await asyncio.sleep(0.2)
+            await _all(
+                *(
+                    _serving(name, channel, max(0.1, deadline - loop.time()))
+                    for name, channel in channels.items()
+                )
+            )
         finally:
             for channel in channels.values():
                 await channel.close(None)
@@ -203,27 +288,37 @@ class Platform:
             "config": str(self.config),
             "redis": {"pid": self.redis.pid, "url": self.redis_url},
             "services": {
-                child.name: {
+                name: {
                     "pid": child.pid,
-                    "grpc": f"127.0.0.1:{self.ports[child.name][0]}",
-                    "metrics": f"127.0.0.1:{self.ports[child.name][1]}",
+                    "grpc": self.grpc_address(name),
+                    "metrics": f"{GRPC_HOST}:{self.ports[name]['metrics_port']}",
                 }
-                for child in self.services
+                for name, child in self.services.items()
             },
         }
         self.status.write_text(json.dumps(status, indent=2), encoding="utf-8")
 
     async def start(self) -> dict[str, str]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.startup_timeout
         self.write_config()
-        self.redis.start()
+        await self.redis.start()
         probe = redis_client(load_settings(UserAdminSettings, self.config))
         try:
             await wait_redis(probe, self.redis, timeout=15)
         finally:
             await probe.aclose()
-        for child in self.services:
-            child.start()
-        await self.wait_healthy()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await _all(self._start_service("keyagreement"), self._start_service("relay"))
+                self.write_config()  # now with keyagreement's address, for signaling and `calls`
+                await self._start_service("signaling")
+        except TimeoutError:
+            waiting = ", ".join(name for name in SERVICES if name not in self.ports)
+            raise UpFailed(
+                f"not listening after {self.options.startup_timeout:.0f} s: {waiting}"
+            ) from None
+        await self._wait_serving(deadline)
         try:
             users = await self.demo_users()
         except (RedisError, OSError) as exc:
@@ -231,23 +326,32 @@ class Platform:
         self.write_status()
         return users
 
-    def stop(self) -> None:
-        stop_all(self.services, SERVICE_DRAIN + SERVICE_GRACE + 5)
-        stop_all([self.redis], 15)
+    async def stop(self) -> None:
+        await stop_all(list(self.services.values()), SERVICE_DRAIN + SERVICE_GRACE + 5)
+        await stop_all([self.redis], 15)
         self.status.unlink(missing_ok=True)
+        self.lock.close()
 
     async def watch(self, stop: asyncio.Event) -> None:
-        """Return on ``stop``; raise :class:`UpFailed` if a child dies first."""
-        while not stop.is_set():
-            self.check_children()
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=0.5)
-            except TimeoutError:
-                continue
+        """Return on ``stop``; raise :class:`UpFailed` if a child ends first."""
+        waiters: dict[asyncio.Future[Any], Child | None] = {
+            asyncio.ensure_future(stop.wait()): None
+        }
+        for each in (self.redis, *self.services.values()):
+            waiters[asyncio.ensure_future(each.ended())] = each
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        for ended in done:
+            if (child := waiters[ended]) is not None:
+                raise UpFailed(f"{child.name} exited with status {ended.result()}")
 
 
 async def up(options: UpOptions) -> int:
-    platform = Platform(options)
+    platform = await Platform.create(options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -271,5 +375,5 @@ async def up(options: UpOptions) -> int:
     finally:
         stopper.cancel()
         await asyncio.gather(startup, stopper, return_exceptions=True)
-        platform.stop()
+        await platform.stop()
         log.info("stopped")

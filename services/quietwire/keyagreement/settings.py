@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from quietwire.runtime.settings import OptionalPort, Port, ServiceSettings
+from quietwire.runtime.settings import AnyPort, OptionalPort, ServiceSettings
 
 
 class KeyAgreementSettings(ServiceSettings):
-    grpc_port: Port = 50052
+    grpc_port: AnyPort = 50052
     metrics_port: OptionalPort = 9102
     #: secure_only (default: ZRTP, DTLS-SRTP or SDES-SRTP, never plain RTP),
     #: e2e_only (ZRTP or DTLS-SRTP), allow_plain (testing only).

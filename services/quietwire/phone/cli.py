@@ -15,12 +15,15 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from quietwire.phone.call import Phone, PhoneOptions
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.uri import SipUri
 from quietwire.protocols.zrtp.algorithms import Offer
 from quietwire.protocols.zrtp.session import DEFAULT_OFFER
+
+if TYPE_CHECKING:  # the phone (aiortc's codecs) loads only to run it, not for `quietwire --help`
+    from quietwire.phone.call import PhoneOptions
 
 MULTISTREAM = b"Mult"
 
@@ -98,6 +101,8 @@ def _registrar(value: str) -> tuple[str, int]:
 
 
 def options(args: argparse.Namespace) -> PhoneOptions:
+    from quietwire.phone.call import PhoneOptions
+
     password = os.environ.get("QW_PHONE_PASSWORD")
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -158,6 +163,8 @@ def _offer(key_agreements: str | None) -> Offer:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from quietwire.phone.call import Phone
+
     phone = Phone(options(args), lambda line: print(line, flush=True))
     await phone.start()
     # What start-up made (modules, codecs) lives as long as the phone: out of the

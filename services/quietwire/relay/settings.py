@@ -8,11 +8,11 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from quietwire.relay.addresses import AddressPolicy, networks
-from quietwire.runtime.settings import OptionalPort, Port, ServiceSettings, env_name
+from quietwire.runtime.settings import AnyPort, OptionalPort, Port, ServiceSettings, env_name
 
 
 class RelaySettings(ServiceSettings):
-    grpc_port: Port = 50053
+    grpc_port: AnyPort = 50053
     metrics_port: OptionalPort = 9103
     #: Where media sockets bind, and the address phones are told to send to.
     relay_bind: str = "0.0.0.0"  # noqa: S104 - media comes from anywhere

@@ -1,12 +1,16 @@
-"""The Prometheus endpoint each service exposes (``QW_METRICS_PORT``, 0 = off)."""
+"""The Prometheus endpoint each service exposes (``QW_METRICS_PORT``, 0 = off), or on a
+listening socket its supervisor hands it (``QW_METRICS_FD``)."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from threading import Thread
-from wsgiref.simple_server import WSGIServer
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import Info, start_http_server
+from prometheus_client import Info, make_wsgi_app, start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from quietwire import __version__
 
@@ -28,8 +32,31 @@ class MetricsEndpoint:
         self.thread.join(timeout=5)
 
 
-def start_metrics(service: str, bind: str, port: int) -> MetricsEndpoint | None:
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access line per scrape on stderr (our logs are JSON)."""
+
+
+def _on_socket(listener: socket.socket) -> MetricsEndpoint:
+    """Serve ``/metrics`` on a socket already bound and listening."""
+    host, port = listener.getsockname()[:2]
+    server = ThreadingWSGIServer((host, port), _QuietHandler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = listener
+    server.server_name, server.server_port = str(host), int(port)
+    server.setup_environ()
+    server.set_app(make_wsgi_app())
+    thread = Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
+    return MetricsEndpoint(server, thread)
+
+
+def start_metrics(
+    service: str, bind: str, port: int, listener_fd: int | None = None
+) -> MetricsEndpoint | None:
     BUILD.info({"version": __version__, "service": service})
+    if listener_fd is not None:
+        return _on_socket(socket.socket(fileno=listener_fd))
     if port == 0:
         return None
     server, thread = start_http_server(port, addr=bind)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
+import os
 import signal
-from collections.abc import Awaitable, Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Exit status when a second signal cut the graceful shutdown short.
 EXIT_FORCED = 130
+
+S = TypeVar("S", bound=ServiceSettings)
 
 
 class Service(Protocol):
@@ -123,15 +127,36 @@ class _Signals:
         return False
 
 
-async def serve(name: str, settings: ServiceSettings, service: Service) -> int:
-    """Run ``service`` until a signal; returns the process exit status."""
+def report_ready(fd: int, ports: Mapping[str, int | None]) -> None:
+    """One JSON line of ``ports`` on ``fd`` (``QW_READY_FD``), which is then closed."""
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(ports) + "\n")
+
+
+async def serve(name: str, settings: S, make_service: Callable[[S], Service]) -> int:
+    """Run the service ``make_service`` builds until a signal; returns the exit status.
+
+    The service is built once the gRPC port is bound, from settings that carry
+    the bound port (``QW_GRPC_PORT=0`` lets the kernel pick one), so that what
+    it advertises to its peers is where it listens.
+    """
     log.info("starting", extra={"settings": settings.redacted()})
     server, port = build_server(settings)
+    if settings.grpc_port == 0:
+        settings = settings.model_copy(update={"grpc_port": port})
+    service = make_service(settings)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service.add_to_server(server)
     probes = build_health_server(settings, health)
-    metrics = start_metrics(name, settings.metrics_bind, settings.metrics_port)
+    try:
+        metrics = start_metrics(
+            name, settings.metrics_bind, settings.metrics_port, settings.metrics_fd
+        )
+    except OSError as exc:
+        setting = f"{env_name('metrics_bind')}:{env_name('metrics_port')}"
+        address = f"{settings.metrics_bind}:{settings.metrics_port}"
+        raise SettingsError(f"cannot listen on {setting} = {address}: {exc.strerror}") from None
     signals = _Signals()
     signals.install()
     monitor = HealthMonitor(health, service.grpc_services, service.readiness_checks())
@@ -142,14 +167,14 @@ async def serve(name: str, settings: ServiceSettings, service: Service) -> int:
             await probes[0].start()
         await monitor.start()
         gc.freeze()  # start-up's objects live as long as the process: keep full collections short
-        log.info(
-            "listening",
-            extra={
-                "grpc_port": port,
-                "health_port": probes and probes[1],
-                "metrics_port": metrics and metrics.port,
-            },
-        )
+        ports = {
+            "grpc_port": port,
+            "health_port": probes[1] if probes is not None else None,
+            "metrics_port": metrics.port if metrics is not None else None,
+        }
+        log.info("listening", extra=ports)
+        if settings.ready_fd is not None:
+            report_ready(settings.ready_fd, ports)
         await signals.stop.wait()
         await monitor.stop()
         graceful = await signals.unless_forced(service.drain(settings.drain_timeout))

@@ -39,6 +39,8 @@ SECRETS_DIR_ENV = "QW_SECRETS_DIR"
 Port = Annotated[int, Field(ge=1, le=65535)]
 #: A listening port where 0 turns the listener off.
 OptionalPort = Annotated[int, Field(ge=0, le=65535)]
+#: A listening port where 0 lets the kernel pick a free one (reported through QW_READY_FD).
+AnyPort = Annotated[int, Field(ge=0, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -155,7 +157,7 @@ class ServiceSettings(CommonSettings):
     """Settings of a long-running service: its gRPC server, metrics and shutdown."""
 
     grpc_bind: str = "127.0.0.1"
-    grpc_port: Port = 50051
+    grpc_port: AnyPort = 50051
     #: Where other services reach this one's gRPC (default: the bind address and port).
     grpc_advertise: str | None = None
     #: Server certificate and key, and the CA that signs peers' client
@@ -175,6 +177,15 @@ class ServiceSettings(CommonSettings):
     health_port: OptionalPort = 0
     metrics_bind: str = "127.0.0.1"
     metrics_port: OptionalPort = 0
+    #: An open file descriptor the service writes one JSON line to once it
+    #: listens, naming its ports (``grpc_port``, ``health_port``,
+    #: ``metrics_port``), then closes: readiness for a supervisor such as
+    #: ``quietwire up``, like s6's notification-fd.
+    ready_fd: Annotated[int, Field(ge=3)] | None = None
+    #: A listening socket, already bound, to serve metrics on instead of
+    #: QW_METRICS_BIND:QW_METRICS_PORT: its supervisor (``quietwire up``) binds
+    #: port 0 and hands it over, so no other process can take the port meanwhile.
+    metrics_fd: Annotated[int, Field(ge=3)] | None = None
     #: After SIGTERM: how long calls in progress may take to finish.
     drain_timeout: Seconds = 30.0
     #: Then how long in-flight RPCs get before the server stops.
@@ -189,6 +200,16 @@ class ServiceSettings(CommonSettings):
                         f"{env_name(name)} is required unless {env_name('grpc_insecure')}=true"
                     )
         return self
+
+    @field_validator("ready_fd", "metrics_fd")
+    @classmethod
+    def _open_fd(cls, value: int | None) -> int | None:
+        if value is not None:
+            try:
+                os.fstat(value)
+            except OSError:
+                raise ValueError("not an open file descriptor") from None
+        return value
 
     @field_validator("grpc_bind", "metrics_bind", "health_bind")
     @classmethod

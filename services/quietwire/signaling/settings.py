@@ -9,6 +9,7 @@ from pydantic import Field, FilePath, SecretStr, field_validator, model_validato
 
 from quietwire.protocols.sip.digest import DigestAlgorithm
 from quietwire.runtime.settings import (
+    AnyPort,
     CommonSettings,
     OptionalPort,
     Port,
@@ -42,7 +43,7 @@ class DigestSettings(QuietwireSettings):
 
 
 class SignalingSettings(ServiceSettings, SipDomainSettings, DigestSettings):
-    grpc_port: Port = 50051
+    grpc_port: AnyPort = 50051
     metrics_port: OptionalPort = 9101
     #: SIP over TLS (RFC 5630): where phones connect.
     sip_bind: str = "0.0.0.0"  # noqa: S104 - the front door listens on every interface

@@ -12,16 +12,10 @@ from quietwire.protocols.zrtp.messages import message_type
 from quietwire.protocols.zrtp.packet import HEADER_LENGTH
 from quietwire.protocols.zrtp.session import EngineConfig, Failed, MultistreamSession, Secured
 
+from tests.support.clock import FakeClock
+
 #: Decides a packet's fate in flight: return it (maybe altered), or None to drop it.
 Filter = Callable[[str, bytes], bytes | None]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def now(self) -> float:
-        return self.t
 
 
 def kind(packet: bytes) -> str:
@@ -101,7 +95,7 @@ def pair(
     *,
     bind: bool = True,
 ) -> Pair:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     p = Pair(endpoint("alice", clock, alice), endpoint("bob", clock, bob), clock)
     if bind:
         p.alice.engine.set_peer_hello_hash(p.bob.engine.hello_hash)
@@ -111,7 +105,7 @@ def pair(
 
 def call_again(previous: Pair, session_of: str | None = None) -> Pair:
     """A new call between the same two endpoints (same ZIDs and caches)."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     a, b = previous.alice, previous.bob
     p = Pair(
         endpoint("alice", clock, a.config, a.cache),

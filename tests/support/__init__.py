@@ -1,0 +1,1 @@
+"""Helpers shared by every test tier: waiting on events, a fake clock, `quietwire up`."""
