@@ -7,8 +7,11 @@ replicas that also says its transport (``<replica>.<n>`` over TLS,
 bounded send queue drained by one writer task,
 and a framer. Messages go to the handler; a malformed request is answered 400
 when it can be, anything unparsable is counted and, on a stream, ends the
-connection (the framing can no longer be trusted). The listener never stops
-for one bad peer.
+connection (the framing can no longer be trusted) once its answer is written.
+The listener never stops for one bad peer, and no peer holds more than
+:class:`StreamLimits` allow: connections are capped in total and per source, a
+message must arrive whole within a deadline that trickled bytes do not extend,
+and a request without credentials carries a small body.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +29,13 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter, Gauge
 
 from quietwire.protocols.sip.errors import ParseError
-from quietwire.protocols.sip.framing import PONG, KeepAlive, Malformed, StreamFramer
+from quietwire.protocols.sip.framing import (
+    PONG,
+    PREAUTH_BODY_BYTES,
+    KeepAlive,
+    Malformed,
+    StreamFramer,
+)
 from quietwire.protocols.sip.message import (
     Headers,
     Message,
@@ -34,12 +44,15 @@ from quietwire.protocols.sip.message import (
     parse_message,
     split_head,
 )
+from quietwire.signaling.admission import ConnectionCaps
 
 log = logging.getLogger(__name__)
 
 #: Messages waiting to be written on one connection before new ones are refused.
 SEND_QUEUE_LIMIT = 256
 IDLE_TIMEOUT = 300.0
+#: Seconds an answer written before a close may take to leave.
+FLUSH_TIMEOUT = 2.0
 #: Answers a UDP peer's flow keeps for its retransmitted requests.
 RECENT_ANSWERS = 8
 
@@ -61,6 +74,8 @@ class Flow:
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: Bindings registered over this flow: (aor, contact, instance, reg-id).
     bindings: set[tuple[str, str, str, int]] = field(default_factory=set)
+    #: Someone passed digest authentication on this flow: its messages may be larger.
+    authenticated: bool = False
 
     def send(self, data: bytes) -> bool:
         """Queue bytes for the peer; False when the queue is full or the flow is gone."""
@@ -87,6 +102,15 @@ class Flow:
         self.closed.set()
         if self.writer is not None:
             self.writer.close()
+
+    async def flush(self) -> None:
+        """Write what is still queued (the writer task is stopped), for a bounded time."""
+        if self.writer is None:
+            return
+        while not self.queue.empty():
+            self.writer.write(self.queue.get_nowait())
+        with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            await asyncio.wait_for(self.writer.drain(), FLUSH_TIMEOUT)
 
     async def ended(self) -> None:
         """The flow is gone: close it and run its hooks (its bindings go)."""
@@ -165,14 +189,16 @@ class FlowTable:
 def bad_request_response(data: bytes, error: ParseError) -> Response | None:
     """A 4xx for an unparsable request, when enough of it is readable to answer."""
     head, _ = split_head(data)
-    lines = head.decode("utf-8", "replace").split("\r\n")
+    lines = re.split(r"\r?\n", head.decode("utf-8", "replace"))
     if not lines or lines[0].startswith("SIP/"):
         return None
     wanted = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
     headers = Headers()
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if colon and name.strip().lower() in wanted:
+        if not colon or name.strip().lower() not in wanted or "\r" in line:
+            continue  # a bare CR is never echoed back (header injection)
+        if headers.get(name.strip()) is None or name.strip().lower() in ("via", "v"):
             headers.add(name.strip(), value.strip())
     if headers.get("Via") is None:
         return None
@@ -187,33 +213,46 @@ def answer_malformed(flow: Flow, data: bytes, error: ParseError) -> None:
         flow.send_message(answer)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """What stream peers may hold (QW_SIP_MAX_CONNECTIONS and the settings after it)."""
+
+    max_connections: int = 10_000
+    max_connections_per_source: int = 64
+    #: Body bytes of a request without credentials on a flow nobody authenticated on.
+    preauth_body_bytes: int = PREAUTH_BODY_BYTES
+    #: Seconds from a message's first byte to its last (slowloris).
+    message_timeout: float = 10.0
+    #: Seconds a connection may stay silent between messages.
+    idle: float = IDLE_TIMEOUT
+
+
 class StreamListener:
     """Accepts SIP connections — over TLS with a ``context``, plain TCP without —
-    and feeds their messages to ``handler``."""
+    and feeds their messages to ``handler``. ``caps`` may be shared by listeners."""
 
     def __init__(
         self,
         table: FlowTable,
         handler: Handler,
         context: ssl.SSLContext | None,
-        idle: float = IDLE_TIMEOUT,
+        limits: StreamLimits | None = None,
+        caps: ConnectionCaps | None = None,
     ) -> None:
         self.table = table
         self.handler = handler
         self.context = context
         self.transport = "TLS" if context is not None else "TCP"
-        self.idle = idle
+        self.limits = limits or StreamLimits()
+        self.caps = caps or ConnectionCaps(
+            self.limits.max_connections, self.limits.max_connections_per_source
+        )
         self.server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> int:
-        self.server = await asyncio.start_server(
-            self._accept,
-            host,
-            port,
-            ssl=self.context,
-            ssl_handshake_timeout=10 if self.context is not None else None,
-        )
+        # TLS starts per connection, after admission (_serve).
+        self.server = await asyncio.start_server(self._accept, host, port)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
@@ -226,25 +265,56 @@ class StreamListener:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.create_task(self._serve(reader, writer))
+        peer = writer.get_extra_info("peername") or ("", 0)
+        source = self.caps.admit(str(peer[0]))
+        if source is None:
+            writer.transport.abort()  # over a cap: no handshake, no buffer
+            return
+        task = asyncio.create_task(self._serve(reader, writer, source))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, source: str
+    ) -> None:
+        try:
+            if self.context is not None:
+                await writer.start_tls(self.context, ssl_handshake_timeout=10)
+            await self._run(reader, writer)
+        except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            writer.transport.abort()
+        finally:
+            self.caps.release(source)
+
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("", 0)
         transport = self.transport
         flow = Flow(self.table.new_id(transport), transport, (str(peer[0]), int(peer[1])), writer)
         self.table.flows[flow.id] = flow
         FLOWS.inc()
         sender = asyncio.create_task(flow._write_loop())
-        framer = StreamFramer()
+        framer = StreamFramer(preauth_body_bytes=self.limits.preauth_body_bytes)
+        loop = asyncio.get_running_loop()
+        #: When the message being received must be complete (None: between messages).
+        deadline: float | None = None
         try:
             while not flow.closed.is_set():
-                data = await asyncio.wait_for(reader.read(65536), timeout=self.idle)
+                wait = self.limits.idle
+                if deadline is not None:
+                    wait = deadline - loop.time()
+                    if wait <= 0:
+                        MALFORMED.labels("timeout").inc()
+                        break
+                data = await asyncio.wait_for(reader.read(65536), timeout=wait)
                 if not data:
                     break
+                framer.trusted = flow.authenticated
                 if not await self._receive(flow, framer, data):
                     break
+                if not framer.buffered:
+                    deadline = None
+                elif deadline is None:
+                    deadline = loop.time() + self.limits.message_timeout
         except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
             pass
         finally:
@@ -255,19 +325,15 @@ class StreamListener:
                 asyncio.CancelledError, ConnectionError, ssl.SSLError, OSError
             ):
                 await sender
+            await flow.flush()
             await flow.ended()
 
     async def _receive(self, flow: Flow, framer: StreamFramer, data: bytes) -> bool:
         """Handle what ``data`` completes; False when the connection must end."""
         try:
             items = framer.feed(data)
-        except ParseError as exc:
-            MALFORMED.labels("closed").inc()
-            answer = bad_request_response(bytes(data), exc)
-            if answer is not None:
-                flow.send_message(answer)
-            log.info("malformed SIP stream, closing", extra={"reason": exc.reason})
-            return False
+        except ParseError:
+            items = []
         for item in items:
             if isinstance(item, KeepAlive):
                 flow.send(PONG)
@@ -280,6 +346,13 @@ class StreamListener:
                 await self.handler(flow, item)
             except Exception:
                 log.exception("SIP handler failed")
+        if framer.error is not None:
+            MALFORMED.labels("closed").inc()
+            answer = bad_request_response(framer.pending(), framer.error)
+            if answer is not None:
+                flow.send_message(answer)
+            log.info("malformed SIP stream, closing", extra={"reason": framer.error.reason})
+            return False
         return True
 
 

@@ -27,10 +27,11 @@ from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.runtime.settings import SettingsError, env_name
+from quietwire.signaling.admission import ConnectionCaps
 from quietwire.signaling.auth import Authenticator
 from quietwire.signaling.core import SipCore
 from quietwire.signaling.dialogs import DialogStore
-from quietwire.signaling.flows import DatagramListener, FlowTable, StreamListener
+from quietwire.signaling.flows import DatagramListener, FlowTable, StreamLimits, StreamListener
 from quietwire.signaling.limits import SourceLimiter
 from quietwire.signaling.locations import LocationStore
 from quietwire.signaling.media import KeyAgreementPlanner, Passthrough
@@ -124,10 +125,17 @@ class SignalingService(RedisBackedService):
             clock, settings.sip_rate_limit, settings.sip_rate_burst, settings.sip_max_auth_failures
         )
         self.core = SipCore(registrar, self.proxy, limiter)
-        self.listener = StreamListener(self.flows, self.core.on_message, self.tls)
+        limits = StreamLimits(
+            max_connections=settings.sip_max_connections,
+            max_connections_per_source=settings.sip_max_connections_per_source,
+            preauth_body_bytes=settings.sip_preauth_body_bytes,
+            message_timeout=settings.sip_message_timeout,
+        )
+        caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_source)
+        self.listener = StreamListener(self.flows, self.core.on_message, self.tls, limits, caps)
         #: Plain TCP, for phones without TLS: off unless QW_SIP_TCP_PORT is set.
         self.tcp_listener = (
-            StreamListener(self.flows, self.core.on_message, None)
+            StreamListener(self.flows, self.core.on_message, None, limits, caps)
             if settings.sip_tcp_port
             else None
         )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, FilePath, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
 from quietwire.protocols.sip.digest import DigestAlgorithm
+from quietwire.protocols.sip.framing import MAX_BODY_BYTES, PREAUTH_BODY_BYTES
 from quietwire.runtime.settings import (
     CommonSettings,
     OptionalPort,
@@ -48,6 +49,17 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     sip_rate_limit: Annotated[float, Field(gt=0)] = 50.0
     sip_rate_burst: Annotated[float, Field(ge=1)] = 200.0
     sip_max_auth_failures: Annotated[int, Field(ge=1)] = 10
+    #: Open SIP connections (TLS and TCP) per replica, in total and per source
+    #: address (an IPv6 source is its /64); over either, a connection is closed
+    #: before its TLS handshake.
+    sip_max_connections: Annotated[int, Field(ge=1)] = 10_000
+    sip_max_connections_per_source: Annotated[int, Field(ge=1)] = 64
+    #: Body bytes of a request without credentials on a connection nobody has
+    #: authenticated on yet (over: 413 and the connection closes).
+    sip_preauth_body_bytes: Annotated[int, Field(ge=0, le=MAX_BODY_BYTES)] = PREAUTH_BODY_BYTES
+    #: Seconds a message may take from its first byte to its last, however the
+    #: bytes trickle in (over: the connection closes).
+    sip_message_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     #: Digest algorithms challenged, most preferred first (RFC 8760). Some
     #: clients (sipp) answer only the first challenge and know only MD5.
     sip_digest_algorithms: str = "SHA-256,MD5"
@@ -60,6 +72,12 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
         if not names or any(n not in known for n in names):
             raise ValueError(f"must be a comma-separated list of {', '.join(sorted(known))}")
         return ",".join(names)
+
+    @model_validator(mode="after")
+    def _connection_caps(self) -> SignalingSettings:
+        if self.sip_max_connections_per_source > self.sip_max_connections:
+            raise ValueError("sip_max_connections_per_source exceeds sip_max_connections")
+        return self
 
     @property
     def digest_algorithms(self) -> tuple[DigestAlgorithm, ...]:
