@@ -61,6 +61,10 @@ class Registrar:
         extension = refuse_unsupported(request, "Require", OPTIONS)
         if extension is not None:
             return extension
+        try:
+            request.contacts  # noqa: B018 - header inspection before auth (RFC 4475 3.1.2.13)
+        except ParseError:
+            return reply(request, 400, "Bad Contact")
         result = await self.auth.check(request, proxy=False)
         if result.verdict in (Verdict.CHALLENGE, Verdict.STALE):
             return self.auth.challenge(request, proxy=False, stale=result.verdict is Verdict.STALE)

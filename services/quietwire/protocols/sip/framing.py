@@ -61,8 +61,9 @@ class StreamFramer:
 
     @property
     def buffered(self) -> int:
-        """Bytes of a message not yet complete (what the partial-message deadline watches)."""
-        return len(self._buffer)
+        """Bytes of a message not yet complete (what the partial-message deadline
+        watches); CR and LF between messages are keep-alives, not a message."""
+        return len(self._buffer.lstrip(b"\r\n"))
 
     def pending(self) -> bytes:
         """The start of the buffered, unframed input (to answer a framing error from)."""
@@ -96,8 +97,10 @@ class StreamFramer:
         if buffer.startswith(PING):
             del buffer[: len(PING)]
             return KeepAlive()
-        while buffer.startswith(b"\r\n") and len(buffer) > 2 and buffer[2:4] != b"\r\n":
-            del buffer[:2]  # a lone CRLF (pong, or stray) between messages
+        # A lone CRLF (pong, or stray) between messages, known not to start a
+        # ping only once the two bytes after it are here (a ping may come cut).
+        while buffer.startswith(b"\r\n") and len(buffer) >= 4 and buffer[2:4] != b"\r\n":
+            del buffer[:2]
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
             if len(buffer) > self.max_header_bytes:
