@@ -54,6 +54,8 @@ def main(argv: list[str]) -> None:
     if args.runs is not None:
         options.append(f"-runs={args.runs}")
     corpus = [str(work), str(HERE / "corpus" / args.target)]
+    if (HERE / "regressions" / args.target).is_dir():
+        corpus.append(str(HERE / "regressions" / args.target))
     atheris.Setup([sys.argv[0], *options, *corpus], TARGETS[args.target])
     atheris.Fuzz()
 
