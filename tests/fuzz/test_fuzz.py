@@ -49,9 +49,9 @@ def test_corpus_and_past_crashes_replay(name: str) -> None:
 def test_short_fuzzing_run(name: str, tmp_path: Path) -> None:
     """A few seconds of atheris per target: instrumented, seeded, no crash."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "services"), str(ROOT)])}
+    command = [sys.executable, "-m", "tests.fuzz", name, "--seconds", str(SHORT_RUN_SECONDS)]
     run = subprocess.run(
-        [sys.executable, "-m", "tests.fuzz", name, "--seconds", str(SHORT_RUN_SECONDS)]
-        + ["--work", str(tmp_path / "work")],
+        [*command, "--work", str(tmp_path / "work")],
         cwd=ROOT,
         env=env,
         capture_output=True,

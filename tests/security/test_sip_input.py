@@ -412,8 +412,18 @@ async def capped(pki: Pki, redis_url: str) -> AsyncIterator[Replica]:
         sip_max_connections=4,
         sip_max_connections_per_source=2,
         sip_message_timeout=1.0,
+        sip_udp_port=free_port(),
     ):
         yield r
+
+
+async def test_udp_peers_are_capped(capped: Replica) -> None:
+    """Each UDP source port was a flow of its own, without bound (spoofable)."""
+    port = capped.service.settings.sip_udp_port
+    answered = [bool(await udp_statuses(port, options(f"udp{i}"), 1, 2.0)) for i in range(3)]
+    assert answered == [True, True, False]
+    udp = capped.service.udp_listener
+    assert udp is not None and len(udp.peers) == 2
 
 
 async def _refused(pki: Pki, port: int, source: str) -> bool:

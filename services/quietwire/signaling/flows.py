@@ -44,7 +44,7 @@ from quietwire.protocols.sip.message import (
     parse_message,
     split_head,
 )
-from quietwire.signaling.admission import ConnectionCaps
+from quietwire.signaling.admission import ConnectionCaps, source_key
 
 log = logging.getLogger(__name__)
 
@@ -360,12 +360,24 @@ class DatagramListener(asyncio.DatagramProtocol):
     """SIP over UDP (RFC 3261 section 18): one message a datagram, a
     :class:`DatagramFlow` per peer address, messages handled in arrival order.
     A peer's flow is forgotten when it has been silent ``idle`` seconds, or
-    ``held`` seconds while bindings still name it (they end with it)."""
+    ``held`` seconds while bindings still name it (they end with it). Peers are
+    capped like connections (``caps``): a datagram from one more is dropped."""
 
-    def __init__(self, table: FlowTable, handler: Handler, idle: float, held: float) -> None:
+    def __init__(
+        self,
+        table: FlowTable,
+        handler: Handler,
+        idle: float,
+        held: float,
+        caps: ConnectionCaps | None = None,
+    ) -> None:
         self.table = table
         self.handler = handler
         self.idle, self.held = idle, held
+        limits = StreamLimits()
+        self.caps = caps or ConnectionCaps(
+            limits.max_connections, limits.max_connections_per_source
+        )
         self.server: asyncio.DatagramTransport | None = None
         self.peers: dict[tuple[str, int], DatagramFlow] = {}
         self._inbox: asyncio.Queue[tuple[DatagramFlow, Message]] = asyncio.Queue(4096)
@@ -390,6 +402,8 @@ class DatagramListener(asyncio.DatagramProtocol):
         remote = (str(addr[0]), int(addr[1]))
         flow = self.peers.get(remote)
         if flow is None:
+            if self.caps.admit(remote[0]) is None:
+                return
             flow = DatagramFlow(self.table.new_id("UDP"), "UDP", remote, None, socket=self.server)
             self.peers[remote] = flow
             self.table.flows[flow.id] = flow
@@ -425,7 +439,8 @@ class DatagramListener(asyncio.DatagramProtocol):
                     await self._forget(flow)
 
     async def _forget(self, flow: DatagramFlow) -> None:
-        self.peers.pop(flow.remote, None)
+        if self.peers.pop(flow.remote, None) is not None:
+            self.caps.release(source_key(flow.remote[0]))
         if self.table.flows.pop(flow.id, None) is not None:
             FLOWS.dec()
         await flow.ended()

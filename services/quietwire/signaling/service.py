@@ -143,7 +143,11 @@ class SignalingService(RedisBackedService):
         #: lasts while it is heard from, or while its bindings may (they die with it).
         self.udp_listener = (
             DatagramListener(
-                self.flows, self.core.on_message, idle=UDP_IDLE, held=MAX_EXPIRES + UDP_IDLE
+                self.flows,
+                self.core.on_message,
+                idle=UDP_IDLE,
+                held=MAX_EXPIRES + UDP_IDLE,
+                caps=ConnectionCaps(limits.max_connections, limits.max_connections_per_source),
             )
             if settings.sip_udp_port
             else None

@@ -51,7 +51,7 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     sip_max_auth_failures: Annotated[int, Field(ge=1)] = 10
     #: Open SIP connections (TLS and TCP) per replica, in total and per source
     #: address (an IPv6 source is its /64); over either, a connection is closed
-    #: before its TLS handshake.
+    #: before its TLS handshake. UDP peers are capped alike (apart).
     sip_max_connections: Annotated[int, Field(ge=1)] = 10_000
     sip_max_connections_per_source: Annotated[int, Field(ge=1)] = 64
     #: Body bytes of a request without credentials on a connection nobody has
