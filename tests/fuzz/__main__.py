@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import atheris
+import atheris  # type: ignore[import-untyped]
 
 HERE = Path(__file__).parent
 NAMES = ("sip_message", "sip_stream", "sdp", "zrtp", "rtp_demux", "digest")
