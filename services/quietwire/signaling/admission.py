@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter
 
 REFUSED = Counter("quietwire_sip_connections_refused", "Connections refused by a cap", ["cap"])
+#: Default caps (QW_SIP_MAX_CONNECTIONS, QW_SIP_MAX_CONNECTIONS_PER_SOURCE).
+MAX_CONNECTIONS = 10_000
+MAX_CONNECTIONS_PER_SOURCE = 64
 #: IPv6 sources are counted by this prefix length.
 IPV6_SOURCE_PREFIX = 64
 

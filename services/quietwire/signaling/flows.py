@@ -44,13 +44,20 @@ from quietwire.protocols.sip.message import (
     parse_message,
     split_head,
 )
-from quietwire.signaling.admission import ConnectionCaps, source_key
+from quietwire.signaling.admission import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_SOURCE,
+    ConnectionCaps,
+    source_key,
+)
 
 log = logging.getLogger(__name__)
 
 #: Messages waiting to be written on one connection before new ones are refused.
 SEND_QUEUE_LIMIT = 256
 IDLE_TIMEOUT = 300.0
+#: Seconds from a message's first byte to its last (QW_SIP_MESSAGE_TIMEOUT).
+MESSAGE_TIMEOUT = 10.0
 #: Seconds an answer written before a close may take to leave.
 FLUSH_TIMEOUT = 2.0
 #: Answers a UDP peer's flow keeps for its retransmitted requests.
@@ -217,12 +224,12 @@ def answer_malformed(flow: Flow, data: bytes, error: ParseError) -> None:
 class StreamLimits:
     """What stream peers may hold (QW_SIP_MAX_CONNECTIONS and the settings after it)."""
 
-    max_connections: int = 10_000
-    max_connections_per_source: int = 64
+    max_connections: int = MAX_CONNECTIONS
+    max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE
     #: Body bytes of a request without credentials on a flow nobody authenticated on.
     preauth_body_bytes: int = PREAUTH_BODY_BYTES
     #: Seconds from a message's first byte to its last (slowloris).
-    message_timeout: float = 10.0
+    message_timeout: float = MESSAGE_TIMEOUT
     #: Seconds a connection may stay silent between messages.
     idle: float = IDLE_TIMEOUT
 
@@ -282,6 +289,9 @@ class StreamListener:
                 await writer.start_tls(self.context, ssl_handshake_timeout=10)
             await self._run(reader, writer)
         except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            writer.transport.abort()
+        except Exception:
+            log.exception("SIP connection failed")
             writer.transport.abort()
         finally:
             self.caps.release(source)

@@ -15,6 +15,8 @@ from quietwire.runtime.settings import (
     ServiceSettings,
     SipDomainSettings,
 )
+from quietwire.signaling.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE
+from quietwire.signaling.flows import MESSAGE_TIMEOUT
 
 
 class SignalingSettings(ServiceSettings, SipDomainSettings):
@@ -52,14 +54,14 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     #: Open SIP connections (TLS and TCP) per replica, in total and per source
     #: address (an IPv6 source is its /64); over either, a connection is closed
     #: before its TLS handshake. UDP peers are capped alike (apart).
-    sip_max_connections: Annotated[int, Field(ge=1)] = 10_000
-    sip_max_connections_per_source: Annotated[int, Field(ge=1)] = 64
+    sip_max_connections: Annotated[int, Field(ge=1)] = MAX_CONNECTIONS
+    sip_max_connections_per_source: Annotated[int, Field(ge=1)] = MAX_CONNECTIONS_PER_SOURCE
     #: Body bytes of a request without credentials on a connection nobody has
     #: authenticated on yet (over: 413 and the connection closes).
     sip_preauth_body_bytes: Annotated[int, Field(ge=0, le=MAX_BODY_BYTES)] = PREAUTH_BODY_BYTES
     #: Seconds a message may take from its first byte to its last, however the
     #: bytes trickle in (over: the connection closes).
-    sip_message_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+    sip_message_timeout: Annotated[float, Field(gt=0, le=300)] = MESSAGE_TIMEOUT
     #: Digest algorithms challenged, most preferred first (RFC 8760). Some
     #: clients (sipp) answer only the first challenge and know only MD5.
     sip_digest_algorithms: str = "SHA-256,MD5"
