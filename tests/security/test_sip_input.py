@@ -4,8 +4,8 @@ Issue 12, findings 8, 9 and 13: every RFC 4475 message gets the RFC's treatment
 over a real socket; digits are ASCII; single-value headers come once; a bad
 message on a stream is answered before anything closes and does not take the
 next message with it; connections are capped per source and in total, a
-message has a deadline that trickled bytes do not extend, and a request
-without credentials carries a small body.
+message has a deadline that trickled bytes do not extend, and a message
+carries a small body until someone authenticates on the connection.
 """
 
 from __future__ import annotations
@@ -24,9 +24,18 @@ from typing import Any
 
 import pytest
 from quietwire.embedded.pki import Pki
+from quietwire.protocols.sip.digest import client_credentials, format_credentials, parse_challenge
+from quietwire.protocols.sip.message import parse_message
 
 from tests.conftest import free_port
-from tests.integration.signaling_harness import DOMAIN, Replica, add_users, make_pki, replica
+from tests.integration.signaling_harness import (
+    DOMAIN,
+    PASSWORDS,
+    Replica,
+    add_users,
+    make_pki,
+    replica,
+)
 from tests.vectors.rfc4475 import CASES
 
 _STATUS = re.compile(rb"^SIP/2\.0 (\d{3}) ", re.M)
@@ -206,7 +215,7 @@ async def test_every_rfc4475_message_over_tls(one: Replica, pki: Pki) -> None:
                 wrong[name] = got
         elif name == "regaut01":
             continue  # test_unknown_authorization_scheme_is_challenged
-        elif name == "clerr":  # 9999 bytes without credentials: over the pre-auth limit
+        elif name == "clerr":  # 9999 bytes before anyone authenticated: over the limit
             got = await peer.statuses(1)
             if got != [413] or not await peer.closed_by_server(5):
                 wrong[name] = got
@@ -385,8 +394,37 @@ def _invite(body: int, *headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + b"v=0\r\n" + b"a" * (body - 5)
 
 
-async def test_a_request_without_credentials_carries_a_small_body(one: Replica, pki: Pki) -> None:
-    """Finding 9: 64 KiB bodies per unauthenticated connection; now 4 KiB until credentials."""
+async def _register(peer: Peer, user: str = "alice") -> int | None:
+    """REGISTER ``user`` on ``peer`` with digest: the final status of the second try."""
+    lines = [
+        f"REGISTER sip:{DOMAIN} SIP/2.0",
+        "Via: SIP/2.0/TLS 192.0.2.1;branch=z9hG4bKreg{cseq}",
+        "Max-Forwards: 70",
+        f"From: <sip:{user}@{DOMAIN}>;tag=r",
+        f"To: <sip:{user}@{DOMAIN}>",
+        "Call-ID: body-limit-register",
+        "CSeq: {cseq} REGISTER",
+        f"Contact: <sip:{user}@192.0.2.1;transport=tls>",
+        "{authorization}Content-Length: 0",
+    ]
+    template = "\r\n".join(lines) + "\r\n\r\n"
+    await peer.send(template.format(cseq=1, authorization="").encode())
+    if await peer.final() != 401:
+        return None
+    challenge_at = peer.seen.rindex(b"SIP/2.0 401")
+    challenged = parse_message(peer.seen[challenge_at:])
+    challenge = parse_challenge(challenged.headers.get("WWW-Authenticate") or "")
+    answer = client_credentials(
+        challenge, user, PASSWORDS[user], "REGISTER", f"sip:{DOMAIN}", 1, "cnonce"
+    )
+    authorization = f"Authorization: {format_credentials(answer)}\r\n"
+    await peer.send(template.format(cseq=2, authorization=authorization).encode())
+    return await peer.final()
+
+
+async def test_a_small_body_until_someone_authenticates(one: Replica, pki: Pki) -> None:
+    """Finding 9: 64 KiB bodies per unauthenticated connection; now 4 KiB until a
+    digest login succeeds on the connection (a credentials header is not enough)."""
     limit = one.service.settings.sip_preauth_body_bytes
     peer = await Peer.open(pki, one.port)
     await peer.send(_invite(limit))
@@ -395,11 +433,14 @@ async def test_a_request_without_credentials_carries_a_small_body(one: Replica, 
     assert await peer.final() == 413
     assert await peer.closed_by_server(5)
     await peer.close()
-    credentials = (
-        'Proxy-Authorization: Digest username="alice", realm="x", nonce="n", uri="u", response="r"'
-    )
+    forged = 'Proxy-Authorization: Digest username="alice", realm="x", nonce="n", uri="u"'
     peer = await Peer.open(pki, one.port)
-    await peer.send(_invite(limit + 1, credentials))
+    await peer.send(_invite(limit + 1, forged)[:400])
+    assert await peer.final() == 413
+    await peer.close()
+    peer = await Peer.open(pki, one.port)
+    assert await _register(peer) == 200
+    await peer.send(_invite(limit * 4))
     assert await peer.final() not in PARSER_REFUSALS
     await peer.close()
 
@@ -465,7 +506,7 @@ async def test_partial_messages_cannot_hold_memory(capped: Replica, pki: Pki) ->
         except (ConnectionError, ssl.SSLError, OSError, TimeoutError):
             continue
         with contextlib.suppress(ConnectionError, ssl.SSLError, OSError):
-            await peer.send(_invite(60_000, "Proxy-Authorization: Digest x=y")[:16_000])
+            await peer.send(_invite(100)[:200] + b"X-Padding: " + b"a" * 15_000)
         peers.append(peer)
         most = max(most, len(service.flows.flows))
     assert most <= service.settings.sip_max_connections

@@ -11,7 +11,7 @@ connection (the framing can no longer be trusted) once its answer is written.
 The listener never stops for one bad peer, and no peer holds more than
 :class:`StreamLimits` allow: connections are capped in total and per source, a
 message must arrive whole within a deadline that trickled bytes do not extend,
-and a request without credentials carries a small body.
+and a small body is all a message may carry before someone authenticates.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ class StreamLimits:
 
     max_connections: int = MAX_CONNECTIONS
     max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE
-    #: Body bytes of a request without credentials on a flow nobody authenticated on.
+    #: Body bytes of a message on a flow nobody has authenticated on.
     preauth_body_bytes: int = PREAUTH_BODY_BYTES
     #: Seconds from a message's first byte to its last (slowloris).
     message_timeout: float = MESSAGE_TIMEOUT

@@ -56,8 +56,8 @@ class SignalingSettings(ServiceSettings, SipDomainSettings):
     #: before its TLS handshake. UDP peers are capped alike (apart).
     sip_max_connections: Annotated[int, Field(ge=1)] = MAX_CONNECTIONS
     sip_max_connections_per_source: Annotated[int, Field(ge=1)] = MAX_CONNECTIONS_PER_SOURCE
-    #: Body bytes of a request without credentials on a connection nobody has
-    #: authenticated on yet (over: 413 and the connection closes).
+    #: Body bytes of a message on a connection nobody has authenticated on
+    #: yet (over: 413 and the connection closes).
     sip_preauth_body_bytes: Annotated[int, Field(ge=0, le=MAX_BODY_BYTES)] = PREAUTH_BODY_BYTES
     #: Seconds a message may take from its first byte to its last, however the
     #: bytes trickle in (over: the connection closes).

@@ -1,8 +1,10 @@
 """Message framing on stream transports (TLS, TCP): RFC 3261 section 18.3.
 
 Bytes in, whole messages out, by Content-Length. Limits bound what a peer can
-make us buffer: a message without credentials (no Authorization or
-Proxy-Authorization) on a stream not yet trusted may carry only a small body.
+make us buffer: until someone has authenticated on the stream (``trusted``), a
+message may carry only a small body. (Credentials in a header do not lift it:
+anyone can write one, and a real client's first, unauthenticated request
+carries the same body as its authenticated retry.)
 A framing violation (no, two or a bad Content-Length, a block over the limits)
 raises :class:`ParseError` and the connection is to be closed, since the stream
 can no longer be trusted (RFC 4475 section 3.3.9); :meth:`StreamFramer.pending`
@@ -24,7 +26,6 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
 #: The body a message may carry before anyone on the stream has authenticated.
 PREAUTH_BODY_BYTES = 4 * 1024
-CREDENTIALS = ("Authorization", "Proxy-Authorization")
 PING = b"\r\n\r\n"
 PONG = b"\r\n"
 
@@ -46,7 +47,7 @@ class Malformed:
 class StreamFramer:
     max_header_bytes: int = MAX_HEADER_BYTES
     max_body_bytes: int = MAX_BODY_BYTES
-    #: The body limit of a message without credentials while not ``trusted``
+    #: The body limit of a message while not ``trusted``
     #: (None: ``max_body_bytes`` for every message, as a phone's framer has).
     preauth_body_bytes: int | None = None
     #: Someone authenticated on this stream: every message may use ``max_body_bytes``.
@@ -108,9 +109,9 @@ class StreamFramer:
             return None
         if end > self.max_header_bytes:
             raise ParseError("headers too large")
-        length, credentials = _framing_headers(bytes(buffer[:end]))
+        length = _content_length(bytes(buffer[:end]))
         limit = self.max_body_bytes
-        if self.preauth_body_bytes is not None and not (self.trusted or credentials):
+        if self.preauth_body_bytes is not None and not self.trusted:
             limit = min(limit, self.preauth_body_bytes)
         if length > limit:
             raise ParseError("body too large", 413)
@@ -125,21 +126,16 @@ class StreamFramer:
             return Malformed(data, exc)
 
 
-def _framing_headers(head: bytes) -> tuple[int, bool]:
-    """Content-Length (required on streams, RFC 3261 section 18.3, exactly once)
-    and whether credentials are present, from a header block."""
+def _content_length(head: bytes) -> int:
+    """Content-Length of a header block: required on streams (RFC 3261 section
+    18.3), exactly once (RFC 4475 section 3.3.9)."""
     lengths: list[bytes] = []
-    credentials = False
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
-        if not colon:
-            continue
-        canonical = canonical_name(name.strip().decode("latin-1"))
-        if canonical == "Content-Length":
+        if colon and canonical_name(name.strip().decode("latin-1")) == "Content-Length":
             lengths.append(value.strip())
-        credentials = credentials or canonical in CREDENTIALS
     if not lengths:
         raise ParseError("Content-Length required on stream transports")
     if len(lengths) > 1:
         raise ParseError("more than one Content-Length")
-    return ascii_int(lengths[0].decode("latin-1"), "Content-Length"), credentials
+    return ascii_int(lengths[0].decode("latin-1"), "Content-Length")
