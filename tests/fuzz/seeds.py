@@ -16,6 +16,7 @@ from quietwire.protocols.sip.digest import (
     format_credentials,
 )
 from quietwire.protocols.sip.message import parse_message
+from quietwire.protocols.zrtp.messages import MESSAGE_TYPES
 
 from tests.vectors.rfc4475 import CASES
 
@@ -62,6 +63,11 @@ def seeds(target: str) -> Iterator[bytes]:
     elif target == "zrtp":
         for packet in _zrtp_packets():
             yield packet[12:-4]  # the message, without envelope and CRC
+        # Every message type (a dict lookup the fuzzer cannot solve), bodies of
+        # the lengths the types have (RFC 6189 section 5).
+        for block in MESSAGE_TYPES:
+            for words in (0, 1, 2, 3, 4, 6, 7, 10, 13):
+                yield struct.pack("!HH", 0x505A, 3 + words) + block + bytes(4 * words)
     elif target == "rtp_demux":
         yield from _zrtp_packets()
         yield Rtp(0, 1, 160, 0x1234, b"\xff" * 160, marker=True).serialize()
