@@ -128,9 +128,12 @@ class Authenticator:
         that is not the Request-URI (RFC 7616 section 3.4.6).
         """
         header = "Proxy-Authorization" if proxy else "Authorization"
+        # Credentials of another scheme are not ours to judge: without Digest
+        # ones the request is challenged (RFC 3261 section 22.1, RFC 4475 3.3.7).
+        digest = [v for v in request.headers.get_all(header) if is_digest(v)]
         ours = [
             credentials
-            for credentials in map(Credentials.parse, request.headers.get_all(header))
+            for credentials in map(Credentials.parse, digest)
             if credentials.realm == self.realm
         ]
         if not ours:
@@ -190,3 +193,8 @@ class Authenticator:
         AUTH_FAILURES.labels(why).inc()
         await self.lockout.failed(account)
         return AuthResult(Verdict.FAILED, account)
+
+
+def is_digest(value: str) -> bool:
+    """Whether a credentials header value is of the Digest scheme (case-insensitive)."""
+    return value.lstrip().partition(" ")[0].lower() == "digest"

@@ -10,6 +10,7 @@ proxy. Failed authentications are counted where they are checked
 from __future__ import annotations
 
 from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.extensions import PROXY_OPTIONS, refuse_unsupported
 from quietwire.protocols.sip.message import Message, Request, reply
 from quietwire.signaling.flows import DatagramFlow, Flow
 from quietwire.signaling.limits import SourceLimiter
@@ -46,6 +47,10 @@ class SipCore:
                 await self.auth.screen(message)
         except ParseError as exc:
             flow.send_message(reply(message, exc.status, exc.reason))
+            return
+        refused = refuse_unsupported(message, "Proxy-Require", PROXY_OPTIONS)
+        if refused is not None:  # RFC 3261 section 16.3 item 4
+            flow.send_message(refused)
             return
         if message.method == "REGISTER":
             if isinstance(flow, DatagramFlow) and flow.resend(message):

@@ -7,16 +7,22 @@ replicas that also says its transport (``<replica>.<n>`` over TLS,
 bounded send queue drained by one writer task,
 and a framer. Messages go to the handler; a malformed request is answered 400
 when it can be, anything unparsable is counted and, on a stream, ends the
-connection (the framing can no longer be trusted). The listener never stops
-for one bad peer.
+connection (the framing can no longer be trusted) once its answer is written.
+The listener never stops for one bad peer, and no peer holds more than
+:class:`StreamLimits` allow: connections are capped in total and per source, a
+message must arrive whole within a deadline that trickled bytes do not extend,
+and a small body is all a message may carry before someone authenticates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
+import re
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +31,13 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter, Gauge
 
 from quietwire.protocols.sip.errors import ParseError
-from quietwire.protocols.sip.framing import PONG, KeepAlive, Malformed, StreamFramer
+from quietwire.protocols.sip.framing import (
+    PONG,
+    PREAUTH_BODY_BYTES,
+    KeepAlive,
+    Malformed,
+    StreamFramer,
+)
 from quietwire.protocols.sip.message import (
     Headers,
     Message,
@@ -34,12 +46,22 @@ from quietwire.protocols.sip.message import (
     parse_message,
     split_head,
 )
+from quietwire.signaling.admission import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_SOURCE,
+    ConnectionCaps,
+    source_key,
+)
 
 log = logging.getLogger(__name__)
 
 #: Messages waiting to be written on one connection before new ones are refused.
 SEND_QUEUE_LIMIT = 256
 IDLE_TIMEOUT = 300.0
+#: Seconds from a message's first byte to its last (QW_SIP_MESSAGE_TIMEOUT).
+MESSAGE_TIMEOUT = 10.0
+#: Seconds an answer written before a close may take to leave.
+FLUSH_TIMEOUT = 2.0
 #: Answers a UDP peer's flow keeps for its retransmitted requests.
 RECENT_ANSWERS = 8
 
@@ -77,6 +99,8 @@ class Flow:
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: Bindings registered over this flow: (aor, contact, instance, reg-id).
     bindings: set[tuple[str, str, str, int]] = field(default_factory=set)
+    #: Someone passed digest authentication on this flow: its messages may be larger.
+    authenticated: bool = False
 
     def send(self, data: bytes) -> bool:
         """Queue bytes for the peer; False when the queue is full or the flow is gone."""
@@ -106,6 +130,15 @@ class Flow:
         self.closed.set()
         if self.writer is not None:
             self.writer.close()
+
+    async def flush(self) -> None:
+        """Write what is still queued (the writer task is stopped), for a bounded time."""
+        if self.writer is None:
+            return
+        while not self.queue.empty():
+            self.writer.write(self.queue.get_nowait())
+        with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            await asyncio.wait_for(self.writer.drain(), FLUSH_TIMEOUT)
 
     async def ended(self) -> None:
         """The flow is gone: close it and run its hooks (its bindings go)."""
@@ -184,14 +217,16 @@ class FlowTable:
 def bad_request_response(data: bytes, error: ParseError) -> Response | None:
     """A 4xx for an unparsable request, when enough of it is readable to answer."""
     head, _ = split_head(data)
-    lines = head.decode("utf-8", "replace").split("\r\n")
+    lines = re.split(r"\r?\n", head.decode("utf-8", "replace"))
     if not lines or lines[0].startswith("SIP/"):
         return None
     wanted = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
     headers = Headers()
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if colon and name.strip().lower() in wanted:
+        if not colon or name.strip().lower() not in wanted or "\r" in line:
+            continue  # a bare CR is never echoed back (header injection)
+        if headers.get(name.strip()) is None or name.strip().lower() in ("via", "v"):
             headers.add(name.strip(), value.strip())
     if headers.get("Via") is None:
         return None
@@ -206,64 +241,163 @@ def answer_malformed(flow: Flow, data: bytes, error: ParseError) -> None:
         flow.send_message(answer)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """What stream peers may hold (QW_SIP_MAX_CONNECTIONS and the settings after it)."""
+
+    max_connections: int = MAX_CONNECTIONS
+    max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE
+    #: Body bytes of a message on a flow nobody has authenticated on.
+    preauth_body_bytes: int = PREAUTH_BODY_BYTES
+    #: Seconds from a message's first byte to its last (slowloris).
+    message_timeout: float = MESSAGE_TIMEOUT
+    #: Seconds a connection may stay silent between messages.
+    idle: float = IDLE_TIMEOUT
+
+
+#: accept() failures that a retry at once would only repeat; accepting pauses.
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_BACKOFF = 1.0
+#: Seconds a TLS handshake may take before the connection is dropped.
+HANDSHAKE_TIMEOUT = 10.0
+
+
 class StreamListener:
     """Accepts SIP connections — over TLS with a ``context``, plain TCP without —
-    and feeds their messages to ``handler``."""
+    and feeds their messages to ``handler``. ``caps`` may be shared by listeners."""
 
     def __init__(
         self,
         table: FlowTable,
         handler: Handler,
         context: ssl.SSLContext | None,
-        idle: float = IDLE_TIMEOUT,
+        limits: StreamLimits | None = None,
+        caps: ConnectionCaps | None = None,
     ) -> None:
         self.table = table
         self.handler = handler
         self.context = context
         self.transport = "TLS" if context is not None else "TCP"
-        self.idle = idle
-        self.server: asyncio.Server | None = None
+        self.limits = limits or StreamLimits()
+        self.caps = caps or ConnectionCaps(
+            self.limits.max_connections, self.limits.max_connections_per_source
+        )
+        self._sockets: list[socket.socket] = []
+        self._acceptors: list[asyncio.Task[None]] = []
+        self._handshake = {"ssl_handshake_timeout": HANDSHAKE_TIMEOUT} if context else {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> int:
-        self.server = await asyncio.start_server(
-            self._accept,
-            host,
-            port,
-            ssl=self.context,
-            ssl_handshake_timeout=10 if self.context is not None else None,
+        """Listen on every address ``host`` names; the port bound (``port`` 0: any)."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        return int(self.server.sockets[0].getsockname()[1])
+        for family, _, _, _, address in infos:
+            listening = socket.create_server(
+                (str(address[0]), port), family=family, backlog=1024, reuse_port=False
+            )
+            listening.setblocking(False)
+            port = int(listening.getsockname()[1])  # the others take the same one
+            self._sockets.append(listening)
+            self._acceptors.append(asyncio.create_task(self._accept(listening)))
+        return port
+
+    @property
+    def serving(self) -> bool:
+        return any(listening.fileno() >= 0 for listening in self._sockets)
+
+    def stop_accepting(self) -> None:
+        """No new connections (draining); flows in progress go on."""
+        for acceptor in self._acceptors:
+            acceptor.cancel()
+        for listening in self._sockets:
+            listening.close()
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        self.stop_accepting()
         for flow in list(self.table.flows.values()):
             flow.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.create_task(self._serve(reader, writer))
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, listening: socket.socket) -> None:
+        """Admit each connection before anything of it is read: one over a cap is
+        reset with no handshake and no buffer. An admitted socket gets TLS from
+        its first byte (a ClientHello read by a plain reader first is lost)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                connection, peer = await loop.sock_accept(listening)
+            except OSError as exc:
+                if exc.errno in OUT_OF_RESOURCES:
+                    await asyncio.sleep(ACCEPT_BACKOFF)  # as asyncio's own accept loop does
+                continue  # e.g. the peer reset before we accepted
+            source = self.caps.admit(str(peer[0]))
+            if source is None:
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                connection.close()  # linger 0: a reset
+                continue
+            self._spawn(self._serve(connection, source))
+
+    async def _serve(self, connection: socket.socket, source: str) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, connection, ssl=self.context, **self._handshake
+            )
+        except Exception:  # a failed handshake above all: the connection just goes
+            connection.close()
+            self.caps.release(source)
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        try:
+            await self._run(reader, writer)
+        except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            writer.transport.abort()
+        except Exception:
+            log.exception("SIP connection failed")
+            writer.transport.abort()
+        finally:
+            self.caps.release(source)
+
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("", 0)
         transport = self.transport
         flow = Flow(self.table.new_id(transport), transport, (str(peer[0]), int(peer[1])), writer)
         self.table.flows[flow.id] = flow
         FLOWS.inc()
         sender = asyncio.create_task(flow._write_loop())
-        framer = StreamFramer()
+        framer = StreamFramer(preauth_body_bytes=self.limits.preauth_body_bytes)
+        loop = asyncio.get_running_loop()
+        #: When the message being received must be complete (None: between messages).
+        deadline: float | None = None
         try:
             while not flow.closed.is_set():
-                data = await asyncio.wait_for(reader.read(65536), timeout=self.idle)
+                wait = self.limits.idle
+                if deadline is not None:
+                    wait = deadline - loop.time()
+                    if wait <= 0:
+                        MALFORMED.labels("timeout").inc()
+                        break
+                data = await asyncio.wait_for(reader.read(65536), timeout=wait)
                 if not data:
                     break
+                framer.trusted = flow.authenticated
                 if not await self._receive(flow, framer, data):
                     break
+                if not framer.buffered:
+                    deadline = None
+                elif deadline is None:
+                    deadline = loop.time() + self.limits.message_timeout
         except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
             pass
         finally:
@@ -274,19 +408,15 @@ class StreamListener:
                 asyncio.CancelledError, ConnectionError, ssl.SSLError, OSError
             ):
                 await sender
+            await flow.flush()
             await flow.ended()
 
     async def _receive(self, flow: Flow, framer: StreamFramer, data: bytes) -> bool:
         """Handle what ``data`` completes; False when the connection must end."""
         try:
             items = framer.feed(data)
-        except ParseError as exc:
-            MALFORMED.labels("closed").inc()
-            answer = bad_request_response(bytes(data), exc)
-            if answer is not None:
-                flow.send_message(answer)
-            log.info("malformed SIP stream, closing", extra={"reason": exc.reason})
-            return False
+        except ParseError:
+            items = []
         for item in items:
             if isinstance(item, KeepAlive):
                 flow.send(PONG)
@@ -299,6 +429,13 @@ class StreamListener:
                 await self.handler(flow, item)
             except Exception:
                 log.exception("SIP handler failed")
+        if framer.error is not None:
+            MALFORMED.labels("closed").inc()
+            answer = bad_request_response(framer.pending(), framer.error)
+            if answer is not None:
+                flow.send_message(answer)
+            log.info("malformed SIP stream, closing", extra={"reason": framer.error.reason})
+            return False
         return True
 
 
@@ -306,12 +443,24 @@ class DatagramListener(asyncio.DatagramProtocol):
     """SIP over UDP (RFC 3261 section 18): one message a datagram, a
     :class:`DatagramFlow` per peer address, messages handled in arrival order.
     A peer's flow is forgotten when it has been silent ``idle`` seconds, or
-    ``held`` seconds while bindings still name it (they end with it)."""
+    ``held`` seconds while bindings still name it (they end with it). Peers are
+    capped like connections (``caps``): a datagram from one more is dropped."""
 
-    def __init__(self, table: FlowTable, handler: Handler, idle: float, held: float) -> None:
+    def __init__(
+        self,
+        table: FlowTable,
+        handler: Handler,
+        idle: float,
+        held: float,
+        caps: ConnectionCaps | None = None,
+    ) -> None:
         self.table = table
         self.handler = handler
         self.idle, self.held = idle, held
+        limits = StreamLimits()
+        self.caps = caps or ConnectionCaps(
+            limits.max_connections, limits.max_connections_per_source
+        )
         self.server: asyncio.DatagramTransport | None = None
         self.peers: dict[tuple[str, int], DatagramFlow] = {}
         self._inbox: asyncio.Queue[tuple[DatagramFlow, Message]] = asyncio.Queue(4096)
@@ -336,6 +485,8 @@ class DatagramListener(asyncio.DatagramProtocol):
         remote = (str(addr[0]), int(addr[1]))
         flow = self.peers.get(remote)
         if flow is None:
+            if self.caps.admit(remote[0]) is None:
+                return
             flow = DatagramFlow(self.table.new_id("UDP"), "UDP", remote, None, socket=self.server)
             self.peers[remote] = flow
             self.table.flows[flow.id] = flow
@@ -371,7 +522,8 @@ class DatagramListener(asyncio.DatagramProtocol):
                     await self._forget(flow)
 
     async def _forget(self, flow: DatagramFlow) -> None:
-        self.peers.pop(flow.remote, None)
+        if self.peers.pop(flow.remote, None) is not None:
+            self.caps.release(source_key(flow.remote[0]))
         if self.table.flows.pop(flow.id, None) is not None:
             FLOWS.dec()
         await flow.ended()

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import math
 from collections import OrderedDict
 from contextvars import ContextVar
@@ -45,6 +44,7 @@ import redis.asyncio as redis
 from prometheus_client import Counter
 
 from quietwire.protocols.sip.transaction import Clock
+from quietwire.signaling.admission import source_key
 from quietwire.signaling.limits import LIMITED
 
 #: String per source (keyed hash of its address or /64): failures in the
@@ -108,19 +108,6 @@ def one_source_most(policy: LockoutPolicy) -> int:
     """
     period = min(policy.source_block, policy.source_window)
     return policy.source_failures * (math.floor(policy.user_window / period) + 1)
-
-
-def source_key(address: str) -> str:
-    """The unit a source is counted in: the IPv4 address, or the IPv6 /64."""
-    try:
-        ip = ipaddress.ip_address(address.strip("[]").split("%")[0])
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 class Lockout:

@@ -254,6 +254,7 @@ class Proxy:
         request = context.request
         result = await self.auth.check(request, proxy=True)
         if result.verdict is Verdict.OK:
+            context.upstream.authenticated = True  # lifts the pre-auth body limit
             return result.username
         if result.verdict in (Verdict.CHALLENGE, Verdict.STALE):
             stale = result.verdict is Verdict.STALE

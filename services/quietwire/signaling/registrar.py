@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.extensions import refuse_unsupported
+from quietwire.protocols.sip.grammar import is_ascii_int
 from quietwire.protocols.sip.headers import NameAddr, quote
 from quietwire.protocols.sip.message import Request, Response, reply
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
@@ -23,6 +25,8 @@ from quietwire.signaling.auth import Authenticator, Verdict
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.locations import Change, LocationStore, OutOfOrder, binding_id
 
+#: Option tags a REGISTER may Require of us (RFC 5626, RFC 5627, RFC 3327).
+OPTIONS = frozenset({"outbound", "gruu", "path"})
 MIN_EXPIRES = 60
 DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 3600
@@ -48,13 +52,25 @@ class Registrar:
         return response
 
     async def _handle(self, flow: Flow, request: Request) -> Response:
-        if request.request_uri.host_key != self.domain.lower():
+        try:
+            domain = request.request_uri.host_key
+        except ParseError as exc:  # 416 for a tel: or other Request-URI
+            return reply(request, exc.status, exc.reason)
+        if domain != self.domain.lower():
             return reply(request, 403, "Not Our Domain")
+        extension = refuse_unsupported(request, "Require", OPTIONS)
+        if extension is not None:
+            return extension
+        try:
+            request.contacts  # noqa: B018 - header inspection before auth (RFC 4475 3.1.2.13)
+        except ParseError:
+            return reply(request, 400, "Bad Contact")
         result = await self.auth.check(request, proxy=False)
         if result.verdict in (Verdict.CHALLENGE, Verdict.STALE):
             return self.auth.challenge(request, proxy=False, stale=result.verdict is Verdict.STALE)
         if result.verdict is Verdict.FAILED:
             return reply(request, 403, "Forbidden")
+        flow.authenticated = True
         to = request.to
         if to.uri.user_unescaped != result.username or to.uri.host_key != self.domain.lower():
             return reply(request, 403, "Only Your Own Address")
@@ -157,6 +173,8 @@ class _Refused(Exception):
 
 
 def _int(text: str | None, default: int) -> int:
-    if text is None or not text.strip().isdigit():
+    """delta-seconds and reg-id: ASCII digits; anything else (or over ten digits)
+    is treated as absent, as RFC 4475 section 3.1.2.4 allows."""
+    if text is None or not is_ascii_int(text.strip()):
         return default
     return int(text.strip())

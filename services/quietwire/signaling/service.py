@@ -28,11 +28,12 @@ from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.runtime.settings import SettingsError, env_name
+from quietwire.signaling.admission import ConnectionCaps
 from quietwire.signaling.auth import Authenticator
 from quietwire.signaling.contexts import ServerTable
 from quietwire.signaling.core import SipCore
 from quietwire.signaling.dialogs import DIALOG_TTL, DialogStore
-from quietwire.signaling.flows import DatagramListener, FlowTable, StreamListener
+from quietwire.signaling.flows import DatagramListener, FlowTable, StreamLimits, StreamListener
 from quietwire.signaling.limits import SourceLimiter
 from quietwire.signaling.locations import LocationStore
 from quietwire.signaling.locator import Locator
@@ -142,10 +143,17 @@ class SignalingService(RedisBackedService):
         registrar = Registrar(settings.sip_domain, auth, self.locations, self.replica)
         limiter = SourceLimiter(clock, settings.sip_rate_limit, settings.sip_rate_burst)
         self.core = SipCore(registrar, self.proxy, limiter)
-        self.listener = StreamListener(self.flows, self.core.on_message, self.tls)
+        limits = StreamLimits(
+            max_connections=settings.sip_max_connections,
+            max_connections_per_source=settings.sip_max_connections_per_source,
+            preauth_body_bytes=settings.sip_preauth_body_bytes,
+            message_timeout=settings.sip_message_timeout,
+        )
+        caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_source)
+        self.listener = StreamListener(self.flows, self.core.on_message, self.tls, limits, caps)
         #: Plain TCP, for phones without TLS: off unless QW_SIP_TCP_PORT is set.
         self.tcp_listener = (
-            StreamListener(self.flows, self.core.on_message, None)
+            StreamListener(self.flows, self.core.on_message, None, limits, caps)
             if settings.sip_tcp_port
             else None
         )
@@ -153,7 +161,11 @@ class SignalingService(RedisBackedService):
         #: lasts while it is heard from, or while its bindings may (they die with it).
         self.udp_listener = (
             DatagramListener(
-                self.flows, self.core.on_message, idle=UDP_IDLE, held=MAX_EXPIRES + UDP_IDLE
+                self.flows,
+                self.core.on_message,
+                idle=UDP_IDLE,
+                held=MAX_EXPIRES + UDP_IDLE,
+                caps=ConnectionCaps(limits.max_connections, limits.max_connections_per_source),
             )
             if settings.sip_udp_port
             else None
@@ -198,7 +210,7 @@ class SignalingService(RedisBackedService):
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         async def listening() -> bool:
-            return self.listener.server is not None and self.listener.server.is_serving()
+            return self.listener.serving
 
         return {**super().readiness_checks(), "sip-listener": listening}
 
@@ -236,8 +248,7 @@ class SignalingService(RedisBackedService):
         """Stop taking connections; flows in progress keep going until ``timeout``.
         (UDP has no connections to refuse: its socket stays for the transactions.)"""
         for listener in self._listeners:
-            if listener.server is not None:
-                listener.server.close()
+            listener.stop_accepting()
         deadline = time.monotonic() + timeout
         # Polling: contexts end inside the proxy's timer loop, which has no event to offer.
         while self.proxy.servers and time.monotonic() < deadline:  # noqa: ASYNC110

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
 from quietwire.protocols.sip.digest import DigestAlgorithm
+from quietwire.protocols.sip.framing import MAX_BODY_BYTES, PREAUTH_BODY_BYTES
 from quietwire.runtime.settings import (
     AnyPort,
     CommonSettings,
@@ -19,6 +20,8 @@ from quietwire.runtime.settings import (
     SipDomainSettings,
     env_name,
 )
+from quietwire.signaling.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE
+from quietwire.signaling.flows import MESSAGE_TIMEOUT
 from quietwire.signaling.lockout import LockoutPolicy, check_policy, one_source_most
 
 
@@ -89,6 +92,17 @@ class SignalingSettings(ServiceSettings, SipDomainSettings, DigestSettings):
     sip_user_max_auth_failures: Annotated[int, Field(ge=1)] | None = None
     sip_user_auth_failure_window: Seconds = 3600.0
     sip_user_auth_block: Seconds = 900.0
+    #: Open SIP connections (TLS and TCP) per replica, in total and per source
+    #: address (an IPv6 source is its /64); over either, a connection is closed
+    #: before its TLS handshake. UDP peers are capped alike (apart).
+    sip_max_connections: Annotated[int, Field(ge=1)] = MAX_CONNECTIONS
+    sip_max_connections_per_source: Annotated[int, Field(ge=1)] = MAX_CONNECTIONS_PER_SOURCE
+    #: Body bytes of a message on a connection nobody has authenticated on
+    #: yet (over: 413 and the connection closes).
+    sip_preauth_body_bytes: Annotated[int, Field(ge=0, le=MAX_BODY_BYTES)] = PREAUTH_BODY_BYTES
+    #: Seconds a message may take from its first byte to its last, however the
+    #: bytes trickle in (over: the connection closes).
+    sip_message_timeout: Annotated[float, Field(gt=0, le=300)] = MESSAGE_TIMEOUT
 
     @model_validator(mode="after")
     def _lockout(self) -> Self:
@@ -96,6 +110,12 @@ class SignalingSettings(ServiceSettings, SipDomainSettings, DigestSettings):
             check_policy(self.lockout_policy)
         except ValueError as exc:
             raise ValueError(f"{env_name('sip_user_max_auth_failures')}: {exc}") from exc
+        return self
+
+    @model_validator(mode="after")
+    def _connection_caps(self) -> SignalingSettings:
+        if self.sip_max_connections_per_source > self.sip_max_connections:
+            raise ValueError("sip_max_connections_per_source exceeds sip_max_connections")
         return self
 
     @property

@@ -25,6 +25,7 @@ from quietwire.protocols.sip.transaction import (
     ServerNonInviteTransaction,
     State,
 )
+from quietwire.signaling.admission import source_key
 from quietwire.signaling.builders import busy, cancel_for, final, with_to_tag
 from quietwire.signaling.contexts import Branch, ClientTx, Context, ServerTable, ServerTx
 from quietwire.signaling.errorlog import ErrorLog
@@ -72,7 +73,7 @@ class Transactions:
 
     def open(self, flow: Flow, request: Request) -> Context | None:
         """A server transaction for a new request; None (answered 503) over a cap."""
-        source = flow.remote[0]
+        source = source_key(flow.remote[0])  # an IPv6 source is its /64
         if not self.servers.admits(source):
             flow.send_message(busy(request, RETRY_AFTER))
             return None

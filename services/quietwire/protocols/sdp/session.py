@@ -13,12 +13,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_LINE = re.compile(r"^([a-z])=(.*)$")
+_LINE = re.compile(r"^([a-z])=([^\r]*)$")
 MAX_SDP_BYTES = 32 * 1024
+_DIGITS = re.compile(r"[0-9]{1,10}")
 
 
 class ParseError(ValueError):
     """Text that is not a session description."""
+
+
+def _number(text: str, what: str, maximum: int) -> int:
+    """ASCII digits only (RFC 8866 section 9 ``DIGIT``: ``int`` also takes ``²``)."""
+    if not _DIGITS.fullmatch(text) or int(text) > maximum:
+        raise ParseError(f"bad {what}")
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +60,9 @@ class Crypto:
     @classmethod
     def parse(cls, value: str) -> Crypto:
         parts = value.split(maxsplit=2)
-        if len(parts) < 3 or not parts[0].isdigit():
+        if len(parts) < 3:
             raise ParseError("bad a=crypto")
-        return cls(int(parts[0]), parts[1], parts[2])
+        return cls(_number(parts[0], "a=crypto tag", 999_999_999), parts[1], parts[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +96,10 @@ class MediaDescription:
         parts = value.split()
         if len(parts) < 3:
             raise ParseError("bad m= line")
-        port_text, _, count = parts[1].partition("/")
-        if not port_text.isdigit() or int(port_text) > 65535 or (count and not count.isdigit()):
-            raise ParseError("bad m= port")
-        return cls(parts[0], int(port_text), parts[2], parts[3:], int(count) if count else None)
+        port_text, slash, count = parts[1].partition("/")
+        port = _number(port_text, "m= port", 65535)
+        port_count = _number(count, "m= port count", 65535) if slash else None
+        return cls(parts[0], port, parts[2], parts[3:], port_count)
 
     @property
     def m_line(self) -> str:
@@ -137,10 +145,7 @@ class MediaDescription:
         value = self.attribute("rtcp")
         if value is None:
             return None
-        port = value.split()[0]
-        if not port.isdigit():
-            raise ParseError("bad a=rtcp")
-        return int(port)
+        return _number((value.split() or [""])[0], "a=rtcp", 65535)
 
     @property
     def rtcp_mux(self) -> bool:

@@ -1,9 +1,15 @@
 """Message framing on stream transports (TLS, TCP): RFC 3261 section 18.3.
 
 Bytes in, whole messages out, by Content-Length. Limits bound what a peer can
-make us buffer; a framing violation raises :class:`ParseError` and the
-connection is to be closed, since the stream can no longer be trusted. A
-well-framed message that does not parse comes out as :class:`Malformed`. Keep-alives (RFC 5626
+make us buffer: until someone has authenticated on the stream (``trusted``), a
+message may carry only a small body. (Credentials in a header do not lift it:
+anyone can write one, and a real client's first, unauthenticated request
+carries the same body as its authenticated retry.)
+A framing violation (no, two or a bad Content-Length, a block over the limits)
+raises :class:`ParseError` and the connection is to be closed, since the stream
+can no longer be trusted (RFC 4475 section 3.3.9); :meth:`StreamFramer.pending`
+is what to answer it from. A well-framed message that does not parse comes out
+as :class:`Malformed` and the messages after it are framed as usual. Keep-alives (RFC 5626
 section 4.4.1: CRLFCRLF ping, CRLF pong) are reported, not parsed.
 """
 
@@ -12,10 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.grammar import ascii_int
+from quietwire.protocols.sip.headers import canonical_name
 from quietwire.protocols.sip.message import Message, parse_message
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
+#: The body a message may carry before anyone on the stream has authenticated.
+PREAUTH_BODY_BYTES = 4 * 1024
 PING = b"\r\n\r\n"
 PONG = b"\r\n"
 
@@ -37,14 +47,48 @@ class Malformed:
 class StreamFramer:
     max_header_bytes: int = MAX_HEADER_BYTES
     max_body_bytes: int = MAX_BODY_BYTES
+    #: The body limit of a message while not ``trusted``
+    #: (None: ``max_body_bytes`` for every message, as a phone's framer has).
+    preauth_body_bytes: int | None = None
+    #: Someone authenticated on this stream: every message may use ``max_body_bytes``.
+    trusted: bool = False
     _buffer: bytearray = field(default_factory=bytearray)
+    _error: ParseError | None = None
+
+    @property
+    def error(self) -> ParseError | None:
+        """Why the stream cannot be framed any more (set once, then every feed raises it)."""
+        return self._error
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of a message not yet complete (what the partial-message deadline
+        watches); CR and LF between messages are keep-alives, not a message."""
+        return len(self._buffer.lstrip(b"\r\n"))
+
+    def pending(self) -> bytes:
+        """The start of the buffered, unframed input (to answer a framing error from)."""
+        return bytes(self._buffer[: self.max_header_bytes + 4])
 
     def feed(self, data: bytes) -> list[Message | KeepAlive | Malformed]:
-        """Every complete message (or ping) that ``data`` finishes, in order."""
+        """Every complete message (or ping) that ``data`` finishes, in order.
+
+        Raises :class:`ParseError` when the stream breaks; messages completed
+        before the break in the same call are returned first and :attr:`error`
+        is set (the next call raises it).
+        """
+        if self._error is not None:
+            raise self._error
         self._buffer += data
         out: list[Message | KeepAlive | Malformed] = []
         while True:
-            item = self._next()
+            try:
+                item = self._next()
+            except ParseError as exc:
+                self._error = exc
+                if not out:
+                    raise
+                return out
             if item is None:
                 return out
             out.append(item)
@@ -54,8 +98,10 @@ class StreamFramer:
         if buffer.startswith(PING):
             del buffer[: len(PING)]
             return KeepAlive()
-        while buffer.startswith(b"\r\n") and len(buffer) > 2 and buffer[2:4] != b"\r\n":
-            del buffer[:2]  # a lone CRLF (pong, or stray) between messages
+        # A lone CRLF (pong, or stray) between messages, known not to start a
+        # ping only once the two bytes after it are here (a ping may come cut).
+        while buffer.startswith(b"\r\n") and len(buffer) >= 4 and buffer[2:4] != b"\r\n":
+            del buffer[:2]
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
             if len(buffer) > self.max_header_bytes:
@@ -64,7 +110,10 @@ class StreamFramer:
         if end > self.max_header_bytes:
             raise ParseError("headers too large")
         length = _content_length(bytes(buffer[:end]))
-        if length > self.max_body_bytes:
+        limit = self.max_body_bytes
+        if self.preauth_body_bytes is not None and not self.trusted:
+            limit = min(limit, self.preauth_body_bytes)
+        if length > limit:
             raise ParseError("body too large", 413)
         total = end + 4 + length
         if len(buffer) < total:
@@ -78,12 +127,15 @@ class StreamFramer:
 
 
 def _content_length(head: bytes) -> int:
-    """Content-Length (or ``l``) from a header block; required on streams (18.3)."""
+    """Content-Length of a header block: required on streams (RFC 3261 section
+    18.3), exactly once (RFC 4475 section 3.3.9)."""
+    lengths: list[bytes] = []
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() in (b"content-length", b"l"):
-            text = value.strip()
-            if not text.isdigit():
-                raise ParseError("bad Content-Length")
-            return int(text)
-    raise ParseError("Content-Length required on stream transports")
+        if colon and canonical_name(name.strip().decode("latin-1")) == "Content-Length":
+            lengths.append(value.strip())
+    if not lengths:
+        raise ParseError("Content-Length required on stream transports")
+    if len(lengths) > 1:
+        raise ParseError("more than one Content-Length")
+    return ascii_int(lengths[0].decode("latin-1"), "Content-Length")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.grammar import ascii_int
 from quietwire.protocols.sip.uri import SipUri
 
 #: Compact forms (RFC 3261 section 7.3.3 and the extensions that define one).
@@ -238,7 +239,9 @@ class NameAddr:
         open_at = _find_unquoted(value, "<")
         if open_at < 0:
             uri_text, _, rest = value.partition(";")
-            if not uri_text or " " in uri_text.strip():
+            # RFC 3261 section 20.10: a URI holding "?" or "," must be in <>
+            # (RFC 4475 section 3.1.2.13).
+            if not uri_text or any(c in uri_text.strip() for c in " ?,"):
                 raise ParseError("bad addr-spec")
             return cls(SipUri.parse(uri_text), None, parse_params(rest))
         close_at = value.find(">", open_at)
@@ -325,12 +328,9 @@ class CSeq:
     @classmethod
     def parse(cls, value: str) -> CSeq:
         parts = value.split()
-        if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+        if len(parts) != 2 or not is_token(parts[1]):
             raise ParseError("bad CSeq")
-        number = int(parts[0])
-        if number > MAX_CSEQ:
-            raise ParseError("CSeq out of range")
-        return cls(number, parts[1])
+        return cls(ascii_int(parts[0], "CSeq", MAX_CSEQ), parts[1])
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"

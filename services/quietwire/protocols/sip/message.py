@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.grammar import ascii_int
 from quietwire.protocols.sip.headers import (
     LIST_HEADERS,
     CSeq,
@@ -30,8 +31,14 @@ SIP_VERSION = "SIP/2.0"
 #: Headers every request must carry (RFC 3261 section 8.1.1); Max-Forwards is
 #: added by proxies when a 2543-era client forgets it.
 MANDATORY = ("To", "From", "CSeq", "Call-ID", "Via")
-_STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6]\d\d) (.*)$")
-_REQUEST_LINE = re.compile(r"^(\S+) (\S+) (SIP/\d+\.\d+)$")
+#: Headers a message carries at most once (RFC 3261 section 20; RFC 4475
+#: sections 3.3.8 and 3.3.9: more than one is a 400).
+SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length")
+_STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9]) (.*)$")
+_REQUEST_LINE = re.compile(r"^(\S+) (\S+) (SIP/[0-9]+\.[0-9]+)$", re.ASCII)
+#: RFC 3261 section 25.1: ``callid = word [ "@" word ]``.
+_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
+_CALL_ID = re.compile(rf"{_WORD}(?:@{_WORD})?")
 
 
 class Headers:
@@ -216,6 +223,8 @@ def _header_lines(head: str) -> list[str]:
     """Lines of the header block with folded continuations joined (RFC 3261 7.3.1)."""
     lines: list[str] = []
     for raw in re.split(r"\r?\n", head):
+        if "\r" in raw:
+            raise ParseError("bare CR in header block")
         if raw[:1] in (" ", "\t"):
             if not lines:
                 raise ParseError("continuation before first header")
@@ -242,13 +251,14 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
         if not colon or not is_token(name):
             raise ParseError("bad header line")
         headers.add(name, value.strip())
+    for name in SINGLE:
+        if len(headers.get_all(name)) > 1:
+            raise ParseError(f"more than one {name}")
     length_text = headers.get("Content-Length")
     if length_text is None:
         body = rest if datagram else b""
     else:
-        if not length_text.isdigit():
-            raise ParseError("bad Content-Length")
-        length = int(length_text)
+        length = ascii_int(length_text, "Content-Length")
         if length > len(rest):
             raise ParseError("Content-Length beyond the data")
         body = rest[:length]
@@ -271,6 +281,10 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Message:
         raise ParseError("SIP version not supported", 505)
     if not is_token(method):
         raise ParseError("bad method")
+    parsed = SipUri.parse(uri)  # 416 for a scheme we do not serve
+    if parsed.headers is not None:
+        # RFC 3261 section 19.1.1 (table 1), RFC 4475 section 3.1.2.11.
+        raise ParseError("headers in Request-URI")
     return Request(headers, body, method, uri)
 
 
@@ -278,6 +292,8 @@ def _validate(message: Message) -> None:
     for name in MANDATORY:
         if message.headers.get(name) is None:
             raise ParseError(f"missing {name}")
+    if not _CALL_ID.fullmatch(message.call_id):
+        raise ParseError("bad Call-ID")
     cseq = message.cseq
     if isinstance(message, Request) and cseq.method != message.method:
         raise ParseError("CSeq method does not match")
@@ -285,5 +301,5 @@ def _validate(message: Message) -> None:
     message.from_  # noqa: B018
     message.to  # noqa: B018
     max_forwards = message.headers.get("Max-Forwards")
-    if max_forwards is not None and (not max_forwards.isdigit() or int(max_forwards) > 255):
-        raise ParseError("bad Max-Forwards")
+    if max_forwards is not None:
+        ascii_int(max_forwards, "Max-Forwards", 255)

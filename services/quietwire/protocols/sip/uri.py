@@ -14,9 +14,18 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.grammar import ascii_int
 
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?)$")
 SCHEMES = ("sip", "sips")
+#: RFC 3986 section 3.1 (RFC 3261 section 25.1 ``scheme``).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_ESCAPED = r"%[0-9A-Fa-f]{2}"
+_UNRESERVED = r"[A-Za-z0-9\-_.!~*'()]"
+#: RFC 3261 section 25.1: ``user`` and ``password`` (``?``, ``;`` and ``/`` are
+#: legal in a user part, RFC 4475 section 3.1.1.2).
+_USER = re.compile(rf"(?:{_UNRESERVED}|{_ESCAPED}|[&=+$,;?/])+")
+_PASSWORD = re.compile(rf"(?:{_UNRESERVED}|{_ESCAPED}|[&=+$,])*")
 
 
 def _split_params(text: str) -> dict[str, str | None]:
@@ -45,18 +54,24 @@ class SipUri:
     def parse(cls, text: str) -> SipUri:
         text = text.strip()
         scheme, colon, rest = text.partition(":")
+        if not colon or not _SCHEME.fullmatch(scheme):
+            raise ParseError("bad URI")
         scheme = scheme.lower()
-        if not colon or scheme not in SCHEMES:
+        if scheme not in SCHEMES:
             raise ParseError("unsupported URI scheme", 416)
-        rest, _, headers = rest.partition("?")
-        userinfo, at, hostport = rest.rpartition("@")
+        # userinfo ends at the first "@": neither host, parameters nor headers
+        # may hold one unescaped, while the user part may hold "?" and ";".
+        userinfo, at, hostpart = rest.partition("@")
         if not at:
-            hostport, userinfo = rest, ""
-        hostport, _, param_text = hostport.partition(";")
+            hostpart, userinfo = rest, ""
+        hostpart, _, headers = hostpart.partition("?")
+        hostport, _, param_text = hostpart.partition(";")
         user = password = None
         if at:
             user, _, pw = userinfo.partition(":")
             password = pw if ":" in userinfo else None
+            if not _USER.fullmatch(user) or not _PASSWORD.fullmatch(password or ""):
+                raise ParseError("bad URI userinfo")
         host, port = _host_port(hostport)
         return cls(
             scheme, host, user, password, port, _split_params(param_text), headers or None, text
@@ -121,6 +136,9 @@ def _host_port(text: str) -> tuple[str, int | None]:
         raise ParseError("bad host")
     if not rest:
         return host, None
-    if not rest.startswith(":") or not rest[1:].isdigit() or not 0 < int(rest[1:]) < 65536:
+    if not rest.startswith(":"):
         raise ParseError("bad port")
-    return host, int(rest[1:])
+    port = ascii_int(rest[1:], "port", 65535)
+    if port == 0:
+        raise ParseError("bad port")
+    return host, port

@@ -1,0 +1,30 @@
+"""Scalar productions of RFC 3261 section 25.1 that every SIP parser shares.
+
+``DIGIT`` is ASCII ``%x30-39`` (RFC 5234 appendix B.1). Python's ``str.isdigit``
+and ``int`` also take ``²`` or Arabic-Indic digits, so nothing here uses them on
+wire text unchecked.
+"""
+
+from __future__ import annotations
+
+import re
+
+from quietwire.protocols.sip.errors import ParseError
+
+_DIGITS = re.compile(r"[0-9]{1,10}")
+#: RFC 3261 section 20.19 and 20.22: delta-seconds and the like are 32-bit.
+MAX_UINT32 = 2**32 - 1
+
+
+def ascii_int(text: str, what: str, maximum: int = MAX_UINT32) -> int:
+    """``1*DIGIT`` (at most ten) as an int no greater than ``maximum``, or :class:`ParseError`."""
+    if not _DIGITS.fullmatch(text):
+        raise ParseError(f"bad {what}")
+    value = int(text)
+    if value > maximum:
+        raise ParseError(f"{what} out of range")
+    return value
+
+
+def is_ascii_int(text: str) -> bool:
+    return _DIGITS.fullmatch(text) is not None
