@@ -20,8 +20,12 @@ TOOLS ?= .tools
 STATE_DIR ?= .quietwire
 SIP_HOST ?= 127.0.0.1
 SIP_PORT ?= 5061
+# `make fuzz`: each target for this many inputs, or this many seconds, whichever first.
+FUZZ_TARGETS := sip_message sip_stream sdp zrtp rtp_demux digest
+FUZZ_RUNS ?= 1000000
+FUZZ_SECONDS ?= 2400
 
-.PHONY: run test setup lock lock-check debs deploy-tools protos protos-check lint bench clean
+.PHONY: run test setup lock lock-check debs deploy-tools protos protos-check lint bench fuzz clean
 
 run: setup
 	$(BIN)/quietwire up --state-dir $(STATE_DIR) --sip-host $(SIP_HOST) --sip-port $(SIP_PORT)
@@ -85,6 +89,14 @@ bench: setup
 	$(BIN)/python -m bench.zrtp
 	$(BIN)/python -m bench.zrtp_network
 	$(BIN)/python -m bench.relay
+
+# Coverage-guided fuzzing (atheris) of every parser a stranger reaches; `make
+# test` only replays the corpus and runs each target for seconds.
+fuzz: $(VENV)/.installed
+	@for target in $(FUZZ_TARGETS); do \
+		echo "fuzzing $$target"; \
+		$(BIN)/python -m tests.fuzz $$target --runs $(FUZZ_RUNS) --seconds $(FUZZ_SECONDS) || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) $(UV_DIR) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
