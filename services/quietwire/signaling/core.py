@@ -12,6 +12,7 @@ from __future__ import annotations
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.extensions import PROXY_OPTIONS, refuse_unsupported
 from quietwire.protocols.sip.message import Message, Request, reply
+from quietwire.signaling.failures import RETRY_AFTER, failure_answer
 from quietwire.signaling.flows import DatagramFlow, Flow
 from quietwire.signaling.limits import SourceLimiter
 from quietwire.signaling.lockout import current_source
@@ -30,12 +31,20 @@ class SipCore:
         if not isinstance(message, Request):
             await self.proxy.response(message)
             return
+        try:
+            await self._request(flow, message)
+        except Exception as exc:  # answered, never silence (RFC 3261 section 21.5)
+            self.proxy.errors.record("core", exc)
+            if message.method != "ACK":
+                flow.send_message(failure_answer(message, exc))
+
+    async def _request(self, flow: Flow, message: Request) -> None:
         source = flow.remote[0]
         current_source.set(source)
         if message.method != "ACK":
             if not self.limiter.allow(source):
                 busy = reply(message, 503, "Service Unavailable")
-                busy.headers.add("Retry-After", "5")
+                busy.headers.add("Retry-After", str(RETRY_AFTER))
                 flow.send_message(busy)
                 return
             if self.auth.lockout.blocked(source):

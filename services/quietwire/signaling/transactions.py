@@ -29,6 +29,7 @@ from quietwire.signaling.admission import source_key
 from quietwire.signaling.builders import busy, cancel_for, final, with_to_tag
 from quietwire.signaling.contexts import Branch, ClientTx, Context, ServerTable, ServerTx
 from quietwire.signaling.errorlog import ErrorLog
+from quietwire.signaling.failures import failure_answer
 from quietwire.signaling.flows import Flow, reliable
 from quietwire.signaling.targets import Router, Target
 
@@ -114,17 +115,18 @@ class Transactions:
             await work
         except Exception as exc:
             self.errors.record(where, exc)
-            await self.fail(context)
+            await self.fail(context, exc)
 
-    async def fail(self, context: Context) -> None:
-        """A 500 if the caller has no final answer yet; branches cancelled; the
-        context and its media gone. Nothing of it stays (no retransmission either)."""
+    async def fail(self, context: Context, exc: BaseException) -> None:
+        """A 500 (503 with Retry-After when a dependency is away) if the caller has
+        no final answer yet; branches cancelled; the context and its media gone.
+        Nothing of it stays (no retransmission either)."""
         for branch in context.pending:
             self.cancel_branch(branch, "server error")
         for name in context.branches:
             self.clients.pop(name, None)
         if context.server.state in (State.TRYING, State.PROCEEDING):
-            context.server.respond(final(context.request, 500, "Server Internal Error"))
+            context.server.respond(failure_answer(context.request, exc))
             with contextlib.suppress(Exception):
                 await self.flush(context)
         context.finished = True
