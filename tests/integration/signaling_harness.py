@@ -13,7 +13,7 @@ import grpc
 import redis.asyncio as redis
 from quietwire.embedded.pki import Pki, ensure_pki
 from quietwire.phone.connection import SipConnection
-from quietwire.phone.useragent import UserAgent
+from quietwire.phone.useragent import Dialog, UserAgent
 from quietwire.protocols.sip.message import Request
 from quietwire.runtime.service import build_server
 from quietwire.runtime.settings import load_settings
@@ -86,6 +86,24 @@ async def next_request(ua: UserAgent, method: str, timeout: float = 5.0) -> Requ
         request = await asyncio.wait_for(ua.requests.get(), timeout)
         if request.method == method:
             return request
+
+
+async def establish(
+    caller: UserAgent, callee: UserAgent, invite: Request, answer: bytes = b""
+) -> tuple[Dialog, Dialog]:
+    """``invite`` from ``caller`` answered 200 by ``callee`` (``answer`` its SDP)
+    and ACKed: the caller's and the callee's dialogs."""
+    sending = asyncio.create_task(caller.send(invite))
+    incoming = await next_request(callee, "INVITE")
+    ok = callee.answer(incoming, 200, "OK", body=answer)
+    ok.headers.set("Record-Route", ", ".join(incoming.headers.get_all("Record-Route")))
+    await callee.connection.send(ok)
+    exchange = await sending
+    assert exchange.final is not None and exchange.final.status == 200
+    dialog = caller.dialog_from_response(invite, exchange.final)
+    await caller.connection.send(caller.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number))
+    await next_request(callee, "ACK")
+    return dialog, callee.dialog_from_request(incoming, ok)
 
 
 def make_pki(tmp_path: Path) -> Pki:

@@ -18,7 +18,7 @@ from quietwire.phone.sdp import describe
 from quietwire.phone.useragent import UserAgent
 
 from tests.conftest import Platform, running_platform
-from tests.integration.signaling_harness import next_request
+from tests.integration.signaling_harness import establish, next_request
 from tests.interop.conftest import phone_process
 from tests.support.wait import eventually, wait_line, wait_until
 
@@ -187,18 +187,9 @@ async def test_midcall_answer_dropping_zrtp_ends_the_call(platform: Platform, me
             body=sdp("alice", 40000, True),
             content_type="application/sdp",
         )
-        sending = asyncio.create_task(alice.send(invite))
-        incoming = await next_request(bob, "INVITE")
-        ok = bob.answer(incoming, 200, "OK", body=sdp("bob", 40002, True))
-        ok.headers.set("Record-Route", ", ".join(incoming.headers.get_all("Record-Route")))
-        await bob.connection.send(ok)
-        exchange = await sending
-        assert exchange.final is not None and exchange.final.status == 200
-        dialog = alice.dialog_from_response(invite, exchange.final)
-        await alice.connection.send(alice.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number))
-        await next_request(bob, "ACK")
+        _, answered = await establish(alice, bob, invite, sdp("bob", 40002, True))
 
-        reoffer = bob.in_dialog(bob.dialog_from_request(incoming, ok), method)
+        reoffer = bob.in_dialog(answered, method)
         reoffer.headers.add("Content-Type", SDP)
         reoffer.body = sdp("bob", 40004, True)
         resending = asyncio.create_task(bob.send(reoffer))

@@ -9,7 +9,6 @@ record stay as they were.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from quietwire.runtime.settings import load_settings
 from quietwire.runtime.streams import stream_id
 
 from tests.conftest import Platform, run_quietwire, running_platform
-from tests.integration.signaling_harness import next_request
+from tests.integration.signaling_harness import establish
 from tests.interop.test_relay_calls import sdp
 
 SDP = "application/sdp"
@@ -112,17 +111,7 @@ async def call(platform: Platform) -> AsyncIterator[Call]:
         invite = carol.build(
             "INVITE", f"sip:bob@{DOMAIN}", body=offer("carol", 40000), content_type=SDP
         )
-        sending = asyncio.create_task(carol.send(invite))
-        incoming = await next_request(bob, "INVITE")
-        ok = bob.answer(incoming, 200, "OK", body=offer("bob", 40002))
-        ok.headers.set("Content-Type", SDP)
-        ok.headers.set("Record-Route", ", ".join(incoming.headers.get_all("Record-Route")))
-        await bob.connection.send(ok)
-        exchange = await sending
-        assert exchange.final is not None and exchange.final.status == 200
-        dialog = carol.dialog_from_response(invite, exchange.final)
-        await carol.connection.send(carol.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number))
-        await next_request(bob, "ACK")
+        await establish(carol, bob, invite, offer("bob", 40002))
         yield Call(invite.call_id, carol, bob)
     finally:
         await carol.close()

@@ -40,6 +40,7 @@ from tests.integration.signaling_harness import (
     PASSWORDS,
     Replica,
     add_users,
+    establish,
     next_request,
     phone,
     replica,
@@ -79,17 +80,7 @@ async def established(
         body=sdp("alice", 40000, True) if media else b"",
         content_type=SDP if media else None,
     )
-    sending = asyncio.create_task(alice.send(invite))
-    incoming = await next_request(bob, "INVITE")
-    ok = bob.answer(incoming, 200, "OK", body=sdp(callee, 40002, True) if media else b"")
-    ok.headers.set("Record-Route", ", ".join(incoming.headers.get_all("Record-Route")))
-    await bob.connection.send(ok)
-    exchange = await sending
-    assert exchange.final is not None and exchange.final.status == 200
-    caller = alice.dialog_from_response(invite, exchange.final)
-    await alice.connection.send(alice.in_dialog(caller, "ACK", cseq=exchange.final.cseq.number))
-    await next_request(bob, "ACK")
-    return caller, bob.dialog_from_request(incoming, ok)
+    return await establish(alice, bob, invite, sdp(callee, 40002, True) if media else b"")
 
 
 async def first_request(ua: UserAgent, timeout: float = 5.0) -> Request:
