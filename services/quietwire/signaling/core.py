@@ -12,6 +12,7 @@ from __future__ import annotations
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.extensions import PROXY_OPTIONS, refuse_unsupported
 from quietwire.protocols.sip.message import Message, Request, reply
+from quietwire.runtime.context import CallId, call_id_var
 from quietwire.signaling.failures import RETRY_AFTER, failure_answer
 from quietwire.signaling.flows import DatagramFlow, Flow
 from quietwire.signaling.limits import SourceLimiter
@@ -28,6 +29,9 @@ class SipCore:
         self.auth = registrar.auth
 
     async def on_message(self, flow: Flow, message: Message) -> None:
+        # Every log line and RPC of this message's handling carries its call id
+        # (the gRPC client interceptor sends it on as x-call-id).
+        call_id_var.set(CallId(message.call_id) if message.call_id else None)
         if not isinstance(message, Request):
             await self.proxy.response(message)
             return
