@@ -20,6 +20,8 @@ from typing import IO, Any
 import pytest
 import redis as redis_sync
 import yaml
+from quietwire.phone.connection import SipConnection
+from quietwire.phone.useragent import UserAgent
 
 from tests.support.wait import wait_line, wait_until
 
@@ -188,10 +190,13 @@ class Platform:
 
 
 @contextmanager
-def running_platform(tmp_path: Path, **settings: str) -> Iterator[Platform]:
-    """`quietwire up` in ``tmp_path/state`` (``settings`` as QW_* environment), stopped after."""
+def running_platform(
+    tmp_path: Path, stderr: IO[str] | None = None, **settings: str
+) -> Iterator[Platform]:
+    """`quietwire up` in ``tmp_path/state`` (``settings`` as QW_* environment, the
+    services' JSON log lines to ``stderr``), stopped after."""
     state, port = tmp_path / "state", free_port()
-    process = start_up(state, port, **settings)
+    process = start_up(state, port, stderr, **settings)
     try:
         yield Platform(process, state, port, wait_line(process, "quietwire up:", UP_TIMEOUT))
     finally:
@@ -201,6 +206,14 @@ def running_platform(tmp_path: Path, **settings: str) -> Iterator[Platform]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+async def agent(platform: Platform, user: str, password: str | None = None) -> UserAgent:
+    """A SIP user agent for ``user`` over TLS to the platform (a demo user's password
+    unless ``password`` is given)."""
+    connection = await SipConnection.open("127.0.0.1", platform.sip_port, platform.ca)
+    secret = password if password is not None else platform.users[user]
+    return UserAgent(connection, user, secret, "127.0.0.1", platform.sip_port)
 
 
 @pytest.fixture

@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 from quietwire.phone import call as call_module
 from quietwire.phone.call import Phone, PhoneOptions
-from quietwire.phone.connection import SipConnection
 from quietwire.phone.sdp import describe
-from quietwire.phone.useragent import UserAgent
 
-from tests.conftest import Platform, running_platform
+from tests.conftest import Platform, agent, running_platform
 from tests.integration.signaling_harness import establish, next_request
 from tests.interop.conftest import phone_process
 from tests.support.wait import eventually, wait_line, wait_until
@@ -205,12 +203,6 @@ async def test_midcall_answer_dropping_zrtp_ends_the_call(platform: Platform, me
     finally:
         await alice.close()
         await bob.close()
-
-
-async def agent(platform: Platform, user: str) -> UserAgent:
-    port = platform.sip_port
-    connection = await SipConnection.open("127.0.0.1", port, platform.ca)
-    return UserAgent(connection, user, platform.users[user], "127.0.0.1", port)
 
 
 def sdes_sdp(user: str, port: int) -> bytes:

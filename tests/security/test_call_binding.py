@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from quietwire.phone.connection import SipConnection
 from quietwire.phone.useragent import UserAgent
 from quietwire.relay.settings import RelaySettings
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
@@ -24,7 +23,7 @@ from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.settings import load_settings
 from quietwire.runtime.streams import stream_id
 
-from tests.conftest import Platform, run_quietwire, running_platform
+from tests.conftest import Platform, agent, run_quietwire, running_platform
 from tests.integration.signaling_harness import establish
 from tests.interop.test_relay_calls import sdp
 
@@ -81,11 +80,6 @@ async def relay(platform: Platform) -> AsyncIterator[Relay]:
         await client.aclose()
     async with open_channel(entry.grpc, settings.grpc_tls) as channel:
         yield Relay(relay_pb2_grpc.RelayStub(channel))
-
-
-async def agent(platform: Platform, user: str, password: str) -> UserAgent:
-    connection = await SipConnection.open("127.0.0.1", platform.sip_port, platform.ca)
-    return UserAgent(connection, user, password, DOMAIN, platform.sip_port)
 
 
 def security(platform: Platform, call_id: str) -> str:

@@ -22,7 +22,6 @@ import yaml
 from prometheus_client import REGISTRY
 from quietwire.embedded.pki import Pki
 from quietwire.keyagreement.calls import CALL_KEY
-from quietwire.phone.connection import SipConnection
 from quietwire.phone.useragent import Dialog, UserAgent
 from quietwire.protocols.sip.digest import client_credentials, format_credentials, parse_challenge
 from quietwire.protocols.sip.message import Request
@@ -34,7 +33,7 @@ from quietwire.signaling.builders import cancel_for
 from quietwire.signaling.dialogs import DIALOG_KEY
 from quietwire.signaling.media import Offer, Refusal
 
-from tests.conftest import Platform, free_port
+from tests.conftest import Platform, agent, free_port
 from tests.integration.signaling_harness import (
     DOMAIN,
     PASSWORDS,
@@ -215,13 +214,9 @@ async def test_stranger_bye_does_not_end_the_call(platform: Platform) -> None:
         Path(config["grpc_tls_cert"]), Path(config["grpc_tls_key"]), Path(config["grpc_tls_ca"])
     )
 
-    async def agent(user: str, password: str) -> UserAgent:
-        connection = await SipConnection.open("127.0.0.1", platform.sip_port, platform.ca)
-        return UserAgent(connection, user, password, DOMAIN, platform.sip_port)
-
-    alice = await agent("alice", platform.users["alice"])
-    bob = await agent("bob", platform.users["bob"])
-    stranger = await agent("alice", "not alice's password")
+    alice = await agent(platform, "alice")
+    bob = await agent(platform, "bob")
+    stranger = await agent(platform, "alice", "not alice's password")
     try:
         assert (await alice.register()).status == 200
         assert (await bob.register()).status == 200

@@ -149,6 +149,7 @@ class Planner:
             # Ended while its sessions were being allocated: give them back.
             await self._release(relay, offer.call_id, len(offer.media))
             return Refusal(487, "quietwire: the call ended while it was being planned")
+        log.info("call planned", extra={"mode": str(plan.mode), "streams": len(streams)})
         return plan
 
     async def _decide(self, offer: Offer) -> tuple[CallRecord, Relay] | Refusal:
@@ -286,6 +287,8 @@ class Planner:
         ended = await self.store.change(
             call_id, lambda r: None if r.ended else replace(r, ended=reason or "ended")
         )
+        if ended is not None:
+            log.info("call ended", extra={"reason": reason or "ended"})
         return ended is not None
 
     # -- relay sessions ----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,8 @@ from quietwire.relay.legs import Event, RelayCall, Side
 from quietwire.relay.ports import PoolExhausted
 from quietwire.relay.sessions import Relay
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 WATCH_QUEUE = 10_000
 #: RFC 8839 section 5.4: ice-ufrag and ice-pwd are at most 256 characters.
@@ -76,6 +79,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except PoolExhausted:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "no free port pair")
+        log.info("call allocated", extra={"legs": len(request.legs)})
         return relay_pb2.AllocateResponse(relay_id=self.relay_id, legs=self._legs(call))
 
     async def Update(
@@ -104,7 +108,9 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
     async def Release(
         self, request: relay_pb2.ReleaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> relay_pb2.ReleaseResponse:
-        return relay_pb2.ReleaseResponse(released=self.relay.release(request.call_id))
+        released = self.relay.release(request.call_id)
+        log.info("call released", extra={"released": released})
+        return relay_pb2.ReleaseResponse(released=released)
 
     async def Query(
         self, request: relay_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]

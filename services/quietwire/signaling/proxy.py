@@ -207,6 +207,8 @@ class Proxy:
                 await self.media.end(request.call_id, message_tags(request))
             return
         context.initial_invite = request.method == "INVITE"
+        if context.initial_invite:
+            log.info("call routed", extra={"branches": len(bindings)})
         for reg in bindings:
             target = Target(reg.replica, reg.flow_id)
             contact = str(SipUri.parse(reg.contact.strip("<>")))
