@@ -13,7 +13,6 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from quietwire.protocols.sip.headers import Via
 from quietwire.protocols.sip.message import Message, Request, Response
 
 T1 = 0.5
@@ -84,10 +83,6 @@ class ClientKey:
     @classmethod
     def of(cls, message: Message) -> ClientKey:
         return cls(message.vias[0].branch or "", message.cseq.method)
-
-
-def top_via(message: Message) -> Via:
-    return message.vias[0]
 
 
 def ack_for(invite: Request, response: Response) -> Request:

@@ -1,7 +1,8 @@
 """ZRTP key material: hash chain, MACs, hvi, KDF, s0 and every derived key.
 
-Section numbers refer to RFC 6189. Secrets travel in :class:`Secret`, whose
-``repr`` hides the bytes; MACs are compared with :func:`hmac.compare_digest`.
+Section numbers refer to RFC 6189. Classes holding key material have no
+generated ``repr`` (:class:`SessionKeys`); MACs are compared with
+:func:`hmac.compare_digest`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import hashlib
 import hmac
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -23,16 +24,6 @@ CHAIN_HASH = HashType.S256
 #: Retained secrets, SAS hash and the like are 256 bits (section 4.5.3).
 SECRET_BITS = 256
 SRTP_SALT_BITS = 112
-
-
-@dataclass(frozen=True, slots=True)
-class Secret:
-    """Key material that never shows in a log, a repr or an exception."""
-
-    value: bytes = field(repr=False)
-
-    def __repr__(self) -> str:
-        return f"Secret(<{len(self.value)} bytes>)"
 
 
 @dataclass(frozen=True, slots=True)

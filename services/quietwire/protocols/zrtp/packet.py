@@ -28,15 +28,6 @@ CRC_LENGTH = 4
 MIN_PACKET_LENGTH = HEADER_LENGTH + 12 + CRC_LENGTH
 
 
-def looks_like_zrtp(data: bytes) -> bool:
-    """Cheap demultiplexing test (RFC 7983 first byte, then the magic cookie)."""
-    return (
-        len(data) >= HEADER_LENGTH
-        and data[0] in (FIRST_BYTE, FRAGMENTED_FIRST_BYTE)
-        and data[4:8] == b"ZRTP"
-    )
-
-
 def crc(data: bytes) -> bytes:
     """The CRC field for ``data`` as it goes on the wire."""
     return int(google_crc32c.value(data)).to_bytes(4, "little")
