@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
 import redis.asyncio as redis
+from prometheus_client import Counter
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
 
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+#: A command that meets a broken connection is tried again RETRIES times, after
+#: a random wait of up to 100, 200, 200 ms: enough to ride over a dropped
+#: connection, short enough that a request meeting a failover (seconds) is
+#: answered 503 at once instead of waiting for it. A Sentinel-managed connection
+#: asks the Sentinels for the master at each attempt, so a retry after the
+#: promotion reaches the new master.
+RETRIES = 3
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 0.2
+
+UNREPLICATED = Counter(
+    "quietwire_redis_unreplicated_writes",
+    "Writes answered before QW_REDIS_WAIT_REPLICAS replicas confirmed them",
+)
 
 
 def redis_client(settings: CommonSettings) -> redis.Redis:
@@ -28,6 +52,7 @@ def redis_client(settings: CommonSettings) -> redis.Redis:
         "health_check_interval": 15,
         "max_connections": 64,
         "decode_responses": False,
+        "retry": Retry(ExponentialWithJitterBackoff(BACKOFF_CAP, BACKOFF_BASE), RETRIES),
     }
     url = urlsplit(settings.redis_url)
     tls = url.scheme == "rediss"
@@ -57,6 +82,72 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """Redis ``WAIT`` after the writes whose loss matters (``QW_REDIS_WAIT_REPLICAS``).
+
+    Replication is asynchronous: a write the master acknowledged may not have
+    reached a replica when the master dies, and Sentinel then promotes a replica
+    without it. ``WAIT numreplicas timeout`` blocks until the replicas confirm
+    every earlier write *of the same connection*, so the writes and the WAIT
+    share one connection (:meth:`durable`).
+
+    When the replicas do not confirm in time the write stands (it is on the
+    master; refusing the request would not take it back) and the shortfall is
+    counted and logged, like MySQL's semi-synchronous replication falling back
+    to asynchronous: one replica's death slows writes by the timeout but stops
+    nothing, and only a second fault (the master dying before the replica
+    returns) can lose a write.
+    """
+
+    replicas: int = 0
+    timeout: float = 0.25
+
+    @classmethod
+    def of(cls, settings: CommonSettings) -> Replication:
+        return cls(settings.redis_wait_replicas, settings.redis_wait_timeout)
+
+    @asynccontextmanager
+    async def durable(self, client: redis.Redis) -> AsyncIterator[redis.Redis]:
+        """A client for the block's writes; on leaving, they are on the replicas
+        (or the shortfall is counted). Without replicas to wait for: ``client``."""
+        if not self.replicas:
+            yield client
+            return
+        async with client.client() as one:
+            connection = one.connection
+            assert connection is not None  # a single-connection client holds one once entered
+            reconnects = _Reconnects()
+            connection.register_connect_callback(reconnects.seen)  # type: ignore[no-untyped-call]
+            try:
+                yield one
+                acked = int(await one.wait(self.replicas, int(self.timeout * 1000)))
+            finally:
+                connection.deregister_connect_callback(reconnects.seen)  # type: ignore[no-untyped-call]
+        # A reconnection may have moved the connection to another server: what
+        # WAIT confirmed there says nothing of the writes made before it.
+        if acked < self.replicas or reconnects.count:
+            UNREPLICATED.inc()
+            log.warning(
+                "write not confirmed by the replicas",
+                extra={"replicas": acked, "wanted": self.replicas, "reconnected": reconnects.count},
+            )
+
+
+#: Writes answered without waiting for replicas (a single Redis).
+UNWAITED = Replication()
+
+
+class _Reconnects:
+    """Counts the (re)connections of one connection (redis-py calls back on each)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def seen(self, connection: AbstractConnection) -> None:
+        self.count += 1
+
+
 async def redis_ready(client: redis.Redis) -> bool:
     """Readiness: Redis answers PING."""
     try:
@@ -76,6 +167,7 @@ class RedisBackedService:
 
     def __init__(self, settings: CommonSettings) -> None:
         self.redis = redis_client(settings)
+        self.replication = Replication.of(settings)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register gRPC servicers; none by default."""
