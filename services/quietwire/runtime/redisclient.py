@@ -32,6 +32,9 @@ RETRIES = 3
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 0.2
 
+#: Seconds a WAIT's answer may take past its timeout (a loaded server, the network).
+WAIT_SLACK = 2.0
+
 UNREPLICATED = Counter(
     "quietwire_redis_unreplicated_writes",
     "Writes answered before QW_REDIS_WAIT_REPLICAS replicas confirmed them",
@@ -121,7 +124,7 @@ class Replication:
             connection.register_connect_callback(reconnects.seen)  # type: ignore[no-untyped-call]
             try:
                 yield one
-                acked = int(await one.wait(self.replicas, int(self.timeout * 1000)))
+                acked = await self._wait(connection)
             finally:
                 connection.deregister_connect_callback(reconnects.seen)  # type: ignore[no-untyped-call]
         # A reconnection may have moved the connection to another server: what
@@ -132,6 +135,14 @@ class Replication:
                 "write not confirmed by the replicas",
                 extra={"replicas": acked, "wanted": self.replicas, "reconnected": reconnects.count},
             )
+
+    async def _wait(self, connection: AbstractConnection) -> int:
+        """WAIT on ``connection`` itself, never retried: a retry would run on a new
+        connection (perhaps to a new master) that made none of the writes. Its own
+        deadline, past the WAIT's: the client's socket timeout may be shorter."""
+        milliseconds = int(self.timeout * 1000)
+        await connection.send_command("WAIT", self.replicas, milliseconds, check_health=False)
+        return int(await connection.read_response(timeout=self.timeout + WAIT_SLACK))
 
 
 #: Writes answered without waiting for replicas (a single Redis).
