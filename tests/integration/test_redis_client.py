@@ -140,6 +140,18 @@ async def check_durable_writes(master: RedisServer, replica: RedisServer) -> Non
             await durable.set("qw:short", b"1")
         assert UNREPLICATED._value.get() == before + 1
         assert await client.get("qw:short") == b"1"
+
+        # A connection lost mid-block: what WAIT confirms on its successor says
+        # nothing of the writes made before, so the block counts as unconfirmed.
+        master_client = redis_sync.Redis(port=master.port, password=PASSWORD)
+        try:
+            async with Replication.of(settings).durable(client) as durable:
+                await durable.set("qw:before", b"1")
+                master_client.client_kill_filter(_id=await durable.client_id())
+                await durable.set("qw:after", b"1")
+        finally:
+            master_client.close()
+        assert UNREPLICATED._value.get() == before + 2
     finally:
         await client.aclose()
         replica_client.close()
