@@ -29,7 +29,7 @@ from typing import IO
 import grpc
 import redis as redis_sync
 from quietwire.embedded.pki import Pki
-from quietwire.keyagreement.calls import CallStore
+from quietwire.keyagreement.calls import CALLS_KEY, CallStore
 from quietwire.phone.useragent import Dialog, UserAgent
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.health import SERVING, serving_status
@@ -306,6 +306,8 @@ async def failover(
     caller, _ = await establish(alice, bob, invite, sdp("bob", 40002, True))
     assert await asyncio.to_thread(relay_calls, running.relay_metrics_port) == 1
 
+    master_now = await asyncio.to_thread(watchers.agreed_master)
+    assert master_now == master.port, f"a failover before the kill: {watchers.views()}"
     # Carol's registration is the master's last write before it dies.
     assert (await carol.register()).status == 200
     os.kill(master.process.pid, signal.SIGKILL)
@@ -367,11 +369,12 @@ async def failover(
         def left() -> dict[str, object]:
             return {
                 "dialog": new_master.exists(DIALOG_KEY.format(call_id=invite.call_id)),
+                "listed": new_master.zscore(CALLS_KEY, invite.call_id) is not None,
                 "relay calls": relay_calls(running.relay_metrics_port),  # both calls
             }
 
         async def cleaned() -> bool:
-            return left() == {"dialog": 0, "relay calls": 0}
+            return left() == {"dialog": 0, "listed": False, "relay calls": 0}
 
         await eventually(cleaned, 30, lambda: f"the call cleaned up: {left()}")
     finally:
