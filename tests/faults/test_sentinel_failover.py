@@ -57,7 +57,14 @@ from tests.integration.signaling_harness import (
     phone,
 )
 from tests.interop.test_relay_calls import sdp
-from tests.support.replication import MASTER_NAME, Sentinels, SlowLink, sentinels, start_replica
+from tests.support.replication import (
+    MASTER_NAME,
+    Sentinels,
+    SlowLink,
+    link_up,
+    sentinels,
+    start_replica,
+)
 from tests.support.wait import eventually
 
 PASSWORD = "failover-test-password"
@@ -226,7 +233,7 @@ async def replicated(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, list[Re
                 replicas.append(start_replica(tmp_path / f"replica-{number}", link.port, PASSWORD))
             for replica in replicas:
                 await eventually(
-                    lambda replica=replica: asyncio.to_thread(link_up, replica),
+                    lambda replica=replica: asyncio.to_thread(link_up, replica, PASSWORD),
                     30,
                     f"replica on port {replica.port} in sync with the master",
                 )
@@ -238,14 +245,6 @@ async def replicated(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, list[Re
     finally:  # once the links are closed: a master stopping waits for replicas it still sees
         if master.process.poll() is None:
             stop_redis(master)
-
-
-def link_up(replica: RedisServer) -> bool:
-    client = redis_sync.Redis(port=replica.port, password=PASSWORD, socket_timeout=2)
-    try:
-        return bool(client.info("replication").get("master_link_status") == "up")
-    finally:
-        client.close()
 
 
 async def hang_up(caller: UserAgent, callee: UserAgent, dialog: Dialog) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from quietwire.runtime.redisclient import UNREPLICATED, Replication, redis_clien
 from quietwire.runtime.settings import CommonSettings, SettingsError, load_settings
 
 from tests.conftest import RedisServer, free_port, start_redis, stop_redis
-from tests.support.replication import SlowLink, start_replica
+from tests.support.replication import SlowLink, link_up, start_replica
 from tests.support.wait import eventually
 
 PASSWORD = "sentinel-test-password"
@@ -124,8 +125,7 @@ async def check_durable_writes(master: RedisServer, replica: RedisServer) -> Non
     try:
 
         async def in_sync() -> bool:
-            info = replica_client.info("replication")
-            return info.get("master_link_status") == "up"
+            return await asyncio.to_thread(link_up, replica, PASSWORD)
 
         await eventually(in_sync, 30, "the replica in sync")
         await client.set("qw:plain", b"1")

@@ -106,6 +106,17 @@ def start_replica(directory: Path, master_port: int, password: str) -> RedisServ
     )
 
 
+def link_up(replica: RedisServer, password: str) -> bool:
+    """The replica is connected to its master and in step (``INFO replication``)."""
+    client = redis_sync.Redis(port=replica.port, password=password, socket_timeout=2)
+    try:
+        return bool(client.info("replication").get("master_link_status") == "up")
+    except (redis_sync.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
 @dataclass(frozen=True)
 class Sentinels:
     """Sentinel processes watching one master under :data:`MASTER_NAME`."""
