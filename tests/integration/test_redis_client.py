@@ -10,6 +10,7 @@ import redis as redis_sync
 from quietwire.embedded.pki import ensure_pki
 from quietwire.runtime.redisclient import UNREPLICATED, Replication, redis_client, redis_ready
 from quietwire.runtime.settings import CommonSettings, SettingsError, load_settings
+from redis.asyncio import Redis
 
 from tests.conftest import RedisServer, free_port, start_redis, stop_redis
 from tests.support.replication import SlowLink, link_up, start_replica
@@ -141,17 +142,30 @@ async def check_durable_writes(master: RedisServer, replica: RedisServer) -> Non
         assert UNREPLICATED._value.get() == before + 1
         assert await client.get("qw:short") == b"1"
 
-        # A connection lost mid-block: what WAIT confirms on its successor says
-        # nothing of the writes made before, so the block counts as unconfirmed.
+        # A connection lost in the block, before or after its last write: the
+        # block fails (the request gets 503), never a WAIT on another connection,
+        # which would confirm none of the writes.
         master_client = redis_sync.Redis(port=master.port, password=PASSWORD)
         try:
-            async with Replication.of(settings).durable(client) as durable:
-                await durable.set("qw:before", b"1")
-                master_client.client_kill_filter(_id=await durable.client_id())
-                await durable.set("qw:after", b"1")
+            for writes_after in (1, 0):
+                with pytest.raises(redis_sync.ConnectionError):
+                    await lose_connection(
+                        Replication.of(settings), client, master_client, writes_after
+                    )
         finally:
             master_client.close()
-        assert UNREPLICATED._value.get() == before + 2
+        assert UNREPLICATED._value.get() == before + 1
     finally:
         await client.aclose()
         replica_client.close()
+
+
+async def lose_connection(
+    replication: Replication, client: Redis, admin: redis_sync.Redis, writes_after: int
+) -> None:
+    """A durable block whose connection is killed after one write, then ``writes_after`` more."""
+    async with replication.durable(client) as durable:
+        await durable.set("qw:before", b"1")
+        admin.client_kill_filter(_id=await durable.client_id())
+        for _ in range(writes_after):
+            await durable.set("qw:after", b"1")

@@ -15,22 +15,23 @@ from prometheus_client import Counter
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
-#: A command that meets a broken connection is tried again RETRIES times, after
-#: a random wait of up to 100, 200, 200 ms: enough to ride over a dropped
-#: connection, short enough that a request meeting a failover (seconds) is
-#: answered 503 at once instead of waiting for it. A Sentinel-managed connection
-#: asks the Sentinels for the master at each attempt, so a retry after the
-#: promotion reaches the new master.
-RETRIES = 3
-BACKOFF_BASE = 0.05
-BACKOFF_CAP = 0.2
+#: A command is never retried by the client: a write whose connection broke
+#: may already be applied, and a retry would apply it twice (the registrar's
+#: CSeq check would then answer a REGISTER 500). The request is answered 503
+#: with Retry-After at once and the phone repeats it, as SIP expects. Nothing
+#: is lost by it: the pool reconnects a connection found dead before it lends
+#: it, and a Sentinel-managed connection asks the Sentinels for the master at
+#: every connect, so the first request after a promotion reaches the new master.
+#: Explicit, as redis-py's defaults have changed between releases.
+NO_RETRY = Retry(NoBackoff(), 0)
 
 #: Seconds a WAIT's answer may take past its timeout (a loaded server, the network).
 WAIT_SLACK = 2.0
@@ -55,7 +56,7 @@ def redis_client(settings: CommonSettings) -> redis.Redis:
         "health_check_interval": 15,
         "max_connections": 64,
         "decode_responses": False,
-        "retry": Retry(ExponentialWithJitterBackoff(BACKOFF_CAP, BACKOFF_BASE), RETRIES),
+        "retry": NO_RETRY,
     }
     url = urlsplit(settings.redis_url)
     tls = url.scheme == "rediss"
@@ -120,26 +121,23 @@ class Replication:
         async with client.client() as one:
             connection = one.connection
             assert connection is not None  # a single-connection client holds one once entered
-            reconnects = _Reconnects()
-            connection.register_connect_callback(reconnects.seen)  # type: ignore[no-untyped-call]
-            try:
-                yield one
-                acked = await self._wait(connection)
-            finally:
-                connection.deregister_connect_callback(reconnects.seen)  # type: ignore[no-untyped-call]
-        # A reconnection may have moved the connection to another server: what
-        # WAIT confirmed there says nothing of the writes made before it.
-        if acked < self.replicas or reconnects.count:
+            yield one
+            acked = await self._wait(connection)
+        if acked < self.replicas:
             UNREPLICATED.inc()
             log.warning(
                 "write not confirmed by the replicas",
-                extra={"replicas": acked, "wanted": self.replicas, "reconnected": reconnects.count},
+                extra={"replicas": acked, "wanted": self.replicas},
             )
 
     async def _wait(self, connection: AbstractConnection) -> int:
-        """WAIT on ``connection`` itself, never retried: a retry would run on a new
-        connection (perhaps to a new master) that made none of the writes. Its own
-        deadline, past the WAIT's: the client's socket timeout may be shorter."""
+        """WAIT on the connection that made the writes. Never on another: a WAIT
+        there (perhaps on a new master) would confirm none of them. So it is not
+        retried and does not reconnect; the client retries nothing either
+        (:data:`NO_RETRY`), so a connection lost in the block raised out of it.
+        Its own deadline, past the WAIT's: the socket timeout may be shorter."""
+        if not connection.is_connected:
+            raise RedisConnectionError("connection lost before WAIT")
         milliseconds = int(self.timeout * 1000)
         await connection.send_command("WAIT", self.replicas, milliseconds, check_health=False)
         return int(await connection.read_response(timeout=self.timeout + WAIT_SLACK))
@@ -147,16 +145,6 @@ class Replication:
 
 #: Writes answered without waiting for replicas (a single Redis).
 UNWAITED = Replication()
-
-
-class _Reconnects:
-    """Counts the (re)connections of one connection (redis-py calls back on each)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def seen(self, connection: AbstractConnection) -> None:
-        self.count += 1
 
 
 async def redis_ready(client: redis.Redis) -> bool:
