@@ -1,6 +1,7 @@
 """Redis Sentinel failover under live calls, every part a real process: a master,
-a replica a little behind it (a slow link), three Sentinels (quorum 2), and the
-three services run separately with QW_REDIS_SENTINELS and mutual TLS.
+two replicas a little behind it (slow links), three Sentinels (quorum 2), and
+the three services run separately with QW_REDIS_SENTINELS, QW_REDIS_WAIT_REPLICAS=1
+and mutual TLS.
 
 The master is killed (SIGKILL) right after a REGISTER was answered. A replica
 is promoted; the services find it on their own; every request meanwhile is
@@ -228,16 +229,17 @@ async def replicated(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, list[Re
     replicas: list[RedisServer] = []
     try:
         async with contextlib.AsyncExitStack() as links:
-            for number in range(REPLICAS):
-                link = await links.enter_async_context(SlowLink(master.port, LINK_DELAY))
-                replicas.append(start_replica(tmp_path / f"replica-{number}", link.port, PASSWORD))
-            for replica in replicas:
-                await eventually(
-                    lambda replica=replica: asyncio.to_thread(link_up, replica, PASSWORD),
-                    30,
-                    f"replica on port {replica.port} in sync with the master",
-                )
             try:
+                for number in range(REPLICAS):
+                    link = await links.enter_async_context(SlowLink(master.port, LINK_DELAY))
+                    directory = tmp_path / f"replica-{number}"
+                    replicas.append(start_replica(directory, link.port, PASSWORD))
+                for replica in replicas:
+                    await eventually(
+                        lambda replica=replica: asyncio.to_thread(link_up, replica, PASSWORD),
+                        30,
+                        f"replica on port {replica.port} in sync with the master",
+                    )
                 yield master, replicas
             finally:
                 for replica in replicas:
