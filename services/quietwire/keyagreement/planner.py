@@ -314,6 +314,10 @@ class Planner:
                 remote_rtp=rtp,
                 remote_rtcp=rtcp,
                 zrtp_hash=m.zrtp_hash,
+                # The relay keys the checks this leg's phone sends with the *other*
+                # phone's ice-pwd (RFC 8445 section 7.2.2): it pairs both legs' credentials.
+                ice_ufrag=m.ice.ufrag if m.ice else "",
+                ice_pwd=m.ice.pwd if m.ice else "",
             ),
             timeout=RELAY_TIMEOUT,
         )
