@@ -71,6 +71,13 @@ def message_tags(message: Message) -> pb.DialogTags:
     return pb.DialogTags(from_tag=message.from_.tag or "", to_tag=message.to.tag or "")
 
 
+def reversed_tags(message: Message) -> pb.DialogTags:
+    """A message's tags as the dialog's other party sends them: those of the offer
+    in a 2xx (made by the responder) or of the answer in an ACK (keyagreement reads
+    an offer's tags as its sender's, an answer's as a response's)."""
+    return pb.DialogTags(from_tag=message.to.tag or "", to_tag=message.from_.tag or "")
+
+
 def dialog_tags(caller: str, callee: str) -> pb.DialogTags:
     """The tags of an established dialog (its tagged From and To values), as the caller sends."""
     return pb.DialogTags(
