@@ -18,6 +18,7 @@ from quietwire.protocols.sip.message import Message
 
 from tests.conftest import Platform, agent
 from tests.integration.signaling_harness import establish
+from tests.interop.test_relay_calls import sdp
 from tests.security.test_relay_attacks import Phone, ice_check, rtp
 from tests.security.test_signaling_dialogs import delivered_next
 
@@ -26,23 +27,15 @@ BOB = ("BobUfrag", "BobIcePassword0123456789+/")
 
 
 def ice_sdp(user: str, phone: Phone, credentials: tuple[str, str]) -> bytes:
-    """An ICE phone's SDP: session-level credentials, its host candidate, ZRTP."""
+    """An ICE phone's SDP: ZRTP, rtcp-mux, its credentials and host candidate."""
     port = phone.address.port
     lines = [
-        "v=0",
-        f"o={user} 1 1 IN IP4 127.0.0.1",
-        "s=-",
-        "c=IN IP4 127.0.0.1",
-        "t=0 0",
+        "a=rtcp-mux",
         f"a=ice-ufrag:{credentials[0]}",
         f"a=ice-pwd:{credentials[1]}",
-        f"m=audio {port} RTP/AVP 0",
-        "a=rtpmap:0 PCMU/8000",
-        "a=rtcp-mux",
-        "a=zrtp-hash:1.10 " + "cd" * 32,
         f"a=candidate:1 1 UDP 2130706431 127.0.0.1 {port} typ host",
     ]
-    return ("\r\n".join(lines) + "\r\n").encode()
+    return sdp(user, port, True) + ("\r\n".join(lines) + "\r\n").encode()
 
 
 def relay_port(message: Message, credentials: tuple[str, str]) -> int:
