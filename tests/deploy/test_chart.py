@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import quietwire.cli  # noqa: F401 - imports every settings class
 import yaml
+from quietwire.relay.settings import RelaySettings
 from quietwire.runtime.settings import SECRETS_DIR_ENV, env_name, known_settings
 
 from tests.deploy.conftest import (
@@ -222,6 +223,20 @@ def test_network_policies() -> None:
     assert "networkPolicy.nodeCIDRs is required" in missing.stderr
 
 
+def test_relay_refuses_the_platforms_own_networks() -> None:
+    """relay.peerDeny reaches the relay as QW_RELAY_PEER_DENY, in a form its settings accept."""
+    default = find(render("-f", MINIMAL), "DaemonSet", "-relay")
+    assert "QW_RELAY_PEER_DENY" not in _env(default["spec"]["template"]["spec"]["containers"][0])
+    docs = render("-f", CHART / "ci" / "network-policies-values.yaml")
+    relay = find(docs, "Deployment", "-relay")["spec"]["template"]["spec"]["containers"][0]
+    deny = _env(relay)["QW_RELAY_PEER_DENY"]
+    assert deny == "10.0.0.0/8,fd00::/8"
+    settings = {"relay_peer_deny": deny, "grpc_insecure": True}
+    policy = RelaySettings.model_validate(settings).peer_policy
+    assert not policy.permits("10.1.2.3") and not policy.permits("fd00::1")
+    assert policy.permits("203.0.113.7")
+
+
 def test_external_redis_with_tls_and_sentinels() -> None:
     external = render("-f", CHART / "ci" / "external-redis-values.yaml")
     assert not [d for d in external if d["kind"] == "StatefulSet"]
@@ -263,6 +278,7 @@ def test_external_redis_with_tls_and_sentinels() -> None:
         ("redis.mode=external", "redis.external.url"),
         ("relay.portRange.max=30002", "at least two port pairs"),
         ("sip.domian=x", "domian"),
+        ("relay.peerDeny={pods.cluster.local}", "relay.peerDeny"),
     ],
 )
 def test_bad_values_are_refused_with_their_name(setting: str, message: str) -> None:

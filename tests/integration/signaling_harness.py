@@ -14,7 +14,7 @@ import redis.asyncio as redis
 from quietwire.embedded.pki import Pki, ensure_pki
 from quietwire.phone.connection import SipConnection
 from quietwire.phone.useragent import Dialog, UserAgent
-from quietwire.protocols.sip.message import Request
+from quietwire.protocols.sip.message import Message, Request
 from quietwire.runtime.service import build_server
 from quietwire.runtime.settings import load_settings
 from quietwire.signaling.service import SignalingService
@@ -89,10 +89,15 @@ async def next_request(ua: UserAgent, method: str, timeout: float = 5.0) -> Requ
 
 
 async def establish(
-    caller: UserAgent, callee: UserAgent, invite: Request, answer: bytes = b""
+    caller: UserAgent,
+    callee: UserAgent,
+    invite: Request,
+    answer: bytes = b"",
+    seen: list[Message] | None = None,
 ) -> tuple[Dialog, Dialog]:
     """``invite`` from ``caller`` answered 200 by ``callee`` (``answer`` its SDP)
-    and ACKed: the caller's and the callee's dialogs."""
+    and ACKed: the caller's and the callee's dialogs. ``seen`` gets the INVITE the
+    callee received and the 200 the caller received (their SDP as rewritten)."""
     sending = asyncio.create_task(caller.send(invite))
     incoming = await next_request(callee, "INVITE")
     ok = callee.answer(incoming, 200, "OK", body=answer)
@@ -100,6 +105,8 @@ async def establish(
     await callee.connection.send(ok)
     exchange = await sending
     assert exchange.final is not None and exchange.final.status == 200
+    if seen is not None:
+        seen += [incoming, exchange.final]
     dialog = caller.dialog_from_response(invite, exchange.final)
     await caller.connection.send(caller.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number))
     await next_request(callee, "ACK")

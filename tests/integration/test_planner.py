@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import pytest
@@ -132,3 +132,21 @@ async def test_a_plan_is_bound_to_its_dialog(setup: Setup) -> None:
     assert await planner.offer(invite("c-b", ALICE, BOB, "a1")) == taken
     again = await planner.offer(invite("c-b", CAROL, BOB, "c1"))
     assert isinstance(again, Plan) and await setup.session("c-b") is not None
+
+
+async def test_offer_in_the_2xx_and_answer_in_the_ack(setup: Setup) -> None:
+    """An INVITE without SDP: bob's 2xx offers (its tags fix both sides of the
+    dialog), carol answers in her ACK (tags as bob would send them); both sides'
+    a=zrtp-hash are recorded for the binding check, and other dialogs are refused."""
+    planner, carol_hash = setup.planner, "1.10 " + "cd" * 32
+    offer = Offer("late", (AUDIO,), Tags("c1", "b1"), from_callee=True, caller=CAROL, callee=BOB)
+    plan = await planner.offer(offer)
+    assert isinstance(plan, Plan)
+    stranger = Answer("late", (AUDIO,), Tags("b2", "c1"), from_caller=True)
+    assert isinstance(await planner.answer(stranger), Refusal)
+    answer = replace(AUDIO, zrtp_hash=carol_hash)
+    assert await planner.answer(Answer("late", (answer,), Tags("b1", "c1"), True)) == plan
+    record = await planner.store.get("late")
+    assert record is not None and (record.hash_caller, record.hash_callee) == (carol_hash, HASH)
+    assert record.dialog.callee_tag == "b1"
+    assert await planner.end("late", "bye", Tags("c1", "b1"))

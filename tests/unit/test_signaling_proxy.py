@@ -203,6 +203,17 @@ def test_offer_in_a_dialog_is_planned_only_in_its_own_call() -> None:
     assert in_dialog_offer(info, membership(DIALOG, info, "r1.1")) is None
 
 
+def test_reinvite_without_sdp_asks_for_an_offer_only_in_its_own_call() -> None:
+    """RFC 3261 section 14.1: its 2xx carries the offer, planned like any re-offer."""
+    solicits = request("INVITE", to="<sip:bob@example.org>;tag=bt")
+    assert in_dialog_offer(solicits, membership(DIALOG, solicits, "r1.1")) is OfferKind.REOFFER
+    stray = request("INVITE", to="<sip:bob@example.org>;tag=zz")
+    refusal = in_dialog_offer(stray, membership(DIALOG, stray, "r1.1"))
+    assert isinstance(refusal, Refusal) and refusal.status == 488
+    refresh = request("UPDATE", to="<sip:bob@example.org>;tag=bt")  # no offer, no answer
+    assert in_dialog_offer(refresh, membership(DIALOG, refresh, "r1.1")) is None
+
+
 # -- messages we build ------------------------------------------------------------------------
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from quietwire.protocols.rtp.stun import IceCredentials
+
 
 class Mode(enum.Enum):
     """How a call's media is protected, strongest first."""
@@ -46,6 +48,8 @@ class Media:
     zrtp_hash: str = ""
     sdes: bool = False  # a=crypto present (RFC 4568)
     dtls: bool = False  # a=fingerprint present (RFC 5763)
+    #: a=ice-ufrag and a=ice-pwd (RFC 8839), when the phone uses ICE.
+    ice: IceCredentials | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,7 +162,9 @@ class Planner:
         entry = self.selector.choose(await self.registry.alive())
         if entry is None:
             return Refusal(503, "quietwire: no media relay available")
-        dialog = Dialog(offer.caller, offer.callee, offer.tags.from_tag)
+        # An initial offer comes in the INVITE (no To tag yet) or, after an INVITE
+        # without SDP, in the callee's 2xx, whose To tag fixes the callee's side.
+        dialog = Dialog(offer.caller, offer.callee, offer.tags.from_tag, offer.tags.to_tag)
         if offer.reoffer:  # the tags of a request from ``side`` inside the dialog
             dialog = _dialog_of_reoffer(offer)
         signaled = first_hash(offer.media)
@@ -260,6 +262,8 @@ class Planner:
             after = replace(current, dialog=current.dialog.answered(answer.tags))
             if answer.side is Side.CALLEE:
                 after = replace(after, hash_callee=first_hash(answer.media))
+            elif not after.hash_caller:  # the caller answers in its ACK (offer in the 2xx)
+                after = replace(after, hash_caller=first_hash(answer.media))
             if weaker:
                 detail = "the answer dropped ZRTP: not end-to-end"
                 after = replace(
@@ -314,6 +318,10 @@ class Planner:
                 remote_rtp=rtp,
                 remote_rtcp=rtcp,
                 zrtp_hash=m.zrtp_hash,
+                # The relay keys the checks this leg's phone sends with the *other*
+                # phone's ice-pwd (RFC 8445 section 7.2.2): it pairs both legs' credentials.
+                ice_ufrag=m.ice.ufrag if m.ice else "",
+                ice_pwd=m.ice.pwd if m.ice else "",
             ),
             timeout=RELAY_TIMEOUT,
         )

@@ -23,6 +23,7 @@ from quietwire.keyagreement.model import (
 )
 from quietwire.keyagreement.outcome import Outcome
 from quietwire.keyagreement.planner import Planner
+from quietwire.protocols.rtp.stun import IceCredentials
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
 
@@ -57,6 +58,7 @@ def media_of(described: Sequence[pb.MediaDescription]) -> tuple[Media, ...]:
             zrtp_hash=m.zrtp_hash,
             sdes=bool(m.crypto),
             dtls=bool(m.fingerprints),
+            ice=IceCredentials(m.ice_ufrag, m.ice_pwd) if m.ice_ufrag and m.ice_pwd else None,
         )
         for m in described
     )

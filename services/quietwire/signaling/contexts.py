@@ -58,6 +58,9 @@ class Context:
     initial_invite: bool = False
     #: Set when the media planner saw this INVITE's offer: which side made it.
     offer_from_callee: bool | None = None
+    #: Set for an INVITE without SDP (RFC 3261 section 14.1, RFC 3264): its 2xx
+    #: carries the offer, made by this side; the ACK carries the answer.
+    offer_in_2xx_from_callee: bool | None = None
 
     @property
     def pending(self) -> list[Branch]:

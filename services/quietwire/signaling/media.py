@@ -16,6 +16,7 @@ from typing import Protocol
 
 import grpc
 
+from quietwire.protocols.sdp import ice
 from quietwire.protocols.sdp.session import Connection, ParseError, SessionDescription
 from quietwire.protocols.sip.headers import NameAddr
 from quietwire.protocols.sip.message import Message
@@ -70,6 +71,13 @@ def message_tags(message: Message) -> pb.DialogTags:
     return pb.DialogTags(from_tag=message.from_.tag or "", to_tag=message.to.tag or "")
 
 
+def reversed_tags(message: Message) -> pb.DialogTags:
+    """A message's tags as the dialog's other party sends them: those of the offer
+    in a 2xx (made by the responder) or of the answer in an ACK (keyagreement reads
+    an offer's tags as its sender's, an answer's as a response's)."""
+    return pb.DialogTags(from_tag=message.to.tag or "", to_tag=message.from_.tag or "")
+
+
 def dialog_tags(caller: str, callee: str) -> pb.DialogTags:
     """The tags of an established dialog (its tagged From and To values), as the caller sends."""
     return pb.DialogTags(
@@ -107,6 +115,7 @@ def describe(sdp: SessionDescription) -> list[pb.MediaDescription]:
     out = []
     for m in sdp.media:
         connection = sdp.media_connection(m)
+        credentials = ice.credentials(sdp, m)
         out.append(
             pb.MediaDescription(
                 media=m.media,
@@ -122,13 +131,16 @@ def describe(sdp: SessionDescription) -> list[pb.MediaDescription]:
                     pb.Fingerprint(hash_function=f.hash_function, value=f.value)
                     for f in m.fingerprints
                 ],
+                ice_ufrag=credentials.ufrag if credentials else "",
+                ice_pwd=credentials.pwd if credentials else "",
             )
         )
     return out
 
 
 def rewrite(sdp: SessionDescription, plan: pb.Plan, toward_caller: bool) -> bytes:
-    """Point every planned stream at the relay leg that faces the receiver."""
+    """Point every planned stream at the relay leg that faces the receiver (its
+    ICE candidates too; the ICE credentials pass unchanged, see ``sdp.ice``)."""
     for m, media_plan in zip(sdp.media, plan.media, strict=False):
         endpoint = media_plan.toward_caller if toward_caller else media_plan.toward_callee
         if not m.port or not endpoint.rtp_port:
@@ -137,6 +149,8 @@ def rewrite(sdp: SessionDescription, plan: pb.Plan, toward_caller: bool) -> byte
         m.set_connection(Connection(endpoint.host))
         if not m.rtcp_mux:
             m.set_attribute("rtcp", str(endpoint.rtcp_port))
+        rtcp = None if m.rtcp_mux else endpoint.rtcp_port
+        ice.point_candidates_at(m, endpoint.host, endpoint.rtp_port, rtcp)
     sdp.lines = [
         (k, str(Connection(_relay_host(plan)))) if k == "c" else (k, v) for k, v in sdp.lines
     ]

@@ -48,6 +48,7 @@ from quietwire.signaling.media import (
     Refusal,
     dialog_tags,
     message_tags,
+    reversed_tags,
 )
 from quietwire.signaling.routing import (
     OFFERS_INITIAL,
@@ -201,6 +202,8 @@ class Proxy:
             parties = (request.from_.uri.aor, uri.aor)
             if not await self._plan_offer(context, OfferKind.INITIAL, parties=parties):
                 return
+        elif request.method in OFFERS_INITIAL:
+            context.offer_in_2xx_from_callee = True  # planned at the 2xx
         if not bindings:
             await self.tx.respond(context, final(request, 480, "Temporarily Unavailable"))
             if request.method == "INVITE":
@@ -291,7 +294,9 @@ class Proxy:
             await self.tx.respond(context, refused(request, offer, self.address.host))
             return
         from_callee = member.party is Party.CALLEE
-        if offer is not None and not await self._plan_offer(
+        if offer is not None and not request.body:
+            context.offer_in_2xx_from_callee = not from_callee  # the receiver's offer
+        elif offer is not None and not await self._plan_offer(
             context, offer, from_callee=from_callee
         ):
             return
@@ -324,9 +329,25 @@ class Proxy:
         if token is None:
             return
         dialog = await self.dialogs.get(request.call_id)
-        if dialog is None or dialog.party(request) is None:
+        party = dialog.party(request) if dialog is not None else None
+        if party is None:
             FORWARDS.labels("ACK", "no-dialog").inc()
             return
+        if request.body:
+            # The answer to an offer in a 2xx: planned like any answer. An ACK has
+            # no answer of its own to refuse with, so a refused one ends the call
+            # (RFC 3261 section 13.2.2.4: a UAC that cannot accept the offer BYEs).
+            planned = await self.media.answer(
+                request.call_id,
+                request.body,
+                from_caller=party is Party.CALLER,
+                tags=reversed_tags(request),
+            )
+            if isinstance(planned, Refusal):
+                FORWARDS.labels("ACK", "answer-refused").inc()
+                await self.terminate(request.call_id, planned.warning)
+                return
+            request.body = planned
         target = Target.of_flow(token.toward(request.from_.tag))
         await self.router.send(target, forwarded(request, None, self.address.via(target.flow_id)))
 
@@ -383,16 +404,11 @@ class Proxy:
             # The branch stays pending while the planner sees the answer and the
             # dialog is recorded, so the timer loop cannot pick a final response
             # for the context meanwhile; the dialog exists before the caller's ACK.
-            if context.offer_from_callee is not None and upstream.body:
-                planned = await self.media.answer(
-                    response.call_id,
-                    upstream.body,
-                    from_caller=context.offer_from_callee,
-                    tags=message_tags(response),
-                )
-                if isinstance(planned, Refusal):
-                    await self._refuse_answer(context, branch, response, planned)
-                    return
+            planned = await self._plan_2xx(context, upstream)
+            if isinstance(planned, Refusal):
+                await self._refuse_answer(context, branch, response, planned)
+                return
+            if planned is not None:
                 upstream.body = planned
             if context.initial_invite:
                 await self._record_dialog(context, branch, response)
@@ -406,6 +422,30 @@ class Proxy:
         if status >= 600:
             for other in context.pending:
                 self.tx.cancel_branch(other, "declined")
+
+    async def _plan_2xx(self, context: Context, ok: Response) -> bytes | Refusal | None:
+        """A 2xx's SDP as the planner rewrites it (None: nothing to plan): the answer
+        to the INVITE's offer, or the offer an INVITE without SDP asked for, planned
+        like one in an INVITE (policy, downgrade refusal, relay)."""
+        if not ok.body:
+            return None
+        if context.offer_from_callee is not None:
+            tags = message_tags(ok)
+            return await self.media.answer(
+                ok.call_id, ok.body, from_caller=context.offer_from_callee, tags=tags
+            )
+        from_callee = context.offer_in_2xx_from_callee
+        if from_callee is None:
+            return None
+        request = context.request
+        if context.initial_invite:
+            parties = (request.from_.uri.aor, request.request_uri.aor)
+            offer = Offer(
+                ok.call_id, OfferKind.INITIAL, ok.body, message_tags(ok), from_callee, *parties
+            )
+        else:
+            offer = Offer(ok.call_id, OfferKind.REOFFER, ok.body, reversed_tags(ok), from_callee)
+        return await self.media.offer(offer)
 
     async def _refuse_answer(
         self, context: Context, branch: Branch, ok: Response, refusal: Refusal

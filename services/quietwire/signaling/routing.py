@@ -117,8 +117,11 @@ def in_dialog_offer(request: Request, member: Membership) -> OfferKind | Refusal
     """A re-offer to plan, a refusal, or None when the request carries no offer.
 
     Only the call's own parties move its media: an offer in any other dialog
-    (unknown, or not theirs) would reach a phone unplanned, past the policy."""
-    if not request.body or request.method not in OFFERS_IN_DIALOG:
+    (unknown, or not theirs) would reach a phone unplanned, past the policy. A
+    re-INVITE without SDP asks for an offer in its 2xx (RFC 3261 section 14.1):
+    a re-offer too, planned when the 2xx comes, refused outside the call alike."""
+    solicits = request.method == "INVITE" and not request.body
+    if request.method not in OFFERS_IN_DIALOG or not (request.body or solicits):
         return None
     if member.party is None:
         return Refusal(488, "quietwire: a media offer outside an established call")

@@ -135,6 +135,8 @@ class MediaDescription(_message.Message):
     ZRTP_HASH_FIELD_NUMBER: _builtins.int
     CRYPTO_FIELD_NUMBER: _builtins.int
     FINGERPRINTS_FIELD_NUMBER: _builtins.int
+    ICE_UFRAG_FIELD_NUMBER: _builtins.int
+    ICE_PWD_FIELD_NUMBER: _builtins.int
     media: _builtins.str
     connection_address: _builtins.str
     port: _builtins.int
@@ -142,6 +144,12 @@ class MediaDescription(_message.Message):
     rtcp_port: _builtins.int
     rtcp_mux: _builtins.bool
     zrtp_hash: _builtins.str
+    ice_ufrag: _builtins.str
+    """The stream's a=ice-ufrag and a=ice-pwd (RFC 8839 section 5.4: media level,
+    else session level), if its phone uses ICE: the relay takes the phone's
+    connectivity checks with valid MESSAGE-INTEGRITY as proof of where it is.
+    """
+    ice_pwd: _builtins.str
     @_builtins.property
     def formats(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -161,10 +169,12 @@ class MediaDescription(_message.Message):
         zrtp_hash: _builtins.str = ...,
         crypto: _abc.Iterable[Global___Crypto] | None = ...,
         fingerprints: _abc.Iterable[Global___Fingerprint] | None = ...,
+        ice_ufrag: _builtins.str = ...,
+        ice_pwd: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_address", b"connection_address", "crypto", b"crypto", "fingerprints", b"fingerprints", "formats", b"formats", "media", b"media", "port", b"port", "protocol", b"protocol", "rtcp_mux", b"rtcp_mux", "rtcp_port", b"rtcp_port", "zrtp_hash", b"zrtp_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_address", b"connection_address", "crypto", b"crypto", "fingerprints", b"fingerprints", "formats", b"formats", "ice_pwd", b"ice_pwd", "ice_ufrag", b"ice_ufrag", "media", b"media", "port", b"port", "protocol", b"protocol", "rtcp_mux", b"rtcp_mux", "rtcp_port", b"rtcp_port", "zrtp_hash", b"zrtp_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
