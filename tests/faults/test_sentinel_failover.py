@@ -18,45 +18,24 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO
 
-import grpc
 import redis as redis_sync
-from quietwire.embedded.pki import Pki
+from quietwire.embedded.pki import ensure_pki
 from quietwire.keyagreement.calls import CALLS_KEY, CallStore
 from quietwire.phone.useragent import Dialog, UserAgent
-from quietwire.runtime.channels import open_channel
-from quietwire.runtime.health import SERVING, serving_status
 from quietwire.runtime.redisclient import redis_client
 from quietwire.runtime.settings import CommonSettings, load_settings
-from quietwire.runtime.tls import TlsFiles
 from quietwire.signaling.dialogs import DIALOG_KEY
 from quietwire.signaling.users import UserStore
 
-from tests.conftest import (
-    RedisServer,
-    ServiceProcess,
-    free_port,
-    quietwire_env,
-    start_redis,
-    start_service,
-    stop_redis,
-)
-from tests.integration.signaling_harness import (
-    DOMAIN,
-    PASSWORDS,
-    establish,
-    make_pki,
-    next_request,
-    phone,
-)
+from tests.conftest import RedisServer, free_port, start_redis, stop_redis
+from tests.faults.cluster import DOMAIN, PASSWORDS, Cluster
+from tests.integration.signaling_harness import establish, next_request
 from tests.interop.test_relay_calls import sdp
 from tests.support.replication import (
     MASTER_NAME,
@@ -83,105 +62,26 @@ ANSWER_DEADLINE = 20.0
 SDP = "application/sdp"
 
 
-@dataclass(frozen=True)
-class Services:
-    keyagreement: ServiceProcess
-    relay: ServiceProcess
-    signaling: ServiceProcess
-    sip_port: int
-    relay_metrics_port: int
-    tls: TlsFiles
-
-    @property
-    def all(self) -> dict[str, ServiceProcess]:
-        return {
-            "keyagreement": self.keyagreement,
-            "relay": self.relay,
-            "signaling": self.signaling,
-        }
+def sentinel_settings(sentinel_set: Sentinels) -> dict[str, str]:
+    """What every service is started with: the master from the Sentinels (the
+    cluster's QW_REDIS_URL then gives only scheme and database), and the writes
+    that matter waiting for one replica."""
+    return {
+        "QW_REDIS_PASSWORD": PASSWORD,
+        "QW_REDIS_SENTINELS": sentinel_set.addresses,
+        "QW_REDIS_SENTINEL_MASTER": MASTER_NAME,
+        "QW_REDIS_WAIT_REPLICAS": "1",
+        "QW_REDIS_WAIT_TIMEOUT": "2",
+    }
 
 
-@contextmanager
-def services(pki: Pki, sentinel_set: Sentinels, logs: Path) -> Iterator[Services]:
-    """The three services on the Sentinels' master, each its own process, stopped
-    (by PID) after; their JSON logs in ``logs``."""
-    common = quietwire_env(
-        QW_REDIS_URL="redis:///0",
-        QW_REDIS_PASSWORD=PASSWORD,
-        QW_REDIS_SENTINELS=sentinel_set.addresses,
-        QW_REDIS_SENTINEL_MASTER=MASTER_NAME,
-        QW_REDIS_WAIT_REPLICAS="1",
-        QW_REDIS_WAIT_TIMEOUT="2",
-        QW_GRPC_BIND="127.0.0.1",
-        QW_GRPC_TLS_CERT=str(pki.grpc_cert),
-        QW_GRPC_TLS_KEY=str(pki.grpc_key),
-        QW_GRPC_TLS_CA=str(pki.ca),
-        QW_SIP_DOMAIN=DOMAIN,
-        QW_DRAIN_TIMEOUT="2",
-        QW_SHUTDOWN_GRACE="2",
-    )
-    started: list[tuple[ServiceProcess, IO[str]]] = []
-
-    def start(name: str, **settings: str) -> ServiceProcess:
-        log = (logs / f"{name}.log").open("w")
-        try:
-            service = start_service(name, {**common, **settings}, stderr=log)
-        except BaseException:
-            log.close()
-            raise
-        started.append((service, log))
-        return service
-
-    try:
-        keyagreement = start("keyagreement")
-        metrics_port = free_port()
-        relay = start(
-            "relay",
-            QW_RELAY_BIND="127.0.0.1",
-            QW_RELAY_ADVERTISE="127.0.0.1",
-            QW_RELAY_PEER_ALLOW="127.0.0.0/8",
-            QW_METRICS_BIND="127.0.0.1",
-            QW_METRICS_PORT=str(metrics_port),
-        )
-        sip_port = free_port()
-        signaling = start(
-            "signaling",
-            QW_SIP_BIND="127.0.0.1",
-            QW_SIP_PORT=str(sip_port),
-            QW_SIP_TLS_CERT=str(pki.sip_cert),
-            QW_SIP_TLS_KEY=str(pki.sip_key),
-            QW_SIP_SECRET="failover-shared-secret",
-            QW_KEYAGREEMENT_TARGET=f"127.0.0.1:{keyagreement.grpc_port}",
-        )
-        yield Services(
-            keyagreement,
-            relay,
-            signaling,
-            sip_port,
-            metrics_port,
-            TlsFiles(pki.grpc_cert, pki.grpc_key, pki.ca),
-        )
-    finally:
-        for service, _ in started:
-            service.process.send_signal(signal.SIGTERM)
-        for service, log in started:
-            try:
-                service.process.wait(15)
-            except subprocess.TimeoutExpired:
-                service.process.kill()
-                service.process.wait(10)
-            log.close()
-
-
-async def all_serving(running: Services, timeout: float) -> None:
-    """Every service's readiness (which follows Redis) is SERVING."""
-    for name, service in running.all.items():
-        async with open_channel(f"127.0.0.1:{service.grpc_port}", running.tls) as channel:
-
-            async def serving(channel: grpc.aio.Channel = channel) -> bool:
-                return await serving_status(channel, "") == SERVING
-
-            await eventually(serving, timeout, f"{name} SERVING", interval=0.2)
+async def start_services(cluster: Cluster, settings: dict[str, str]) -> int:
+    """Every service of ``cluster`` with ``settings``, serving; the relay's metrics port."""
+    metrics_port = free_port()
+    for name in cluster.names:
+        extra = {"QW_METRICS_PORT": str(metrics_port)} if name == "relay" else {}
+        await cluster.start(name, **settings, **extra)
+    return metrics_port
 
 
 def relay_calls(metrics_port: int) -> float:
@@ -261,9 +161,6 @@ async def hang_up(caller: UserAgent, callee: UserAgent, dialog: Dialog) -> int:
 
 
 async def test_a_sentinel_failover_loses_no_registration_and_no_call(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path)
-    logs = tmp_path / "logs"
-    logs.mkdir()
     async with replicated(tmp_path) as (master, replicas):
         with sentinels(
             tmp_path,
@@ -278,21 +175,22 @@ async def test_a_sentinel_failover_loses_no_registration_and_no_call(tmp_path: P
 
             await eventually(watching, 60, lambda: f"Sentinels ready: {watchers.views()}")
             await add_users(watchers)
-            with services(pki, watchers, logs) as running:
-                await all_serving(running, 30)
-                alice, bob, carol = [
-                    await phone(pki, running.sip_port, user) for user in ("alice", "bob", "carol")
-                ]
+            cluster = Cluster(tmp_path, ensure_pki(tmp_path / "pki", DOMAIN), master, free_port())
+            try:
+                metrics_port = await start_services(cluster, sentinel_settings(watchers))
+                alice, bob, carol = [await cluster.agent(u) for u in ("alice", "bob", "carol")]
                 try:
-                    await failover(running, master, replicas, watchers, alice, bob, carol)
+                    await failover(cluster, metrics_port, replicas, watchers, alice, bob, carol)
                 finally:
                     for ua in (alice, bob, carol):
                         await ua.close()
+            finally:
+                cluster.close()
 
 
 async def failover(
-    running: Services,
-    master: RedisServer,
+    cluster: Cluster,
+    relay_metrics: int,
     replicas: list[RedisServer],
     watchers: Sentinels,
     alice: UserAgent,
@@ -305,15 +203,15 @@ async def failover(
         "INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000, True), content_type=SDP
     )
     caller, _ = await establish(alice, bob, invite, sdp("bob", 40002, True))
-    assert await asyncio.to_thread(relay_calls, running.relay_metrics_port) == 1
+    assert await asyncio.to_thread(relay_calls, relay_metrics) == 1
 
     master_now = await asyncio.to_thread(watchers.agreed_master)
-    assert master_now == master.port, f"a failover before the kill: {watchers.views()}"
+    assert master_now == cluster.redis.port, f"a failover before the kill: {watchers.views()}"
     # Carol's registration is the master's last write before it dies.
     assert (await carol.register()).status == 200
-    os.kill(master.process.pid, signal.SIGKILL)
+    os.kill(cluster.redis.process.pid, signal.SIGKILL)
     killed = time.monotonic()
-    master.process.wait(10)
+    cluster.redis.process.wait(10)
 
     # Every REGISTER meanwhile is answered: 503 with Retry-After until Redis is back.
     answers: list[tuple[float, int]] = []
@@ -339,7 +237,8 @@ async def failover(
         return port if port in {r.port for r in replicas} else None
 
     new_port = await eventually(promoted, 30, lambda: f"a replica promoted: {watchers.views()}")
-    await all_serving(running, 30)
+    for name in cluster.names:
+        await cluster.wait_serving(name)
 
     # Carol did not register again: the binding from before the kill reaches her.
     call = alice.build(
@@ -371,7 +270,7 @@ async def failover(
             return {
                 "dialog": new_master.exists(DIALOG_KEY.format(call_id=invite.call_id)),
                 "listed": new_master.zscore(CALLS_KEY, invite.call_id) is not None,
-                "relay calls": relay_calls(running.relay_metrics_port),  # both calls
+                "relay calls": relay_calls(relay_metrics),  # both calls
             }
 
         async def cleaned() -> bool:
