@@ -246,6 +246,7 @@ def test_external_redis_with_tls_and_sentinels() -> None:
     assert env["QW_REDIS_TLS_CA"] == "/etc/quietwire/redis-ca/ca.crt"
     assert "QW_REDIS_PASSWORD" not in env  # a file, not the environment
     assert env["QW_SECRETS_DIR"] == "/etc/quietwire/secrets"
+    assert "QW_REDIS_WAIT_REPLICAS" not in env  # no Sentinels: no replicas to wait for
     (secrets,) = [v for v in pod["volumes"] if v["name"] == "secrets"]
     assert secrets["projected"]["sources"] == [
         {
@@ -263,6 +264,9 @@ def test_external_redis_with_tls_and_sentinels() -> None:
     assert container["image"].startswith("registry.example.com/quietwire@sha256:")
     assert _env(container)["QW_REDIS_SENTINEL_MASTER"] == "quietwire"
     assert _env(container)["QW_REDIS_SENTINELS"].count(":26379") == 3
+    # With replicas, the writes that matter wait for one of them.
+    assert _env(container)["QW_REDIS_WAIT_REPLICAS"] == "1"
+    assert _env(container)["QW_REDIS_WAIT_TIMEOUT"] == "0.25"
 
 
 @pytest.mark.parametrize(

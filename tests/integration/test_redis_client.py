@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 import redis as redis_sync
 from quietwire.embedded.pki import ensure_pki
-from quietwire.runtime.redisclient import redis_client, redis_ready
+from quietwire.runtime.redisclient import UNREPLICATED, Replication, redis_client, redis_ready
 from quietwire.runtime.settings import CommonSettings, SettingsError, load_settings
+from redis.asyncio import Redis
 
-from tests.conftest import free_port, start_redis, stop_redis
+from tests.conftest import RedisServer, free_port, start_redis, stop_redis
+from tests.support.replication import SlowLink, link_up, start_replica
+from tests.support.wait import eventually
 
 PASSWORD = "sentinel-test-password"
 
@@ -80,3 +84,88 @@ async def test_tls_verified_against_the_configured_ca(tmp_path: Path) -> None:
 def test_sentinel_list_is_checked() -> None:
     with pytest.raises(SettingsError, match="QW_REDIS_SENTINELS"):
         load_settings(CommonSettings, redis_sentinels="10.0.0.1:26379,no-port")
+
+
+def test_wait_settings_are_checked() -> None:
+    with pytest.raises(SettingsError, match="QW_REDIS_WAIT_REPLICAS"):
+        load_settings(CommonSettings, redis_wait_replicas=-1)
+    with pytest.raises(SettingsError, match="QW_REDIS_WAIT_TIMEOUT"):
+        load_settings(CommonSettings, redis_wait_timeout=0)
+
+
+async def test_a_durable_write_is_on_the_replica_when_it_returns(tmp_path: Path) -> None:
+    """The replica is 0.3 s behind: a plain write is not on it yet when the master
+    answers; a write in ``durable`` is, and one waiting for a replica that does not
+    exist returns after the timeout, counted, the write kept on the master."""
+    (tmp_path / "master").mkdir()
+    (tmp_path / "replica").mkdir()
+    master = start_redis(
+        tmp_path / "master", "--requirepass", PASSWORD, "--repl-diskless-sync-delay", "0"
+    )
+    try:
+        async with SlowLink(master.port, delay=0.3) as link:
+            replica = start_replica(tmp_path / "replica", link.port, PASSWORD)
+            try:
+                await check_durable_writes(master, replica)
+            finally:
+                stop_redis(replica)
+    finally:  # once the link is closed: a master stopping waits for a replica it still sees
+        stop_redis(master)
+
+
+async def check_durable_writes(master: RedisServer, replica: RedisServer) -> None:
+    replica_client = redis_sync.Redis(port=replica.port, password=PASSWORD)
+    settings = load_settings(
+        CommonSettings,
+        redis_url=master.url,
+        redis_password=PASSWORD,
+        redis_wait_replicas=1,
+        redis_wait_timeout=5,
+    )
+    client = redis_client(settings)
+    try:
+
+        async def in_sync() -> bool:
+            return await asyncio.to_thread(link_up, replica, PASSWORD)
+
+        await eventually(in_sync, 30, "the replica in sync")
+        await client.set("qw:plain", b"1")
+        assert replica_client.get("qw:plain") is None, "the link is not slow"
+
+        async with Replication.of(settings).durable(client) as durable:
+            await durable.set("qw:durable", b"1")
+        assert replica_client.get("qw:durable") == b"1"
+
+        before = UNREPLICATED._value.get()
+        async with Replication(2, 0.2).durable(client) as durable:
+            await durable.set("qw:short", b"1")
+        assert UNREPLICATED._value.get() == before + 1
+        assert await client.get("qw:short") == b"1"
+
+        # A connection lost in the block, before or after its last write: the
+        # block fails (the request gets 503), never a WAIT on another connection,
+        # which would confirm none of the writes.
+        master_client = redis_sync.Redis(port=master.port, password=PASSWORD)
+        try:
+            for writes_after in (1, 0):
+                with pytest.raises(redis_sync.ConnectionError):
+                    await lose_connection(
+                        Replication.of(settings), client, master_client, writes_after
+                    )
+        finally:
+            master_client.close()
+        assert UNREPLICATED._value.get() == before + 1
+    finally:
+        await client.aclose()
+        replica_client.close()
+
+
+async def lose_connection(
+    replication: Replication, client: Redis, admin: redis_sync.Redis, writes_after: int
+) -> None:
+    """A durable block whose connection is killed after one write, then ``writes_after`` more."""
+    async with replication.durable(client) as durable:
+        await durable.set("qw:before", b"1")
+        admin.client_kill_filter(_id=await durable.client_id())
+        for _ in range(writes_after):
+            await durable.set("qw:after", b"1")

@@ -91,6 +91,10 @@ grpcPort, metricsPort, bindHost (what listeners bind to).
   value: {{ join "," . | quote }}
 - name: QW_REDIS_SENTINEL_MASTER
   value: {{ $v.redis.external.sentinel.masterName | quote }}
+- name: QW_REDIS_WAIT_REPLICAS
+  value: {{ $v.redis.external.sentinel.waitReplicas | quote }}
+- name: QW_REDIS_WAIT_TIMEOUT
+  value: {{ $v.redis.external.sentinel.waitTimeout | quote }}
 {{- end }}
 {{- if $v.redis.external.tls.caSecret }}
 - name: QW_REDIS_TLS_CA

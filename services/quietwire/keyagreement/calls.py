@@ -31,7 +31,7 @@ from prometheus_client import Counter
 from quietwire.keyagreement.model import Dialog, Endpoint, Mode, Plan, Relay, Side, StreamPlan
 from quietwire.keyagreement.outcome import Binding, Outcome
 from quietwire.keyagreement.policy import Policy, policy_or
-from quietwire.runtime.redisclient import text
+from quietwire.runtime.redisclient import UNWAITED, Replication, text
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,15 @@ Change = Callable[[CallRecord], CallRecord | None]
 
 
 class CallStore:
-    def __init__(self, client: redis.Redis, default_policy: Policy = Policy.SECURE_ONLY) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        default_policy: Policy = Policy.SECURE_ONLY,
+        replication: Replication = UNWAITED,
+    ) -> None:
         self.redis = client
+        #: Each step of a call's record is on the replicas before it is acted on.
+        self.replication = replication
         #: The policy of records that name none (or an unknown one).
         self.default_policy = default_policy
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
@@ -218,16 +225,17 @@ class CallStore:
         ``new``: it is a new call's (it joins the index of live calls)."""
         ttl = ENDED_TTL if record.ended else CALL_TTL
         pairs = [x for item in encode(record).items() for x in item]
-        written = await self._compare_and_set(
-            keys=[self.key(record.call_id)], args=[at, ttl, *pairs]
-        )
-        if not written:
-            return None
-        if record.ended:
-            await self.redis.zrem(CALLS_KEY, record.call_id)
-        elif new:
-            await self.redis.zadd(CALLS_KEY, {record.call_id: record.started})
-            await self.redis.expire(CALLS_KEY, CALL_TTL)
+        async with self.replication.durable(self.redis) as client:
+            written = await self._compare_and_set(
+                keys=[self.key(record.call_id)], args=[at, ttl, *pairs], client=client
+            )
+            if not written:
+                return None
+            if record.ended:
+                await client.zrem(CALLS_KEY, record.call_id)
+            elif new:
+                await client.zadd(CALLS_KEY, {record.call_id: record.started})
+                await client.expire(CALLS_KEY, CALL_TTL)
         return replace(record, rev=at + 1)
 
     async def create(

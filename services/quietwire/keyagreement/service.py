@@ -30,7 +30,7 @@ class KeyAgreementService(RedisBackedService):
     def __init__(self, settings: KeyAgreementSettings) -> None:
         super().__init__(settings)
         policy = Policy(settings.media_policy)
-        self.store = CallStore(self.redis, policy)
+        self.store = CallStore(self.redis, policy, self.replication)
         self.registry = RelayRegistry(self.redis)
         self.relays = RelayClients(settings.grpc_tls)
         self.signaling = ChannelPool(settings.grpc_tls)

@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
 import redis.asyncio as redis
+from prometheus_client import Counter
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+#: A command is never retried by the client: a write whose connection broke
+#: may already be applied, and a retry would apply it twice (the registrar's
+#: CSeq check would then answer a REGISTER 500). The request is answered 503
+#: with Retry-After at once and the phone repeats it, as SIP expects. Nothing
+#: is lost by it: the pool reconnects a connection found dead before it lends
+#: it, and a Sentinel-managed connection asks the Sentinels for the master at
+#: every connect, so the first request after a promotion reaches the new master.
+#: Explicit, as redis-py's defaults have changed between releases.
+NO_RETRY = Retry(NoBackoff(), 0)
+
+#: Seconds a WAIT's answer may take past its timeout (a loaded server, the network).
+WAIT_SLACK = 2.0
+
+UNREPLICATED = Counter(
+    "quietwire_redis_unreplicated_writes",
+    "Writes answered before QW_REDIS_WAIT_REPLICAS replicas confirmed them",
+)
 
 
 def redis_client(settings: CommonSettings) -> redis.Redis:
@@ -28,6 +56,7 @@ def redis_client(settings: CommonSettings) -> redis.Redis:
         "health_check_interval": 15,
         "max_connections": 64,
         "decode_responses": False,
+        "retry": NO_RETRY,
     }
     url = urlsplit(settings.redis_url)
     tls = url.scheme == "rediss"
@@ -57,6 +86,67 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """Redis ``WAIT`` after the writes whose loss matters (``QW_REDIS_WAIT_REPLICAS``).
+
+    Replication is asynchronous: a write the master acknowledged may not have
+    reached a replica when the master dies, and Sentinel then promotes a replica
+    without it. ``WAIT numreplicas timeout`` blocks until the replicas confirm
+    every earlier write *of the same connection*, so the writes and the WAIT
+    share one connection (:meth:`durable`).
+
+    When the replicas do not confirm in time the write stands (it is on the
+    master; refusing the request would not take it back) and the shortfall is
+    counted and logged, like MySQL's semi-synchronous replication falling back
+    to asynchronous: one replica's death slows writes by the timeout but stops
+    nothing, and only a second fault (the master dying before the replica
+    returns) can lose a write.
+    """
+
+    replicas: int = 0
+    timeout: float = 0.25
+
+    @classmethod
+    def of(cls, settings: CommonSettings) -> Replication:
+        return cls(settings.redis_wait_replicas, settings.redis_wait_timeout)
+
+    @asynccontextmanager
+    async def durable(self, client: redis.Redis) -> AsyncIterator[redis.Redis]:
+        """A client for the block's writes; on leaving, they are on the replicas
+        (or the shortfall is counted). Without replicas to wait for: ``client``."""
+        if not self.replicas:
+            yield client
+            return
+        async with client.client() as one:
+            connection = one.connection
+            assert connection is not None  # a single-connection client holds one once entered
+            yield one
+            acked = await self._wait(connection)
+        if acked < self.replicas:
+            UNREPLICATED.inc()
+            log.warning(
+                "write not confirmed by the replicas",
+                extra={"replicas": acked, "wanted": self.replicas},
+            )
+
+    async def _wait(self, connection: AbstractConnection) -> int:
+        """WAIT on the connection that made the writes. Never on another: a WAIT
+        there (perhaps on a new master) would confirm none of them. So it is not
+        retried and does not reconnect; the client retries nothing either
+        (:data:`NO_RETRY`), so a connection lost in the block raised out of it.
+        Its own deadline, past the WAIT's: the socket timeout may be shorter."""
+        if not connection.is_connected:
+            raise RedisConnectionError("connection lost before WAIT")
+        milliseconds = int(self.timeout * 1000)
+        await connection.send_command("WAIT", self.replicas, milliseconds, check_health=False)
+        return int(await connection.read_response(timeout=self.timeout + WAIT_SLACK))
+
+
+#: Writes answered without waiting for replicas (a single Redis).
+UNWAITED = Replication()
+
+
 async def redis_ready(client: redis.Redis) -> bool:
     """Readiness: Redis answers PING."""
     try:
@@ -76,6 +166,7 @@ class RedisBackedService:
 
     def __init__(self, settings: CommonSettings) -> None:
         self.redis = redis_client(settings)
+        self.replication = Replication.of(settings)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register gRPC servicers; none by default."""

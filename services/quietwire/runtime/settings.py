@@ -123,6 +123,15 @@ class CommonSettings(QuietwireSettings):
     #: QW_REDIS_PASSWORD authenticates to the Sentinels too.
     redis_sentinels: str = ""
     redis_sentinel_master: Annotated[str, Field(min_length=1)] = "mymaster"
+    #: Writes whose loss matters (registrations, dialogs, call records) wait
+    #: until this many replicas hold them (Redis ``WAIT``) before the request is
+    #: answered, so a failover cannot take back what a phone was told; 0 (a
+    #: single Redis): no waiting.
+    redis_wait_replicas: Annotated[int, Field(ge=0, le=16)] = 0
+    #: How long such a write waits for the replicas. Past it the write stands on
+    #: the master and the request is answered; the shortfall is counted
+    #: (``quietwire_redis_unreplicated_writes_total``) and logged.
+    redis_wait_timeout: Annotated[float, Field(gt=0, le=10)] = 0.25
 
     @field_validator("redis_url")
     @classmethod

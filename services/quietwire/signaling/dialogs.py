@@ -21,7 +21,7 @@ from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.headers import NameAddr, Via
 from quietwire.protocols.sip.message import Request
 from quietwire.protocols.sip.transaction import BRANCH_COOKIE
-from quietwire.runtime.redisclient import text
+from quietwire.runtime.redisclient import UNWAITED, Replication, text
 
 #: String per established call: a JSON :class:`Dialog`. TTL: DIALOG_TTL.
 DIALOG_KEY = "qw:dialog:{{{call_id}}}"
@@ -116,12 +116,15 @@ class Dialog:
 
 
 class DialogStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, replication: Replication = UNWAITED) -> None:
         self.redis = client
+        #: A recorded call is on the replicas before its 2xx goes on.
+        self.replication = replication
 
     async def record(self, dialog: Dialog) -> None:
         key = DIALOG_KEY.format(call_id=dialog.call_id)
-        await self.redis.set(key, json.dumps(asdict(dialog)), ex=DIALOG_TTL)
+        async with self.replication.durable(self.redis) as client:
+            await client.set(key, json.dumps(asdict(dialog)), ex=DIALOG_TTL)
 
     async def get(self, call_id: str) -> Dialog | None:
         """The call's record, left in place."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
+from quietwire.runtime.redisclient import UNWAITED, Replication
 
 #: Hash per AOR: field = binding id (instance + reg-id, or the contact URI),
 #: value = ``<expires ms> <cseq> <call-id>\n`` + a serialized ``Registration``
@@ -83,9 +84,13 @@ class Change:
 
 
 class LocationStore:
-    def __init__(self, client: redis.Redis, max_expires: int) -> None:
+    def __init__(
+        self, client: redis.Redis, max_expires: int, replication: Replication = UNWAITED
+    ) -> None:
         self.redis = client
         self.max_expires = max_expires
+        #: A REGISTER is answered once its bindings are on the replicas.
+        self.replication = replication
         self._update = client.register_script(_UPDATE)
 
     def _key(self, aor: str) -> str:
@@ -110,7 +115,11 @@ class LocationStore:
         ]
         for change in changes:
             args += [change.field, encode(change.reg) if change.reg else b""]
-        live = await self._update(keys=[self._key(aor)], args=args)
+        if changes or clear:
+            async with self.replication.durable(self.redis) as client:
+                live = await self._update(keys=[self._key(aor)], args=args, client=client)
+        else:  # a lookup (it may drop expired bindings: nothing to keep)
+            live = await self._update(keys=[self._key(aor)], args=args)
         if live and live[0] in (b"out-of-order", "out-of-order"):
             raise OutOfOrder(aor)
         return [decode(v) for v in live]

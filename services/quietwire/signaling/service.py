@@ -115,7 +115,7 @@ class SignalingService(RedisBackedService):
         )
         self.flows = FlowTable(self.replica)
         self.users = UserStore(self.redis, settings.sip_domain, settings.digest_algorithms)
-        self.locations = LocationStore(self.redis, MAX_EXPIRES)
+        self.locations = LocationStore(self.redis, MAX_EXPIRES, self.replication)
         self.replicas = ReplicaRegistry(self.redis)
         self.peers = GrpcPeers(self.replicas, settings.grpc_tls)
         lockout = Lockout(self.redis, settings.sip_domain, secret, settings.lockout_policy, clock)
@@ -131,7 +131,7 @@ class SignalingService(RedisBackedService):
             ),
             auth=auth,
             locator=Locator(self.replica, self.users, self.locations, self.replicas, self.flows),
-            dialogs=DialogStore(self.redis),
+            dialogs=DialogStore(self.redis, self.replication),
             router=Router(self.replica, self.flows, self.peers),
             media=self.media,
             tokens=RouteTokens(secret, settings.sip_domain, listening_ports(settings), DIALOG_TTL),
