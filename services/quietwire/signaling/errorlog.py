@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 from prometheus_client import Counter
 
-from quietwire.protocols.sip.transaction import Clock
+from quietwire.protocols.clock import Clock
 
 ERRORS = Counter(
     "quietwire_sip_handler_errors",

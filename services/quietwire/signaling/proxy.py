@@ -21,10 +21,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from quietwire.protocols.clock import Clock
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.message import Request, Response
 from quietwire.protocols.sip.transaction import (
-    Clock,
     State,
     Timeout,
 )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from quietwire.protocols.clock import MonotonicClock
 from quietwire.protocols.sip.digest import NonceMint
 from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
 from quietwire.runtime import tls
@@ -55,11 +56,6 @@ HEARTBEAT_EVERY = 3.0
 TIMER_TICK = 0.05
 #: Seconds a UDP peer without bindings is remembered after its last datagram.
 UDP_IDLE = 120.0
-
-
-class MonotonicClock:
-    def now(self) -> float:
-        return time.monotonic()
 
 
 def sip_tls_context(settings: SignalingSettings) -> ssl.SSLContext:
