@@ -20,6 +20,7 @@ from quietwire.keyagreement.outcome import Outcome
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.relay.v1 import relay_pb2
+from quietwire.runtime.errorlog import LOOP_ERRORS
 from quietwire.runtime.registry import RelayEntry, RelayRegistry
 from quietwire.runtime.streams import stream_id
 
@@ -226,7 +227,7 @@ async def test_a_failing_discovery_is_logged_once_and_counted(
     away = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
     registry = Rounds(away, rounds=3)
     loop = BindingChecker(CallStore(away), registry, RelayClients(None), Hangups())
-    errors = binding_module.LOOP_ERRORS.labels("ConnectionError")
+    errors = LOOP_ERRORS.labels("relay discovery", "ConnectionError")
     before = errors._value.get()
     task = asyncio.create_task(loop.run())
     try:

@@ -28,6 +28,7 @@ from quietwire.keyagreement.outcome import Outcome, Seen, observe
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.relay.v1 import relay_pb2
+from quietwire.runtime.errorlog import ErrorLog
 from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.streams import parse_stream_id
 
@@ -38,9 +39,6 @@ LOST_RELAY_SCAN = 100_000
 OUTCOMES = Counter("quietwire_zrtp_outcomes", "Calls by ZRTP binding outcome", ["outcome"])
 #: Outcomes counted in OUTCOMES when a call reaches them.
 COUNTED = (Outcome.SECURED, Outcome.FAILED, Outcome.MISMATCH)
-LOOP_ERRORS = Counter(
-    "quietwire_binding_loop_errors", "Failed relay discovery rounds, by error", ["error"]
-)
 BAD_EVENTS = Counter(
     "quietwire_keyagreement_bad_relay_events", "Relay events that name no call stream"
 )
@@ -65,8 +63,8 @@ class BindingChecker:
         self._streams: dict[str, asyncio.Task[None]] = {}
         #: Relays seen alive, by id: their gRPC address (to tell a lost one).
         self._known: dict[str, str] = {}
-        #: Kinds of discovery errors already logged (each is logged once, always counted).
-        self._logged: set[str] = set()
+        #: Discovery errors: each counted, logged once a minute per kind.
+        self.errors = ErrorLog(log)
 
     def ensure(self, address: str) -> None:
         """Follow this relay's events (called before a call's media can flow through it)."""
@@ -80,11 +78,7 @@ class BindingChecker:
             try:
                 await self.discover()
             except Exception as exc:  # Redis or a relay down: try again next round
-                kind = type(exc).__name__
-                LOOP_ERRORS.labels(kind).inc()
-                if kind not in self._logged:
-                    self._logged.add(kind)
-                    log.warning("relay discovery failed", extra={"error": kind}, exc_info=True)
+                self.errors.record("relay discovery", exc)
             await asyncio.sleep(DISCOVER_EVERY)
 
     async def discover(self) -> None:

@@ -29,6 +29,7 @@ from quietwire.relay.servicer import RelayServicer
 from quietwire.relay.sessions import Relay
 from quietwire.relay.settings import RelaySettings
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
+from quietwire.runtime.errorlog import ErrorLog
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import RelayEntry, RelayRegistry
@@ -57,6 +58,7 @@ class RelayService(RedisBackedService):
         self.registry = RelayRegistry(self.redis)
         self.capacity = settings.relay_capacity or pool.size // 2
         self._tasks: list[asyncio.Task[None]] = []
+        self.loop_errors = ErrorLog(log)
         self._kube_config = kube_config
         self.kube: kube_client.ApiClient | None = None
         self.deletion_cost: kube.DeletionCost | None = None
@@ -118,13 +120,15 @@ class RelayService(RedisBackedService):
 
     async def _heartbeat(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self.registry.heartbeat(self._entry())
+            except Exception as exc:  # Redis away: counted, logged once a minute, tried again
+                self.loop_errors.record("relay heartbeat", exc)
             if self.deletion_cost is not None:
                 try:
                     await self.deletion_cost.publish(len(self.engine.calls))
                 except kube.KubeError as exc:
-                    log.warning("pod deletion cost not updated", extra={"error": str(exc)})
+                    self.loop_errors.record("pod deletion cost", exc)
             await asyncio.sleep(HEARTBEAT_EVERY)
 
     async def _expire(self) -> None:
@@ -135,7 +139,7 @@ class RelayService(RedisBackedService):
                 try:
                     self.engine.absorb(await kernel.counters())
                 except Exception as exc:  # read again next second
-                    log.warning("kernel counters not read", extra={"error": str(exc)})
+                    self.loop_errors.record("kernel counters", exc)
             for call_id in self.engine.expire(self.settings.relay_media_timeout):
                 log.info("call reclaimed by media timeout", extra={"relay_call": call_id})
 

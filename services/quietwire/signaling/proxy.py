@@ -38,7 +38,7 @@ from quietwire.signaling.builders import (
 )
 from quietwire.signaling.contexts import Branch, Context, ServerTable
 from quietwire.signaling.dialogs import Dialog, DialogStore, Party, Side
-from quietwire.signaling.errorlog import ErrorLog
+from quietwire.signaling.errorlog import sip_errors
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.locator import Locator
 from quietwire.signaling.media import (
@@ -106,7 +106,7 @@ class Proxy:
         #: Transactions run on ``clock``; Record-Route tokens expire by the ``wall``
         #: clock, which every replica shares.
         self.clock, self.wall = clock, wall
-        self.errors = ErrorLog(log, clock)
+        self.errors = sip_errors(log, clock)
         self.tx = Transactions(servers, router, clock, self.errors, self._release)
 
     @property
