@@ -28,6 +28,7 @@ from quietwire.keyagreement.outcome import Outcome, Seen, observe
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.relay.v1 import relay_pb2
+from quietwire.runtime.context import call_context
 from quietwire.runtime.errorlog import ErrorLog
 from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.streams import parse_stream_id
@@ -102,7 +103,8 @@ class BindingChecker:
         ]
         log.warning("relay lost", extra={"relay": relay_id, "calls": len(calls)})
         for record in calls:
-            await self._end(record.call_id, "relay lost")
+            with call_context(record.call_id):
+                await self._end(record.call_id, "relay lost")
 
     async def close(self) -> None:
         for task in self._streams.values():
@@ -123,6 +125,10 @@ class BindingChecker:
         except ValueError:
             BAD_EVENTS.inc()
             return
+        with call_context(call_id):  # its lines and the TerminateCall it may send
+            await self._observe(call_id, event)
+
+    async def _observe(self, call_id: str, event: relay_pb2.MediaEvent) -> None:
         if event.kind == relay_pb2.MediaEvent.KIND_MEDIA_TIMEOUT:
             await self._end(call_id, "media timeout")
             return
@@ -148,6 +154,7 @@ class BindingChecker:
         if record is None or not moved:
             return
         outcome = record.binding.outcome
+        log.info("zrtp outcome", extra={"outcome": outcome.value, "detail": record.binding.detail})
         if outcome in COUNTED:
             OUTCOMES.labels(outcome.value).inc()
         if outcome is Outcome.MISMATCH:
