@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -21,7 +20,8 @@ from quietwire.rpc.relay.v1 import relay_pb2
 from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.streams import stream_id
 
-from tests.conftest import free_port, quietwire_env
+from tests.conftest import free_port, quietwire_env, start_service
+from tests.support.wait import eventually
 
 HASH = "1.10 " + "ab" * 32
 AUDIO = Media(port=40000, connection_address="127.0.0.1", zrtp_hash=HASH)
@@ -49,28 +49,25 @@ class Setup:
 @pytest.fixture
 async def setup(redis_url: str) -> AsyncIterator[Setup]:
     """A relay process with ports for one stream only (two legs, one port pair each)."""
-    grpc_port, low = free_port(), free_port() & ~1
+    low = free_port() & ~1
     env = quietwire_env(
         QW_REDIS_URL=redis_url,
         QW_GRPC_INSECURE="true",
-        QW_GRPC_PORT=str(grpc_port),
         QW_METRICS_PORT="0",
         QW_RELAY_ID="relay-small",
         QW_RELAY_PORT_MIN=str(low),
         QW_RELAY_PORT_MAX=str(low + 3),
     )
-    relay = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env)
+    started = await asyncio.to_thread(start_service, "relay", env)
+    relay = started.process
     client = redis.Redis.from_url(redis_url)
     registry, relays = RelayRegistry(client), RelayClients(None)
     try:
-        async with asyncio.timeout(30):
-            while not await registry.alive():
-                assert relay.poll() is None, "the relay exited"
-                await asyncio.sleep(0.1)
+        await eventually(registry.alive, 10, "the relay in the registry")
         planner = Planner(
             CallStore(client), registry, relays, Policy.SECURE_ONLY, UserPolicies(client)
         )
-        yield Setup(planner, relays, f"127.0.0.1:{grpc_port}")
+        yield Setup(planner, relays, f"127.0.0.1:{started.grpc_port}")
     finally:
         relay.terminate()
         try:

@@ -25,6 +25,7 @@ from quietwire.runtime.channels import channel_options, server_options
 
 from tests.conftest import RedisServer, free_port, quietwire_env
 from tests.integration.test_relay_sessions import HELLO, HELLO_HASH, PLAIN_STUN
+from tests.support.wait import eventually
 
 #: The relay lets the test's phones on loopback in; 127.0.0.2 stands for the
 #: platform's own network, which it must never send to.
@@ -135,12 +136,19 @@ async def legs(stub: Stub, call_id: str) -> dict[int, pb.LegStats]:
     return {leg.side: leg for leg in (await stub.Query(pb.QueryRequest(call_id=call_id))).legs}
 
 
+async def latched(stub: Stub, call_id: str, side: int) -> None:
+    """Until that leg has latched (Query is where a latch shows outside the process)."""
+
+    async def leg_latched() -> bool:
+        return (await legs(stub, call_id))[side].latched
+
+    await eventually(leg_latched, 10, f"leg {side} of {call_id} latched", interval=0.02)
+
+
 async def introduce(stub: Stub, call_id: str, side: int, phone: Phone, port: int) -> None:
     """The phone's first packet, from its SDP address; until its leg has latched."""
     phone.send(PLAIN_STUN, port)
-    async with asyncio.timeout(10):  # Query is where a latch shows outside the process
-        while not (await legs(stub, call_id))[side].latched:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+    await latched(stub, call_id, side)
 
 
 async def test_a_stranger_cannot_take_a_ringing_leg(stub: Stub) -> None:
@@ -197,9 +205,7 @@ async def test_ice_integrity_proves_a_phone_behind_nat(stub: Stub) -> None:
         await stub.Update(sdp)
     stranger.send(ice_check("AbCd:WxYz", "guessed-password-0123456789"), port[CALLEE])
     callee_nat.send(ice_check("AbCd:WxYz", secret), port[CALLEE])
-    async with asyncio.timeout(10):
-        while not (await legs(stub, "ice"))[CALLEE].latched:  # noqa: ASYNC110 - see introduce()
-            await asyncio.sleep(0.02)
+    await latched(stub, "ice", CALLEE)
     caller.send(rtp(1), port[CALLER])
     assert await callee_nat.receive() == rtp(1)
     assert await stranger.nothing_for(0.3)
