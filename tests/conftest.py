@@ -69,6 +69,18 @@ def run_quietwire(
     )
 
 
+def stop(process: subprocess.Popen[Any], timeout: float = 30) -> int:
+    """SIGTERM ``process`` (it drains and exits, as on a pod's deletion), SIGKILL it
+    if it is not gone within ``timeout``; its exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 @dataclass(frozen=True)
 class ServiceProcess:
     """A service started with ``QW_GRPC_PORT=0``, and the ports it reported it bound."""
@@ -200,12 +212,7 @@ def running_platform(
     try:
         yield Platform(process, state, port, wait_line(process, "quietwire up:", UP_TIMEOUT))
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 async def agent(platform: Platform, user: str, password: str | None = None) -> UserAgent:
@@ -278,12 +285,7 @@ def start_redis(directory: Path, *args: str, config: Path | None = None) -> Redi
 
 
 def stop_redis(server: RedisServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+    stop(server.process, 10)
 
 
 @pytest.fixture(scope="session")

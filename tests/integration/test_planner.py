@@ -4,11 +4,9 @@ are all released when one cannot be allocated, and a plan is bound to its dialog
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import grpc
 import pytest
 import redis.asyncio as redis
 from quietwire.keyagreement.calls import CallStore
@@ -18,9 +16,9 @@ from quietwire.keyagreement.policy import Policy
 from quietwire.keyagreement.userpolicies import UserPolicies
 from quietwire.rpc.relay.v1 import relay_pb2
 from quietwire.runtime.registry import RelayRegistry
-from quietwire.runtime.streams import stream_id
 
-from tests.conftest import free_port, quietwire_env, start_service
+from tests.conftest import free_port, quietwire_env, start_service, stop
+from tests.support.relay import relay_session
 from tests.support.wait import eventually
 
 HASH = "1.10 " + "ab" * 32
@@ -37,13 +35,7 @@ class Setup:
 
     async def session(self, call_id: str, index: int = 0) -> relay_pb2.QueryResponse | None:
         """The relay's session for one stream of a call (None when it has none)."""
-        stub = self.relays.stub(self.grpc)
-        try:
-            return await stub.Query(relay_pb2.QueryRequest(call_id=stream_id(call_id, index)))
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            return None
+        return await relay_session(self.relays.stub(self.grpc), call_id, index)
 
 
 @pytest.fixture
@@ -69,12 +61,7 @@ async def setup(redis_url: str) -> AsyncIterator[Setup]:
         )
         yield Setup(planner, relays, f"127.0.0.1:{started.grpc_port}")
     finally:
-        relay.terminate()
-        try:
-            relay.wait(10)
-        except subprocess.TimeoutExpired:
-            relay.kill()
-            relay.wait()
+        stop(relay, 10)
         await relays.close()
         await client.aclose()
 

@@ -8,7 +8,6 @@ change what the next one sees; the real user always speaks from 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from tests.conftest import (
     quietwire_env,
     start_redis,
     start_service,
+    stop,
     stop_redis,
 )
 from tests.integration.digest_client import (
@@ -97,11 +97,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
             raise
     platform = Platform(pki, server, service.process, port)
     yield platform
-    service.process.send_signal(signal.SIGTERM)
     try:
-        service.process.wait(30)
+        stop(service.process)
     finally:
-        service.process.kill()
         stop_redis(server)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 

@@ -5,10 +5,7 @@ ports tries, and what it must not get."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -23,7 +20,7 @@ from quietwire.rpc.relay.v1 import relay_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
 from quietwire.runtime.channels import channel_options, server_options
 
-from tests.conftest import RedisServer, free_port, quietwire_env
+from tests.conftest import RedisServer, free_port, quietwire_env, start_service, stop
 from tests.integration.test_relay_sessions import HELLO, HELLO_HASH, PLAIN_STUN
 from tests.support.wait import eventually
 
@@ -82,12 +79,10 @@ def relay_address(
 ) -> Iterator[str]:
     """One relay process for the module: loopback allowed, the 'platform' denied."""
     first = 2 * (free_port() // 2)
-    grpc_port = free_port()
     env = quietwire_env(
         QW_REDIS_URL=redis_server.url,
         QW_GRPC_INSECURE="true",
         QW_GRPC_BIND="127.0.0.1",
-        QW_GRPC_PORT=str(grpc_port),
         QW_METRICS_PORT="0",
         QW_RELAY_BIND="127.0.0.1",
         QW_RELAY_PORT_MIN=str(first),
@@ -96,21 +91,12 @@ def relay_address(
         QW_RELAY_PEER_DENY=f"{PLATFORM}/32",
         QW_DRAIN_TIMEOUT="1",
     )
-    log = (tmp_path_factory.mktemp("relay") / "relay.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env, stderr=log)
-    address = f"127.0.0.1:{grpc_port}"
-    try:
-        with grpc.insecure_channel(address) as channel:
-            grpc.channel_ready_future(channel).result(timeout=30)
-        yield address
-    finally:
-        process.send_signal(signal.SIGTERM)
+    with (tmp_path_factory.mktemp("relay") / "relay.log").open("w") as log:
+        relay = start_service("relay", env, stderr=log)
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            yield f"127.0.0.1:{relay.grpc_port}"
+        finally:
+            stop(relay.process, 15)
 
 
 @pytest.fixture
