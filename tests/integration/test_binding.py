@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -24,7 +22,7 @@ from quietwire.runtime.errorlog import LOOP_ERRORS
 from quietwire.runtime.registry import RelayEntry, RelayRegistry
 from quietwire.runtime.streams import stream_id
 
-from tests.conftest import free_port, quietwire_env
+from tests.conftest import free_port, quietwire_env, start_service
 from tests.support.wait import eventually
 
 Event = relay_pb2.MediaEvent
@@ -122,16 +120,16 @@ async def test_goclear_ends_the_call_unless_plain_is_allowed(
 async def test_a_lost_relay_ends_its_calls(store: CallStore, redis_url: str) -> None:
     """A relay process killed: once it is gone from the registry and its event
     stream broke, the calls it carried end; a late heartbeat alone ends nothing."""
-    grpc_port, low = free_port(), free_port() & ~1
+    low = free_port() & ~1
     env = quietwire_env(
         QW_REDIS_URL=redis_url,
         QW_GRPC_INSECURE="true",
-        QW_GRPC_PORT=str(grpc_port),
         QW_RELAY_ID="relay-a",
         QW_RELAY_PORT_MIN=str(low),
         QW_RELAY_PORT_MAX=str(low + 7),
     )
-    relay = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env)
+    started = await asyncio.to_thread(start_service, "relay", env)
+    relay, grpc_port = started.process, started.grpc_port
     hangups = Hangups()
     binding = checker(store, hangups)
     try:
