@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 from quietwire.embedded.pki import Pki
+from quietwire.protocols.sip.message import Request, Response
 from quietwire.relay import service as relay_service
 from quietwire.relay.service import RelayService
 from quietwire.runtime.errorlog import LOOP_ERRORS
 from quietwire.signaling import service as signaling_service
+from quietwire.signaling.errorlog import ERRORS as sip_errors_counter
+from quietwire.signaling.flows import Flow, FlowTable, StreamListener
 from quietwire.signaling.service import SignalingService
 
 from tests.conftest import free_port
@@ -71,3 +74,39 @@ async def test_the_signaling_heartbeat_counts_and_logs_once(
         await rounds_fail(service._heartbeat, "replica heartbeat", caplog)
     finally:
         await service.close()
+
+
+async def test_a_failing_sip_handler_is_counted_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whatever a connection's handler raises (a stranger may find a way): every one
+    counted, one log line a minute per kind, and the connection goes on."""
+
+    async def handler(flow: Flow, message: Request | Response) -> None:
+        raise RuntimeError("handler bug")
+
+    listener = StreamListener(FlowTable("r1"), handler, None)
+    port = await listener.start("127.0.0.1", 0)
+    counted = sip_errors_counter.labels("SIP handler", "RuntimeError")
+    before = counted._value.get()
+    options = (
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK{n}\r\n"
+        "From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c{n}\r\n"
+        "CSeq: {n} OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    with caplog.at_level(logging.ERROR):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for n in range(1, ROUNDS + 1):
+                writer.write(options.format(n=n).encode())
+            await writer.drain()
+
+            async def handled() -> bool:
+                return counted._value.get() >= before + ROUNDS
+
+            await eventually(handled, 20, f"{ROUNDS} handler failures counted")
+        finally:
+            writer.close()
+            await listener.close()
+    lines = [r for r in caplog.records if r.getMessage() == "SIP handler failed"]
+    assert len(lines) == 1, lines
