@@ -69,7 +69,7 @@ def run_quietwire(
     )
 
 
-def stop(process: subprocess.Popen[Any], timeout: float = 30) -> int:
+def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> int:
     """SIGTERM ``process`` (it drains and exits, as on a pod's deletion), SIGKILL it
     if it is not gone within ``timeout``; its exit status."""
     if process.poll() is None:
@@ -212,7 +212,7 @@ def running_platform(
     try:
         yield Platform(process, state, port, wait_line(process, "quietwire up:", UP_TIMEOUT))
     finally:
-        stop(process)
+        stop_process(process)
 
 
 async def agent(platform: Platform, user: str, password: str | None = None) -> UserAgent:
@@ -285,7 +285,7 @@ def start_redis(directory: Path, *args: str, config: Path | None = None) -> Redi
 
 
 def stop_redis(server: RedisServer) -> None:
-    stop(server.process, 10)
+    stop_process(server.process, 10)
 
 
 @pytest.fixture(scope="session")

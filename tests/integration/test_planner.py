@@ -17,7 +17,7 @@ from quietwire.keyagreement.userpolicies import UserPolicies
 from quietwire.rpc.relay.v1 import relay_pb2
 from quietwire.runtime.registry import RelayRegistry
 
-from tests.conftest import free_port, quietwire_env, start_service, stop
+from tests.conftest import free_port, quietwire_env, start_service, stop_process
 from tests.support.relay import relay_session
 from tests.support.wait import eventually
 
@@ -61,7 +61,7 @@ async def setup(redis_url: str) -> AsyncIterator[Setup]:
         )
         yield Setup(planner, relays, f"127.0.0.1:{started.grpc_port}")
     finally:
-        stop(relay, 10)
+        stop_process(relay, 10)
         await relays.close()
         await client.aclose()
 

@@ -27,7 +27,7 @@ from tests.conftest import (
     quietwire_env,
     start_redis,
     start_service,
-    stop,
+    stop_process,
     stop_redis,
 )
 from tests.integration.digest_client import (
@@ -98,7 +98,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     platform = Platform(pki, server, service.process, port)
     yield platform
     try:
-        stop(service.process)
+        stop_process(service.process)
     finally:
         stop_redis(server)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]

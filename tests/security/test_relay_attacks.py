@@ -20,7 +20,7 @@ from quietwire.rpc.relay.v1 import relay_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
 from quietwire.runtime.channels import channel_options, server_options
 
-from tests.conftest import RedisServer, free_port, quietwire_env, start_service, stop
+from tests.conftest import RedisServer, free_port, quietwire_env, start_service, stop_process
 from tests.integration.test_relay_sessions import HELLO, HELLO_HASH, PLAIN_STUN
 from tests.support.wait import eventually
 
@@ -96,7 +96,7 @@ def relay_address(
         try:
             yield f"127.0.0.1:{relay.grpc_port}"
         finally:
-            stop(relay.process, 15)
+            stop_process(relay.process, 15)
 
 
 @pytest.fixture
