@@ -61,8 +61,8 @@ def where(call_id: str, replica: str, relay_id: str, config: Path | None) -> lis
     """Lines telling an operator which replica and relay handled the call and the
     exact commands that pull its log lines."""
     lines = [
-        f"signaling replica: {replica or '(unknown)'} (its INVITE; in-dialog requests"
-        " may reach the callee's replica too)",
+        f"signaling replica: {replica or '(unknown)'} (its INVITE; its 'call routed'"
+        " line names the callee's replicas, where requests from the callee arrive)",
         f"relay: {relay_id or '(none yet)'}",
         "log lines:",
     ]

@@ -86,6 +86,8 @@ async def test_a_calls_lines_in_every_service_carry_its_call_id(tmp_path: Path) 
         ("signaling", "call terminated"),
         ("keyagreement", "call ended"),
     } <= said, said
+    [routed] = [e for e in ours if e["msg"] == "call routed"]
+    assert routed["callee_replicas"] == [stored["replica"]]  # one replica under `up`
     # Every line that names the call carries it as call_id.
     naming = [e for e in entries if call_id in json.dumps(e)]
     assert all(e.get("call_id") == call_id for e in naming), [

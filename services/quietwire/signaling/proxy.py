@@ -208,7 +208,10 @@ class Proxy:
             return
         context.initial_invite = request.method == "INVITE"
         if context.initial_invite:
-            log.info("call routed", extra={"branches": len(bindings)})
+            callee_replicas = sorted({reg.replica for reg in bindings})  # where its BYE may come
+            log.info(
+                "call routed", extra={"branches": len(bindings), "callee_replicas": callee_replicas}
+            )
         for reg in bindings:
             target = Target(reg.replica, reg.flow_id)
             contact = str(SipUri.parse(reg.contact.strip("<>")))
