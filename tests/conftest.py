@@ -30,11 +30,19 @@ UP_TIMEOUT = 90
 
 
 def free_port() -> int:
-    """A loopback TCP port free now, for peers that cannot bind port 0 and say which
-    port they got (Linphone, stunnel, redis-server); it may be taken before they bind it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port free now for TCP and for UDP (SIP and relays listen on both), for
+    peers that cannot bind port 0 and say which port they got (Linphone, stunnel,
+    redis-server); it may be taken before they bind it."""
+    for _ in range(100):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:  # some process holds it for UDP: another
+                continue
+            return port
+    raise AssertionError("no loopback port free for both TCP and UDP in 100 tries")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
