@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
@@ -248,3 +249,40 @@ async def test_an_event_naming_no_stream_is_counted_and_dropped(store: CallStore
         await checker(store, hangups).observe(Event(call_id=name, kind=Event.KIND_MEDIA_TIMEOUT))
     assert binding_module.BAD_EVENTS._value.get() == dropped + 4
     assert hangups.calls == []
+
+
+class Replaying(RelayClients):
+    """A relay whose event stream carries ``events`` and ends (what is tested is the
+    loop that follows it, not the relay)."""
+
+    def __init__(self, events: list[relay_pb2.MediaEvent]) -> None:
+        super().__init__(None)
+        self.events = events
+
+    def stub(self, address: str) -> Any:
+        return self
+
+    async def WatchEvents(
+        self, request: relay_pb2.WatchEventsRequest
+    ) -> AsyncIterator[relay_pb2.MediaEvent]:
+        for event in self.events:
+            yield event
+
+
+async def test_an_event_that_fails_is_counted_and_the_stream_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis away while a relay's events arrive: each failed event counted, one log
+    line, and the stream still followed (it used to end with the first error)."""
+    away = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+    timeouts = [Event(call_id=stream_id(c, 0), kind=Event.KIND_MEDIA_TIMEOUT) for c in "abc"]
+    follower = BindingChecker(CallStore(away), RelayRegistry(away), Replaying(timeouts), Hangups())
+    errors = LOOP_ERRORS.labels("relay event", "ConnectionError")
+    before = errors._value.get()
+    try:
+        async with asyncio.timeout(20):
+            await follower._follow("127.0.0.1:1")
+    finally:
+        await away.aclose()
+    assert errors._value.get() == before + 3
+    assert len([r for r in caplog.records if r.getMessage() == "relay event failed"]) == 1

@@ -115,7 +115,10 @@ class BindingChecker:
         stub = self.relays.stub(address)
         try:
             async for event in stub.WatchEvents(relay_pb2.WatchEventsRequest()):
-                await self.observe(event)
+                try:
+                    await self.observe(event)
+                except Exception as exc:  # Redis away: this event is lost, not the stream
+                    self.errors.record("relay event", exc)
         except grpc.aio.AioRpcError as exc:
             log.info("relay event stream ended", extra={"code": exc.code().name})
 
