@@ -30,11 +30,19 @@ UP_TIMEOUT = 90
 
 
 def free_port() -> int:
-    """A loopback TCP port free now, for peers that cannot bind port 0 and say which
-    port they got (Linphone, stunnel, redis-server); it may be taken before they bind it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port free now for TCP and for UDP (SIP and relays listen on both), for
+    peers that cannot bind port 0 and say which port they got (Linphone, stunnel,
+    redis-server); it may be taken before they bind it."""
+    for _ in range(100):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:  # some process holds it for UDP: another
+                continue
+            return port
+    raise AssertionError("no loopback port free for both TCP and UDP in 100 tries")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -67,6 +75,18 @@ def run_quietwire(
         timeout=timeout,
         check=False,
     )
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> int:
+    """SIGTERM ``process`` (it drains and exits, as on a pod's deletion), SIGKILL it
+    if it is not gone within ``timeout``; its exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 @dataclass(frozen=True)
@@ -200,12 +220,7 @@ def running_platform(
     try:
         yield Platform(process, state, port, wait_line(process, "quietwire up:", UP_TIMEOUT))
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 async def agent(platform: Platform, user: str, password: str | None = None) -> UserAgent:
@@ -278,12 +293,7 @@ def start_redis(directory: Path, *args: str, config: Path | None = None) -> Redi
 
 
 def stop_redis(server: RedisServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+    stop_process(server.process, 10)
 
 
 @pytest.fixture(scope="session")

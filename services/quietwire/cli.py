@@ -5,7 +5,7 @@
     quietwire up [--state-dir DIR] [--sip-host H] [--sip-port P]   everything, locally
     quietwire pki --dir DIR [--sip-host H] [--grpc-name N]...    development certificates
     quietwire phone call URI | answer | echo --registrar ... --user ...   the softphone
-    quietwire calls                                              active calls, their security
+    quietwire calls [CALL_ID]     active calls, their security; one call: where its logs are
     quietwire drain-relay [--timeout S]      stop a relay taking calls, wait for its calls to end
     quietwire health [--service NAME]        this host's service healthy? (container health checks)
 
@@ -196,6 +196,11 @@ async def _calls(args: argparse.Namespace) -> int:
         outcome = outcomes.get(call.zrtp_state, "not-e2e") if call.end_to_end else "not-e2e"
         mode = pb.SecurityMode.Name(call.mode).removeprefix("SECURITY_MODE_").lower()
         print(f"{call.call_id} {mode} {outcome} {call.detail}".rstrip())
+    if args.call_id:
+        from quietwire.calllogs import where
+
+        for line in where(args.call_id, calls[0].replica, calls[0].relay_id, _config_file(args)):
+            print(line)
     return 0
 
 
@@ -302,7 +307,11 @@ def parser() -> argparse.ArgumentParser:
     commands.choices["phone"].set_defaults(func=run_phone)
     calls = commands.add_parser("calls", help="active calls and their media security")
     calls.set_defaults(func=run_calls)
-    calls.add_argument("call_id", nargs="?", help="one call (also for a minute after it ended)")
+    calls.add_argument(
+        "call_id",
+        nargs="?",
+        help="one call (also for a minute after it ended), and where its log lines are",
+    )
     calls.add_argument("--limit", type=int, default=100)
     drain = commands.add_parser(
         "drain-relay", help="stop the relay taking calls and wait for its calls to end"

@@ -11,7 +11,6 @@ appends), which :meth:`Cluster.log_lines` reads back.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from tests.conftest import (
     run_quietwire,
     start_redis,
     start_service,
+    stop_process,
     stop_redis,
 )
 from tests.support.wait import eventually
@@ -143,13 +143,7 @@ class Cluster:
 
     def stop(self, name: str) -> int:
         """SIGTERM ``name`` (it drains, as on a pod's deletion); its exit status."""
-        process = self.processes.pop(name).process
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            return process.wait()
+        return stop_process(self.processes.pop(name).process, STOP_TIMEOUT)
 
     async def restart(self, name: str, **settings: str) -> None:
         """Kill ``name`` if it runs, then start it again where its peers expect it."""

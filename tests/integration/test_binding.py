@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
@@ -20,10 +19,11 @@ from quietwire.keyagreement.outcome import Outcome
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.relay.v1 import relay_pb2
+from quietwire.runtime.errorlog import LOOP_ERRORS
 from quietwire.runtime.registry import RelayEntry, RelayRegistry
 from quietwire.runtime.streams import stream_id
 
-from tests.conftest import free_port, quietwire_env
+from tests.conftest import free_port, quietwire_env, start_service
 from tests.support.wait import eventually
 
 Event = relay_pb2.MediaEvent
@@ -121,16 +121,16 @@ async def test_goclear_ends_the_call_unless_plain_is_allowed(
 async def test_a_lost_relay_ends_its_calls(store: CallStore, redis_url: str) -> None:
     """A relay process killed: once it is gone from the registry and its event
     stream broke, the calls it carried end; a late heartbeat alone ends nothing."""
-    grpc_port, low = free_port(), free_port() & ~1
+    low = free_port() & ~1
     env = quietwire_env(
         QW_REDIS_URL=redis_url,
         QW_GRPC_INSECURE="true",
-        QW_GRPC_PORT=str(grpc_port),
         QW_RELAY_ID="relay-a",
         QW_RELAY_PORT_MIN=str(low),
         QW_RELAY_PORT_MAX=str(low + 7),
     )
-    relay = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env)
+    started = await asyncio.to_thread(start_service, "relay", env)
+    relay, grpc_port = started.process, started.grpc_port
     hangups = Hangups()
     binding = checker(store, hangups)
     try:
@@ -226,7 +226,7 @@ async def test_a_failing_discovery_is_logged_once_and_counted(
     away = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
     registry = Rounds(away, rounds=3)
     loop = BindingChecker(CallStore(away), registry, RelayClients(None), Hangups())
-    errors = binding_module.LOOP_ERRORS.labels("ConnectionError")
+    errors = LOOP_ERRORS.labels("relay discovery", "ConnectionError")
     before = errors._value.get()
     task = asyncio.create_task(loop.run())
     try:
@@ -249,3 +249,40 @@ async def test_an_event_naming_no_stream_is_counted_and_dropped(store: CallStore
         await checker(store, hangups).observe(Event(call_id=name, kind=Event.KIND_MEDIA_TIMEOUT))
     assert binding_module.BAD_EVENTS._value.get() == dropped + 4
     assert hangups.calls == []
+
+
+class Replaying(RelayClients):
+    """A relay whose event stream carries ``events`` and ends (what is tested is the
+    loop that follows it, not the relay)."""
+
+    def __init__(self, events: list[relay_pb2.MediaEvent]) -> None:
+        super().__init__(None)
+        self.events = events
+
+    def stub(self, address: str) -> Any:
+        return self
+
+    async def WatchEvents(
+        self, request: relay_pb2.WatchEventsRequest
+    ) -> AsyncIterator[relay_pb2.MediaEvent]:
+        for event in self.events:
+            yield event
+
+
+async def test_an_event_that_fails_is_counted_and_the_stream_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis away while a relay's events arrive: each failed event counted, one log
+    line, and the stream still followed (it used to end with the first error)."""
+    away = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+    timeouts = [Event(call_id=stream_id(c, 0), kind=Event.KIND_MEDIA_TIMEOUT) for c in "abc"]
+    follower = BindingChecker(CallStore(away), RelayRegistry(away), Replaying(timeouts), Hangups())
+    errors = LOOP_ERRORS.labels("relay event", "ConnectionError")
+    before = errors._value.get()
+    try:
+        async with asyncio.timeout(20):
+            await follower._follow("127.0.0.1:1")
+    finally:
+        await away.aclose()
+    assert errors._value.get() == before + 3
+    assert len([r for r in caplog.records if r.getMessage() == "relay event failed"]) == 1

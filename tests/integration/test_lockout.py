@@ -9,6 +9,8 @@ import pytest
 import redis.asyncio as redis
 from quietwire.signaling.lockout import Lockout, LockoutPolicy, current_source
 
+from tests.support.clock import FakeClock
+
 POLICY = LockoutPolicy(
     source_failures=3,
     source_window=60,
@@ -17,14 +19,6 @@ POLICY = LockoutPolicy(
     user_window=60,
     user_block=60,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def now(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -52,7 +46,7 @@ async def blocked_in_redis(client: redis.Redis, lockout: Lockout, address: str) 
 
 
 async def test_an_ipv6_64_is_one_source(client: redis.Redis) -> None:
-    lockout = Lockout(client, "example.org", b"k" * 32, POLICY, Clock())
+    lockout = Lockout(client, "example.org", b"k" * 32, POLICY, FakeClock(1000.0))
     for host in ("2001:db8:1:1::1", "2001:db8:1:1::2", "2001:db8:1:1:ffff::9"):
         assert not lockout.blocked(host)
         await fail_from(lockout, host)
@@ -63,8 +57,8 @@ async def test_an_ipv6_64_is_one_source(client: redis.Redis) -> None:
 
 
 async def test_another_replica_learns_a_block_from_redis(client: redis.Redis) -> None:
-    first = Lockout(client, "example.org", b"k" * 32, POLICY, Clock())
-    second = Lockout(client, "example.org", b"k" * 32, POLICY, Clock())
+    first = Lockout(client, "example.org", b"k" * 32, POLICY, FakeClock(1000.0))
+    second = Lockout(client, "example.org", b"k" * 32, POLICY, FakeClock(1000.0))
     for _ in range(3):
         await fail_from(first, "192.0.2.9")
     assert first.blocked("192.0.2.9") and not second.blocked("192.0.2.9")  # memory: per replica
@@ -78,7 +72,7 @@ async def test_another_replica_learns_a_block_from_redis(client: redis.Redis) ->
 
 
 async def test_blocks_end(client: redis.Redis) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     lockout = Lockout(client, "example.org", b"k" * 32, POLICY, clock)
     for _ in range(3):
         await fail_from(lockout, "192.0.2.10")
@@ -90,7 +84,7 @@ async def test_blocks_end(client: redis.Redis) -> None:
 
 
 async def test_user_failures_from_many_sources_block_the_user(client: redis.Redis) -> None:
-    lockout = Lockout(client, "example.org", b"k" * 32, POLICY, Clock())
+    lockout = Lockout(client, "example.org", b"k" * 32, POLICY, FakeClock(1000.0))
     for n in range(7):
         await fail_from(lockout, f"192.0.2.{20 + n}", "alice")
     token = current_source.set("198.51.100.1")

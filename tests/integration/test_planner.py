@@ -4,12 +4,9 @@ are all released when one cannot be allocated, and a plan is bound to its dialog
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-import grpc
 import pytest
 import redis.asyncio as redis
 from quietwire.keyagreement.calls import CallStore
@@ -19,9 +16,10 @@ from quietwire.keyagreement.policy import Policy
 from quietwire.keyagreement.userpolicies import UserPolicies
 from quietwire.rpc.relay.v1 import relay_pb2
 from quietwire.runtime.registry import RelayRegistry
-from quietwire.runtime.streams import stream_id
 
-from tests.conftest import free_port, quietwire_env
+from tests.conftest import free_port, quietwire_env, start_service, stop_process
+from tests.support.relay import relay_session
+from tests.support.wait import eventually
 
 HASH = "1.10 " + "ab" * 32
 AUDIO = Media(port=40000, connection_address="127.0.0.1", zrtp_hash=HASH)
@@ -37,47 +35,33 @@ class Setup:
 
     async def session(self, call_id: str, index: int = 0) -> relay_pb2.QueryResponse | None:
         """The relay's session for one stream of a call (None when it has none)."""
-        stub = self.relays.stub(self.grpc)
-        try:
-            return await stub.Query(relay_pb2.QueryRequest(call_id=stream_id(call_id, index)))
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            return None
+        return await relay_session(self.relays.stub(self.grpc), call_id, index)
 
 
 @pytest.fixture
 async def setup(redis_url: str) -> AsyncIterator[Setup]:
     """A relay process with ports for one stream only (two legs, one port pair each)."""
-    grpc_port, low = free_port(), free_port() & ~1
+    low = free_port() & ~1
     env = quietwire_env(
         QW_REDIS_URL=redis_url,
         QW_GRPC_INSECURE="true",
-        QW_GRPC_PORT=str(grpc_port),
         QW_METRICS_PORT="0",
         QW_RELAY_ID="relay-small",
         QW_RELAY_PORT_MIN=str(low),
         QW_RELAY_PORT_MAX=str(low + 3),
     )
-    relay = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env)
+    started = await asyncio.to_thread(start_service, "relay", env)
+    relay = started.process
     client = redis.Redis.from_url(redis_url)
     registry, relays = RelayRegistry(client), RelayClients(None)
     try:
-        async with asyncio.timeout(30):
-            while not await registry.alive():
-                assert relay.poll() is None, "the relay exited"
-                await asyncio.sleep(0.1)
+        await eventually(registry.alive, 10, "the relay in the registry")
         planner = Planner(
             CallStore(client), registry, relays, Policy.SECURE_ONLY, UserPolicies(client)
         )
-        yield Setup(planner, relays, f"127.0.0.1:{grpc_port}")
+        yield Setup(planner, relays, f"127.0.0.1:{started.grpc_port}")
     finally:
-        relay.terminate()
-        try:
-            relay.wait(10)
-        except subprocess.TimeoutExpired:
-            relay.kill()
-            relay.wait()
+        stop_process(relay, 10)
         await relays.close()
         await client.aclose()
 

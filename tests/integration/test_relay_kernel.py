@@ -121,9 +121,11 @@ async def test_settled_call_forwarded_by_the_kernel(relay: RunningRelay) -> None
         await relay.stub.Update(pb.UpdateRequest(call_id="k1", side=side, remote_rtp=phone.address))
 
     b.send(PLAIN_STUN, to_b)  # media goes only to phones that spoke from where they said
-    async with asyncio.timeout(10):  # Query is where a latch shows outside the process
-        while not (await leg_stats(relay, "k1"))[pb.LEG_SIDE_CALLEE].latched:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+
+    async def callee_latched() -> bool:  # Query is where a latch shows outside the process
+        return (await leg_stats(relay, "k1"))[pb.LEG_SIDE_CALLEE].latched
+
+    await eventually(callee_latched, 10, "the callee's leg latched")
     a.send(HELLO, to_a)
     assert (got := b.receive()) is not None and got[0] == HELLO
     for n in range(1, 51):

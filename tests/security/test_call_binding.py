@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import grpc
 import pytest
 from quietwire.phone.useragent import UserAgent
 from quietwire.relay.settings import RelaySettings
@@ -21,11 +20,11 @@ from quietwire.runtime.channels import open_channel
 from quietwire.runtime.redisclient import redis_client
 from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.settings import load_settings
-from quietwire.runtime.streams import stream_id
 
 from tests.conftest import Platform, agent, run_quietwire, running_platform
 from tests.integration.signaling_harness import establish
 from tests.interop.test_relay_calls import sdp
+from tests.support.relay import relay_session
 
 SDP = "application/sdp"
 DOMAIN = "127.0.0.1"
@@ -60,14 +59,7 @@ class Relay:
     stub: relay_pb2_grpc.RelayAsyncStub
 
     async def session(self, call_id: str) -> relay_pb2.QueryResponse | None:
-        try:
-            return await self.stub.Query(
-                relay_pb2.QueryRequest(call_id=stream_id(call_id, 0)), timeout=5
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            return None
+        return await relay_session(self.stub, call_id)
 
 
 @pytest.fixture

@@ -8,10 +8,7 @@ change what the next one sees; the real user always speaks from 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,15 @@ from quietwire.protocols.sip.digest import DigestAlgorithm
 from quietwire.protocols.sip.message import Request
 from quietwire.signaling.users import UserStore
 
-from tests.conftest import RedisServer, free_port, port_open, quietwire_env, start_redis, stop_redis
+from tests.conftest import (
+    RedisServer,
+    free_port,
+    quietwire_env,
+    start_redis,
+    start_service,
+    stop_process,
+    stop_redis,
+)
 from tests.integration.digest_client import (
     attempt,
     challenges,
@@ -69,7 +74,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     env = quietwire_env(
         QW_REDIS_URL=server.url,
         QW_GRPC_INSECURE="true",
-        QW_GRPC_PORT=str(free_port()),
         QW_METRICS_PORT="0",
         QW_SIP_BIND="127.0.0.1",
         QW_SIP_PORT=str(port),
@@ -84,28 +88,20 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         QW_SIP_MAX_AUTH_FAILURES="5",
         QW_SIP_USER_MAX_AUTH_FAILURES="36",
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "quietwire", "signaling"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not port_open(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
+    log = state / "signaling.log"
+    with log.open("w") as stderr:
+        try:
+            service = start_service("signaling", env, stderr=stderr)
+        except BaseException:
             stop_redis(server)
-            pytest.fail(f"signaling did not start: {process.communicate()[1][-2000:]}")
-        time.sleep(0.05)
-    platform = Platform(pki, server, process, port)
+            raise
+    platform = Platform(pki, server, service.process, port)
     yield platform
-    process.send_signal(signal.SIGTERM)
     try:
-        _, stderr = process.communicate(timeout=30)
+        stop_process(service.process)
     finally:
-        process.kill()
         stop_redis(server)
-    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 
 async def _users(url: str) -> None:

@@ -5,10 +5,7 @@ ports tries, and what it must not get."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -23,8 +20,9 @@ from quietwire.rpc.relay.v1 import relay_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
 from quietwire.runtime.channels import channel_options, server_options
 
-from tests.conftest import RedisServer, free_port, quietwire_env
+from tests.conftest import RedisServer, free_port, quietwire_env, start_service, stop_process
 from tests.integration.test_relay_sessions import HELLO, HELLO_HASH, PLAIN_STUN
+from tests.support.wait import eventually
 
 #: The relay lets the test's phones on loopback in; 127.0.0.2 stands for the
 #: platform's own network, which it must never send to.
@@ -81,12 +79,10 @@ def relay_address(
 ) -> Iterator[str]:
     """One relay process for the module: loopback allowed, the 'platform' denied."""
     first = 2 * (free_port() // 2)
-    grpc_port = free_port()
     env = quietwire_env(
         QW_REDIS_URL=redis_server.url,
         QW_GRPC_INSECURE="true",
         QW_GRPC_BIND="127.0.0.1",
-        QW_GRPC_PORT=str(grpc_port),
         QW_METRICS_PORT="0",
         QW_RELAY_BIND="127.0.0.1",
         QW_RELAY_PORT_MIN=str(first),
@@ -95,21 +91,12 @@ def relay_address(
         QW_RELAY_PEER_DENY=f"{PLATFORM}/32",
         QW_DRAIN_TIMEOUT="1",
     )
-    log = (tmp_path_factory.mktemp("relay") / "relay.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env, stderr=log)
-    address = f"127.0.0.1:{grpc_port}"
-    try:
-        with grpc.insecure_channel(address) as channel:
-            grpc.channel_ready_future(channel).result(timeout=30)
-        yield address
-    finally:
-        process.send_signal(signal.SIGTERM)
+    with (tmp_path_factory.mktemp("relay") / "relay.log").open("w") as log:
+        relay = start_service("relay", env, stderr=log)
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            yield f"127.0.0.1:{relay.grpc_port}"
+        finally:
+            stop_process(relay.process, 15)
 
 
 @pytest.fixture
@@ -135,12 +122,19 @@ async def legs(stub: Stub, call_id: str) -> dict[int, pb.LegStats]:
     return {leg.side: leg for leg in (await stub.Query(pb.QueryRequest(call_id=call_id))).legs}
 
 
+async def latched(stub: Stub, call_id: str, side: int) -> None:
+    """Until that leg has latched (Query is where a latch shows outside the process)."""
+
+    async def leg_latched() -> bool:
+        return (await legs(stub, call_id))[side].latched
+
+    await eventually(leg_latched, 10, f"leg {side} of {call_id} latched", interval=0.02)
+
+
 async def introduce(stub: Stub, call_id: str, side: int, phone: Phone, port: int) -> None:
     """The phone's first packet, from its SDP address; until its leg has latched."""
     phone.send(PLAIN_STUN, port)
-    async with asyncio.timeout(10):  # Query is where a latch shows outside the process
-        while not (await legs(stub, call_id))[side].latched:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+    await latched(stub, call_id, side)
 
 
 async def test_a_stranger_cannot_take_a_ringing_leg(stub: Stub) -> None:
@@ -197,9 +191,7 @@ async def test_ice_integrity_proves_a_phone_behind_nat(stub: Stub) -> None:
         await stub.Update(sdp)
     stranger.send(ice_check("AbCd:WxYz", "guessed-password-0123456789"), port[CALLEE])
     callee_nat.send(ice_check("AbCd:WxYz", secret), port[CALLEE])
-    async with asyncio.timeout(10):
-        while not (await legs(stub, "ice"))[CALLEE].latched:  # noqa: ASYNC110 - see introduce()
-            await asyncio.sleep(0.02)
+    await latched(stub, "ice", CALLEE)
     caller.send(rtp(1), port[CALLER])
     assert await callee_nat.receive() == rtp(1)
     assert await stranger.nothing_for(0.3)

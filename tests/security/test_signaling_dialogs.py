@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import re
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -45,17 +44,9 @@ from tests.integration.signaling_harness import (
     replica,
 )
 from tests.interop.test_relay_calls import sdp
+from tests.support.wait import until
 
 SDP = "application/sdp"
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition`` holds (checked at each event loop turn, bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def registered(pki: Pki, port: int, user: str) -> UserAgent:
@@ -115,7 +106,7 @@ async def test_stranger_with_a_made_up_to_tag_reaches_no_phone(
     exchange = await stranger._send_once(forged, 5)
     assert exchange.final is not None and exchange.final.status == 407
     await delivered_next(alice, bob, alice.build("MESSAGE", f"sip:bob@{DOMAIN}"))
-    await until(lambda: len(one.service.proxy.servers) == 0)
+    await until(lambda: not one.service.proxy.servers, 5, "no transaction left")
     for ua in (alice, bob, stranger):
         await ua.close()
 
@@ -189,7 +180,7 @@ async def test_stranger_cannot_cancel_a_ringing_call(pki: Pki, one: Replica) -> 
     sending = asyncio.create_task(alice.send(invite))
     incoming = await next_request(bob, "INVITE")
     await bob.connection.send(bob.answer(incoming, 180, "Ringing"))
-    await until(lambda: invite.call_id in alice.inviting)
+    await until(lambda: invite.call_id in alice.inviting, 5, "alice's INVITE sent")
     cancel = cancel_for(alice.inviting[invite.call_id], "forged")
     refused = await stranger._send_once(cancel, 5)
     assert refused.final is not None and refused.final.status == 481
@@ -271,7 +262,7 @@ async def test_huge_nonce_count_gets_a_final_answer_and_leaves_nothing(
     attack.headers.set("Proxy-Authorization", header)
     exchange = await alice._send_once(attack, 5)
     assert exchange.final is not None and exchange.final.status >= 400
-    await until(lambda: len(one.service.proxy.servers) == 0)
+    await until(lambda: not one.service.proxy.servers, 5, "no transaction left")
     assert bob.requests.empty()
     await alice.close()
     await bob.close()
@@ -312,7 +303,7 @@ async def test_handler_exception_ends_the_transaction_with_500(pki: Pki, one: Re
         exchange = await alice.send(invite)
         assert exchange.final is not None and exchange.final.status == 500
     assert handler_errors("request", "RuntimeError") == before + 3
-    await until(lambda: len(one.service.proxy.servers) == 0)
+    await until(lambda: not one.service.proxy.servers, 5, "no transaction left")
     assert bob.requests.empty()
     await alice.close()
     await bob.close()
@@ -334,8 +325,8 @@ async def test_exception_on_the_answer_ends_the_call_attempt(pki: Pki, one: Repl
     exchange = await sending
     assert exchange.final is not None and exchange.final.status == 500
     assert handler_errors("response", "RuntimeError") == before + 1
-    await until(lambda: planner.ended == [invite.call_id])
-    await until(lambda: len(one.service.proxy.servers) == 0)
+    await until(lambda: planner.ended == [invite.call_id], 5, "the call ended")
+    await until(lambda: not one.service.proxy.servers, 5, "no transaction left")
     assert not one.service.proxy.tx.clients
     await alice.close()
     await bob.close()

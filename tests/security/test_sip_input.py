@@ -17,7 +17,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from tests.integration.signaling_harness import (
     make_pki,
     replica,
 )
+from tests.support.wait import until
 from tests.vectors.rfc4475 import CASES
 
 _STATUS = re.compile(rb"^SIP/2\.0 (\d{3}) ", re.M)
@@ -148,13 +149,6 @@ async def udp_statuses(port: int, data: bytes, count: int, timeout: float = 5.0)
                 break
             found += [int(code) for code in _STATUS.findall(reply) if int(code) >= 200]
         return found
-
-
-async def _until(condition: Callable[[], bool], timeout: float) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -482,7 +476,7 @@ async def test_connections_are_capped_per_source_and_in_total(capped: Replica, p
     assert await _refused(pki, port, "127.0.0.4")  # a fifth in total
     assert len(capped.service.flows.flows) == 4
     await first[0].close()
-    await _until(lambda: len(capped.service.flows.flows) < 4, 5)  # the server notices
+    await until(lambda: len(capped.service.flows.flows) < 4, 5, "the closed flow gone")
     assert not await _refused(pki, port, "127.0.0.4")
     for peer in [*first[1:], *others]:
         await peer.close()
@@ -505,7 +499,9 @@ async def test_partial_messages_cannot_hold_memory(capped: Replica, pki: Pki) ->
         peers.append(peer)
         most = max(most, len(service.flows.flows))
     assert most <= service.settings.sip_max_connections
-    await _until(lambda: not service.flows.flows, service.settings.sip_message_timeout + 5)
+    await until(
+        lambda: not service.flows.flows, service.settings.sip_message_timeout + 5, "no flows left"
+    )
     assert service.flows.flows == {}
     assert service.listener.caps.open == 0
     for peer in peers:

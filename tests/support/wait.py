@@ -57,6 +57,18 @@ async def eventually(
     return result
 
 
+async def until(
+    condition: Callable[[], T], timeout: float, what: Description, interval: float = INTERVAL
+) -> T:
+    """:func:`eventually` for a plain ``condition`` on state the event loop changes
+    (a table in this process): asked again after each pause of the loop."""
+
+    async def check() -> T:
+        return condition()
+
+    return await eventually(check, timeout, what, interval)
+
+
 def wait_line(process: subprocess.Popen[str], prefix: str, timeout: float = 30) -> str:
     """The first line ``process`` prints on stdout that starts with ``prefix``, stripped."""
     assert process.stdout is not None

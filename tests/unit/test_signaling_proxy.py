@@ -4,15 +4,12 @@ response selection (RFC 3261 section 16.7), transaction caps, the error log."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 from quietwire.protocols.sip.message import Request, Response, parse_message, reply
 from quietwire.protocols.sip.transaction import ServerKey, ServerNonInviteTransaction
 from quietwire.signaling.builders import best_response, cancel_for, forwarded, refused
 from quietwire.signaling.contexts import Context, ServerTable
 from quietwire.signaling.dialogs import Dialog, Party, Side
-from quietwire.signaling.errorlog import ErrorLog
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.media import OfferKind, Refusal
 from quietwire.signaling.routing import (
@@ -293,16 +290,3 @@ async def test_server_table_caps_per_source_and_in_total() -> None:
     assert table.remove(first.key) is None
     assert table.from_source("192.0.2.1") == 1 and len(table) == 2
     assert table.admits("192.0.2.1")
-
-
-def test_error_log_logs_once_per_kind_per_interval(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
-    errors = ErrorLog(logging.getLogger("test.errorlog"), clock, every=60.0)
-    with caplog.at_level(logging.ERROR, "test.errorlog"):
-        assert errors.record("request", ValueError("x"))
-        assert not errors.record("request", ValueError("y"))
-        assert errors.record("request", KeyError("z"))  # another kind
-        clock.t = 61.0
-        assert errors.record("request", ValueError("w"))
-    assert len(caplog.records) == 3
-    assert caplog.records[-1].__dict__["suppressed"] == 1

@@ -28,6 +28,8 @@ from quietwire.keyagreement.outcome import Outcome, Seen, observe
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.relay.v1 import relay_pb2
+from quietwire.runtime.context import call_context
+from quietwire.runtime.errorlog import ErrorLog
 from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.streams import parse_stream_id
 
@@ -38,9 +40,6 @@ LOST_RELAY_SCAN = 100_000
 OUTCOMES = Counter("quietwire_zrtp_outcomes", "Calls by ZRTP binding outcome", ["outcome"])
 #: Outcomes counted in OUTCOMES when a call reaches them.
 COUNTED = (Outcome.SECURED, Outcome.FAILED, Outcome.MISMATCH)
-LOOP_ERRORS = Counter(
-    "quietwire_binding_loop_errors", "Failed relay discovery rounds, by error", ["error"]
-)
 BAD_EVENTS = Counter(
     "quietwire_keyagreement_bad_relay_events", "Relay events that name no call stream"
 )
@@ -65,8 +64,8 @@ class BindingChecker:
         self._streams: dict[str, asyncio.Task[None]] = {}
         #: Relays seen alive, by id: their gRPC address (to tell a lost one).
         self._known: dict[str, str] = {}
-        #: Kinds of discovery errors already logged (each is logged once, always counted).
-        self._logged: set[str] = set()
+        #: Discovery errors: each counted, logged once a minute per kind.
+        self.errors = ErrorLog(log)
 
     def ensure(self, address: str) -> None:
         """Follow this relay's events (called before a call's media can flow through it)."""
@@ -80,11 +79,7 @@ class BindingChecker:
             try:
                 await self.discover()
             except Exception as exc:  # Redis or a relay down: try again next round
-                kind = type(exc).__name__
-                LOOP_ERRORS.labels(kind).inc()
-                if kind not in self._logged:
-                    self._logged.add(kind)
-                    log.warning("relay discovery failed", extra={"error": kind}, exc_info=True)
+                self.errors.record("relay discovery", exc)
             await asyncio.sleep(DISCOVER_EVERY)
 
     async def discover(self) -> None:
@@ -108,7 +103,8 @@ class BindingChecker:
         ]
         log.warning("relay lost", extra={"relay": relay_id, "calls": len(calls)})
         for record in calls:
-            await self._end(record.call_id, "relay lost")
+            with call_context(record.call_id):
+                await self._end(record.call_id, "relay lost")
 
     async def close(self) -> None:
         for task in self._streams.values():
@@ -119,7 +115,10 @@ class BindingChecker:
         stub = self.relays.stub(address)
         try:
             async for event in stub.WatchEvents(relay_pb2.WatchEventsRequest()):
-                await self.observe(event)
+                try:
+                    await self.observe(event)
+                except Exception as exc:  # Redis away: this event is lost, not the stream
+                    self.errors.record("relay event", exc)
         except grpc.aio.AioRpcError as exc:
             log.info("relay event stream ended", extra={"code": exc.code().name})
 
@@ -129,6 +128,10 @@ class BindingChecker:
         except ValueError:
             BAD_EVENTS.inc()
             return
+        with call_context(call_id):  # its lines and the TerminateCall it may send
+            await self._observe(call_id, event)
+
+    async def _observe(self, call_id: str, event: relay_pb2.MediaEvent) -> None:
         if event.kind == relay_pb2.MediaEvent.KIND_MEDIA_TIMEOUT:
             await self._end(call_id, "media timeout")
             return
@@ -154,6 +157,7 @@ class BindingChecker:
         if record is None or not moved:
             return
         outcome = record.binding.outcome
+        log.info("zrtp outcome", extra={"outcome": outcome.value, "detail": record.binding.detail})
         if outcome in COUNTED:
             OUTCOMES.labels(outcome.value).inc()
         if outcome is Outcome.MISMATCH:

@@ -129,6 +129,8 @@ def security_message(record: CallRecord) -> pb.CallSecurity:
         zrtp_state=OUTCOMES[record.binding.outcome],
         detail=record.binding.detail,
         secured_at_unix=record.binding.secured_at,
+        replica=record.replica,
+        relay_id=record.plan.relay.relay_id if record.plan is not None else "",
     )
 
 

@@ -18,6 +18,7 @@ from quietwire.relay.fastpath import FastPaths
 from quietwire.relay.kernel import KernelPathError, KernelPaths, Link
 from quietwire.relay.latch import Channel
 from quietwire.relay.legs import Leg, Phone, RelayCall
+from quietwire.runtime.streams import stream_log_fields
 
 log = logging.getLogger(__name__)
 Owner = tuple[RelayCall, Leg]
@@ -48,7 +49,8 @@ class SettledPaths:
             if other.phone is None:
                 other.phone = self._phone(call, other, destination)
         except OSError as exc:
-            log.warning("no fast path", extra={"relay_call": call.call_id, "error": str(exc)})
+            extra = {**stream_log_fields(call.call_id), "error": str(exc)}
+            log.warning("no fast path", extra=extra)
             return
         leg.phone.forward_to = other.phone
 
@@ -103,7 +105,7 @@ class SettledPaths:
             try:
                 await change
             except KernelPathError as exc:
-                extra = {"relay_call": call.call_id, "error": str(exc)}
+                extra = {**stream_log_fields(call.call_id), "error": str(exc)}
                 log.warning("kernel path not changed", extra=extra)
 
         task = asyncio.get_running_loop().create_task(run())

@@ -23,20 +23,47 @@ from kubernetes.aio import client as kube_client
 
 from quietwire.relay import kube
 from quietwire.relay.kernel import KernelPathError, KernelPaths
+from quietwire.relay.legs import Event, EventKind
 from quietwire.relay.metrics import publish_capacity
 from quietwire.relay.ports import PortPool
 from quietwire.relay.servicer import RelayServicer
 from quietwire.relay.sessions import Relay
 from quietwire.relay.settings import RelaySettings
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
+from quietwire.runtime.errorlog import ErrorLog
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import RelayEntry, RelayRegistry
 from quietwire.runtime.settings import SettingsError, env_name
+from quietwire.runtime.streams import stream_log_fields
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = 3.0
 EXPIRE_EVERY = 1.0
+
+
+#: The log line of each media event (LEG_STATS, every few minutes of a call: debug).
+EVENT_LINES = {
+    EventKind.LATCHED: (logging.INFO, "leg latched"),
+    EventKind.ZRTP_MESSAGE: (logging.DEBUG, "zrtp message seen"),
+    EventKind.MEDIA_STARTED: (logging.INFO, "media started"),
+    EventKind.MEDIA_TIMEOUT: (logging.INFO, "leg timed out"),
+    EventKind.LEG_STATS: (logging.DEBUG, "call still carries media"),
+}
+#: ZRTP messages worth a line at info (RFC 6189 section 5): the Hello whose hash
+#: keyagreement checks, the end of the handshake, and its failures.
+NOTABLE_ZRTP = frozenset({"Hello", "Conf2ACK", "Error", "GoClear"})
+
+
+def log_event(event: Event) -> None:
+    """One line per media event, with its call's Call-ID like every line about it."""
+    level, message = EVENT_LINES[event.kind]
+    extra = {**stream_log_fields(event.call_id), "side": event.side.name.lower()}
+    if event.kind is EventKind.ZRTP_MESSAGE:
+        extra["zrtp_message"] = event.zrtp_message
+        if event.zrtp_message in NOTABLE_ZRTP:
+            level = logging.INFO
+    log.log(level, message, extra=extra)
 
 
 class RelayService(RedisBackedService):
@@ -50,16 +77,19 @@ class RelayService(RedisBackedService):
         self.settings = settings
         self.relay_id = settings.relay_id or f"{socket.gethostname()[:40]}-{secrets.token_hex(3)}"
         pool = PortPool(settings.relay_bind, settings.relay_port_min, settings.relay_port_max)
-        self.engine = Relay(
-            pool, lambda event: self.servicer.publish(event), policy=settings.peer_policy
-        )
+        self.engine = Relay(pool, self._emit, policy=settings.peer_policy)
         self.servicer = RelayServicer(self.engine, self.relay_id, settings.relay_advertise)
         self.registry = RelayRegistry(self.redis)
         self.capacity = settings.relay_capacity or pool.size // 2
         self._tasks: list[asyncio.Task[None]] = []
+        self.loop_errors = ErrorLog(log)
         self._kube_config = kube_config
         self.kube: kube_client.ApiClient | None = None
         self.deletion_cost: kube.DeletionCost | None = None
+
+    def _emit(self, event: Event) -> None:
+        log_event(event)
+        self.servicer.publish(event)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         relay_pb2_grpc.add_RelayServicer_to_server(self.servicer, server)
@@ -118,13 +148,15 @@ class RelayService(RedisBackedService):
 
     async def _heartbeat(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self.registry.heartbeat(self._entry())
+            except Exception as exc:  # Redis away: counted, logged once a minute, tried again
+                self.loop_errors.record("relay heartbeat", exc)
             if self.deletion_cost is not None:
                 try:
                     await self.deletion_cost.publish(len(self.engine.calls))
                 except kube.KubeError as exc:
-                    log.warning("pod deletion cost not updated", extra={"error": str(exc)})
+                    self.loop_errors.record("pod deletion cost", exc)
             await asyncio.sleep(HEARTBEAT_EVERY)
 
     async def _expire(self) -> None:
@@ -135,9 +167,9 @@ class RelayService(RedisBackedService):
                 try:
                     self.engine.absorb(await kernel.counters())
                 except Exception as exc:  # read again next second
-                    log.warning("kernel counters not read", extra={"error": str(exc)})
+                    self.loop_errors.record("kernel counters", exc)
             for call_id in self.engine.expire(self.settings.relay_media_timeout):
-                log.info("call reclaimed by media timeout", extra={"relay_call": call_id})
+                log.info("call reclaimed by media timeout", extra=stream_log_fields(call_id))
 
     async def drain(self, timeout: float) -> None:
         self.engine.draining = True

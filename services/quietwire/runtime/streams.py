@@ -21,3 +21,14 @@ def parse_stream_id(value: str) -> tuple[str, int]:
     if not separator or not call_id or not (index.isascii() and index.isdigit()):
         raise ValueError("not a stream id")
     return call_id, int(index)
+
+
+def stream_log_fields(value: str) -> dict[str, str]:
+    """What a log line about a relay session carries: its call's Call-ID as
+    ``call_id`` (as every service's lines about the call) and the session itself
+    as ``stream``. A session not named by :func:`stream_id` is its own call."""
+    try:
+        call_id, _ = parse_stream_id(value)
+    except ValueError:
+        return {"call_id": value}
+    return {"call_id": call_id, "stream": value}

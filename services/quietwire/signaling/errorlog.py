@@ -1,51 +1,23 @@
-"""Exceptions met while handling SIP: each counted, logged at most once per kind
-per interval (a stranger who can trigger one must not be able to flood the log).
-"""
+"""Exceptions met while handling SIP: :class:`ErrorLog` (shared with every
+service's loops) counting in ``quietwire_sip_handler_errors``."""
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 
 from prometheus_client import Counter
 
-from quietwire.protocols.sip.transaction import Clock
+from quietwire.protocols.clock import Clock
+from quietwire.runtime.errorlog import ErrorLog
+
+__all__ = ["ERRORS", "ErrorLog", "sip_errors"]
 
 ERRORS = Counter(
     "quietwire_sip_handler_errors",
     "Exceptions while handling SIP, by where and exception type",
     ["where", "exception"],
 )
-#: Seconds between two log lines of one kind.
-LOG_EVERY = 60.0
-#: Kinds remembered (exception types are few; this only bounds the table).
-MAX_KINDS = 256
 
 
-class ErrorLog:
-    def __init__(self, logger: logging.Logger, clock: Clock, every: float = LOG_EVERY) -> None:
-        self.logger, self.clock, self.every = logger, clock, every
-        #: Per kind: when it was last logged, and how many went unlogged since.
-        self._kinds: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
-
-    def record(self, where: str, exc: BaseException) -> bool:
-        """Count ``exc``; log it with its traceback unless its kind was logged
-        within the interval. True when it was logged."""
-        kind = (where, type(exc).__name__)
-        ERRORS.labels(*kind).inc()
-        now = self.clock.now()
-        last = self._kinds.get(kind)
-        if last is not None and now - last[0] < self.every:
-            self._kinds[kind] = (last[0], last[1] + 1)
-            return False
-        self._kinds[kind] = (now, 0)
-        self._kinds.move_to_end(kind)
-        while len(self._kinds) > MAX_KINDS:
-            self._kinds.popitem(last=False)
-        self.logger.error(
-            "%s failed",
-            where,
-            exc_info=exc,
-            extra={"exception": kind[1], "suppressed": last[1] if last else 0},
-        )
-        return True
+def sip_errors(logger: logging.Logger, clock: Clock) -> ErrorLog:
+    return ErrorLog(logger, clock, counter=ERRORS)

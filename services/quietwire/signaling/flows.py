@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge
 
+from quietwire.protocols.clock import MonotonicClock
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.framing import (
     PONG,
@@ -52,8 +53,12 @@ from quietwire.signaling.admission import (
     ConnectionCaps,
     source_key,
 )
+from quietwire.signaling.errorlog import sip_errors
 
 log = logging.getLogger(__name__)
+#: Whatever a connection's handling raises: counted, logged once a minute per kind
+#: (a stranger who can cause one must not flood the log).
+HANDLER_ERRORS = sip_errors(log, MonotonicClock())
 
 #: Messages waiting to be written on one connection before new ones are refused.
 SEND_QUEUE_LIMIT = 256
@@ -146,8 +151,8 @@ class Flow:
         for hook in self.on_close:
             try:
                 await hook()
-            except Exception:
-                log.exception("flow close hook failed")
+            except Exception as exc:
+                HANDLER_ERRORS.record("flow close hook", exc)
 
 
 @dataclass(eq=False)
@@ -363,8 +368,8 @@ class StreamListener:
             await self._run(reader, writer)
         except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
             writer.transport.abort()
-        except Exception:
-            log.exception("SIP connection failed")
+        except Exception as exc:
+            HANDLER_ERRORS.record("SIP connection", exc)
             writer.transport.abort()
         finally:
             self.caps.release(source)
@@ -427,8 +432,8 @@ class StreamListener:
             RECEIVED.labels("request" if isinstance(item, Request) else "response").inc()
             try:
                 await self.handler(flow, item)
-            except Exception:
-                log.exception("SIP handler failed")
+            except Exception as exc:
+                HANDLER_ERRORS.record("SIP handler", exc)
         if framer.error is not None:
             MALFORMED.labels("closed").inc()
             answer = bad_request_response(framer.pending(), framer.error)
@@ -510,8 +515,8 @@ class DatagramListener(asyncio.DatagramProtocol):
             flow, message = await self._inbox.get()
             try:
                 await self.handler(flow, message)
-            except Exception:
-                log.exception("SIP handler failed")
+            except Exception as exc:
+                HANDLER_ERRORS.record("SIP handler", exc)
 
     async def _sweep(self) -> None:
         while True:

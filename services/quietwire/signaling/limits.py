@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from quietwire.protocols.sip.transaction import Clock
+from quietwire.protocols.clock import Clock
 
 LIMITED = Counter("quietwire_sip_limited", "Requests refused by a per-source limit", ["limit"])
 MAX_SOURCES = 100_000

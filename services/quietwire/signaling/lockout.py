@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 from prometheus_client import Counter
 
-from quietwire.protocols.sip.transaction import Clock
+from quietwire.protocols.clock import Clock
 from quietwire.signaling.admission import source_key
 from quietwire.signaling.limits import LIMITED
 

@@ -21,10 +21,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from quietwire.protocols.clock import Clock
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.message import Request, Response
 from quietwire.protocols.sip.transaction import (
-    Clock,
     State,
     Timeout,
 )
@@ -38,7 +38,7 @@ from quietwire.signaling.builders import (
 )
 from quietwire.signaling.contexts import Branch, Context, ServerTable
 from quietwire.signaling.dialogs import Dialog, DialogStore, Party, Side
-from quietwire.signaling.errorlog import ErrorLog
+from quietwire.signaling.errorlog import sip_errors
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.locator import Locator
 from quietwire.signaling.media import (
@@ -107,7 +107,7 @@ class Proxy:
         #: Transactions run on ``clock``; Record-Route tokens expire by the ``wall``
         #: clock, which every replica shares.
         self.clock, self.wall = clock, wall
-        self.errors = ErrorLog(log, clock)
+        self.errors = sip_errors(log, clock)
         self.tx = Transactions(servers, router, clock, self.errors, self._release)
 
     @property
@@ -211,7 +211,10 @@ class Proxy:
             return
         context.initial_invite = request.method == "INVITE"
         if context.initial_invite:
-            log.info("call routed", extra={"branches": len(bindings)})
+            callee_replicas = sorted({reg.replica for reg in bindings})  # where its BYE may come
+            log.info(
+                "call routed", extra={"branches": len(bindings), "callee_replicas": callee_replicas}
+            )
         for reg in bindings:
             target = Target(reg.replica, reg.flow_id)
             contact = str(SipUri.parse(reg.contact.strip("<>")))

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import grpc
 
+from quietwire.protocols.clock import MonotonicClock
 from quietwire.protocols.sip.digest import NonceMint
 from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
 from quietwire.runtime import tls
+from quietwire.runtime.errorlog import ErrorLog
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import ReplicaRegistry
@@ -55,11 +57,6 @@ HEARTBEAT_EVERY = 3.0
 TIMER_TICK = 0.05
 #: Seconds a UDP peer without bindings is remembered after its last datagram.
 UDP_IDLE = 120.0
-
-
-class MonotonicClock:
-    def now(self) -> float:
-        return time.monotonic()
 
 
 def sip_tls_context(settings: SignalingSettings) -> ssl.SSLContext:
@@ -108,6 +105,7 @@ class SignalingService(RedisBackedService):
             else os.urandom(32)
         )
         clock = MonotonicClock()
+        self.loop_errors = ErrorLog(log, clock)
         self.media: KeyAgreementPlanner | Passthrough = (
             KeyAgreementPlanner(settings.keyagreement_target, settings.grpc_tls, self.replica)
             if settings.sip_media == "relay"
@@ -216,8 +214,10 @@ class SignalingService(RedisBackedService):
 
     async def _heartbeat(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self.replicas.heartbeat(self.replica, self.settings.grpc_peer_address)
+            except Exception as exc:  # Redis away: counted, logged once a minute, tried again
+                self.loop_errors.record("replica heartbeat", exc)
             await asyncio.sleep(HEARTBEAT_EVERY)
 
     async def _timers(self) -> None:

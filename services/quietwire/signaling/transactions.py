@@ -15,11 +15,11 @@ from collections.abc import Callable, Coroutine
 
 from prometheus_client import Counter
 
+from quietwire.protocols.clock import Clock
 from quietwire.protocols.sip.message import Request, Response
 from quietwire.protocols.sip.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
-    Clock,
     ServerInviteTransaction,
     ServerKey,
     ServerNonInviteTransaction,

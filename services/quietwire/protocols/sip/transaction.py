@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
+from quietwire.protocols.clock import Clock
 from quietwire.protocols.sip.message import Message, Request, Response
 
 T1 = 0.5
 T2 = 4.0
 T4 = 5.0
 BRANCH_COOKIE = "z9hG4bK"
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
 
 
 class State(enum.Enum):

@@ -1,4 +1,4 @@
-"""What a ZRTP endpoint configures and gets back: config, clock, keys, events."""
+"""What a ZRTP endpoint configures and gets back: config, keys, events (clock: protocols/clock)."""
 
 from __future__ import annotations
 

@@ -452,12 +452,19 @@ class CallSecurity(_message.Message):
     ZRTP_STATE_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     SECURED_AT_UNIX_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
+    RELAY_ID_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     mode: Global___SecurityMode.ValueType
     end_to_end: _builtins.bool
     zrtp_state: Global___ZrtpState.ValueType
     detail: _builtins.str
     secured_at_unix: _builtins.float
+    replica: _builtins.str
+    """Where its log lines are (each service's JSON lines carry call_id): the
+    signaling replica of its INVITE and the relay carrying its media ("" until planned).
+    """
+    relay_id: _builtins.str
     def __init__(
         self,
         *,
@@ -467,10 +474,12 @@ class CallSecurity(_message.Message):
         zrtp_state: Global___ZrtpState.ValueType = ...,
         detail: _builtins.str = ...,
         secured_at_unix: _builtins.float = ...,
+        replica: _builtins.str = ...,
+        relay_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "detail", b"detail", "end_to_end", b"end_to_end", "mode", b"mode", "secured_at_unix", b"secured_at_unix", "zrtp_state", b"zrtp_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "detail", b"detail", "end_to_end", b"end_to_end", "mode", b"mode", "relay_id", b"relay_id", "replica", b"replica", "secured_at_unix", b"secured_at_unix", "zrtp_state", b"zrtp_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
