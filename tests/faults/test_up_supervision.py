@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,9 @@ async def test_a_killed_keyagreement_leaves_established_calls_alone(
         invite, caller, _ = await call(alice, bob, 40020)
         before = kill(supervised, "keyagreement")
         after = restarted(supervised, "keyagreement", before)
-        assert after["grpc"] == before["grpc"]
+        assert (after["grpc"], after["metrics"]) == (before["grpc"], before["metrics"])
+        with urllib.request.urlopen(f"http://{after['metrics']}/metrics", timeout=10) as reply:
+            assert 'quietwire_build_info{service="keyagreement"' in reply.read().decode()
         supervised.calls_showing(invite.call_id)
         await hang_up(alice, bob, caller)
         gone_from_calls(supervised, invite.call_id)
@@ -334,7 +337,7 @@ async def test_a_restart_waits_for_its_port(supervised: Platform, up_log: Path) 
 async def test_sigterm_hangs_up_every_call_with_a_reason(tmp_path: Path) -> None:
     """Both phones get a BYE saying why; `up` exits 0 leaving no process, and the
     next `up` on the same state lists no ghost of the call."""
-    with running_platform(tmp_path) as platform:
+    with (tmp_path / "up.log").open("w") as stderr, running_platform(tmp_path, stderr) as platform:
         pids = [child(platform, "redis")["pid"]]
         pids += [s["pid"] for s in platform.status()["services"].values()]
         async with phones(platform) as (alice, bob):

@@ -118,19 +118,24 @@ async def test_goclear_ends_the_call_unless_plain_is_allowed(
     assert hangups.calls == ([] if allowed else [("clear", "GoClear refused by policy")])
 
 
-async def test_a_lost_relay_ends_its_calls(store: CallStore, redis_url: str) -> None:
-    """A relay process killed: once it is gone from the registry and its event
-    stream broke, the calls it carried end; a late heartbeat alone ends nothing."""
+def relay_process(redis_url: str, relay_id: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A relay registering as ``relay_id`` (plain-text gRPC, four port pairs), and its gRPC port."""
     grpc_port, low = free_port(), free_port() & ~1
     env = quietwire_env(
         QW_REDIS_URL=redis_url,
         QW_GRPC_INSECURE="true",
         QW_GRPC_PORT=str(grpc_port),
-        QW_RELAY_ID="relay-a",
+        QW_RELAY_ID=relay_id,
         QW_RELAY_PORT_MIN=str(low),
         QW_RELAY_PORT_MAX=str(low + 7),
     )
-    relay = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env)
+    return subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env), grpc_port
+
+
+async def test_a_lost_relay_ends_its_calls(store: CallStore, redis_url: str) -> None:
+    """A relay process killed: once it is gone from the registry and its event
+    stream broke, the calls it carried end; a late heartbeat alone ends nothing."""
+    relay, grpc_port = relay_process(redis_url, "relay-a")
     hangups = Hangups()
     binding = checker(store, hangups)
     try:
@@ -166,16 +171,7 @@ async def test_a_relay_restarted_on_a_lost_ones_address_ends_its_calls(
     """A relay killed and restarted at once on its address under a new id (as
     `quietwire up` or a pod restart does): the stream there follows the new
     relay, yet the calls of the lost one end once its entry expires."""
-    grpc_port, low = free_port(), free_port() & ~1
-    env = quietwire_env(
-        QW_REDIS_URL=redis_url,
-        QW_GRPC_INSECURE="true",
-        QW_GRPC_PORT=str(grpc_port),
-        QW_RELAY_ID="relay-new",
-        QW_RELAY_PORT_MIN=str(low),
-        QW_RELAY_PORT_MAX=str(low + 7),
-    )
-    relay = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env)
+    relay, grpc_port = relay_process(redis_url, "relay-new")
     hangups = Hangups()
     binding = checker(store, hangups)
     try:
