@@ -324,7 +324,9 @@ async def test_a_restart_waits_for_its_port(supervised: Platform, up_log: Path) 
     with squatter:
         wait_until(
             lambda: any(
-                line["msg"].startswith(f"{name} did not start again") for line in log_lines(up_log)
+                line["msg"].startswith(f"{name} did not start again")
+                and f"before it listened again on its gRPC port {port}" in line["msg"]
+                for line in log_lines(up_log)
             ),
             RESTART_WAIT,
             "up saying the relay did not start again",

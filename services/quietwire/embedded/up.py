@@ -321,8 +321,12 @@ class Platform:
         self.ports[name] = await _ready_line(child, read_end)
 
     async def _restart_service(self, name: str) -> None:
-        async with asyncio.timeout(self.options.startup_timeout):
-            await self._start_service(name)
+        port = self.ports[name]["grpc_port"]
+        try:
+            async with asyncio.timeout(self.options.startup_timeout):
+                await self._start_service(name)
+        except UpFailed as exc:  # most likely: another program took its port meanwhile
+            raise StartFailed(f"{exc} before it listened again on its gRPC port {port}") from None
 
     async def _start_redis(self) -> None:
         await self.redis.start()
