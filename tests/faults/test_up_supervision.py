@@ -39,8 +39,9 @@ from tests.support.wait import wait_until
 
 DOMAIN = "127.0.0.1"
 SDP = "application/sdp"
-#: keyagreement notices a lost relay once its registry entry expires (10 s) and
-#: its next discovery round runs (every 3 s); then signaling sends the BYEs.
+#: keyagreement notices a lost relay at its next discovery round (every 3 s)
+#: after `up` took it out of the registry (its TTL, 10 s, would too); then
+#: signaling sends the BYEs.
 RELAY_LOST_WAIT = 25
 #: A child back (its new pid in up.json) after its 0.5 s delay and its start.
 RESTART_WAIT = 30

@@ -7,7 +7,9 @@ healthy; a child that fails before that line fails ``up`` with a message
 naming it. From then on ``up`` supervises its children
 (:mod:`quietwire.embedded.supervisor`): one that exits unasked is started again
 with backoff, on the gRPC and metrics ports it had (Redis on its socket, with
-its append-only file), and ``up.json`` shows its new pid and its restarts.
+its append-only file; a relay under a new registry id, the dead one's entry
+removed so that keyagreement ends its calls at once), and ``up.json`` shows
+its new pid and its restarts.
 
 On SIGINT/SIGTERM it ends every live call with a BYE to both phones carrying a
 ``Reason`` (:mod:`quietwire.embedded.farewell`), then stops every child it
@@ -58,6 +60,7 @@ from quietwire.embedded.supervisor import StartFailed, keep_running
 from quietwire.relay.settings import RelaySettings
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.redisclient import redis_client
+from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.settings import load_settings
 from quietwire.runtime.tls import TlsFiles
 from quietwire.signaling.settings import UserAdminSettings
@@ -71,6 +74,8 @@ DEMO_USERS = ("alice", "bob")
 #: Seconds a service gets to drain and stop before it is killed.
 SERVICE_DRAIN = 5.0
 SERVICE_GRACE = 2.0
+#: Seconds to take a dead relay out of the registry before leaving it to its TTL.
+FORGET_TIMEOUT = 2.0
 #: The address every service's gRPC and metrics bind and are reached at.
 GRPC_HOST = "127.0.0.1"
 #: In the state directory: the settings every child reads.
@@ -322,11 +327,26 @@ class Platform:
 
     async def _restart_service(self, name: str) -> None:
         port = self.ports[name]["grpc_port"]
+        if name in self.relay_ids:
+            await self._forget_relay(self.relay_ids[name])
         try:
             async with asyncio.timeout(self.options.startup_timeout):
                 await self._start_service(name)
         except UpFailed as exc:  # most likely: another program took its port meanwhile
             raise StartFailed(f"{exc} before it listened again on its gRPC port {port}") from None
+
+    async def _forget_relay(self, relay_id: str) -> None:
+        """Take a dead relay out of the registry, as its heartbeat's TTL would some
+        seconds later: no new call is planned on it meanwhile, and keyagreement
+        ends its calls at its next look ("relay lost")."""
+        client = redis_client(load_settings(UserAdminSettings, self.config))
+        try:
+            async with asyncio.timeout(FORGET_TIMEOUT):
+                await RelayRegistry(client).leave(relay_id)
+        except (RedisError, OSError, TimeoutError) as exc:  # Redis away too: the TTL will do it
+            log.warning("dead relay left in the registry", extra={"error": type(exc).__name__})
+        finally:
+            await client.aclose()
 
     async def _start_redis(self) -> None:
         await self.redis.start()
