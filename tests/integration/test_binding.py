@@ -193,6 +193,23 @@ async def test_a_relay_restarted_on_a_lost_ones_address_ends_its_calls(
         await binding.close()
 
 
+async def test_a_relay_lost_before_discovery_saw_it_ends_its_calls(store: CallStore) -> None:
+    """A call planned on a relay that dies before the next discovery round (just
+    after keyagreement started): the relay was never seen alive, yet its calls end."""
+    hangups = Hangups()
+    binding = checker(store, hangups)
+    try:
+        await a_call(store, "on-gone", relay_id="relay-gone")
+        binding.follow(Relay("relay-gone", f"127.0.0.1:{free_port()}"))  # nobody listens there
+        stream = next(iter(binding._streams.values()))
+        async with asyncio.timeout(15):
+            await asyncio.wait({stream})
+        await binding.discover()
+        assert hangups.calls == [("on-gone", "relay lost")]
+    finally:
+        await binding.close()
+
+
 async def test_media_reports_keep_a_long_call_on_record(store: CallStore) -> None:
     """The relay's LEG_STATS renew a live call's record (calls outlast CALL_TTL);
     an ended call's record is left to expire."""

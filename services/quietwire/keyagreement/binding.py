@@ -24,7 +24,7 @@ import grpc
 from prometheus_client import Counter
 
 from quietwire.keyagreement.calls import CallRecord, CallStore
-from quietwire.keyagreement.model import Side
+from quietwire.keyagreement.model import Relay, Side
 from quietwire.keyagreement.outcome import Outcome, Seen, observe
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
@@ -68,6 +68,12 @@ class BindingChecker:
         self._known: dict[str, str] = {}
         #: Kinds of discovery errors already logged (each is logged once, always counted).
         self._logged: set[str] = set()
+
+    def follow(self, relay: Relay) -> None:
+        """A call is being planned on ``relay``: follow its events, and end the call if
+        the relay is lost, even if it dies before discovery ever saw it alive."""
+        self._known.setdefault(relay.relay_id, relay.grpc)
+        self.ensure(relay.grpc)
 
     def ensure(self, address: str) -> None:
         """Follow this relay's events (called before a call's media can flow through it)."""
