@@ -143,21 +143,22 @@ def gone_from_calls(platform: Platform, call_id: str) -> None:
     )
 
 
-def relay_carrying(platform: Platform) -> str:
-    """The name (in up.json) of the relay whose registry entry counts one call."""
-    names = {s["relay_id"]: n for n, s in platform.status()["services"].items() if "relay_id" in s}
-    client = platform.redis()
-    try:
-
-        def carrying() -> str:
-            for relay_id, name in names.items():
-                if client.hget(f"qw:relay:{relay_id}", "active") == b"1":
-                    return name
-            return ""
-
-        return wait_until(carrying, 10, "a relay counting the call in the registry")
-    finally:
-        client.close()
+async def carrier(platform: Platform, call_id: str) -> tuple[str, relay_pb2.QueryResponse]:
+    """The relay (its name in up.json) carrying ``call_id``'s media, and what it says of it."""
+    tls = TlsFiles(
+        platform.state / "pki" / "grpc.pem", platform.state / "pki" / "grpc.key", platform.ca
+    )
+    query = relay_pb2.QueryRequest(call_id=stream_id(call_id, 0))
+    for name, service in platform.status()["services"].items():
+        if not name.startswith("relay"):
+            continue
+        async with open_channel(service["grpc"], tls) as channel:
+            try:
+                return name, await relay_pb2_grpc.RelayStub(channel).Query(query, timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:  # NOT_FOUND: another relay's call
+                    raise
+    raise AssertionError(f"no relay carries {call_id}")
 
 
 async def test_a_killed_relay_hangs_up_its_calls_and_comes_back(
@@ -167,7 +168,7 @@ async def test_a_killed_relay_hangs_up_its_calls_and_comes_back(
     on untouched, and a new call works after the restart."""
     async with phones(supervised) as (alice, bob):
         invite, _, _ = await call(alice, bob, 40000)
-        name = relay_carrying(supervised)
+        name, _ = await carrier(supervised, invite.call_id)
         other = next(n for n in ("relay", "relay-2") if n != name)
         untouched = child(supervised, other)
         before = kill(supervised, name)
@@ -241,23 +242,8 @@ def phone_options(platform: Platform, user: str, tmp: Path, hz: int, **extra: An
 
 async def relayed(platform: Platform, call_id: str) -> int:
     """Media packets the relay carrying ``call_id`` received so far (both legs)."""
-    tls = TlsFiles(
-        platform.state / "pki" / "grpc.pem", platform.state / "pki" / "grpc.key", platform.ca
-    )
-    total = 0
-    for name, service in platform.status()["services"].items():
-        if not name.startswith("relay"):
-            continue
-        async with open_channel(service["grpc"], tls) as channel:
-            query = relay_pb2.QueryRequest(call_id=stream_id(call_id, 0))
-            try:
-                reply = await relay_pb2_grpc.RelayStub(channel).Query(query, timeout=5)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND:  # not this relay's call
-                    raise
-                continue
-            total += sum(leg.packets_in for leg in reply.legs)
-    return total
+    _, reply = await carrier(platform, call_id)
+    return sum(leg.packets_in for leg in reply.legs)
 
 
 async def test_a_killed_signaling_leaves_media_flowing_and_phones_reregister(
