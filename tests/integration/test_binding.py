@@ -23,7 +23,7 @@ from quietwire.rpc.relay.v1 import relay_pb2
 from quietwire.runtime.registry import RelayEntry, RelayRegistry
 from quietwire.runtime.streams import stream_id
 
-from tests.conftest import free_port, quietwire_env
+from tests.conftest import free_port, quietwire_env, start_service
 from tests.support.wait import eventually
 
 Event = relay_pb2.MediaEvent
@@ -118,24 +118,19 @@ async def test_goclear_ends_the_call_unless_plain_is_allowed(
     assert hangups.calls == ([] if allowed else [("clear", "GoClear refused by policy")])
 
 
-def relay_process(redis_url: str, relay_id: str) -> tuple[subprocess.Popen[bytes], int]:
-    """A relay registering as ``relay_id`` (plain-text gRPC, four port pairs), and its gRPC port."""
+async def test_a_lost_relay_ends_its_calls(store: CallStore, redis_url: str) -> None:
+    """A relay process killed: once it is gone from the registry and its event
+    stream broke, the calls it carried end; a late heartbeat alone ends nothing."""
     grpc_port, low = free_port(), free_port() & ~1
     env = quietwire_env(
         QW_REDIS_URL=redis_url,
         QW_GRPC_INSECURE="true",
         QW_GRPC_PORT=str(grpc_port),
-        QW_RELAY_ID=relay_id,
+        QW_RELAY_ID="relay-a",
         QW_RELAY_PORT_MIN=str(low),
         QW_RELAY_PORT_MAX=str(low + 7),
     )
-    return subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env), grpc_port
-
-
-async def test_a_lost_relay_ends_its_calls(store: CallStore, redis_url: str) -> None:
-    """A relay process killed: once it is gone from the registry and its event
-    stream broke, the calls it carried end; a late heartbeat alone ends nothing."""
-    relay, grpc_port = relay_process(redis_url, "relay-a")
+    relay = subprocess.Popen([sys.executable, "-m", "quietwire", "relay"], env=env)
     hangups = Hangups()
     binding = checker(store, hangups)
     try:
@@ -171,7 +166,16 @@ async def test_a_relay_restarted_on_a_lost_ones_address_ends_its_calls(
     """A relay killed and restarted at once on its address under a new id (as
     `quietwire up` or a pod restart does): the stream there follows the new
     relay, yet the calls of the lost one end once its entry expires."""
-    relay, grpc_port = relay_process(redis_url, "relay-new")
+    low = free_port() & ~1
+    env = quietwire_env(
+        QW_REDIS_URL=redis_url,
+        QW_GRPC_INSECURE="true",
+        QW_RELAY_ID="relay-new",
+        QW_RELAY_PORT_MIN=str(low),
+        QW_RELAY_PORT_MAX=str(low + 7),
+    )
+    started = await asyncio.to_thread(start_service, "relay", env)
+    relay, grpc_port = started.process, started.grpc_port
     hangups = Hangups()
     binding = checker(store, hangups)
     try:
