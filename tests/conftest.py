@@ -133,9 +133,14 @@ def start_service(
 
 
 def start_up(
-    state: Path, sip_port: int, stderr: IO[str] | None = None, **settings: str
+    state: Path,
+    sip_port: int,
+    stderr: IO[str] | None = None,
+    up_args: Sequence[str] = (),
+    **settings: str,
 ) -> subprocess.Popen[str]:
-    """`quietwire up` as a user starts it, its stdout readable; ``settings`` are QW_* env."""
+    """`quietwire up` as a user starts it, its stdout readable; ``up_args`` are more of
+    its options (``--relays 2``), ``settings`` are QW_* env."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -146,6 +151,7 @@ def start_up(
             str(state),
             "--sip-port",
             str(sip_port),
+            *up_args,
         ],
         env=quietwire_env(**settings),
         stdout=subprocess.PIPE,
@@ -211,12 +217,13 @@ class Platform:
 
 @contextmanager
 def running_platform(
-    tmp_path: Path, stderr: IO[str] | None = None, **settings: str
+    tmp_path: Path, stderr: IO[str] | None = None, up_args: Sequence[str] = (), **settings: str
 ) -> Iterator[Platform]:
-    """`quietwire up` in ``tmp_path/state`` (``settings`` as QW_* environment, the
-    services' JSON log lines to ``stderr``), stopped after."""
+    """`quietwire up` in ``tmp_path/state`` (``up_args`` more of its options,
+    ``settings`` as QW_* environment, the services' JSON log lines to ``stderr``),
+    stopped after."""
     state, port = tmp_path / "state", free_port()
-    process = start_up(state, port, stderr, **settings)
+    process = start_up(state, port, stderr, up_args, **settings)
     try:
         yield Platform(process, state, port, wait_line(process, "quietwire up:", UP_TIMEOUT))
     finally:

@@ -2,7 +2,7 @@
 
     quietwire [--config FILE] signaling|keyagreement|relay   run one service
     quietwire [--config FILE] user add|del|list|policy       manage SIP users
-    quietwire up [--state-dir DIR] [--sip-host H] [--sip-port P]   everything, locally
+    quietwire up [--state-dir DIR] [--sip-host H] [--sip-port P] [--relays N]   everything, locally
     quietwire pki --dir DIR [--sip-host H] [--grpc-name N]...    development certificates
     quietwire phone call URI | answer | echo --registrar ... --user ...   the softphone
     quietwire calls [CALL_ID]     active calls, their security; one call: where its logs are
@@ -148,11 +148,24 @@ def run_up(args: argparse.Namespace) -> int:
     from quietwire.runtime.logs import configure_logging
 
     configure_logging("up", "info")
-    options = UpOptions(Path(args.state_dir), args.sip_host, args.sip_port)
+    options = UpOptions(Path(args.state_dir), args.sip_host, args.sip_port, relays=args.relays)
     try:
         return asyncio.run(up(options))
     except (RedisUnavailable, UpFailed) as exc:
         return _failed(args, exc)
+
+
+def _relay_count(value: str) -> int:
+    """``up --relays``: a whole number of relays within what ``up`` can give ports to."""
+    from quietwire.embedded.up import MAX_RELAYS
+
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_RELAYS:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_RELAYS}")
+    return count
 
 
 def run_phone(args: argparse.Namespace) -> int:
@@ -303,6 +316,9 @@ def parser() -> argparse.ArgumentParser:
     embedded.add_argument("--state-dir", default=".quietwire", help="default: ./.quietwire")
     embedded.add_argument("--sip-host", default="127.0.0.1", help="host phones register to")
     embedded.add_argument("--sip-port", type=int, default=5061, help="SIP over TLS port")
+    embedded.add_argument(
+        "--relays", type=_relay_count, default=1, help="relays to run (1..16, default 1)"
+    )
     phone_cli.add_parser(commands)
     commands.choices["phone"].set_defaults(func=run_phone)
     calls = commands.add_parser("calls", help="active calls and their media security")

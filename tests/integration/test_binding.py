@@ -160,6 +160,60 @@ async def test_a_lost_relay_ends_its_calls(store: CallStore, redis_url: str) -> 
         await binding.close()
 
 
+async def test_a_relay_restarted_on_a_lost_ones_address_ends_its_calls(
+    store: CallStore, redis_url: str
+) -> None:
+    """A relay killed and restarted at once on its address under a new id (as
+    `quietwire up` or a pod restart does): the stream there follows the new
+    relay, yet the calls of the lost one end once its entry expires."""
+    low = free_port() & ~1
+    env = quietwire_env(
+        QW_REDIS_URL=redis_url,
+        QW_GRPC_INSECURE="true",
+        QW_RELAY_ID="relay-new",
+        QW_RELAY_PORT_MIN=str(low),
+        QW_RELAY_PORT_MAX=str(low + 7),
+    )
+    started = await asyncio.to_thread(start_service, "relay", env)
+    relay, grpc_port = started.process, started.grpc_port
+    hangups = Hangups()
+    binding = checker(store, hangups)
+    try:
+        registry = RelayRegistry(store.redis)
+        await eventually(registry.alive, 15, "the relay registered", interval=0.1)
+        # The lost relay's entry, not yet expired, at the address the new one holds.
+        await registry.heartbeat(
+            RelayEntry("relay-old", f"127.0.0.1:{grpc_port}", "x", 2, 1, False)
+        )
+        await a_call(store, "on-old", relay_id="relay-old")
+        await binding.discover()
+        await registry.leave("relay-old")  # its heartbeat's TTL
+        await binding.discover()
+        assert hangups.calls == [("on-old", "relay lost")]
+        assert not binding._streams[f"127.0.0.1:{grpc_port}"].done()
+    finally:
+        relay.kill()
+        relay.wait(10)
+        await binding.close()
+
+
+async def test_a_relay_lost_before_discovery_saw_it_ends_its_calls(store: CallStore) -> None:
+    """A call planned on a relay that dies before the next discovery round (just
+    after keyagreement started): the relay was never seen alive, yet its calls end."""
+    hangups = Hangups()
+    binding = checker(store, hangups)
+    try:
+        await a_call(store, "on-gone", relay_id="relay-gone")
+        binding.follow(Relay("relay-gone", f"127.0.0.1:{free_port()}"))  # nobody listens there
+        stream = next(iter(binding._streams.values()))
+        async with asyncio.timeout(15):
+            await asyncio.wait({stream})
+        await binding.discover()
+        assert hangups.calls == [("on-gone", "relay lost")]
+    finally:
+        await binding.close()
+
+
 async def test_media_reports_keep_a_long_call_on_record(store: CallStore) -> None:
     """The relay's LEG_STATS renew a live call's record (calls outlast CALL_TTL);
     an ended call's record is left to expire."""

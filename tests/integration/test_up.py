@@ -193,10 +193,3 @@ def test_killed_up_takes_its_children_along(platform: Platform) -> None:
     platform.process.kill()
     platform.process.wait()
     wait_gone(pids)
-
-
-def test_a_dying_service_stops_the_platform(platform: Platform) -> None:
-    pids = child_pids(platform)
-    os.kill(platform.status()["services"]["relay"]["pid"], signal.SIGKILL)
-    assert platform.process.wait(30) == 1
-    wait_gone(pids)

@@ -1,5 +1,7 @@
 """Child processes of ``quietwire up``: asyncio subprocesses started in their own
-process group, told to die with their parent, and stopped by PID, never by name."""
+process group, told to die with their parent, and stopped by PID, never by name.
+A child can be started again (:mod:`quietwire.embedded.supervisor`); it counts
+its restarts."""
 
 from __future__ import annotations
 
@@ -32,6 +34,10 @@ class Child:
     #: The child's umask (-1: ours); 0o077 keeps every file it creates private.
     umask: int = -1
     process: asyncio.subprocess.Process | None = None
+    #: When the running process was started (the event loop's clock).
+    started_at: float = 0.0
+    #: How many times it was started again after exiting unasked.
+    restarts: int = 0
 
     @property
     def pid(self) -> int:
@@ -51,6 +57,7 @@ class Child:
             pass_fds=tuple(pass_fds),
             umask=self.umask,
         )
+        self.started_at = asyncio.get_running_loop().time()
         log.info("started", extra={"child": self.name, "pid": self.process.pid})
 
     def exited(self) -> int | None:
@@ -75,6 +82,16 @@ class Child:
         except TimeoutError:
             return False
         return True
+
+
+def describe_status(status: int) -> str:
+    """An exit status as a person reads it: ``1``, or ``killed by SIGKILL``."""
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return str(status)
 
 
 async def stop_all(children: Sequence[Child], timeout: float) -> None:

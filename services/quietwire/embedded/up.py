@@ -1,20 +1,33 @@
-"""``quietwire up``: Redis, a development PKI, the three services and demo users.
+"""``quietwire up``: Redis, a development PKI, the services and demo users.
 
-Prints one line starting ``quietwire up:`` once everything is healthy, then
-runs until SIGINT/SIGTERM, when it stops every child it started (services
-first, Redis last) so nothing is left running or listening. A service that
-dies stops the whole platform with an error rather than leaving it half up.
+The services are keyagreement, ``--relays N`` relays (``relay``, ``relay-2``...,
+each with its own slice of the UDP port range when there are several) and
+signaling. Prints one line starting ``quietwire up:`` once everything is
+healthy; a child that fails before that line fails ``up`` with a message
+naming it. From then on ``up`` supervises its children
+(:mod:`quietwire.embedded.supervisor`): one that exits unasked is started again
+with backoff, on the gRPC and metrics ports it had (Redis on its socket, with
+its append-only file; a relay under a new registry id, the dead one's entry
+removed so that keyagreement ends its calls at once), and ``up.json`` shows
+its new pid and its restarts.
 
-Each service binds its gRPC port itself (``QW_GRPC_PORT=0``: the kernel picks
-a free one) and reports it on a pipe (``QW_READY_FD``); nothing here picks a
-port and lets it go for a child to take later, which any other process could
-take first. Signaling starts once keyagreement said where it listens.
+On SIGINT/SIGTERM it ends every live call with a BYE to both phones carrying a
+``Reason`` (:mod:`quietwire.embedded.farewell`), then stops every child it
+started (services first, Redis last) so nothing is left running or listening.
+
+Each service binds its gRPC port itself (``QW_GRPC_PORT=0`` the first time:
+the kernel picks a free one) and reports it on a pipe (``QW_READY_FD``);
+nothing here picks a port and lets it go for a child to take later, which any
+other process could take first. Its metrics socket ``up`` binds and hands over
+(``QW_METRICS_FD``), and keeps for its restarts. Signaling starts once
+keyagreement said where it listens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import ipaddress
 import json
 import logging
@@ -34,10 +47,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.exceptions import RedisError
 
 from quietwire.embedded.children import Child, stop_all
+from quietwire.embedded.farewell import end_calls
 from quietwire.embedded.pki import Pki, ensure_pki
-from quietwire.embedded.redis_server import private_dir, redis_child, wait_redis, write_private
+from quietwire.embedded.redis_server import (
+    RedisUnavailable,
+    private_dir,
+    redis_child,
+    wait_redis,
+    write_private,
+)
+from quietwire.embedded.supervisor import StartFailed, keep_running
+from quietwire.relay.settings import RelaySettings
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.redisclient import redis_client
+from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.settings import load_settings
 from quietwire.runtime.tls import TlsFiles
 from quietwire.signaling.settings import UserAdminSettings
@@ -45,20 +68,22 @@ from quietwire.signaling.users import UserStore
 
 log = logging.getLogger(__name__)
 
-#: Services, in the order they start; signaling needs keyagreement's address.
-SERVICES = ("keyagreement", "relay", "signaling")
+#: The most relays ``--relays`` may ask for (each gets a slice of the UDP range).
+MAX_RELAYS = 16
 DEMO_USERS = ("alice", "bob")
 #: Seconds a service gets to drain and stop before it is killed.
 SERVICE_DRAIN = 5.0
 SERVICE_GRACE = 2.0
+#: Seconds to take a dead relay out of the registry before leaving it to its TTL.
+FORGET_TIMEOUT = 2.0
 #: The address every service's gRPC and metrics bind and are reached at.
 GRPC_HOST = "127.0.0.1"
 #: In the state directory: the settings every child reads.
 CONFIG_FILE = "quietwire.yaml"
 
 
-class UpFailed(RuntimeError):
-    """The platform could not come up; the message says which part and why."""
+class UpFailed(StartFailed):
+    """The platform (or one child) could not come up; the message says which part and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +92,27 @@ class UpOptions:
     sip_host: str = "127.0.0.1"
     sip_port: int = 5061
     startup_timeout: float = 60.0
+    relays: int = 1
+
+
+def relay_names(relays: int) -> list[str]:
+    """``relay``, ``relay-2``, ``relay-3``...: the first keeps the name of a lone relay."""
+    return ["relay", *(f"relay-{n}" for n in range(2, relays + 1))]
+
+
+def service_names(relays: int) -> list[str]:
+    """Every service, in the order they start; signaling needs keyagreement's address."""
+    return ["keyagreement", *relay_names(relays), "signaling"]
+
+
+def relay_port_range(index: int, relays: int) -> tuple[int, int]:
+    """The UDP ports of relay number ``index`` (from 0) of ``relays``: the default
+    range (``QW_RELAY_PORT_MIN``..``MAX``) cut in equal slices of whole port pairs."""
+    low = RelaySettings.model_fields["relay_port_min"].default
+    high = RelaySettings.model_fields["relay_port_max"].default
+    span = (high - low + 1) // relays // 2 * 2
+    first = low + index * span
+    return first, first + span - 1
 
 
 def _is_ip(host: str) -> bool:
@@ -164,6 +210,12 @@ class Platform:
     sip_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     #: Each service's ports, as it reported them (``grpc_port``...).
     ports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Each service's metrics socket, bound here, handed to every run of it.
+    metrics: dict[str, socket.socket] = field(default_factory=dict)
+    #: Each relay's id in the relay registry (a new one each run: see _relay_env).
+    relay_ids: dict[str, str] = field(default_factory=dict)
+    #: True once the ``quietwire up:`` line could be printed.
+    started: bool = False
 
     @classmethod
     async def create(cls, options: UpOptions) -> Platform:
@@ -182,10 +234,10 @@ class Platform:
         services = {
             name: Child(
                 name,
-                [sys.executable, "-m", "quietwire", "--config", config, name],
+                [sys.executable, "-m", "quietwire", "--config", config, _command(name)],
                 {"QW_GRPC_PORT": "0"},
             )
-            for name in SERVICES
+            for name in service_names(options.relays)
         }
         return cls(options, state, lock, pki, redis_password, redis, redis_url, services)
 
@@ -200,6 +252,10 @@ class Platform:
     @property
     def grpc_tls(self) -> TlsFiles:
         return TlsFiles(self.pki.grpc_cert, self.pki.grpc_key, self.pki.ca)
+
+    @property
+    def relays(self) -> list[str]:
+        return relay_names(self.options.relays)
 
     def grpc_address(self, name: str) -> str:
         return f"{GRPC_HOST}:{self.ports[name]['grpc_port']}"
@@ -230,28 +286,87 @@ class Platform:
             settings["keyagreement_target"] = self.grpc_address("keyagreement")
         write_private(self.config, yaml.safe_dump(settings, sort_keys=False))
 
+    def _relay_env(self, name: str) -> dict[str, str]:
+        """A relay's own settings: a fresh registry id each run (keyagreement tells
+        a relay that died from the one restarted at its address by the id), and
+        its slice of the UDP range when there are several."""
+        relay_id = f"{name}-{secrets.token_hex(3)}"
+        self.relay_ids[name] = relay_id
+        env = {"QW_RELAY_ID": relay_id}
+        if self.options.relays > 1:
+            low, high = relay_port_range(self.relays.index(name), self.options.relays)
+            env |= {"QW_RELAY_PORT_MIN": str(low), "QW_RELAY_PORT_MAX": str(high)}
+        return env
+
     async def _start_service(self, name: str) -> None:
         """Start one service and wait for the ports it reports.
 
         Its metrics socket is bound here, on a port the kernel picks, and handed
-        over; its gRPC port it binds itself (gRPC cannot take a socket).
+        over (the same socket to every run); its gRPC port it binds itself (gRPC
+        cannot take a socket): a port the kernel picks the first time, that port
+        again on a restart, where its peers expect it.
         """
         child = self.services[name]
+        if name not in self.metrics:
+            self.metrics[name] = socket.create_server((GRPC_HOST, 0))
+        metrics = self.metrics[name].fileno()
         read_end, write_end = os.pipe()
-        with socket.create_server((GRPC_HOST, 0)) as metrics:
-            env = {"QW_READY_FD": str(write_end), "QW_METRICS_FD": str(metrics.fileno())}
-            try:
-                await child.start(env, pass_fds=(write_end, metrics.fileno()))
-            except BaseException:
-                os.close(read_end)
-                raise
-            finally:
-                os.close(write_end)
+        env = {"QW_READY_FD": str(write_end), "QW_METRICS_FD": str(metrics)}
+        if name in self.ports:
+            env["QW_GRPC_PORT"] = str(self.ports[name]["grpc_port"])
+        if name in self.relays:
+            env |= self._relay_env(name)
+        try:
+            await child.start(env, pass_fds=(write_end, metrics))
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
         self.ports[name] = await _ready_line(child, read_end)
+
+    async def _restart_service(self, name: str) -> None:
+        port = self.ports[name]["grpc_port"]
+        if name in self.relay_ids:
+            await self._forget_relay(self.relay_ids[name])
+        try:
+            async with asyncio.timeout(self.options.startup_timeout):
+                await self._start_service(name)
+        except UpFailed as exc:  # most likely: another program took its port meanwhile
+            raise StartFailed(f"{exc} before it listened again on its gRPC port {port}") from None
+
+    async def _forget_relay(self, relay_id: str) -> None:
+        """Take a dead relay out of the registry, as its heartbeat's TTL would some
+        seconds later: no new call is planned on it meanwhile, and keyagreement
+        ends its calls at its next look ("relay lost")."""
+        client = redis_client(load_settings(UserAdminSettings, self.config))
+        try:
+            async with asyncio.timeout(FORGET_TIMEOUT):
+                await RelayRegistry(client).leave(relay_id)
+        except (RedisError, OSError, TimeoutError) as exc:  # Redis away too: the TTL will do it
+            log.warning("dead relay left in the registry", extra={"error": type(exc).__name__})
+        finally:
+            await client.aclose()
+
+    async def _start_redis(self) -> None:
+        await self.redis.start()
+        probe = redis_client(load_settings(UserAdminSettings, self.config))
+        try:
+            await wait_redis(probe, self.redis, timeout=15)
+        finally:
+            await probe.aclose()
+
+    async def _restart_redis(self) -> None:
+        try:
+            await self._start_redis()
+        except RedisUnavailable as exc:
+            raise StartFailed(str(exc)) from None
 
     async def _wait_serving(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        channels = {name: open_channel(self.grpc_address(name), self.grpc_tls) for name in SERVICES}
+        channels = {
+            name: open_channel(self.grpc_address(name), self.grpc_tls) for name in self.services
+        }
         try:
             await _all(
                 *(
@@ -281,40 +396,52 @@ class Platform:
             await client.aclose()
         return users
 
+    def _service_status(self, name: str, child: Child) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "pid": child.pid,
+            "grpc": self.grpc_address(name),
+            "metrics": f"{GRPC_HOST}:{self.ports[name]['metrics_port']}",
+            "restarts": child.restarts,
+        }
+        if name in self.relays:
+            status["relay_id"] = self.relay_ids[name]
+            if self.options.relays > 1:
+                low, high = relay_port_range(self.relays.index(name), self.options.relays)
+                status["media_ports"] = f"{low}-{high}"
+        return status
+
     def write_status(self) -> None:
+        """``up.json``: each child's pid and restarts, each service's addresses;
+        replaced whole, so a reader never sees half of it."""
         status = {
             "sip_uri": sip_uri(self.options.sip_host, self.options.sip_port),
             "ca": str(self.pki.ca),
             "config": str(self.config),
-            "redis": {"pid": self.redis.pid, "url": self.redis_url},
+            "redis": {
+                "pid": self.redis.pid,
+                "url": self.redis_url,
+                "restarts": self.redis.restarts,
+            },
             "services": {
-                name: {
-                    "pid": child.pid,
-                    "grpc": self.grpc_address(name),
-                    "metrics": f"{GRPC_HOST}:{self.ports[name]['metrics_port']}",
-                }
-                for name, child in self.services.items()
+                name: self._service_status(name, child) for name, child in self.services.items()
             },
         }
-        self.status.write_text(json.dumps(status, indent=2), encoding="utf-8")
+        partial = self.status.with_suffix(".json.new")
+        partial.write_text(json.dumps(status, indent=2), encoding="utf-8")
+        partial.replace(self.status)
 
     async def start(self) -> dict[str, str]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.startup_timeout
         self.write_config()
-        await self.redis.start()
-        probe = redis_client(load_settings(UserAdminSettings, self.config))
-        try:
-            await wait_redis(probe, self.redis, timeout=15)
-        finally:
-            await probe.aclose()
+        await self._start_redis()
         try:
             async with asyncio.timeout_at(deadline):
-                await _all(self._start_service("keyagreement"), self._start_service("relay"))
+                await _all(*(self._start_service(name) for name in ["keyagreement", *self.relays]))
                 self.write_config()  # now with keyagreement's address, for signaling and `calls`
                 await self._start_service("signaling")
         except TimeoutError:
-            waiting = ", ".join(name for name in SERVICES if name not in self.ports)
+            waiting = ", ".join(name for name in self.services if name not in self.ports)
             raise UpFailed(
                 f"not listening after {self.options.startup_timeout:.0f} s: {waiting}"
             ) from None
@@ -324,30 +451,44 @@ class Platform:
         except (RedisError, OSError) as exc:
             raise UpFailed(f"cannot create the demo users in Redis: {exc}") from exc
         self.write_status()
+        self.started = True
         return users
 
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Keep every child running until ``stop``."""
+        keepers: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+        keepers.append(
+            asyncio.ensure_future(keep_running(self.redis, self._restart_redis, self.write_status))
+        )
+        for name, child in self.services.items():
+            restart = functools.partial(self._restart_service, name)
+            keepers.append(asyncio.ensure_future(keep_running(child, restart, self.write_status)))
+        try:
+            done, _ = await asyncio.wait(keepers, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for keeper in keepers:
+                keeper.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
+        for keeper in done:
+            keeper.result()  # a keeper ends only by raising: let it be seen
+
     async def stop(self) -> None:
+        """End the calls (if the platform ever came up), then stop every child."""
+        if self.started and {"keyagreement", "signaling"} <= self.ports.keys():
+            await end_calls(
+                self.grpc_address("keyagreement"), self.grpc_address("signaling"), self.grpc_tls
+            )
         await stop_all(list(self.services.values()), SERVICE_DRAIN + SERVICE_GRACE + 5)
         await stop_all([self.redis], 15)
+        for held in self.metrics.values():
+            held.close()
         self.status.unlink(missing_ok=True)
         self.lock.close()
 
-    async def watch(self, stop: asyncio.Event) -> None:
-        """Return on ``stop``; raise :class:`UpFailed` if a child ends first."""
-        waiters: dict[asyncio.Future[Any], Child | None] = {
-            asyncio.ensure_future(stop.wait()): None
-        }
-        for each in (self.redis, *self.services.values()):
-            waiters[asyncio.ensure_future(each.ended())] = each
-        try:
-            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
-        for ended in done:
-            if (child := waiters[ended]) is not None:
-                raise UpFailed(f"{child.name} exited with status {ended.result()}")
+
+def _command(name: str) -> str:
+    """The ``quietwire`` subcommand that runs the service ``name``."""
+    return "relay" if name.startswith("relay") else name
 
 
 async def up(options: UpOptions) -> int:
@@ -370,7 +511,7 @@ async def up(options: UpOptions) -> int:
             f" ca={platform.pki.ca} users={credentials} config={platform.config}",
             flush=True,
         )
-        await platform.watch(stop)
+        await platform.supervise(stop)
         return 0
     finally:
         stopper.cancel()

@@ -7,8 +7,9 @@ not match: ``zrtp-mismatch`` — a man in the middle on the media path — and
 the call is ended. A call whose media timed out at the relay (a phone died)
 is ended too, and so is one whose phones agreed to GoClear (RFC 6189 section
 5.7: media in the clear) unless the policy allows plain media. When a relay
-is lost — gone from the registry and its event stream broken — the calls it
-carried are ended ("relay lost"): their media died with it.
+is lost — gone from the registry and its event stream broken, or its address
+announced by another relay (one restarted in its place) — the calls it carried
+are ended ("relay lost"): their media died with it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import grpc
 from prometheus_client import Counter
 
 from quietwire.keyagreement.calls import CallRecord, CallStore
-from quietwire.keyagreement.model import Side
+from quietwire.keyagreement.model import Relay, Side
 from quietwire.keyagreement.outcome import Outcome, Seen, observe
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
@@ -67,6 +68,12 @@ class BindingChecker:
         #: Discovery errors: each counted, logged once a minute per kind.
         self.errors = ErrorLog(log)
 
+    def follow(self, relay: Relay) -> None:
+        """A call is being planned on ``relay``: follow its events, and end the call if
+        the relay is lost, even if it dies before discovery ever saw it alive."""
+        self._known.setdefault(relay.relay_id, relay.grpc)
+        self.ensure(relay.grpc)
+
     def ensure(self, address: str) -> None:
         """Follow this relay's events (called before a call's media can flow through it)."""
         task = self._streams.get(address)
@@ -88,9 +95,13 @@ class BindingChecker:
             self.ensure(relay.grpc)
             self._known[relay.relay_id] = relay.grpc
         present = {relay.relay_id for relay in alive}
+        #: A stream to one of these follows the relay announcing it now, which
+        #: may be a new one restarted on a lost one's address.
+        announced = {relay.grpc for relay in alive}
         for relay_id, address in list(self._known.items()):
             stream = self._streams.get(address)
-            if relay_id in present or (stream is not None and not stream.done()):
+            streams = stream is not None and not stream.done() and address not in announced
+            if relay_id in present or streams:
                 continue  # alive, or only late with its heartbeat while it still streams
             del self._known[relay_id]
             await self._relay_lost(relay_id)

@@ -111,7 +111,7 @@ class Planner:
         policy: Policy,
         users: UserPolicies,
         selector: RelaySelector | None = None,
-        on_relay: Callable[[str], None] = lambda address: None,
+        on_relay: Callable[[Relay], None] = lambda relay: None,
     ) -> None:
         self.store, self.registry, self.relays = store, registry, relays
         #: The deployment's policy; users may have their own (:class:`UserPolicies`).
@@ -139,7 +139,7 @@ class Planner:
             NOT_THE_DIALOG.labels("initial-offer").inc()
             return TAKEN
         try:
-            self.on_relay(relay.grpc)
+            self.on_relay(relay)
             streams = await self._allocate(relay, offer)
         except BaseException:
             await self.store.delete(claim)

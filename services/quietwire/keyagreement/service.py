@@ -44,7 +44,7 @@ class KeyAgreementService(RedisBackedService):
             self.relays,
             policy,
             UserPolicies(self.redis),
-            on_relay=self.binding.ensure,
+            on_relay=self.binding.follow,
         )
         self._task: asyncio.Task[None] | None = None
 
