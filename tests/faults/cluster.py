@@ -10,6 +10,7 @@ appends), which :meth:`Cluster.log_lines` reads back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 from quietwire.embedded.pki import Pki, ensure_pki
 from quietwire.phone.connection import SipConnection
 from quietwire.phone.useragent import UserAgent
+from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.health import SERVING, serving_status
 from quietwire.runtime.tls import TlsFiles
@@ -156,6 +158,20 @@ class Cluster:
         if name in self.processes:
             self.kill(name)
         await self.start(name, **settings)
+
+    async def calls(self) -> str:
+        """What ``quietwire calls`` prints now (run off the event loop: phones keep answering)."""
+        done = await asyncio.to_thread(self.quietwire, "calls")
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    async def relay_sessions(self, name: str = "relay") -> list[str]:
+        """The sessions relay ``name`` holds now (each holds its port pairs)."""
+        async with open_channel(self.address(name), self.grpc_tls) as channel:
+            listed = await relay_pb2_grpc.RelayStub(channel).ListSessions(
+                relay_pb2.ListSessionsRequest(), timeout=5
+            )
+        return [session.call_id for session in listed.sessions]
 
     def quietwire(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """``quietwire ARGS...`` with this cluster's settings (``calls``, ``user``...)."""
