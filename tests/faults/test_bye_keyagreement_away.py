@@ -41,9 +41,7 @@ async def test_a_call_hung_up_while_keyagreement_is_away_ends_on_its_return(
             return invite.call_id not in await cluster.calls()
 
         await eventually(gone, WITHIN, "the hung-up call gone from `quietwire calls`")
-        await eventually(
-            lambda: _empty(cluster), WITHIN, "the relay's session for it released"
-        )
+        await eventually(lambda: _empty(cluster), WITHIN, "the relay's session for it released")
     finally:
         await alice.close()
         await bob.close()

@@ -39,6 +39,7 @@ from quietwire.signaling.builders import (
 from quietwire.signaling.contexts import Branch, Context, ServerTable
 from quietwire.signaling.dialogs import Dialog, DialogStore, Party, Side
 from quietwire.signaling.errorlog import ErrorLog
+from quietwire.signaling.failures import RETRY_AFTER
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.locator import Locator
 from quietwire.signaling.media import (
@@ -422,6 +423,22 @@ class Proxy:
         if dialog is not None:
             for message in dialog.refuse_answer(self.address.via, refusal.warning):
                 await self.router.send(branch.target, message)
+        if refusal.status == 503:
+            await self._unavailable(context, branch.final)
+
+    async def _unavailable(self, context: Context, answer: Response) -> None:
+        """Media planning away when an INVITE was answered: the caller hears our own
+        503 with Retry-After now (RFC 3261 section 21.5.4), not the 500 a downstream
+        503 becomes (section 16.7 step 6); other branches are cancelled and the
+        call's media freed (or its end queued for keyagreement's return)."""
+        if context.finished:
+            return
+        context.finished = True
+        answer.headers.add("Retry-After", str(RETRY_AFTER))
+        for other in context.pending:
+            self.tx.cancel_branch(other, "media planning unavailable")
+        await self.tx.respond(context, answer)
+        await self.media.end(context.request.call_id, message_tags(context.request))
 
     async def _record_dialog(self, context: Context, branch: Branch, ok: Response) -> None:
         dialog = _dialog(context, branch, ok)
