@@ -35,7 +35,6 @@ from quietwire.keyagreement.calls import CallRecord, CallStore
 from quietwire.keyagreement.model import Tags
 from quietwire.keyagreement.planner import RELAY_TIMEOUT, Planner, RelayClients
 from quietwire.keyagreement.reconcile import (
-    Decisions,
     End,
     Orphan,
     RelaySessions,
@@ -141,13 +140,16 @@ class Reconciler:
         new = [r for r in alive if r.relay_id not in seen]
         if new:
             log.info("relay appeared: reconciling", extra={"relays": len(new)})
-            await self.round({r.grpc for r in new})
+            missed = await self.round({r.grpc for r in new})
+            # Registered before it serves: asked again next tick.
+            self._seen -= {r.relay_id for r in new if r.grpc in missed}
 
     # -- rounds ----------------------------------------------------------------------------
 
-    async def round(self, scope: set[str] | None = None) -> Decisions:
+    async def round(self, scope: set[str] | None = None) -> set[str]:
         """Reconcile the records of the relays at the ``scope`` addresses (None: all)
-        with those relays' sessions, and act on what was decided."""
+        with those relays' sessions, and act on what was decided; the addresses
+        of the relays that did not answer."""
         records = await self.store.live(SCAN)  # first: see reconcile's docstring
         if scope is not None:
             records = [r for r in records if r.plan is not None and r.plan.relay.grpc in scope]
@@ -168,7 +170,7 @@ class Reconciler:
         for relay_id in decisions.gone:
             RECONCILED.labels("relay-gone").inc()
             await self._guarded("relay-gone", self.relay_gone(relay_id))
-        return decisions
+        return addresses - answers.keys()
 
     async def _sessions(self, address: str) -> RelaySessions | None:
         try:

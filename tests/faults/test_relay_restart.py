@@ -1,0 +1,48 @@
+"""The relay killed mid-call and back at once, empty, where keyagreement knows it:
+the call it carried is dead (its ports are gone), so the platform ends it — a BYE
+with a Reason to each phone — and ``quietwire calls`` stops listing it."""
+
+from __future__ import annotations
+
+from tests.faults.cluster import DOMAIN, Cluster
+from tests.integration.signaling_harness import establish, next_request
+from tests.interop.test_relay_calls import sdp
+from tests.support.wait import eventually
+
+SDP = "application/sdp"
+#: Seconds after the relay's return by which both phones heard the BYE.
+WITHIN = 10
+
+
+async def test_a_call_on_a_restarted_relay_is_ended_with_a_reason(cluster: Cluster) -> None:
+    alice, bob = await cluster.agent("alice"), await cluster.agent("bob")
+    try:
+        assert (await alice.register()).status == 200
+        assert (await bob.register()).status == 200
+        invite = alice.build(
+            "INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000, True), content_type=SDP
+        )
+        await establish(alice, bob, invite, sdp("bob", 40002, True))
+        assert invite.call_id in await cluster.calls()
+
+        await cluster.restart("relay")
+        assert not await cluster.relay_sessions()
+
+        for phone in (alice, bob):
+            bye = await next_request(phone, "BYE", timeout=WITHIN)
+            assert bye.call_id == invite.call_id
+            assert "relay lost" in (bye.headers.get("Reason") or "")
+            await phone.connection.send(phone.answer(bye, 200, "OK"))
+
+        async def gone() -> bool:
+            return invite.call_id not in await cluster.calls()
+
+        await eventually(gone, WITHIN, "the dead call gone from `quietwire calls`")
+        again = alice.build(
+            "INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40010, True), content_type=SDP
+        )
+        await establish(alice, bob, again, sdp("bob", 40012, True))
+        assert await cluster.relay_sessions() == [f"{again.call_id}#0"]
+    finally:
+        await alice.close()
+        await bob.close()
