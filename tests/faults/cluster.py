@@ -22,7 +22,8 @@ from typing import Any
 
 from quietwire.embedded.pki import Pki, ensure_pki
 from quietwire.phone.connection import SipConnection
-from quietwire.phone.useragent import UserAgent
+from quietwire.phone.useragent import Dialog, UserAgent
+from quietwire.protocols.sip.message import Request
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.health import SERVING, serving_status
@@ -38,6 +39,8 @@ from tests.conftest import (
     start_service,
     stop_redis,
 )
+from tests.integration.signaling_harness import establish
+from tests.interop.test_relay_calls import sdp
 from tests.support.wait import eventually
 
 DOMAIN = "127.0.0.1"
@@ -214,3 +217,22 @@ async def start_all(cluster: Cluster, **settings: str) -> Cluster:
         await cluster.start(name, **settings)
     cluster.add_users()
     return cluster
+
+
+def zrtp_invite(caller: UserAgent, callee: str, port: int = 40000) -> Request:
+    """An INVITE from ``caller`` to user ``callee`` offering ZRTP audio at ``port``."""
+    offer = sdp(caller.user, port, True)
+    return caller.build(
+        "INVITE", f"sip:{callee}@{DOMAIN}", body=offer, content_type="application/sdp"
+    )
+
+
+async def established(
+    caller: UserAgent, callee: UserAgent, port: int = 40000
+) -> tuple[Request, Dialog]:
+    """An answered, ACKed ZRTP call through the relay (``callee`` registered first):
+    its INVITE and the caller's dialog."""
+    assert (await callee.register()).status == 200
+    invite = zrtp_invite(caller, callee.user, port)
+    dialog, _ = await establish(caller, callee, invite, sdp(callee.user, port + 2, True))
+    return invite, dialog

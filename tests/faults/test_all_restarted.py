@@ -7,12 +7,9 @@ from __future__ import annotations
 import redis.asyncio as redis
 from quietwire.signaling.dialogs import DIALOG_KEY
 
-from tests.faults.cluster import DOMAIN, Cluster
-from tests.integration.signaling_harness import establish
-from tests.interop.test_relay_calls import sdp
+from tests.faults.cluster import Cluster, established
 from tests.support.wait import eventually
 
-SDP = "application/sdp"
 #: Seconds after the last service is back by which the ghost must be gone.
 WITHIN = 10
 
@@ -20,11 +17,7 @@ WITHIN = 10
 async def test_no_ghost_call_after_every_service_restarted(cluster: Cluster) -> None:
     alice, bob = await cluster.agent("alice"), await cluster.agent("bob")
     try:
-        assert (await bob.register()).status == 200
-        invite = alice.build(
-            "INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000, True), content_type=SDP
-        )
-        await establish(alice, bob, invite, sdp("bob", 40002, True))
+        invite, _ = await established(alice, bob)
         assert invite.call_id in await cluster.calls()
     finally:
         await alice.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.faults.cluster import DOMAIN, Cluster
+from tests.faults.cluster import Cluster, zrtp_invite
 from tests.integration.signaling_harness import next_request
 from tests.interop.test_relay_calls import sdp
 from tests.support.wait import eventually
@@ -23,9 +23,7 @@ async def test_an_answer_while_keyagreement_is_away_gets_503_and_leaves_nothing(
     alice, bob = await cluster.agent("alice"), await cluster.agent("bob")
     try:
         assert (await bob.register()).status == 200
-        invite = alice.build(
-            "INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000, True), content_type=SDP
-        )
+        invite = zrtp_invite(alice, "bob")
         sending = asyncio.create_task(alice.send(invite))
         incoming = await next_request(bob, "INVITE")
         assert invite.call_id in await cluster.calls()

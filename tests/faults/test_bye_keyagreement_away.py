@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.faults.cluster import DOMAIN, Cluster
-from tests.integration.signaling_harness import establish, next_request
-from tests.interop.test_relay_calls import sdp
+from tests.faults.cluster import Cluster, established
+from tests.integration.signaling_harness import next_request
 from tests.support.wait import eventually
 
-SDP = "application/sdp"
 #: Seconds after keyagreement's return by which the call must be gone (the relay's
 #: media timeout, the old way out, is 60).
 WITHIN = 8
@@ -22,11 +20,7 @@ async def test_a_call_hung_up_while_keyagreement_is_away_ends_on_its_return(
 ) -> None:
     alice, bob = await cluster.agent("alice"), await cluster.agent("bob")
     try:
-        assert (await bob.register()).status == 200
-        invite = alice.build(
-            "INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000, True), content_type=SDP
-        )
-        caller, _ = await establish(alice, bob, invite, sdp("bob", 40002, True))
+        invite, caller = await established(alice, bob)
         assert invite.call_id in await cluster.calls()
         assert len(await cluster.relay_sessions()) == 1
 

@@ -4,12 +4,10 @@ with a Reason to each phone — and ``quietwire calls`` stops listing it."""
 
 from __future__ import annotations
 
-from tests.faults.cluster import DOMAIN, Cluster
-from tests.integration.signaling_harness import establish, next_request
-from tests.interop.test_relay_calls import sdp
+from tests.faults.cluster import Cluster, established
+from tests.integration.signaling_harness import next_request
 from tests.support.wait import eventually
 
-SDP = "application/sdp"
 #: Seconds after the relay's return by which both phones heard the BYE.
 WITHIN = 10
 
@@ -18,11 +16,7 @@ async def test_a_call_on_a_restarted_relay_is_ended_with_a_reason(cluster: Clust
     alice, bob = await cluster.agent("alice"), await cluster.agent("bob")
     try:
         assert (await alice.register()).status == 200
-        assert (await bob.register()).status == 200
-        invite = alice.build(
-            "INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000, True), content_type=SDP
-        )
-        await establish(alice, bob, invite, sdp("bob", 40002, True))
+        invite, _ = await established(alice, bob)
         assert invite.call_id in await cluster.calls()
 
         await cluster.restart("relay")
@@ -38,10 +32,7 @@ async def test_a_call_on_a_restarted_relay_is_ended_with_a_reason(cluster: Clust
             return invite.call_id not in await cluster.calls()
 
         await eventually(gone, WITHIN, "the dead call gone from `quietwire calls`")
-        again = alice.build(
-            "INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40010, True), content_type=SDP
-        )
-        await establish(alice, bob, again, sdp("bob", 40012, True))
+        again, _ = await established(alice, bob, 40010)
         assert await cluster.relay_sessions() == [f"{again.call_id}#0"]
     finally:
         await alice.close()
