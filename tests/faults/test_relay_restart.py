@@ -1,8 +1,12 @@
 """The relay killed mid-call and back at once, empty, where keyagreement knows it:
 the call it carried is dead (its ports are gone), so the platform ends it — a BYE
-with a Reason to each phone — and ``quietwire calls`` stops listing it."""
+with a Reason to each phone — and ``quietwire calls`` stops listing it. Whether
+the relay comes back under a new name or under its own (a pod's container
+restarted: same name, same address, back before its registry entry expired)."""
 
 from __future__ import annotations
+
+import pytest
 
 from tests.faults.cluster import Cluster, established
 from tests.integration.signaling_harness import next_request
@@ -12,14 +16,20 @@ from tests.support.wait import eventually
 WITHIN = 10
 
 
-async def test_a_call_on_a_restarted_relay_is_ended_with_a_reason(cluster: Cluster) -> None:
+@pytest.mark.parametrize("relay_id", ["", "relay-on-node-1"], ids=["new-name", "same-name"])
+async def test_a_call_on_a_restarted_relay_is_ended_with_a_reason(
+    cluster: Cluster, relay_id: str
+) -> None:
+    named = {"QW_RELAY_ID": relay_id} if relay_id else {}
+    if named:
+        await cluster.restart("relay", **named)
     alice, bob = await cluster.agent("alice"), await cluster.agent("bob")
     try:
         assert (await alice.register()).status == 200
         invite, _ = await established(alice, bob)
         assert invite.call_id in await cluster.calls()
 
-        await cluster.restart("relay")
+        await cluster.restart("relay", **named)
         assert not await cluster.relay_sessions()
 
         for phone in (alice, bob):

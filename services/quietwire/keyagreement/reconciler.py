@@ -2,7 +2,7 @@
 
 It runs :func:`.reconcile.reconcile` over the live records and the relays'
 sessions at start, when a relay appears in the registry (a new one, or one
-back after its entry expired: it restarted empty), and every
+restarted under its old name: its start time changed, it is empty), and every
 ``QW_RECONCILE_EVERY`` seconds; and it takes the EndCalls signaling queued
 while keyagreement was away (:mod:`quietwire.runtime.outbox`) at start and
 every second, so a call hung up meanwhile ends when keyagreement returns.
@@ -86,8 +86,8 @@ class Reconciler:
         self.every = every
         self.redis: redis.Redis = store.redis
         self._token = secrets.token_hex(8)
-        #: Relays in the registry at the last look, by id.
-        self._seen: set[str] | None = None
+        #: Relays in the registry at the last look: (id, start time) of each.
+        self._seen: set[tuple[str, float]] | None = None
         #: Calls whose end no signaling replica took yet: call id → (reason, replica).
         self._pending: dict[str, tuple[str, str]] = {}
         self._next_round = 0.0
@@ -133,16 +133,15 @@ class Reconciler:
 
     async def _watch_registry(self) -> None:
         alive = await self.registry.alive()
-        ids = {r.relay_id for r in alive}
-        seen, self._seen = self._seen, ids
+        seen, self._seen = self._seen, {_incarnation(r) for r in alive}
         if seen is None:
             return
-        new = [r for r in alive if r.relay_id not in seen]
+        new = [r for r in alive if _incarnation(r) not in seen]
         if new:
             log.info("relay appeared: reconciling", extra={"relays": len(new)})
             missed = await self.round({r.grpc for r in new})
             # Registered before it serves: asked again next tick.
-            self._seen -= {r.relay_id for r in new if r.grpc in missed}
+            self._seen -= {_incarnation(r) for r in new if r.grpc in missed}
 
     # -- rounds ----------------------------------------------------------------------------
 
@@ -155,7 +154,7 @@ class Reconciler:
             records = [r for r in records if r.plan is not None and r.plan.relay.grpc in scope]
         registered = await self.registry.alive()
         if self._seen is None:
-            self._seen = {r.relay_id for r in registered}
+            self._seen = {_incarnation(r) for r in registered}
         addresses = scope if scope is not None else _addresses(records, registered)
         answers = {}
         for address in sorted(addresses):
@@ -247,3 +246,9 @@ def _addresses(records: Iterable[CallRecord], registered: Iterable[RelayEntry]) 
     """Every relay to ask: those registered and those live records name."""
     named = {r.plan.relay.grpc for r in records if r.plan is not None}
     return named | {r.grpc for r in registered}
+
+
+def _incarnation(relay: RelayEntry) -> tuple[str, float]:
+    """A relay process: its id and start time (a relay restarted under its own name,
+    as a pod's container is, is a new one)."""
+    return relay.relay_id, relay.started
