@@ -119,7 +119,7 @@ class Cluster:
 
     async def start(self, name: str, **settings: str) -> None:
         """Start ``name`` (on its old gRPC port if it ran before) and wait until it serves."""
-        command = "relay" if name.startswith("relay") else name
+        command = name.split("-")[0]  # relay-2 is a relay, keyagreement-2 a keyagreement
         env = self.env(**settings)
         if name in self.grpc_ports:
             env["QW_GRPC_PORT"] = str(self.grpc_ports[name])
@@ -196,6 +196,8 @@ class Cluster:
         for name in reversed(self.names):
             if name in self.processes:
                 self.stop(name)
+        for name in list(self.processes):  # more replicas a test started
+            self.stop(name)
         stop_redis(self.redis)
 
 
