@@ -6,30 +6,36 @@ restarted: same name, same address, back before its registry entry expired)."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from tests.faults.cluster import Cluster, established
+from tests.faults.cluster import Cluster, cluster_files, established, start_all
 from tests.integration.signaling_harness import next_request
 from tests.support.wait import eventually
 
 #: Seconds after the relay's return by which both phones heard the BYE.
 WITHIN = 10
+RELAY_ID = "relay-on-node-1"
 
 
-@pytest.mark.parametrize("relay_id", ["", "relay-on-node-1"], ids=["new-name", "same-name"])
-async def test_a_call_on_a_restarted_relay_is_ended_with_a_reason(
-    cluster: Cluster, relay_id: str
-) -> None:
-    named = {"QW_RELAY_ID": relay_id} if relay_id else {}
-    if named:
-        await cluster.restart("relay", **named)
+async def test_a_call_on_a_relay_restarted_under_a_new_name_is_ended(cluster: Cluster) -> None:
+    await ends_with_a_reason(cluster)
+
+
+async def test_a_call_on_a_relay_restarted_under_its_own_name_is_ended(tmp_path: Path) -> None:
+    with cluster_files(tmp_path) as files:
+        cluster = await start_all(files, QW_RELAY_ID=RELAY_ID)
+        await ends_with_a_reason(cluster, QW_RELAY_ID=RELAY_ID)
+
+
+async def ends_with_a_reason(cluster: Cluster, **relay: str) -> None:
+    """A call, the relay restarted (with ``relay`` settings) under it: the call ended."""
     alice, bob = await cluster.agent("alice"), await cluster.agent("bob")
     try:
         assert (await alice.register()).status == 200
         invite, _ = await established(alice, bob)
         assert invite.call_id in await cluster.calls()
 
-        await cluster.restart("relay", **named)
+        await cluster.restart("relay", **relay)
         assert not await cluster.relay_sessions()
 
         for phone in (alice, bob):
