@@ -109,8 +109,9 @@ class Reconciler:
     async def tick(self) -> None:
         await self.take_outbox()
         await self._watch_registry()
-        for call_id, (reason, replica) in list(self._pending.items()):
-            await self.end(End(call_id, reason, replica))
+        if self._pending and await self.terminator.replicas.any_address() is not None:
+            for call_id, (reason, replica) in list(self._pending.items()):
+                await self.end(End(call_id, reason, replica))
         if time.monotonic() >= self._next_round:
             self._next_round = time.monotonic() + self.every
             if await self._lease():
