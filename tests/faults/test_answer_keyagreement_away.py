@@ -1,7 +1,8 @@
 """A ringing call answered while keyagreement is down: the caller hears 503 with
-Retry-After (RFC 3261 section 21.5.4: try again shortly), the callee's half call
-is ACKed and hung up with a Reason, and once keyagreement is back the relay's
-session is freed and no ghost ``zrtp waiting`` call is listed."""
+Retry-After (RFC 3261 section 21.5.4: try again shortly), like a new INVITE in
+the same outage; the callee's half call is ACKed and hung up with a Reason, and
+once keyagreement is back the relay's session is freed and no ghost ``zrtp
+waiting`` call is listed."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ async def test_an_answer_while_keyagreement_is_away_gets_503_and_leaves_nothing(
         assert ack.call_id == bye.call_id == invite.call_id
         assert bye.headers.get("Reason")
         await bob.connection.send(bob.answer(bye, 200, "OK"))
+        retried = (await alice.send(zrtp_invite(alice, "bob", 40010))).final
+        assert retried is not None, "an INVITE in the same outage: 503 too"
+        assert (retried.status, retried.headers.get("Retry-After")) == (503, "5")
 
         await cluster.start("keyagreement")
 

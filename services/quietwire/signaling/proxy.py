@@ -345,7 +345,7 @@ class Proxy:
             Offer(request.call_id, kind, request.body, message_tags(request), from_callee, *parties)
         )
         if isinstance(planned, Refusal):
-            await self.tx.respond(context, refused(request, planned, self.address.host))
+            await self.tx.respond(context, _refusal(request, planned, self.address.host))
             return False
         request.body = planned
         context.offer_from_callee = from_callee
@@ -414,7 +414,7 @@ class Proxy:
         """A 2xx whose media we refuse. To an initial INVITE: the callee's dialog
         exists, so ACK and BYE it. To a re-INVITE (a downgrade mid-call): end the
         call. Either way the offerer gets the refusal as this branch's answer."""
-        branch.final = refused(context.request, refusal, self.address.host)
+        branch.final = _refusal(context.request, refusal, self.address.host)
         FORWARDS.labels("INVITE", "answer-refused").inc()
         if not context.initial_invite:
             await self.terminate(ok.call_id, refusal.warning)
@@ -434,7 +434,6 @@ class Proxy:
         if context.finished:
             return
         context.finished = True
-        answer.headers.add("Retry-After", str(RETRY_AFTER))
         for other in context.pending:
             self.tx.cancel_branch(other, "media planning unavailable")
         await self.tx.respond(context, answer)
@@ -488,6 +487,15 @@ class Proxy:
             if context.initial_invite:
                 # No call: free the relay.
                 await self.media.end(context.request.call_id, message_tags(context.request))
+
+
+def _refusal(request: Request, refusal: Refusal, host: str) -> Response:
+    """A planner's refusal as our answer; a 503 (media planning away, no relay left)
+    says when to try again (RFC 3261 section 21.5.4)."""
+    response = refused(request, refusal, host)
+    if refusal.status == 503:
+        response.headers.add("Retry-After", str(RETRY_AFTER))
+    return response
 
 
 def _dialog(context: Context, branch: Branch, ok: Response) -> Dialog | None:
