@@ -10,6 +10,7 @@ appends), which :meth:`Cluster.log_lines` reads back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +21,9 @@ from typing import Any
 
 from quietwire.embedded.pki import Pki, ensure_pki
 from quietwire.phone.connection import SipConnection
-from quietwire.phone.useragent import UserAgent
+from quietwire.phone.useragent import Dialog, UserAgent
+from quietwire.protocols.sip.message import Request
+from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.health import SERVING, serving_status
 from quietwire.runtime.tls import TlsFiles
@@ -36,6 +39,8 @@ from tests.conftest import (
     stop_process,
     stop_redis,
 )
+from tests.integration.signaling_harness import establish
+from tests.interop.test_relay_calls import sdp
 from tests.support.wait import eventually
 
 DOMAIN = "127.0.0.1"
@@ -114,7 +119,7 @@ class Cluster:
 
     async def start(self, name: str, **settings: str) -> None:
         """Start ``name`` (on its old gRPC port if it ran before) and wait until it serves."""
-        command = "relay" if name.startswith("relay") else name
+        command = name.split("-")[0]  # relay-2 is a relay, keyagreement-2 a keyagreement
         env = self.env(**settings)
         if name in self.grpc_ports:
             env["QW_GRPC_PORT"] = str(self.grpc_ports[name])
@@ -151,6 +156,20 @@ class Cluster:
             self.kill(name)
         await self.start(name, **settings)
 
+    async def calls(self) -> str:
+        """What ``quietwire calls`` prints now (run off the event loop: phones keep answering)."""
+        done = await asyncio.to_thread(self.quietwire, "calls")
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    async def relay_sessions(self, name: str = "relay") -> list[str]:
+        """The sessions relay ``name`` holds now (each holds its port pairs)."""
+        async with open_channel(self.address(name), self.grpc_tls) as channel:
+            listed = await relay_pb2_grpc.RelayStub(channel).ListSessions(
+                relay_pb2.ListSessionsRequest(), timeout=5
+            )
+        return [session.call_id for session in listed.sessions]
+
     def quietwire(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """``quietwire ARGS...`` with this cluster's settings (``calls``, ``user``...)."""
         return run_quietwire(*args, env=self.env(), stdin=stdin)
@@ -171,6 +190,8 @@ class Cluster:
         for name in reversed(self.names):
             if name in self.processes:
                 self.stop(name)
+        for name in list(self.processes):  # more replicas a test started
+            self.stop(name)
         stop_redis(self.redis)
 
 
@@ -192,3 +213,22 @@ async def start_all(cluster: Cluster, **settings: str) -> Cluster:
         await cluster.start(name, **settings)
     cluster.add_users()
     return cluster
+
+
+def zrtp_invite(caller: UserAgent, callee: str, port: int = 40000) -> Request:
+    """An INVITE from ``caller`` to user ``callee`` offering ZRTP audio at ``port``."""
+    offer = sdp(caller.user, port, True)
+    return caller.build(
+        "INVITE", f"sip:{callee}@{DOMAIN}", body=offer, content_type="application/sdp"
+    )
+
+
+async def established(
+    caller: UserAgent, callee: UserAgent, port: int = 40000
+) -> tuple[Request, Dialog]:
+    """An answered, ACKed ZRTP call through the relay (``callee`` registered first):
+    its INVITE and the caller's dialog."""
+    assert (await callee.register()).status == 200
+    invite = zrtp_invite(caller, callee.user, port)
+    dialog, _ = await establish(caller, callee, invite, sdp(callee.user, port + 2, True))
+    return invite, dialog

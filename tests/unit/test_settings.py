@@ -85,6 +85,8 @@ def test_files_beat_yaml_and_the_environment_beats_files(
         ("QW_GRPC_BIND", "everywhere", RelaySettings),
         ("QW_SIP_MAX_TRANSACTIONS", "0", SignalingSettings),
         ("QW_SIP_MAX_TRANSACTIONS_PER_SOURCE", "0", SignalingSettings),
+        ("QW_RECONCILE_EVERY", "0", KeyAgreementSettings),
+        ("QW_RECONCILE_EVERY", "7200", KeyAgreementSettings),
     ],
 )
 def test_bad_value_names_the_setting(

@@ -106,6 +106,10 @@ class BindingChecker:
             del self._known[relay_id]
             await self._relay_lost(relay_id)
 
+    async def relay_gone(self, relay_id: str) -> None:
+        """A relay reconciliation found gone (it died while this process was away)."""
+        await self._relay_lost(relay_id)
+
     async def _relay_lost(self, relay_id: str) -> None:
         calls = [
             r

@@ -14,12 +14,14 @@ from quietwire.keyagreement.binding import BindingChecker
 from quietwire.keyagreement.calls import CallStore
 from quietwire.keyagreement.planner import Planner, RelayClients
 from quietwire.keyagreement.policy import Policy
+from quietwire.keyagreement.reconciler import Reconciler
 from quietwire.keyagreement.servicer import KeyAgreementServicer
 from quietwire.keyagreement.settings import KeyAgreementSettings
 from quietwire.keyagreement.teardown import CallTerminator
 from quietwire.keyagreement.userpolicies import UserPolicies
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
 from quietwire.runtime.channels import ChannelPool
+from quietwire.runtime.outbox import EndOutbox
 from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import RelayRegistry, ReplicaRegistry
 
@@ -46,7 +48,18 @@ class KeyAgreementService(RedisBackedService):
             UserPolicies(self.redis),
             on_relay=self.binding.follow,
         )
+        self.reconciler = Reconciler(
+            self.store,
+            self.registry,
+            self.relays,
+            self.planner,
+            self.terminator,
+            EndOutbox(self.redis),
+            self.binding.relay_gone,
+            settings.reconcile_every,
+        )
         self._task: asyncio.Task[None] | None = None
+        self._reconciling: asyncio.Task[None] | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         keyagreement_pb2_grpc.add_KeyAgreementServicer_to_server(
@@ -55,8 +68,12 @@ class KeyAgreementService(RedisBackedService):
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.binding.run())
+        self._reconciling = asyncio.create_task(self.reconciler.run())
 
     async def close(self) -> None:
+        if self._reconciling is not None:
+            self._reconciling.cancel()
+            await asyncio.gather(self._reconciling, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -33,12 +33,16 @@ class CallTerminator:
         An established call can be ended by any replica (its dialog is in Redis);
         one still ringing only by ``replica``, which holds its INVITE transaction.
         """
+        return bool(await self.ask(call_id, reason, replica))
+
+    async def ask(self, call_id: str, reason: str, replica: str = "") -> bool | None:
+        """Like :meth:`terminate`, but None when no replica answered (try again later)."""
         address = (await self.replicas.address(replica) if replica else None) or (
             await self.replicas.any_address()
         )
         if address is None:
             log.warning("no signaling replica to end a call", extra={"call_id": call_id})
-            return False
+            return None
         stub = signaling_pb2_grpc.SignalingStub(self.channels.channel(address))
         try:
             answer = await stub.TerminateCall(
@@ -47,7 +51,7 @@ class CallTerminator:
             )
         except grpc.aio.AioRpcError as exc:
             log.warning("TerminateCall failed", extra={"call_id": call_id, "code": exc.code().name})
-            return False
+            return None
         if answer.found:
             TERMINATIONS.labels(reason).inc()
         return bool(answer.found)

@@ -105,3 +105,5 @@ class RelayCall:
     link: Link | None = None
     #: Whether it ever had one (flows tracked since may be in the way of a new one).
     linked: bool = False
+    #: Monotonic time of its allocation (its age, for reconciliation).
+    allocated: float = 0.0

@@ -144,6 +144,7 @@ class RelayService(RedisBackedService):
             self.capacity,
             len(self.engine.calls),
             self.engine.draining,
+            self.servicer.started,
         )
 
     async def _heartbeat(self) -> None:

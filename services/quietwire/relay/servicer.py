@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -47,6 +48,8 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         self.relay = relay
         self.relay_id = relay_id
         self.advertise = advertise
+        #: When this relay process started: keyagreement tells a restart by it.
+        self.started = time.time()
         #: Each subscriber's events, and whether each is a replay.
         self.watchers: set[asyncio.Queue[tuple[Event, bool]]] = set()
 
@@ -165,3 +168,16 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                 )
         finally:
             self.watchers.discard(queue)
+
+    async def ListSessions(
+        self, request: relay_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> relay_pb2.ListSessionsResponse:
+        now = self.relay.clock.now()
+        return relay_pb2.ListSessionsResponse(
+            relay_id=self.relay_id,
+            started_unix=self.started,
+            sessions=[
+                relay_pb2.Session(call_id=call.call_id, age_seconds=max(0.0, now - call.allocated))
+                for call in self.relay.calls.values()
+            ],
+        )

@@ -91,7 +91,7 @@ class Relay:
                 self.pool.give_back(leg.pair)
             raise
         now = self.clock.now()
-        call = RelayCall(call_id, legs, last_packet=now, reported=now)
+        call = RelayCall(call_id, legs, last_packet=now, reported=now, allocated=now)
         loop = asyncio.get_running_loop()
         for leg in legs.values():
             for channel, sock in ((Channel.RTP, leg.pair.rtp), (Channel.RTCP, leg.pair.rtcp)):

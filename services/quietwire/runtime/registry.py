@@ -12,7 +12,8 @@ import redis.asyncio as redis
 from quietwire.runtime.redisclient import text
 
 #: Hash per relay: ``grpc`` (host:port), ``advertise`` (media address),
-#: ``capacity`` and ``active`` (calls), ``draining`` ("0"/"1"). TTL: RELAY_TTL,
+#: ``capacity`` and ``active`` (calls), ``draining`` ("0"/"1"), ``started`` (when the
+#: relay process started, Unix seconds: a new value is a restart). TTL: RELAY_TTL,
 #: renewed by the relay's heartbeat, so a dead relay disappears by itself.
 RELAY_KEY = "qw:relay:{relay}"
 #: Set of relay ids, for listing without SCAN; TTL renewed by every heartbeat.
@@ -28,6 +29,8 @@ class RelayEntry:
     capacity: int
     active: int
     draining: bool
+    #: When the relay process started (Unix seconds; 0: unknown, an older relay).
+    started: float = 0.0
 
     @property
     def load(self) -> float:
@@ -49,6 +52,7 @@ class RelayRegistry:
                     "capacity": entry.capacity,
                     "active": entry.active,
                     "draining": "1" if entry.draining else "0",
+                    "started": repr(entry.started),
                 },
             )
             pipe.expire(key, RELAY_TTL)
@@ -80,6 +84,7 @@ class RelayRegistry:
                     int(values["capacity"]),
                     int(values["active"]),
                     values["draining"] == "1",
+                    float(values.get("started") or 0),
                 )
             )
         return found

@@ -23,6 +23,7 @@ from quietwire.protocols.sip.message import Message
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
 from quietwire.runtime.channels import open_channel
+from quietwire.runtime.outbox import EndOutbox
 from quietwire.runtime.tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -162,10 +163,18 @@ def _relay_host(plan: pb.Plan) -> str:
 
 
 class KeyAgreementPlanner:
-    def __init__(self, target: str, tls: TlsFiles | None, replica: str = "") -> None:
+    def __init__(
+        self,
+        target: str,
+        tls: TlsFiles | None,
+        replica: str = "",
+        outbox: EndOutbox | None = None,
+    ) -> None:
         """``replica``: this signaling replica, named in offers so that a call ended
-        while it rings is cancelled where its INVITE transaction lives."""
+        while it rings is cancelled where its INVITE transaction lives; ``outbox``:
+        where an EndCall waits for keyagreement when it is away."""
         self.target, self.tls, self.replica = target, tls, replica
+        self.outbox = outbox
         self.channel: grpc.aio.Channel | None = None
 
     @property
@@ -219,11 +228,23 @@ class KeyAgreementPlanner:
         return rewrite(session, plan, toward_caller=not from_caller)
 
     async def end(self, call_id: str, tags: pb.DialogTags) -> None:
+        request = pb.EndCallRequest(call_id=call_id, tags=tags)
         try:
-            request = pb.EndCallRequest(call_id=call_id, tags=tags)
             await self.stub.EndCall(request, timeout=PLAN_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             log.warning("EndCall failed", extra={"code": exc.code().name})
+            await self._queue(request)
+
+    async def _queue(self, request: pb.EndCallRequest) -> None:
+        """Keep an undelivered EndCall for keyagreement's return (it ends the call then)."""
+        if self.outbox is None:
+            return
+        try:
+            await self.outbox.put(request)
+        except Exception as exc:  # Redis away too: the relay's media timeout frees the ports
+            log.warning("EndCall not queued", extra={"error": type(exc).__name__})
+            return
+        log.info("EndCall queued for keyagreement", extra={"call_id": request.call_id})
 
     async def close(self) -> None:
         if self.channel is not None:

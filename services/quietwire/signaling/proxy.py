@@ -39,6 +39,7 @@ from quietwire.signaling.builders import (
 from quietwire.signaling.contexts import Branch, Context, ServerTable
 from quietwire.signaling.dialogs import Dialog, DialogStore, Party, Side
 from quietwire.signaling.errorlog import sip_errors
+from quietwire.signaling.failures import RETRY_AFTER
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.locator import Locator
 from quietwire.signaling.media import (
@@ -368,7 +369,7 @@ class Proxy:
             Offer(request.call_id, kind, request.body, message_tags(request), from_callee, *parties)
         )
         if isinstance(planned, Refusal):
-            await self.tx.respond(context, refused(request, planned, self.address.host))
+            await self.tx.respond(context, _refusal(request, planned, self.address.host))
             return False
         request.body = planned
         context.offer_from_callee = from_callee
@@ -456,7 +457,7 @@ class Proxy:
         """A 2xx whose media we refuse. To an initial INVITE: the callee's dialog
         exists, so ACK and BYE it. To a re-INVITE (a downgrade mid-call): end the
         call. Either way the offerer gets the refusal as this branch's answer."""
-        branch.final = refused(context.request, refusal, self.address.host)
+        branch.final = _refusal(context.request, refusal, self.address.host)
         FORWARDS.labels("INVITE", "answer-refused").inc()
         if not context.initial_invite:
             await self.terminate(ok.call_id, refusal.warning)
@@ -465,6 +466,21 @@ class Proxy:
         if dialog is not None:
             for message in dialog.refuse_answer(self.address.via, refusal.warning):
                 await self.router.send(branch.target, message)
+        if refusal.status == 503:
+            await self._unavailable(context, branch.final)
+
+    async def _unavailable(self, context: Context, answer: Response) -> None:
+        """Media planning away when an INVITE was answered: the caller hears our own
+        503 with Retry-After now (RFC 3261 section 21.5.4), not the 500 a downstream
+        503 becomes (section 16.7 step 6); other branches are cancelled and the
+        call's media freed (or its end queued for keyagreement's return)."""
+        if context.finished:
+            return
+        context.finished = True
+        for other in context.pending:
+            self.tx.cancel_branch(other, "media planning unavailable")
+        await self.tx.respond(context, answer)
+        await self.media.end(context.request.call_id, message_tags(context.request))
 
     async def _record_dialog(self, context: Context, branch: Branch, ok: Response) -> None:
         dialog = _dialog(context, branch, ok)
@@ -514,6 +530,15 @@ class Proxy:
             if context.initial_invite:
                 # No call: free the relay.
                 await self.media.end(context.request.call_id, message_tags(context.request))
+
+
+def _refusal(request: Request, refusal: Refusal, host: str) -> Response:
+    """A planner's refusal as our answer; a 503 (media planning away, no relay left)
+    says when to try again (RFC 3261 section 21.5.4)."""
+    response = refused(request, refusal, host)
+    if refusal.status == 503:
+        response.headers.add("Retry-After", str(RETRY_AFTER))
+    return response
 
 
 def _dialog(context: Context, branch: Branch, ok: Response) -> Dialog | None:

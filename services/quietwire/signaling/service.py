@@ -27,6 +27,7 @@ from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
 from quietwire.runtime import tls
 from quietwire.runtime.errorlog import ErrorLog
 from quietwire.runtime.health import ReadinessCheck
+from quietwire.runtime.outbox import EndOutbox
 from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.runtime.settings import SettingsError, env_name
@@ -107,7 +108,12 @@ class SignalingService(RedisBackedService):
         clock = MonotonicClock()
         self.loop_errors = ErrorLog(log, clock)
         self.media: KeyAgreementPlanner | Passthrough = (
-            KeyAgreementPlanner(settings.keyagreement_target, settings.grpc_tls, self.replica)
+            KeyAgreementPlanner(
+                settings.keyagreement_target,
+                settings.grpc_tls,
+                self.replica,
+                EndOutbox(self.redis),
+            )
             if settings.sip_media == "relay"
             else Passthrough()
         )

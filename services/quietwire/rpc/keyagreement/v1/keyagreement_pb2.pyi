@@ -523,3 +523,31 @@ class ListCallsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCallsResponse: _TypeAlias = ListCallsResponse  # noqa: Y015
+
+@_typing.final
+class PendingEnd(_message.Message):
+    """An EndCall that signaling could not deliver (keyagreement away), kept in
+    Redis until keyagreement takes it on its return (quietwire.runtime.outbox).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    ENDED_AT_UNIX_FIELD_NUMBER: _builtins.int
+    ended_at_unix: _builtins.float
+    """When the call ended (Unix seconds): a record started later is another call's."""
+    @_builtins.property
+    def request(self) -> Global___EndCallRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___EndCallRequest | None = ...,
+        ended_at_unix: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_at_unix", b"ended_at_unix", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingEnd: _TypeAlias = PendingEnd  # noqa: Y015

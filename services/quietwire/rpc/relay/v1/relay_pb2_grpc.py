@@ -64,6 +64,11 @@ class RelayStub:
                 request_serializer=quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.MediaEvent.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/quietwire.relay.v1.Relay/ListSessions',
+                request_serializer=quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class RelayServicer:
@@ -112,6 +117,15 @@ class RelayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSessions(self, request, context):
+        """Every session this relay holds: what keyagreement reconciles its call
+        records with (a record without its sessions is a dead call, a session
+        without a record holds ports for nobody).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RelayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +158,11 @@ def add_RelayServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.WatchEventsRequest.FromString,
                     response_serializer=quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.MediaEvent.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.ListSessionsRequest.FromString,
+                    response_serializer=quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.ListSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +327,33 @@ class Relay:
             '/quietwire.relay.v1.Relay/WatchEvents',
             quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.WatchEventsRequest.SerializeToString,
             quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.MediaEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quietwire.relay.v1.Relay/ListSessions',
+            quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.ListSessionsRequest.SerializeToString,
+            quietwire_dot_rpc_dot_relay_dot_v1_dot_relay__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

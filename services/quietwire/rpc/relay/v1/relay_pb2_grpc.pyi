@@ -48,6 +48,11 @@ class RelayStub:
     """Media events of every call on this relay, as they happen; first, the ZRTP
     messages every live leg has seen so far (replayed = true).
     """
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_relay_pb2.ListSessionsRequest, _relay_pb2.ListSessionsResponse]
+    """Every session this relay holds: what keyagreement reconciles its call
+    records with (a record without its sessions is a dead call, a session
+    without a record holds ports for nobody).
+    """
 
 @_typing.type_check_only
 class RelayAsyncStub(RelayStub):
@@ -65,6 +70,11 @@ class RelayAsyncStub(RelayStub):
     WatchEvents: _aio.UnaryStreamMultiCallable[_relay_pb2.WatchEventsRequest, _relay_pb2.MediaEvent]  # type: ignore[assignment]
     """Media events of every call on this relay, as they happen; first, the ZRTP
     messages every live leg has seen so far (replayed = true).
+    """
+    ListSessions: _aio.UnaryUnaryMultiCallable[_relay_pb2.ListSessionsRequest, _relay_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Every session this relay holds: what keyagreement reconciles its call
+    records with (a record without its sessions is a dead call, a session
+    without a record holds ports for nobody).
     """
 
 class RelayServicer(metaclass=_abc_1.ABCMeta):
@@ -116,6 +126,17 @@ class RelayServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_relay_pb2.MediaEvent], _abc.AsyncIterator[_relay_pb2.MediaEvent]]:
         """Media events of every call on this relay, as they happen; first, the ZRTP
         messages every live leg has seen so far (replayed = true).
+        """
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _relay_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_relay_pb2.ListSessionsResponse, _abc.Awaitable[_relay_pb2.ListSessionsResponse]]:
+        """Every session this relay holds: what keyagreement reconciles its call
+        records with (a record without its sessions is a dead call, a session
+        without a record holds ports for nobody).
         """
 
 def add_RelayServicer_to_server(servicer: RelayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
