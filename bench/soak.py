@@ -14,8 +14,8 @@ media both ways, ended with 200 (a failure names its step); the relay holds no
 call and no port pair; Redis holds only users, live registrations, registries,
 TTL'd nonces and ended call records on their short TTL; after `up` stops, no
 process it ran is left. RSS of every service is sampled and its least-squares
-slope over the steady part (after the ramp and the first ``--warmup`` s)
-reported in KiB/min; above ``--rss-bound`` it counts as a leak (``--no-rss``:
+slope over the steady part (after the ramp and ``--warmup`` s more, until
+the last calls start) reported in KiB/min; above ``--rss-bound`` it counts as a leak (``--no-rss``:
 report only). Exit status 1 on any failure or leak.
 """
 
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import redis.asyncio as redis
 import yaml
+from quietwire.keyagreement.settings import KeyAgreementSettings
 from quietwire.phone.connection import SipConnection
 from quietwire.phone.useragent import UserAgent
-from quietwire.keyagreement.settings import KeyAgreementSettings
 from quietwire.relay.settings import RelaySettings
 from quietwire.runtime.redisclient import redis_client
 from quietwire.runtime.settings import load_settings
@@ -50,6 +50,8 @@ from tests.conftest import Platform, running_platform
 #: What one relay core holds (issue 14: 1,000 calls on a core), and the soak's share of it.
 RELAY_CORE_CALLS = 1000
 DEFAULT_CALLS = int(RELAY_CORE_CALLS * 0.8)
+#: Phones connecting and registering at once while the soak starts.
+CONNECT_BATCH = 20
 #: Seconds the platform gets, once the last call ended, to release what it held.
 SETTLE_TIMEOUT = 30.0
 #: Seconds `up`'s processes get to be gone after it stopped.
@@ -66,6 +68,9 @@ class Options:
     warmup: float
     rss_bound: float
     check_rss: bool
+    #: Where the services' log lines go (default: a temporary file), and their level.
+    log: Path | None = None
+    log_level: str = "warning"
 
 
 @dataclass
@@ -106,8 +111,8 @@ class Result:
     def report(self) -> str:
         t, o = self.tally, self.options
         lines = [
-            f"soak: {o.calls} concurrent ZRTP calls (most at once {t.most_at_once}), hold ~{o.hold:g} s,"
-            f" {self.elapsed:.0f} s",
+            f"soak: {o.calls} concurrent ZRTP calls (most at once {t.most_at_once}),"
+            f" hold ~{o.hold:g} s, {self.elapsed:.0f} s",
             f"calls: {t.attempts} attempts, {t.completed} completed, {t.failed} failed",
             *(f"  failed {count}x: {reason}" for reason, count in t.failures.most_common()),
             f"registrations: {t.registrations}, failed {sum(t.registration_failures.values())}"
@@ -120,7 +125,8 @@ class Result:
             f"RSS slope after {o.warmup:g} s (bound {o.rss_bound:g} KiB/min"
             f"{'' if o.check_rss else ', reported only'}):",
             *(
-                f"  {name:<13} {slope:>+9.1f} KiB/min  ({first / 1024:.1f} -> {last / 1024:.1f} MiB)"
+                f"  {name:<13} {slope:>+9.1f} KiB/min"
+                f"  ({first / 1024:.1f} -> {last / 1024:.1f} MiB)"
                 for name, (slope, first, last) in sorted(self.slopes.items())
             ),
             "PASS" if not self.problems else "FAIL: " + "; ".join(self.problems),
@@ -128,13 +134,14 @@ class Result:
         return "\n".join(lines)
 
 
-def platform_settings(calls: int) -> dict[str, str]:
+def platform_settings(options: Options) -> dict[str, str]:
     """`up`'s settings for the soak. Every phone is on 127.0.0.1, one source
     address, so the per-source limits (meant for one stranger) are sized for
-    the whole load; the services log warnings only."""
+    the whole load."""
+    calls = options.calls
     phones = 2 * calls
     return {
-        "QW_LOG_LEVEL": "warning",
+        "QW_LOG_LEVEL": options.log_level,
         "QW_SIP_RATE_LIMIT": str(max(50, 4 * calls)),
         "QW_SIP_RATE_BURST": str(max(200, 8 * calls)),
         "QW_SIP_MAX_CONNECTIONS_PER_SOURCE": str(phones + 16),
@@ -145,7 +152,7 @@ def platform_settings(calls: int) -> dict[str, str]:
 async def add_users(platform: Platform, count: int) -> dict[str, str]:
     """``count`` users made for the soak, and their passwords."""
     # `up`'s config file holds every service's settings; each must be known to read it.
-    assert KeyAgreementSettings and RelaySettings
+    assert {KeyAgreementSettings, RelaySettings}
     settings = load_settings(UserAdminSettings, platform.config)
     client = redis_client(settings)
     users = {f"soak{n:04d}": f"soak-password-{n:04d}" for n in range(count)}
@@ -197,11 +204,17 @@ async def soak(platform: Platform, options: Options, work: Path, processes: Proc
     phones: list[Phone] = []
     started = loop.time()
     try:
-        for user, password in users.items():
+
+        async def connect(user: str, password: str) -> Phone:
             connection = await SipConnection.open(DOMAIN, platform.sip_port, platform.ca)
-            phone = Phone(UserAgent(connection, user, password, DOMAIN, platform.sip_port), tally)
-            phones.append(phone)
-            await phone.register(expires(options.reregister))
+            made = Phone(UserAgent(connection, user, password, DOMAIN, platform.sip_port), tally)
+            await made.register(expires(options.reregister))
+            return made
+
+        names = list(users.items())
+        for start in range(0, len(names), CONNECT_BATCH):
+            batch = names[start : start + CONNECT_BATCH]
+            phones += await asyncio.gather(*(connect(user, password) for user, password in batch))
         ramp = min(options.hold, 30.0)
         until = loop.time() + options.seconds
         tasks = [asyncio.create_task(phone.refresh(options.reregister, until)) for phone in phones]
@@ -212,7 +225,7 @@ async def soak(platform: Platform, options: Options, work: Path, processes: Proc
             await slot(first, second, options.hold, until, generator, client, tally)
 
         tasks += [asyncio.create_task(delayed(n)) for n in range(options.calls)]
-        steady_from = ramp + options.warmup
+        steady_from = until - options.seconds - started + ramp + options.warmup
         last_line = 0.0
         while not all(task.done() for task in tasks):
             now = loop.time() - started
@@ -236,7 +249,13 @@ async def soak(platform: Platform, options: Options, work: Path, processes: Proc
         generator.close()
         await client.aclose()
     return Result(
-        options, tally, keys, ports, [], memory.slopes(steady_from), loop.time() - started
+        options,
+        tally,
+        keys,
+        ports,
+        [],
+        memory.slopes((steady_from, until - started)),
+        loop.time() - started,
     )
 
 
@@ -250,6 +269,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=60.0)
     parser.add_argument("--rss-bound", type=float, default=256.0, help="KiB/min")
     parser.add_argument("--no-rss", action="store_true", help="report RSS slopes only")
+    parser.add_argument("--log", type=Path, help="the services' log lines (default: dropped)")
+    parser.add_argument("--log-level", default="warning", help="the services' QW_LOG_LEVEL")
     args = parser.parse_args()
     missing = [tool for tool in ("cc", "redis-server") if not shutil.which(tool)]
     if missing:
@@ -264,6 +285,8 @@ def main() -> int:
         args.warmup,
         args.rss_bound,
         not args.no_rss,
+        args.log,
+        args.log_level,
     )
     result = run(options)
     print(result.report())
@@ -274,8 +297,8 @@ def run(options: Options) -> Result:
     with tempfile.TemporaryDirectory(prefix="qw-soak-") as tmp:
         work = Path(tmp)
         with (
-            (work / "services.log").open("w") as log,
-            running_platform(work, log, **platform_settings(options.calls)) as platform,
+            (options.log or work / "services.log").open("w") as log,
+            running_platform(work, log, **platform_settings(options)) as platform,
         ):
             processes = Processes(platform.process.pid)
             result = asyncio.run(soak(platform, options, work, processes))

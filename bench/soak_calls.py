@@ -22,6 +22,7 @@ from quietwire.phone.audio import PCMU
 from quietwire.phone.sdp import describe, remote_of
 from quietwire.phone.useragent import UserAgent
 from quietwire.protocols.sip.message import Request
+from quietwire.runtime.redisclient import text
 from quietwire.signaling.registrar import MIN_EXPIRES
 
 from bench.soak_media import Counts, Generator, Handshake, handshake, replay, udp_socket
@@ -116,7 +117,7 @@ async def verified(client: redis.Redis, call_id: str) -> str:
     outcome = ""
     while loop.time() < deadline:
         raw = await client.hget(CALL_KEY.format(call_id=call_id), "outcome")
-        outcome = raw.decode() if raw else "no record"
+        outcome = text(raw) if raw else "no record"
         if outcome == Outcome.SECURED.value:
             break
         await asyncio.sleep(0.2)
@@ -200,8 +201,10 @@ class Call:
         try:
             incoming_bye = await next_request(other, "BYE", invite.call_id)
         except TimeoutError:
+            answered = (await ending).final if ending.done() and not ending.exception() else None
             ending.cancel()
-            raise CallFailed("BYE never reached the other phone") from None
+            status = answered.status if answered is not None else "nothing"
+            raise CallFailed(f"BYE never reached the other phone (answered {status})") from None
         await other.connection.send(other.answer(incoming_bye, 200, "OK"))
         ended = (await ending).final
         if ended is None or ended.status != 200:
@@ -218,11 +221,12 @@ async def slot(
     client: redis.Redis,
     tally: Tally,
 ) -> None:
-    """Calls between two phones, one after the other (turns calling), until ``until``."""
+    """Calls between two phones, one after the other (turns calling), until ``until``;
+    the last call runs its course (calls end at their own time, not all at once)."""
     loop = asyncio.get_running_loop()
     caller, callee = first, second
-    while (left := until - loop.time()) > 1:
-        length = min(random.uniform(hold / 2, hold * 3 / 2), left)  # noqa: S311
+    while loop.time() < until:
+        length = random.uniform(hold / 2, hold * 3 / 2)  # noqa: S311
         tally.attempts += 1
         tally.in_progress += 1
         tally.most_at_once = max(tally.most_at_once, tally.in_progress)

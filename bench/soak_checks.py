@@ -20,6 +20,7 @@ from pathlib import Path
 import redis as redis_sync
 from quietwire.keyagreement.calls import CALL_KEY, CALLS_KEY, ENDED_TTL
 from quietwire.keyagreement.userpolicies import USER_POLICY_KEY
+from quietwire.runtime.redisclient import text
 from quietwire.runtime.registry import RELAY_KEY, RELAYS_KEY, REPLICA_KEY, REPLICAS_KEY
 from quietwire.signaling.auth import NONCE_KEY
 from quietwire.signaling.locations import LOCATION_KEY
@@ -75,17 +76,21 @@ def classify_keys(client: redis_sync.Redis) -> Keys:
             else:
                 found.leaked[key] = f"call record not ended (TTL {ttl} s)"
         elif key == CALLS_KEY:
-            live = [m.decode() for m in client.zrange(key, 0, 4)]
+            live = [
+                text(member)
+                for member in client.zrange(key, 0, 4)
+                if isinstance(member, bytes | str)
+            ]
             if live:
                 found.leaked[key] = f"live calls listed: {', '.join(live)}"
         else:
-            found.leaked[key] = f"{client.type(key).decode()}, TTL {ttl} s"
+            found.leaked[key] = f"{text(client.type(key))}, TTL {ttl} s"
     return found
 
 
 def metric(address: str, name: str) -> float | None:
     """One sample of a service's Prometheus metrics (``host:port``), None if absent."""
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as answer:  # noqa: S310
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as answer:
         text = answer.read().decode()
     for line in text.splitlines():
         if line.startswith(f"{name} ") or line.startswith(f"{name}{{"):
@@ -175,10 +180,11 @@ class Memory:
             if value is not None:
                 self.samples.setdefault(name, []).append((now, value))
 
-    def slopes(self, steady_from: float) -> dict[str, tuple[float, int, int]]:
-        """Per service: slope (KiB/min) from ``steady_from`` on, first and last RSS (KiB)."""
+    def slopes(self, steady: tuple[float, float]) -> dict[str, tuple[float, int, int]]:
+        """Per service: slope (KiB/min) within the ``steady`` (from, to) seconds, and
+        the first and last RSS (KiB) there."""
         found = {}
         for name, samples in self.samples.items():
-            steady = [s for s in samples if s[0] >= steady_from] or samples
-            found[name] = (slope_per_minute(steady), steady[0][1], steady[-1][1])
+            window = [s for s in samples if steady[0] <= s[0] <= steady[1]] or samples
+            found[name] = (slope_per_minute(window), window[0][1], window[-1][1])
         return found
