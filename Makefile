@@ -25,7 +25,7 @@ FUZZ_TARGETS := sip_message sip_stream sdp zrtp rtp_demux digest
 FUZZ_RUNS ?= 1000000
 FUZZ_SECONDS ?= 2400
 # `make soak`: this many concurrent ZRTP calls, with churn, for this many seconds.
-SOAK_CALLS ?= 800
+SOAK_CALLS ?= 200
 SOAK_SECONDS ?= 600
 
 .PHONY: run test setup lock lock-check debs deploy-tools protos protos-check lint bench fuzz soak clean

@@ -24,6 +24,7 @@ from quietwire.phone.useragent import UserAgent
 from quietwire.protocols.sip.message import Request
 from quietwire.runtime.redisclient import text
 from quietwire.signaling.registrar import MIN_EXPIRES
+from redis.exceptions import RedisError
 
 from bench.soak_media import Counts, Generator, Handshake, handshake, replay, udp_socket
 
@@ -33,6 +34,8 @@ SDP = "application/sdp"
 SIP_TIMEOUT = 30.0
 #: Seconds for keyagreement to mark a call zrtp-verified after the handshake.
 VERIFY_TIMEOUT = 15.0
+#: Seconds a phone waits after a failed call before it calls again.
+RETRY_AFTER = 5.0
 #: A direction whose phone got less than this share of what the other sent failed.
 MIN_DELIVERED = 0.5
 
@@ -158,6 +161,8 @@ class Call:
         await asyncio.wait({sending, arriving}, return_when=asyncio.FIRST_COMPLETED)
         if not arriving.done() or arriving.exception() is not None:
             arriving.cancel()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await arriving
             refused = (await sending).final  # the caller's answer instead
             raise CallFailed(f"INVITE answered {refused.status if refused else 'nothing'}")
         incoming = arriving.result()
@@ -234,8 +239,10 @@ async def slot(
             counts = await Call(caller, callee, length, generator, client).run()
         except CallFailed as exc:
             tally.failures[str(exc)] += 1
-        except (TimeoutError, ConnectionError, ValueError) as exc:
+            await asyncio.sleep(RETRY_AFTER)
+        except (TimeoutError, ConnectionError, ValueError, RedisError) as exc:
             tally.failures[f"{type(exc).__name__}: {exc}"[:80]] += 1
+            await asyncio.sleep(RETRY_AFTER)
         else:
             tally.completed += 1
             tally.sent += sum(c.sent for c in counts)

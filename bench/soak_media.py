@@ -22,13 +22,12 @@ from pathlib import Path
 
 from quietwire.relay.latch import hello_hash
 
+from bench import zrtp as bench_zrtp
 from bench.zrtp import Clock, Ours
 
 HERE = Path(__file__).resolve().parent
 #: Seconds between two replayed handshake packets (the relay forwards each in turn).
 REPLAY_GAP = 0.002
-#: Rounds of packet exchange (and 10 ms timer ticks) a handshake may take.
-HANDSHAKE_ROUNDS = 5000
 
 
 @dataclass(frozen=True)
@@ -43,30 +42,19 @@ class Handshake:
 
 def handshake() -> Handshake:
     """Two of our engines (X25519, RFC 6189 section 5.1.5) agree keys in memory."""
-    clock = Clock()
-    caller, callee = Ours(clock, b"X255", True), Ours(clock, b"X255", True)
     packets: list[tuple[bool, bytes]] = []
     hashes: dict[bool, str] = {}
-    for _ in range(HANDSHAKE_ROUNDS):
-        moved = False
-        for is_caller, source, sink in ((True, caller, callee), (False, callee, caller)):
-            out = list(source.outbox)
-            source.outbox.clear()
-            for packet in out:
-                moved = True
-                packets.append((is_caller, packet))
-                found = hello_hash(packet)
-                if found is not None:
-                    hashes.setdefault(is_caller, found)
-                sink.receive(packet)
-        if not moved:
-            if caller.done and callee.done:
-                break
-            clock.t += 0.01
-            caller.tick(clock.t)
-            callee.tick(clock.t)
-    else:
-        raise RuntimeError("ZRTP handshake did not finish")
+
+    def seen(is_caller: bool, packet: bytes) -> None:
+        packets.append((is_caller, packet))
+        found = hello_hash(packet)
+        if found is not None:
+            hashes.setdefault(is_caller, found)
+
+    def engine(clock: Clock) -> Ours:
+        return Ours(clock, b"X255", True)
+
+    bench_zrtp.handshake(engine, engine, seen)
     return Handshake(packets, f"1.10 {hashes[True]}", f"1.10 {hashes[False]}")
 
 

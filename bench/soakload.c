@@ -12,10 +12,9 @@
  * A stream sends 182-byte packets at 50/s, shaped as SRTP is on the wire
  * (RFC 3711 section 3.1: a 12-byte RTP header, 160 bytes of payload that look
  * like ciphertext, an 80-bit authentication tag): what a relay without keys
- * sees of a call once ZRTP is done. It counts the packets of that shape it
- * receives (the other phone's, forwarded), so the caller sees its own
- * stream's counts for both directions of its call. The control channel
- * closing ends the process.
+ * sees of a call once ZRTP is done. Each stream also counts the packets of
+ * that shape it receives (the other phone's, forwarded): what its phone sent
+ * and what reached it. The control channel closing ends the process.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
