@@ -105,12 +105,15 @@ class Phone:
 
 
 async def next_request(ua: UserAgent, method: str, call_id: str) -> Request:
-    """The next ``method`` of call ``call_id`` that ``ua`` receives (others are dropped:
-    a late retransmission of an earlier call's request)."""
+    """The next ``method`` of call ``call_id`` that ``ua`` receives. Others are of an
+    earlier call: a BYE (the platform ending a call that failed) is answered 200,
+    anything else dropped."""
     while True:
         request = await asyncio.wait_for(ua.requests.get(), SIP_TIMEOUT)
         if request.method == method and request.call_id == call_id:
             return request
+        if request.method == "BYE":
+            await ua.connection.send(ua.answer(request, 200, "OK"))
 
 
 async def verified(client: redis.Redis, call_id: str) -> str:

@@ -26,7 +26,7 @@ from quietwire.signaling.auth import NONCE_KEY
 from quietwire.signaling.locations import LOCATION_KEY
 from quietwire.signaling.users import USER_INDEX_KEY, USER_KEY
 
-from bench.processes import descendants
+from bench.processes import cpu_seconds, descendants
 
 #: Key kinds that may outlive every call: (kind, pattern, must it have a TTL).
 KEPT = [
@@ -173,12 +173,15 @@ class Memory:
     """RSS samples of each service: name -> [(seconds since start, KiB)]."""
 
     samples: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    #: Each sample as a CSV line (seconds, service, RSS KiB, CPU seconds so far).
+    lines: list[str] = field(default_factory=list)
 
     def sample(self, now: float, pids: dict[str, int]) -> None:
         for name, pid in pids.items():
             value = rss_kib(pid)
             if value is not None:
                 self.samples.setdefault(name, []).append((now, value))
+                self.lines.append(f"{now:.1f},{name},{value},{cpu_seconds([pid]):.2f}")
 
     def slopes(self, steady: tuple[float, float]) -> dict[str, tuple[float, int, int]]:
         """Per service: slope (KiB/min) within the ``steady`` (from, to) seconds, and
