@@ -14,8 +14,8 @@ media both ways, ended with 200 (a failure names its step); the relay holds no
 call and no port pair; Redis holds only users, live registrations, registries,
 TTL'd nonces and ended call records on their short TTL; after `up` stops, no
 process it ran is left. RSS of every service is sampled and its least-squares
-slope over the steady part (after the ramp and ``--warmup`` s more, until
-the last calls start) reported in KiB/min; above ``--rss-bound`` it counts as a leak (``--no-rss``:
+slope over the steady part (from ``--warmup`` s into the load, half of it
+by default, until the last calls start) reported in KiB/min; above ``--rss-bound`` it counts as a leak (``--no-rss``:
 report only). Exit status 1 on any failure or leak.
 """
 
@@ -130,7 +130,7 @@ class Result:
             f"redis at the end: {self.keys.summary()}",
             *(f"  leaked {key}: {why}" for key, why in sorted(self.keys.leaked.items())[:20]),
             f"processes left after up stopped: {len(self.left_processes)}",
-            f"RSS slope after {o.warmup:g} s (bound {o.rss_bound:g} KiB/min"
+            f"RSS slope from {o.warmup:g} s into the load (bound {o.rss_bound:g} KiB/min"
             f"{'' if o.check_rss else ', reported only'}):",
             *(
                 f"  {name:<13} {slope:>+9.1f} KiB/min"
@@ -235,7 +235,7 @@ async def soak(platform: Platform, options: Options, work: Path, processes: Proc
             await slot(first, second, options.hold, until, generator, client, tally)
 
         tasks += [asyncio.create_task(delayed(n)) for n in range(options.calls)]
-        steady_from = until - options.seconds - started + ramp + options.warmup
+        steady_from = until - options.seconds - started + max(ramp, options.warmup)
         last_line = 0.0
         while not all(task.done() for task in tasks):
             now = loop.time() - started
@@ -278,7 +278,9 @@ def main() -> int:
     parser.add_argument("--hold", type=float, default=30.0, help="mean seconds a call lasts")
     parser.add_argument("--reregister", type=float, default=60.0)
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS samples")
-    parser.add_argument("--warmup", type=float, default=60.0)
+    parser.add_argument(
+        "--warmup", type=float, help="seconds of load before RSS is judged (default: half)"
+    )
     parser.add_argument("--rss-bound", type=float, default=256.0, help="KiB/min")
     parser.add_argument("--no-rss", action="store_true", help="report RSS slopes only")
     parser.add_argument("--samples", type=Path, help="CSV: seconds,service,rss_kib,cpu_s")
@@ -295,7 +297,7 @@ def main() -> int:
         args.hold,
         args.reregister,
         args.sample,
-        args.warmup,
+        args.warmup if args.warmup is not None else args.seconds / 2,
         args.rss_bound,
         not args.no_rss,
         args.samples,
