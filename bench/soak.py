@@ -14,9 +14,10 @@ media both ways, ended with 200 (a failure names its step); the relay holds no
 call and no port pair; Redis holds only users, live registrations, registries,
 TTL'd nonces and ended call records on their short TTL; after `up` stops, no
 process it ran is left. RSS of every service is sampled and its least-squares
-slope over the steady part (from ``--warmup`` s into the load, half of it
-by default, until the last calls start) reported in KiB/min; above ``--rss-bound`` it counts as a leak (``--no-rss``:
-report only). Exit status 1 on any failure or leak.
+slope over the steady part (from ``--warmup`` s into the load, half of it by
+default, until the last calls start) reported in KiB/min; above
+``--rss-bound`` it counts as a leak (``--no-rss``: report only). Exit status 1
+on any failure or leak.
 """
 
 from __future__ import annotations
