@@ -24,8 +24,11 @@ SIP_PORT ?= 5061
 FUZZ_TARGETS := sip_message sip_stream sdp zrtp rtp_demux digest
 FUZZ_RUNS ?= 1000000
 FUZZ_SECONDS ?= 2400
+# `make soak`: this many concurrent ZRTP calls, with churn, for this many seconds.
+SOAK_CALLS ?= 200
+SOAK_SECONDS ?= 600
 
-.PHONY: run test setup lock lock-check debs deploy-tools protos protos-check lint bench fuzz clean
+.PHONY: run test setup lock lock-check debs deploy-tools protos protos-check lint bench fuzz soak clean
 
 run: setup
 	$(BIN)/quietwire up --state-dir $(STATE_DIR) --sip-host $(SIP_HOST) --sip-port $(SIP_PORT)
@@ -97,6 +100,11 @@ fuzz: $(VENV)/.installed
 		echo "fuzzing $$target"; \
 		$(BIN)/python -m tests.fuzz $$target --runs $(FUZZ_RUNS) --seconds $(FUZZ_SECONDS) || exit 1; \
 	done
+
+# Secure calls with churn and re-registration through a real `quietwire up`,
+# then zero failed calls and nothing left behind (README: `make soak`).
+soak: setup
+	$(BIN)/python -m bench.soak --calls $(SOAK_CALLS) --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) $(UV_DIR) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

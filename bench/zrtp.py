@@ -102,18 +102,27 @@ class Theirs:
         self.peer.close()
 
 
-def handshake(make_a: Callable[[Clock], Side], make_b: Callable[[Clock], Side]) -> float:
-    """One handshake; returns the CPU seconds it took (both sides, this process)."""
+def handshake(
+    make_a: Callable[[Clock], Side],
+    make_b: Callable[[Clock], Side],
+    seen: Callable[[bool, bytes], None] | None = None,
+) -> float:
+    """One handshake; returns the CPU seconds it took (both sides, this process).
+
+    ``seen`` is told each packet in the order it went (True: ``make_a``'s side sent it).
+    """
     clock = Clock()
     started = time.process_time()
     a, b = make_a(clock), make_b(clock)
     for _ in range(5000):
         moved = False
-        for src, dst in ((a, b), (b, a)):
+        for from_a, src, dst in ((True, a, b), (False, b, a)):
             out = list(src.outbox)
             src.outbox.clear()
             for packet in out:
                 moved = True
+                if seen is not None:
+                    seen(from_a, packet)
                 dst.receive(packet)
         if not moved:
             if a.done and b.done:
