@@ -118,6 +118,8 @@ class Quietwire(Server):
                     "QW_SIP_DIGEST_ALGORITHMS": "MD5",
                     "QW_SIP_RATE_LIMIT": "100000",
                     "QW_SIP_RATE_BURST": "100000",
+                    # All of sipp's calls come from one address (stunnel's).
+                    "QW_SIP_MAX_TRANSACTIONS_PER_SOURCE": "20000",
                     "QW_SIP_MEDIA": "passthrough",
                     "QW_DRAIN_TIMEOUT": "2",
                     "QW_LOG_LEVEL": "warning",
