@@ -289,8 +289,12 @@ class StreamListener:
         context: ssl.SSLContext | None,
         limits: StreamLimits | None = None,
         caps: ConnectionCaps | None = None,
+        *,
+        reuse_port: bool = False,
     ) -> None:
+        """``reuse_port``: the port may be shared with other processes (SO_REUSEPORT)."""
         self.table = table
+        self.reuse_port = reuse_port
         self.handler = handler
         self.context = context
         self.transport = "TLS" if context is not None else "TCP"
@@ -311,7 +315,7 @@ class StreamListener:
         )
         for family, _, _, _, address in infos:
             listening = socket.create_server(
-                (str(address[0]), port), family=family, backlog=1024, reuse_port=False
+                (str(address[0]), port), family=family, backlog=1024, reuse_port=self.reuse_port
             )
             listening.setblocking(False)
             port = int(listening.getsockname()[1])  # the others take the same one
