@@ -136,11 +136,21 @@ class Quietwire(Server):
                 self._pids = [redis.pid, service.pid]
                 yield self
             finally:
-                service.terminate()
-                service.wait(20)
+                stop(service)
 
     def pids(self) -> list[int]:
         return self._pids
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 60.0) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within ``grace`` seconds (said on stderr)."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        print(f"bench: pid {process.pid} did not stop in {grace:.0f} s: killed", file=sys.stderr)
+        process.kill()
+        process.wait()
 
 
 async def add_users(url: str, users: list[tuple[str, str]]) -> None:
@@ -162,12 +172,19 @@ class Kamailio(Server):
     name = "kamailio"
 
     def __init__(
-        self, work: Path, users: list[tuple[str, str]], pki_dir: Path, shm_mb: int = 256
+        self,
+        work: Path,
+        users: list[tuple[str, str]],
+        pki_dir: Path,
+        shm_mb: int = 256,
+        pkg_mb: int = 16,
     ) -> None:
+        """``pkg_mb``: each process's private memory, where the users' lines of the
+        configuration are held (the storm's thousands need more)."""
         self.work, self.users = work, users
         self.port = free_port()
         self.pki_dir = pki_dir
-        self.shm_mb = shm_mb
+        self.shm_mb, self.pkg_mb = shm_mb, pkg_mb
         self.control = work / "kamailio-ctl.sock"
 
     @contextlib.contextmanager
@@ -202,7 +219,7 @@ class Kamailio(Server):
                 "-m",
                 str(self.shm_mb),
                 "-M",
-                "16",
+                str(self.pkg_mb),
             ],
             stderr=(self.work / "kamailio.log").open("w"),
         )
@@ -211,8 +228,7 @@ class Kamailio(Server):
             self._root = process.pid
             yield self
         finally:
-            process.terminate()
-            process.wait(20)
+            stop(process)
 
     def pids(self) -> list[int]:
         return descendants(self._root)

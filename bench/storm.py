@@ -32,6 +32,7 @@ import secrets
 import shutil
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -301,18 +302,24 @@ def main() -> int:
             }
             quietwire = Quietwire(work / "qw", users[:size], caps)
             shm = max(256, size // 10)  # Kamailio's TLS connections live in shared memory
-            kamailio = Kamailio(work / "kam", users[:size], work / "qw" / "pki", shm_mb=shm)
+            pkg = max(16, size // 80)  # the users' configuration lines
+            kamailio = Kamailio(
+                work / "kam", users[:size], work / "qw" / "pki", shm_mb=shm, pkg_mb=pkg
+            )
             runs: list[tuple[str, Callable[[], contextlib.AbstractContextManager[Server]]]] = [
                 ("quietwire", quietwire.running),
                 ("kamailio", kamailio.running),
             ]
             for name, running in runs:
-                with running(), pinned(LOAD_CORE):
-                    results[name] = asyncio.run(
-                        run_quietwire(quietwire, args)
-                        if name == "quietwire"
-                        else run_kamailio(kamailio, args, quietwire.pki.ca)
-                    )
+                try:
+                    with running(), pinned(LOAD_CORE):
+                        results[name] = asyncio.run(
+                            run_quietwire(quietwire, args)
+                            if name == "quietwire"
+                            else run_kamailio(kamailio, args, quietwire.pki.ca)
+                        )
+                except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                    print(f"bench.storm: {name} with {size} phones: {exc}", file=sys.stderr)
         report(size, results)
     return 0
 

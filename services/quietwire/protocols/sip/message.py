@@ -63,7 +63,10 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         name = canonical_name(name)
-        return next((v for n, v in self._items if n == name), None)
+        for n, v in self._items:
+            if n == name:
+                return v
+        return None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``; list headers split at their commas."""
