@@ -13,9 +13,6 @@ from redis.asyncio.sentinel import Sentinel
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.settings import CommonSettings
 
-#: Seconds a command may wait for a free pooled connection.
-POOL_WAIT = 5.0
-
 
 def redis_client(settings: CommonSettings) -> redis.Redis:
     """A pooled client for ``QW_REDIS_URL`` (or the master the Sentinels name).
@@ -37,11 +34,10 @@ def redis_client(settings: CommonSettings) -> redis.Redis:
     if tls and settings.redis_tls_ca is not None:
         options["ssl_ca_certs"] = str(settings.redis_tls_ca)
     if not settings.sentinel_addresses:
-        # Blocking: a request past ``max_connections`` in flight waits its turn
-        # (a registration storm), rather than failing with "Too many connections".
-        pool = redis.BlockingConnectionPool.from_url(
-            settings.redis_url, timeout=POOL_WAIT, **options
-        )
+        # Blocking: a request past ``max_connections`` in flight waits its turn,
+        # up to 5 s (a registration storm), rather than failing with "Too many
+        # connections".
+        pool = redis.BlockingConnectionPool.from_url(settings.redis_url, timeout=5.0, **options)
         client: redis.Redis = redis.Redis.from_pool(pool)
         return client
     if tls:
