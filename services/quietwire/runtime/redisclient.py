@@ -63,7 +63,11 @@ def redis_client(settings: CommonSettings) -> redis.Redis:
     if tls and settings.redis_tls_ca is not None:
         options["ssl_ca_certs"] = str(settings.redis_tls_ca)
     if not settings.sentinel_addresses:
-        client: redis.Redis = redis.from_url(settings.redis_url, **options)
+        # Blocking: a request past ``max_connections`` in flight waits its turn,
+        # up to 5 s (a registration storm), rather than failing with "Too many
+        # connections".
+        pool = redis.BlockingConnectionPool.from_url(settings.redis_url, timeout=5.0, **options)
+        client: redis.Redis = redis.Redis.from_pool(pool)
         return client
     if tls:
         options["ssl"] = True

@@ -67,6 +67,8 @@ IDLE_TIMEOUT = 300.0
 MESSAGE_TIMEOUT = 10.0
 #: Seconds an answer written before a close may take to leave.
 FLUSH_TIMEOUT = 2.0
+#: Bytes a connection may have unsent for a message to be written past the send queue.
+WRITE_AT_ONCE = 65536
 #: Answers a UDP peer's flow keeps for its retransmitted requests.
 RECENT_ANSWERS = 8
 
@@ -108,9 +110,23 @@ class Flow:
     authenticated: bool = False
 
     def send(self, data: bytes) -> bool:
-        """Queue bytes for the peer; False when the queue is full or the flow is gone."""
+        """Queue bytes for the peer; False when the queue is full or the flow is gone.
+
+        With nothing queued and the connection taking data, they are written at
+        once (the writer task, woken for each message, was most of a reply's cost);
+        otherwise the writer task writes them in order, waiting on the peer.
+        """
         if self.closed.is_set():
             return False
+        writer = self.writer
+        if (
+            writer is not None
+            and self.queue.empty()
+            and writer.transport.get_write_buffer_size() < WRITE_AT_ONCE
+            and not writer.transport.is_closing()
+        ):
+            writer.write(data)
+            return True
         try:
             self.queue.put_nowait(data)
         except asyncio.QueueFull:
@@ -278,8 +294,12 @@ class StreamListener:
         context: ssl.SSLContext | None,
         limits: StreamLimits | None = None,
         caps: ConnectionCaps | None = None,
+        *,
+        reuse_port: bool = False,
     ) -> None:
+        """``reuse_port``: the port may be shared with other processes (SO_REUSEPORT)."""
         self.table = table
+        self.reuse_port = reuse_port
         self.handler = handler
         self.context = context
         self.transport = "TLS" if context is not None else "TCP"
@@ -300,7 +320,7 @@ class StreamListener:
         )
         for family, _, _, _, address in infos:
             listening = socket.create_server(
-                (str(address[0]), port), family=family, backlog=1024, reuse_port=False
+                (str(address[0]), port), family=family, backlog=1024, reuse_port=self.reuse_port
             )
             listening.setblocking(False)
             port = int(listening.getsockname()[1])  # the others take the same one
@@ -386,23 +406,28 @@ class StreamListener:
         #: When the message being received must be complete (None: between messages).
         deadline: float | None = None
         try:
-            while not flow.closed.is_set():
-                wait = self.limits.idle
-                if deadline is not None:
-                    wait = deadline - loop.time()
-                    if wait <= 0:
-                        MALFORMED.labels("timeout").inc()
+            # One timeout for the connection's life, moved for each read (and
+            # off while a message is handled): no task made per read.
+            async with asyncio.timeout(None) as reading:
+                while not flow.closed.is_set():
+                    wait = self.limits.idle
+                    if deadline is not None:
+                        wait = deadline - loop.time()
+                        if wait <= 0:
+                            MALFORMED.labels("timeout").inc()
+                            break
+                    reading.reschedule(loop.time() + wait)
+                    data = await reader.read(65536)
+                    reading.reschedule(None)
+                    if not data:
                         break
-                data = await asyncio.wait_for(reader.read(65536), timeout=wait)
-                if not data:
-                    break
-                framer.trusted = flow.authenticated
-                if not await self._receive(flow, framer, data):
-                    break
-                if not framer.buffered:
-                    deadline = None
-                elif deadline is None:
-                    deadline = loop.time() + self.limits.message_timeout
+                    framer.trusted = flow.authenticated
+                    if not await self._receive(flow, framer, data):
+                        break
+                    if not framer.buffered:
+                        deadline = None
+                    elif deadline is None:
+                        deadline = loop.time() + self.limits.message_timeout
         except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
             pass
         finally:

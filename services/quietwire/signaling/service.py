@@ -154,10 +154,13 @@ class SignalingService(RedisBackedService):
             message_timeout=settings.sip_message_timeout,
         )
         caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_source)
-        self.listener = StreamListener(self.flows, self.core.on_message, self.tls, limits, caps)
+        shared = settings.sip_reuse_port
+        self.listener = StreamListener(
+            self.flows, self.core.on_message, self.tls, limits, caps, reuse_port=shared
+        )
         #: Plain TCP, for phones without TLS: off unless QW_SIP_TCP_PORT is set.
         self.tcp_listener = (
-            StreamListener(self.flows, self.core.on_message, None, limits, caps)
+            StreamListener(self.flows, self.core.on_message, None, limits, caps, reuse_port=shared)
             if settings.sip_tcp_port
             else None
         )

@@ -103,6 +103,9 @@ class SignalingSettings(ServiceSettings, SipDomainSettings, DigestSettings):
     #: Seconds a message may take from its first byte to its last, however the
     #: bytes trickle in (over: the connection closes).
     sip_message_timeout: Annotated[float, Field(gt=0, le=300)] = MESSAGE_TIMEOUT
+    #: Share the SIP port (TLS and TCP) with other replicas on this host
+    #: (SO_REUSEPORT): one replica per core, the kernel spreads the connections.
+    sip_reuse_port: bool = False
 
     @model_validator(mode="after")
     def _lockout(self) -> Self:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 from collections.abc import Callable, Coroutine
 
 from prometheus_client import Counter
@@ -43,6 +45,9 @@ FORWARDS = Counter(
 )
 
 Work = Coroutine[object, object, None]
+#: A timer heap entry: deadline, tie-break, the context, and its branch (None:
+#: its server transaction), and whether it is the branch's Timer C.
+Due = tuple[float, int, Context, Branch | None, bool]
 
 
 class Transactions:
@@ -60,6 +65,11 @@ class Transactions:
         self.clients: dict[str, tuple[Context, Branch]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._resend: list[Context] = []
+        #: Every deadline a transaction announced (and each ringing branch's
+        #: Timer C): a tick looks only at what is due. Entries of timers stopped
+        #: since are found not due and dropped.
+        self._due: list[Due] = []
+        self._order = itertools.count()
 
     # -- server side -------------------------------------------------------------------
 
@@ -84,6 +94,7 @@ class Transactions:
             else ServerNonInviteTransaction(request, reliable(flow.id), self.clock)
         )
         context = Context(request, server, flow, ServerKey.of(request), source)
+        self._watch(server, context, None)
         self.servers.add(context)
         return context
 
@@ -98,6 +109,7 @@ class Transactions:
             context.upstream.send_message(message)
         context.server.to_send.clear()
         context.server.to_tu.clear()
+        self._settle(context)
 
     def stateless(self, context: Context, response: Response, outcome: str) -> None:
         """Answer a request nobody authenticated, outside its transaction, and free
@@ -116,6 +128,12 @@ class Transactions:
         except Exception as exc:
             self.errors.record(where, exc)
             await self.fail(context, exc)
+        self._settle(context)
+
+    def _settle(self, context: Context) -> None:
+        """Free a context whose server transaction is over and that has nothing left to do."""
+        if context.finished and context.server.terminated:
+            self.servers.remove(context.key)
 
     async def fail(self, context: Context, exc: BaseException) -> None:
         """A 500 (503 with Retry-After when a dependency is away) if the caller has
@@ -156,6 +174,9 @@ class Transactions:
             else ClientNonInviteTransaction(out, reliable(target.flow_id), self.clock)
         )
         branch = Branch(out.vias[0].branch or "", target, tx, out)
+        self._watch(tx, context, branch)
+        if out.method == "INVITE":
+            self._at(self.clock.now() + TIMER_C, context, branch, timer_c=True)
         context.branches[branch.branch] = branch
         self.clients[branch.branch] = (context, branch)
         tx.to_send.clear()
@@ -184,27 +205,53 @@ class Transactions:
 
     # -- timers and background work -----------------------------------------------------
 
+    def _watch(self, tx: ServerTx | ClientTx, context: Context, branch: Branch | None) -> None:
+        """Put ``tx``'s timers, those running and those it will start, on the heap."""
+        for deadline in tx.timers.values():
+            self._at(deadline, context, branch)
+        tx.on_timer = lambda deadline: self._at(deadline, context, branch)
+
+    def _at(
+        self, deadline: float, context: Context, branch: Branch | None, *, timer_c: bool = False
+    ) -> None:
+        heapq.heappush(self._due, (deadline, next(self._order), context, branch, timer_c))
+
     def poll(self) -> list[Context]:
-        """Run transaction timers; returns contexts whose branches need attention."""
-        touched = []
-        for context, branch in list(self.clients.values()):
-            branch.tx.poll()
-            now = self.clock.now()
-            if (
-                branch.ringing_since
-                and now - branch.ringing_since > TIMER_C
-                and not branch.cancelled
-            ):
-                self.cancel_branch(branch, "timer C")
-            if branch.tx.to_tu or branch.tx.to_send or branch.tx.terminated:
-                touched.append(context)
-        for context in self.servers:
-            context.server.poll()
-            if context.server.to_send:
-                self._resend.append(context)  # a final response again, over UDP (timer G)
-            if context.server.terminated and context.finished:
-                self.servers.remove(context.key)
-        return touched
+        """Run the transaction timers that are due; returns contexts whose branches
+        need attention."""
+        touched: list[Context] = []
+        now = self.clock.now()
+        while self._due and self._due[0][0] <= now:
+            _, _, context, branch, timer_c = heapq.heappop(self._due)
+            if branch is None:
+                self._server_due(context)
+            elif timer_c:
+                self._timer_c(context, branch, now)
+            elif branch.branch in self.clients:
+                branch.tx.poll()
+                if branch.tx.to_tu or branch.tx.to_send or branch.tx.terminated:
+                    touched.append(context)
+        return list(dict.fromkeys(touched))
+
+    def _server_due(self, context: Context) -> None:
+        if self.servers.get(context.key) is not context:
+            return  # freed already
+        context.server.poll()
+        if context.server.to_send:
+            self._resend.append(context)  # a final response again, over UDP (timer G)
+        self._settle(context)
+
+    def _timer_c(self, context: Context, branch: Branch, now: float) -> None:
+        """Timer C (RFC 3261 section 16.6 step 11): a branch ringing too long is cancelled.
+        Checked TIMER_C after the branch starts, then after it starts ringing."""
+        if branch.branch not in self.clients or branch.cancelled:
+            return
+        if branch.ringing_since is None:
+            self._at(now + TIMER_C, context, branch, timer_c=True)
+        elif now - branch.ringing_since > TIMER_C:
+            self.cancel_branch(branch, "timer C")
+        else:
+            self._at(branch.ringing_since + TIMER_C + 1e-3, context, branch, timer_c=True)
 
     async def resend(self) -> None:
         """What the server transactions' timers asked to send again."""

@@ -126,8 +126,15 @@ def is_token(text: str) -> bool:
     return bool(_TOKEN.match(text))
 
 
+#: Spellings known at once: each canonical name as itself (the common case).
+_SPELLED = {name: name for name in _CANONICAL.values()}
+
+
 def canonical_name(name: str) -> str:
     """``v`` → ``Via``, ``cseq`` → ``CSeq``; unknown names keep their spelling."""
+    spelled = _SPELLED.get(name)
+    if spelled is not None:
+        return spelled
     lower = name.lower()
     if lower in COMPACT:
         return COMPACT[lower]
@@ -136,6 +143,10 @@ def canonical_name(name: str) -> str:
 
 def split_list(value: str) -> list[str]:
     """Split a comma list, not inside ``"quoted strings"`` or ``<URIs>``; drop empties."""
+    if "," not in value:
+        return [value.strip()] if value.strip() else []
+    if '"' not in value and "<" not in value:  # nothing to skip: every comma splits
+        return [p.strip() for p in value.split(",") if p.strip()]
     parts: list[str] = []
     depth, quoted, escaped, start = 0, False, False, 0
     for i, ch in enumerate(value):
@@ -204,6 +215,8 @@ def _unquoted(text: str) -> Iterator[tuple[int, str]]:
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    if '"' not in text:
+        return text.split(sep)
     cuts = [i for i, ch in _unquoted(text) if ch == sep]
     starts, ends = [-1, *cuts], [*cuts, len(text)]
     return [text[start + 1 : end] for start, end in zip(starts, ends, strict=True)]
@@ -274,6 +287,8 @@ class NameAddr:
 
 
 def _find_unquoted(text: str, char: str) -> int:
+    if '"' not in text:
+        return text.find(char)
     return next((i for i, ch in _unquoted(text) if ch == char), -1)
 
 

@@ -10,6 +10,7 @@ server answers with.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -62,7 +63,10 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         name = canonical_name(name)
-        return next((v for n, v in self._items if n == name), None)
+        for n, v in self._items:
+            if n == name:
+                return v
+        return None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``; list headers split at their commas."""
@@ -251,8 +255,9 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
         if not colon or not is_token(name):
             raise ParseError("bad header line")
         headers.add(name, value.strip())
+    seen = Counter(name for name, _ in headers)
     for name in SINGLE:
-        if len(headers.get_all(name)) > 1:
+        if seen[name] > 1:
             raise ParseError(f"more than one {name}")
     length_text = headers.get("Content-Length")
     if length_text is None:

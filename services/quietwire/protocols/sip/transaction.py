@@ -10,6 +10,7 @@ transports the retransmission timers never run and the wait timers are zero.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -111,6 +112,9 @@ class Transaction:
         self.to_send: list[Message] = []
         self.to_tu: list[Message | Timeout] = []
         self.last_response: Response | None = None
+        #: Told each deadline a timer is started with (the TU's timer heap), so
+        #: nobody needs to poll a transaction whose timers are not due.
+        self.on_timer: Callable[[float], None] | None = None
 
     @property
     def terminated(self) -> bool:
@@ -129,7 +133,9 @@ class Transaction:
 
     def _start(self, timer: Timer, interval: float) -> None:
         self.intervals[timer] = interval
-        self.timers[timer] = self.clock.now() + interval
+        deadline = self.timers[timer] = self.clock.now() + interval
+        if self.on_timer is not None:
+            self.on_timer(deadline)
 
     def _stop(self, *timers: Timer) -> None:
         for timer in timers:
@@ -145,7 +151,7 @@ class Transaction:
     def poll(self) -> None:
         now = self.clock.now()
         if all(deadline > now for deadline in self.timers.values()):
-            return  # the common case, cheaply: the proxy polls every transaction each tick
+            return  # none due (a timer stopped since its deadline was announced)
         for timer, deadline in sorted(self.timers.items(), key=lambda item: item[1]):
             if deadline <= now and timer in self.timers:
                 del self.timers[timer]

@@ -8,6 +8,7 @@ kept as written for serialization, so a URI round-trips byte for byte.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
+        """The URI ``text`` names. Parsed URIs are shared (the same text comes back
+        in every message of a transaction and dialog): never change one's ``params``."""
+        return _parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> SipUri:
         text = text.strip()
         scheme, colon, rest = text.partition(":")
         if not colon or not _SCHEME.fullmatch(scheme):
@@ -117,6 +124,11 @@ class SipUri:
         return SipUri(
             self.scheme, self.host, self.user, self.password, self.port, merged, self.headers
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> SipUri:
+    return SipUri._parse(text)
 
 
 def _host_port(text: str) -> tuple[str, int | None]:

@@ -1,0 +1,142 @@
+"""The proxy's transaction timers run from one heap of deadlines: a tick touches
+only what is due (not every live transaction), contexts are freed when their
+transaction ends, Timer C still cancels a branch ringing too long."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from quietwire.protocols.sip.message import Request, Response, reply
+from quietwire.protocols.sip.transaction import T1, ClientInviteTransaction
+from quietwire.signaling.contexts import ServerTable
+from quietwire.signaling.errorlog import ErrorLog
+from quietwire.signaling.flows import Flow, FlowTable
+from quietwire.signaling.targets import Router, Target
+from quietwire.signaling.transactions import TIMER_C, Transactions
+
+from tests.support.clock import FakeClock
+from tests.unit.test_signaling_proxy import request
+
+
+class NoPeers:
+    async def write(self, target: Target, data: bytes) -> bool:
+        return False
+
+    async def receive(self, replica: str, data: bytes) -> bool:
+        return False
+
+
+async def nothing(request: Request) -> None:
+    return None
+
+
+def setup(transport: str = "TLS") -> tuple[Transactions, FakeClock, Flow, Flow]:
+    clock = FakeClock(1000.0)
+    flows = FlowTable("r1")
+    caller = Flow(flows.new_id(transport), transport, ("192.0.2.1", 5061), None)
+    callee = Flow(flows.new_id(), "TLS", ("192.0.2.2", 5061), None)
+    for flow in (caller, callee):
+        flows.flows[flow.id] = flow
+    tx = Transactions(
+        ServerTable(100, 100),
+        Router("r1", flows, NoPeers()),
+        clock,
+        ErrorLog(logging.getLogger("test"), clock),
+        nothing,
+    )
+    return tx, clock, caller, callee
+
+
+def sent(flow: Flow) -> list[bytes]:
+    out = []
+    while not flow.queue.empty():
+        out.append(flow.queue.get_nowait())
+    return out
+
+
+async def test_a_tick_polls_only_transactions_whose_timers_are_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tx, clock, caller, callee = setup()
+    polled = 0
+    original = ClientInviteTransaction.poll
+
+    def counting(self: ClientInviteTransaction) -> None:
+        nonlocal polled
+        polled += 1
+        original(self)
+
+    monkeypatch.setattr(ClientInviteTransaction, "poll", counting)
+    for i in range(50):
+        invite = request(call_id=f"c{i}")
+        invite.headers.set("Via", f"SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK{i}")
+        context = tx.open(caller, invite)
+        assert context is not None
+        out = invite.copy()
+        out.headers.add("Via", f"SIP/2.0/TLS r1.example;branch=z9hG4bKout{i}", first=True)
+        await tx.fork(context, Target.of_flow(callee.id), out)
+    clock.t += 1.0
+    assert tx.poll() == [] and polled == 0  # 50 live branches, none due: none looked at
+    clock.t += 64 * T1  # Timer B of every branch (no answer at all)
+    touched = tx.poll()
+    assert len(touched) == 50 and polled == 50
+    assert all(b.tx.terminated for c in touched for b in c.branches.values())
+
+
+async def test_a_context_answered_over_tls_is_freed_without_a_tick() -> None:
+    tx, _, caller, _ = setup()
+    context = tx.open(caller, request("MESSAGE"))
+    assert context is not None and len(tx.servers) == 1
+    await tx.respond(context, reply(context.request, 200, "OK"))
+    assert len(tx.servers) == 0
+    assert sent(caller)[0].startswith(b"SIP/2.0 200 OK")
+
+
+async def test_over_udp_timer_g_resends_and_timer_h_frees() -> None:
+    tx, clock, caller, _ = setup("UDP")
+    context = tx.open(caller, request())
+    assert context is not None
+    context.finished = True
+    await tx.respond(context, reply(context.request, 486, "Busy Here"))
+    resent = 0
+
+    async def flush(c: object) -> None:
+        nonlocal resent
+        resent += 1
+
+    tx.flush = flush  # type: ignore[method-assign]
+    clock.t += T1
+    tx.poll()
+    await tx.resend()
+    assert resent == 1  # Timer G
+    clock.t += 64 * T1
+    tx.poll()
+    assert len(tx.servers) == 0  # Timer H: no ACK, the context goes
+
+
+async def test_timer_c_cancels_a_branch_ringing_too_long() -> None:
+    tx, clock, caller, callee = setup()
+    context = tx.open(caller, request())
+    assert context is not None
+    out = request()
+    out.headers.add("Via", "SIP/2.0/TLS r1.example;branch=z9hG4bKout", first=True)
+    await tx.fork(context, Target.of_flow(callee.id), out)
+    (branch,) = context.branches.values()
+    sent(callee)
+    clock.t += 60.0
+    ringing = Response(status=180, reason="Ringing")
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        for value in out.headers.get_all(name):
+            ringing.headers.add(name, value)
+    branch.tx.receive(ringing)
+    branch.ringing_since = clock.now()
+    clock.t += TIMER_C - 59.0  # TIMER_C after the fork, 121 s into ringing
+    tx.poll()
+    assert not branch.cancelled
+    clock.t += 60.0  # TIMER_C into ringing
+    tx.poll()
+    assert branch.cancelled
+    await asyncio.sleep(0)
+    assert any(data.startswith(b"CANCEL ") for data in sent(callee))
