@@ -48,6 +48,8 @@ from quietwire.runtime.registry import RelayEntry, RelayRegistry
 from quietwire.runtime.streams import stream_id
 
 log = logging.getLogger(__name__)
+#: Relays an offer is tried on before it is refused (each unreachable one skipped).
+RELAY_ATTEMPTS = 3
 RELAY_TIMEOUT = 3.0
 LEG_SIDES = {Side.CALLER: relay_pb2.LEG_SIDE_CALLER, Side.CALLEE: relay_pb2.LEG_SIDE_CALLEE}
 NOT_THE_DIALOG = Counter(
@@ -139,8 +141,7 @@ class Planner:
             NOT_THE_DIALOG.labels("initial-offer").inc()
             return TAKEN
         try:
-            self.on_relay(relay)
-            streams = await self._allocate(relay, offer)
+            relay, streams = await self._place(relay, offer)
         except BaseException:
             await self.store.delete(claim)
             raise
@@ -180,6 +181,29 @@ class Planner:
             binding=Binding(Outcome.WAITING if verdict.mode is Mode.ZRTP else Outcome.NOT_ZRTP),
         )
         return record, Relay(entry.relay_id, entry.grpc)
+
+    async def _place(
+        self, relay: Relay, offer: Offer
+    ) -> tuple[Relay, tuple[StreamPlan | None, ...]]:
+        """The offer's sessions on ``relay``, or, when it cannot be reached (one just
+        restarted, or dead and still in the registry), on the next relay the
+        selector picks: RELAY_ATTEMPTS relays at most."""
+        tried: set[str] = set()
+        while True:
+            self.on_relay(relay)
+            try:
+                return relay, await self._allocate(relay, offer)
+            except PlanningError as exc:
+                tried.add(relay.relay_id)
+                others = [e for e in await self.registry.alive() if e.relay_id not in tried]
+                entry = self.selector.choose(others) if len(tried) < RELAY_ATTEMPTS else None
+                if entry is None:
+                    raise
+                log.warning(
+                    "relay allocation failed: trying another",
+                    extra={"relay": relay.relay_id, "error": str(exc)},
+                )
+                relay = Relay(entry.relay_id, entry.grpc)
 
     async def _allocate(self, relay: Relay, offer: Offer) -> tuple[StreamPlan | None, ...]:
         """A relay session per active stream, facing the offerer at its SDP address;
