@@ -183,3 +183,15 @@ class KeyAgreementServicer(keyagreement_pb2_grpc.KeyAgreementServicer):
     ) -> pb.ListCallsResponse:
         records = await self.store.live(request.limit or 100)
         return pb.ListCallsResponse(calls=[security_message(r) for r in records])
+
+    async def MigrateCall(
+        self, request: pb.MigrateCallRequest, context: Context
+    ) -> pb.MigrateCallResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "call migration is not built yet")
+        raise AssertionError
+
+    async def MigrateRelay(
+        self, request: pb.MigrateRelayRequest, context: Context
+    ) -> pb.MigrateRelayResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "call migration is not built yet")
+        raise AssertionError

@@ -61,3 +61,11 @@ class SignalingServicer(signaling_pb2_grpc.SignalingServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id is required")
         found = await self.proxy.terminate(request.call_id, request.reason or "terminated")
         return signaling_pb2.TerminateCallResponse(found=found)
+
+    async def MoveCall(
+        self,
+        request: signaling_pb2.MoveCallRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> signaling_pb2.MoveCallResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "call migration is not built yet")
+        raise AssertionError

@@ -525,6 +525,117 @@ class ListCallsResponse(_message.Message):
 Global___ListCallsResponse: _TypeAlias = ListCallsResponse  # noqa: Y015
 
 @_typing.final
+class MigrateCallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    TO_RELAY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    to_relay: _builtins.str
+    """A relay id from the registry; empty: the selector picks (never the current one)."""
+    reason: _builtins.str
+    """Why, for the logs and metrics: "operator", "drain", "relay-lost"."""
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        to_relay: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "reason", b"reason", "to_relay", b"to_relay"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateCallRequest: _TypeAlias = MigrateCallRequest  # noqa: Y015
+
+@_typing.final
+class MigrateCallResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVED_FIELD_NUMBER: _builtins.int
+    FROM_RELAY_FIELD_NUMBER: _builtins.int
+    TO_RELAY_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ENDED_FIELD_NUMBER: _builtins.int
+    moved: _builtins.bool
+    from_relay: _builtins.str
+    to_relay: _builtins.str
+    detail: _builtins.str
+    """When not moved: why, and whether the call was ended."""
+    ended: _builtins.bool
+    def __init__(
+        self,
+        *,
+        moved: _builtins.bool = ...,
+        from_relay: _builtins.str = ...,
+        to_relay: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        ended: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "ended", b"ended", "from_relay", b"from_relay", "moved", b"moved", "to_relay", b"to_relay"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateCallResponse: _TypeAlias = MigrateCallResponse  # noqa: Y015
+
+@_typing.final
+class MigrateRelayRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELAY_ID_FIELD_NUMBER: _builtins.int
+    TO_RELAY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    relay_id: _builtins.str
+    to_relay: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        relay_id: _builtins.str = ...,
+        to_relay: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "relay_id", b"relay_id", "to_relay", b"to_relay"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateRelayRequest: _TypeAlias = MigrateRelayRequest  # noqa: Y015
+
+@_typing.final
+class MigrateRelayResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVED_FIELD_NUMBER: _builtins.int
+    ENDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    moved: _builtins.int
+    ended: _builtins.int
+    """Could not move and were ended with a Reason."""
+    failed: _builtins.int
+    """Could not move and are still on the relay."""
+    def __init__(
+        self,
+        *,
+        moved: _builtins.int = ...,
+        ended: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "failed", b"failed", "moved", b"moved"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateRelayResponse: _TypeAlias = MigrateRelayResponse  # noqa: Y015
+
+@_typing.final
 class PendingEnd(_message.Message):
     """An EndCall that signaling could not deliver (keyagreement away), kept in
     Redis until keyagreement takes it on its return (quietwire.runtime.outbox).

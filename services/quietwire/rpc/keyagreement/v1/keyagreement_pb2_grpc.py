@@ -59,6 +59,16 @@ class KeyAgreementStub:
                 request_serializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.ListCallsRequest.SerializeToString,
                 response_deserializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.ListCallsResponse.FromString,
                 _registered_method=True)
+        self.MigrateCall = channel.unary_unary(
+                '/quietwire.keyagreement.v1.KeyAgreement/MigrateCall',
+                request_serializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateCallRequest.SerializeToString,
+                response_deserializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateCallResponse.FromString,
+                _registered_method=True)
+        self.MigrateRelay = channel.unary_unary(
+                '/quietwire.keyagreement.v1.KeyAgreement/MigrateRelay',
+                request_serializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateRelayRequest.SerializeToString,
+                response_deserializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateRelayResponse.FromString,
+                _registered_method=True)
 
 
 class KeyAgreementServicer:
@@ -96,6 +106,21 @@ class KeyAgreementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MigrateCall(self, request, context):
+        """Move one call's media to another relay (the selector's choice unless
+        to_relay names one); the call ends with a Reason only when it cannot move.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigrateRelay(self, request, context):
+        """Move every call off a relay (a drain, or the relay is lost).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyAgreementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +148,16 @@ def add_KeyAgreementServicer_to_server(servicer, server):
                     servicer.ListCalls,
                     request_deserializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.ListCallsRequest.FromString,
                     response_serializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.ListCallsResponse.SerializeToString,
+            ),
+            'MigrateCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateCall,
+                    request_deserializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateCallRequest.FromString,
+                    response_serializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateCallResponse.SerializeToString,
+            ),
+            'MigrateRelay': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateRelay,
+                    request_deserializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateRelayRequest.FromString,
+                    response_serializer=quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateRelayResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +295,60 @@ class KeyAgreement:
             '/quietwire.keyagreement.v1.KeyAgreement/ListCalls',
             quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.ListCallsRequest.SerializeToString,
             quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.ListCallsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quietwire.keyagreement.v1.KeyAgreement/MigrateCall',
+            quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateCallRequest.SerializeToString,
+            quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateRelay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quietwire.keyagreement.v1.KeyAgreement/MigrateRelay',
+            quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateRelayRequest.SerializeToString,
+            quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2.MigrateRelayResponse.FromString,
             options,
             channel_credentials,
             insecure,

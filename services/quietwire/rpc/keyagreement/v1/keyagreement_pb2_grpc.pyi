@@ -42,6 +42,12 @@ class KeyAgreementStub:
     EndCall: _grpc.UnaryUnaryMultiCallable[_keyagreement_pb2.EndCallRequest, _keyagreement_pb2.EndCallResponse]
     GetCallSecurity: _grpc.UnaryUnaryMultiCallable[_keyagreement_pb2.GetCallSecurityRequest, _keyagreement_pb2.CallSecurity]
     ListCalls: _grpc.UnaryUnaryMultiCallable[_keyagreement_pb2.ListCallsRequest, _keyagreement_pb2.ListCallsResponse]
+    MigrateCall: _grpc.UnaryUnaryMultiCallable[_keyagreement_pb2.MigrateCallRequest, _keyagreement_pb2.MigrateCallResponse]
+    """Move one call's media to another relay (the selector's choice unless
+    to_relay names one); the call ends with a Reason only when it cannot move.
+    """
+    MigrateRelay: _grpc.UnaryUnaryMultiCallable[_keyagreement_pb2.MigrateRelayRequest, _keyagreement_pb2.MigrateRelayResponse]
+    """Move every call off a relay (a drain, or the relay is lost)."""
 
 @_typing.type_check_only
 class KeyAgreementAsyncStub(KeyAgreementStub):
@@ -53,6 +59,12 @@ class KeyAgreementAsyncStub(KeyAgreementStub):
     EndCall: _aio.UnaryUnaryMultiCallable[_keyagreement_pb2.EndCallRequest, _keyagreement_pb2.EndCallResponse]  # type: ignore[assignment]
     GetCallSecurity: _aio.UnaryUnaryMultiCallable[_keyagreement_pb2.GetCallSecurityRequest, _keyagreement_pb2.CallSecurity]  # type: ignore[assignment]
     ListCalls: _aio.UnaryUnaryMultiCallable[_keyagreement_pb2.ListCallsRequest, _keyagreement_pb2.ListCallsResponse]  # type: ignore[assignment]
+    MigrateCall: _aio.UnaryUnaryMultiCallable[_keyagreement_pb2.MigrateCallRequest, _keyagreement_pb2.MigrateCallResponse]  # type: ignore[assignment]
+    """Move one call's media to another relay (the selector's choice unless
+    to_relay names one); the call ends with a Reason only when it cannot move.
+    """
+    MigrateRelay: _aio.UnaryUnaryMultiCallable[_keyagreement_pb2.MigrateRelayRequest, _keyagreement_pb2.MigrateRelayResponse]  # type: ignore[assignment]
+    """Move every call off a relay (a drain, or the relay is lost)."""
 
 class KeyAgreementServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -91,5 +103,23 @@ class KeyAgreementServicer(metaclass=_abc_1.ABCMeta):
         request: _keyagreement_pb2.ListCallsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_keyagreement_pb2.ListCallsResponse, _abc.Awaitable[_keyagreement_pb2.ListCallsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def MigrateCall(
+        self,
+        request: _keyagreement_pb2.MigrateCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyagreement_pb2.MigrateCallResponse, _abc.Awaitable[_keyagreement_pb2.MigrateCallResponse]]:
+        """Move one call's media to another relay (the selector's choice unless
+        to_relay names one); the call ends with a Reason only when it cannot move.
+        """
+
+    @_abc_1.abstractmethod
+    def MigrateRelay(
+        self,
+        request: _keyagreement_pb2.MigrateRelayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyagreement_pb2.MigrateRelayResponse, _abc.Awaitable[_keyagreement_pb2.MigrateRelayResponse]]:
+        """Move every call off a relay (a drain, or the relay is lost)."""
 
 def add_KeyAgreementServicer_to_server(servicer: KeyAgreementServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

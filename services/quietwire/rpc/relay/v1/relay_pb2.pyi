@@ -69,6 +69,7 @@ class LegSpec(_message.Message):
     SIDE_FIELD_NUMBER: _builtins.int
     RTCP_MUX_FIELD_NUMBER: _builtins.int
     ZRTP_HASH_FIELD_NUMBER: _builtins.int
+    CARRIED_FIELD_NUMBER: _builtins.int
     side: Global___LegSide.ValueType
     rtcp_mux: _builtins.bool
     """RTP and RTCP on one port (RFC 5761)."""
@@ -76,20 +77,78 @@ class LegSpec(_message.Message):
     """The phone's a=zrtp-hash (RFC 6189 section 8.1): a first source whose ZRTP
     Hello hashes to it may be latched.
     """
+    @_builtins.property
+    def carried(self) -> Global___CarriedLeg:
+        """A leg moved here from another relay (a call's migration): the phone
+        already sends SRTP and will send no new ZRTP Hello, so this relay accepts
+        it from where the old relay had latched it, with the SSRCs seen there.
+        """
+
     def __init__(
         self,
         *,
         side: Global___LegSide.ValueType = ...,
         rtcp_mux: _builtins.bool = ...,
         zrtp_hash: _builtins.str = ...,
+        carried: Global___CarriedLeg | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["carried", b"carried"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rtcp_mux", b"rtcp_mux", "side", b"side", "zrtp_hash", b"zrtp_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carried", b"carried", "rtcp_mux", b"rtcp_mux", "side", b"side", "zrtp_hash", b"zrtp_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LegSpec: _TypeAlias = LegSpec  # noqa: Y015
+
+@_typing.final
+class CarriedLeg(_message.Message):
+    """What a relay knew of one leg's phone, kept in Redis while it is alive
+    (quietwire.runtime.legmemory) so that another relay can take the leg over.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RTP_SOURCE_FIELD_NUMBER: _builtins.int
+    RTCP_SOURCE_FIELD_NUMBER: _builtins.int
+    SSRCS_FIELD_NUMBER: _builtins.int
+    ZRTP_HELLO_HASH_FIELD_NUMBER: _builtins.int
+    ZRTP_MESSAGES_SEEN_FIELD_NUMBER: _builtins.int
+    zrtp_hello_hash: _builtins.str
+    """The ZRTP seen there, so the binding checks go on (a new Hello on the new
+    relay is checked against zrtp_hash like any other).
+    """
+    @_builtins.property
+    def rtp_source(self) -> Global___Address:
+        """Where the old relay had latched the phone (its source address) per channel;
+        unset when that channel was never latched.
+        """
+
+    @_builtins.property
+    def rtcp_source(self) -> Global___Address: ...
+    @_builtins.property
+    def ssrcs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The SSRCs the phone sent with (RTP headers of SRTP are clear): a packet
+        from the latched address must carry one of them to keep the latch.
+        """
+
+    @_builtins.property
+    def zrtp_messages_seen(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        rtp_source: Global___Address | None = ...,
+        rtcp_source: Global___Address | None = ...,
+        ssrcs: _abc.Iterable[_builtins.int] | None = ...,
+        zrtp_hello_hash: _builtins.str = ...,
+        zrtp_messages_seen: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rtcp_source", b"rtcp_source", "rtp_source", b"rtp_source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rtcp_source", b"rtcp_source", "rtp_source", b"rtp_source", "ssrcs", b"ssrcs", "zrtp_hello_hash", b"zrtp_hello_hash", "zrtp_messages_seen", b"zrtp_messages_seen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CarriedLeg: _TypeAlias = CarriedLeg  # noqa: Y015
 
 @_typing.final
 class AllocateRequest(_message.Message):

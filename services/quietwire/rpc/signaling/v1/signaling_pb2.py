@@ -22,33 +22,40 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as quietwire_dot_rpc_dot_keyagreement_dot_v1_dot_keyagreement__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*quietwire/rpc/signaling/v1/signaling.proto\x12\x16quietwire.signaling.v1\"\xad\x01\n\x0e\x44\x65liverRequest\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x12\x39\n\x04kind\x18\x03 \x01(\x0e\x32+.quietwire.signaling.v1.DeliverRequest.Kind\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nKIND_WRITE\x10\x01\x12\x10\n\x0cKIND_RECEIVE\x10\x02\"\xbe\x01\n\x0f\x44\x65liverResponse\x12@\n\x07outcome\x18\x01 \x01(\x0e\x32/.quietwire.signaling.v1.DeliverResponse.Outcome\"i\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_WRITTEN\x10\x01\x12\x18\n\x14OUTCOME_NO_SUCH_FLOW\x10\x02\x12\x16\n\x12OUTCOME_QUEUE_FULL\x10\x03\"7\n\x14TerminateCallRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"&\n\x15TerminateCallResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\'\n\x18ListRegistrationsRequest\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\"\xab\x01\n\x0cRegistration\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontact\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\x0e\n\x06reg_id\x18\x04 \x01(\r\x12\x0f\n\x07replica\x18\x05 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x06 \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x07 \x01(\x01\x12\x0f\n\x07\x63\x61ll_id\x18\x08 \x01(\t\x12\x0c\n\x04\x63seq\x18\t \x01(\r\"X\n\x19ListRegistrationsResponse\x12;\n\rregistrations\x18\x01 \x03(\x0b\x32$.quietwire.signaling.v1.Registration2\xcf\x02\n\tSignaling\x12Z\n\x07\x44\x65liver\x12&.quietwire.signaling.v1.DeliverRequest\x1a\'.quietwire.signaling.v1.DeliverResponse\x12l\n\rTerminateCall\x12,.quietwire.signaling.v1.TerminateCallRequest\x1a-.quietwire.signaling.v1.TerminateCallResponse\x12x\n\x11ListRegistrations\x12\x30.quietwire.signaling.v1.ListRegistrationsRequest\x1a\x31.quietwire.signaling.v1.ListRegistrationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*quietwire/rpc/signaling/v1/signaling.proto\x12\x16quietwire.signaling.v1\x1a\x30quietwire/rpc/keyagreement/v1/keyagreement.proto\"\xad\x01\n\x0e\x44\x65liverRequest\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x12\x39\n\x04kind\x18\x03 \x01(\x0e\x32+.quietwire.signaling.v1.DeliverRequest.Kind\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nKIND_WRITE\x10\x01\x12\x10\n\x0cKIND_RECEIVE\x10\x02\"\xbe\x01\n\x0f\x44\x65liverResponse\x12@\n\x07outcome\x18\x01 \x01(\x0e\x32/.quietwire.signaling.v1.DeliverResponse.Outcome\"i\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_WRITTEN\x10\x01\x12\x18\n\x14OUTCOME_NO_SUCH_FLOW\x10\x02\x12\x16\n\x12OUTCOME_QUEUE_FULL\x10\x03\"7\n\x14TerminateCallRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"&\n\x15TerminateCallResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"i\n\x0fMoveCallRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x33\n\x05media\x18\x02 \x03(\x0b\x32$.quietwire.keyagreement.v1.MediaPlan\x12\x10\n\x08relay_id\x18\x03 \x01(\t\"\xfc\x02\n\x10MoveCallResponse\x12\x41\n\x07outcome\x18\x01 \x01(\x0e\x32\x30.quietwire.signaling.v1.MoveCallResponse.Outcome\x12\x41\n\x0c\x63\x61ller_media\x18\x02 \x03(\x0b\x32+.quietwire.keyagreement.v1.MediaDescription\x12\x41\n\x0c\x63\x61llee_media\x18\x03 \x03(\x0b\x32+.quietwire.keyagreement.v1.MediaDescription\x12\x12\n\nsip_status\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"{\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n\rOUTCOME_MOVED\x10\x01\x12\x18\n\x14OUTCOME_NO_SUCH_CALL\x10\x02\x12\x13\n\x0fOUTCOME_REFUSED\x10\x03\x12\x15\n\x11OUTCOME_NO_ANSWER\x10\x04\"\'\n\x18ListRegistrationsRequest\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\"\xab\x01\n\x0cRegistration\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontact\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\x0e\n\x06reg_id\x18\x04 \x01(\r\x12\x0f\n\x07replica\x18\x05 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x06 \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x07 \x01(\x01\x12\x0f\n\x07\x63\x61ll_id\x18\x08 \x01(\t\x12\x0c\n\x04\x63seq\x18\t \x01(\r\"X\n\x19ListRegistrationsResponse\x12;\n\rregistrations\x18\x01 \x03(\x0b\x32$.quietwire.signaling.v1.Registration2\xae\x03\n\tSignaling\x12Z\n\x07\x44\x65liver\x12&.quietwire.signaling.v1.DeliverRequest\x1a\'.quietwire.signaling.v1.DeliverResponse\x12l\n\rTerminateCall\x12,.quietwire.signaling.v1.TerminateCallRequest\x1a-.quietwire.signaling.v1.TerminateCallResponse\x12]\n\x08MoveCall\x12\'.quietwire.signaling.v1.MoveCallRequest\x1a(.quietwire.signaling.v1.MoveCallResponse\x12x\n\x11ListRegistrations\x12\x30.quietwire.signaling.v1.ListRegistrationsRequest\x1a\x31.quietwire.signaling.v1.ListRegistrationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quietwire.rpc.signaling.v1.signaling_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DELIVERREQUEST']._serialized_start=71
-  _globals['_DELIVERREQUEST']._serialized_end=244
-  _globals['_DELIVERREQUEST_KIND']._serialized_start=182
-  _globals['_DELIVERREQUEST_KIND']._serialized_end=244
-  _globals['_DELIVERRESPONSE']._serialized_start=247
-  _globals['_DELIVERRESPONSE']._serialized_end=437
-  _globals['_DELIVERRESPONSE_OUTCOME']._serialized_start=332
-  _globals['_DELIVERRESPONSE_OUTCOME']._serialized_end=437
-  _globals['_TERMINATECALLREQUEST']._serialized_start=439
-  _globals['_TERMINATECALLREQUEST']._serialized_end=494
-  _globals['_TERMINATECALLRESPONSE']._serialized_start=496
-  _globals['_TERMINATECALLRESPONSE']._serialized_end=534
-  _globals['_LISTREGISTRATIONSREQUEST']._serialized_start=536
-  _globals['_LISTREGISTRATIONSREQUEST']._serialized_end=575
-  _globals['_REGISTRATION']._serialized_start=578
-  _globals['_REGISTRATION']._serialized_end=749
-  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_start=751
-  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_end=839
-  _globals['_SIGNALING']._serialized_start=842
-  _globals['_SIGNALING']._serialized_end=1177
+  _globals['_DELIVERREQUEST']._serialized_start=121
+  _globals['_DELIVERREQUEST']._serialized_end=294
+  _globals['_DELIVERREQUEST_KIND']._serialized_start=232
+  _globals['_DELIVERREQUEST_KIND']._serialized_end=294
+  _globals['_DELIVERRESPONSE']._serialized_start=297
+  _globals['_DELIVERRESPONSE']._serialized_end=487
+  _globals['_DELIVERRESPONSE_OUTCOME']._serialized_start=382
+  _globals['_DELIVERRESPONSE_OUTCOME']._serialized_end=487
+  _globals['_TERMINATECALLREQUEST']._serialized_start=489
+  _globals['_TERMINATECALLREQUEST']._serialized_end=544
+  _globals['_TERMINATECALLRESPONSE']._serialized_start=546
+  _globals['_TERMINATECALLRESPONSE']._serialized_end=584
+  _globals['_MOVECALLREQUEST']._serialized_start=586
+  _globals['_MOVECALLREQUEST']._serialized_end=691
+  _globals['_MOVECALLRESPONSE']._serialized_start=694
+  _globals['_MOVECALLRESPONSE']._serialized_end=1074
+  _globals['_MOVECALLRESPONSE_OUTCOME']._serialized_start=951
+  _globals['_MOVECALLRESPONSE_OUTCOME']._serialized_end=1074
+  _globals['_LISTREGISTRATIONSREQUEST']._serialized_start=1076
+  _globals['_LISTREGISTRATIONSREQUEST']._serialized_end=1115
+  _globals['_REGISTRATION']._serialized_start=1118
+  _globals['_REGISTRATION']._serialized_end=1289
+  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_start=1291
+  _globals['_LISTREGISTRATIONSRESPONSE']._serialized_end=1379
+  _globals['_SIGNALING']._serialized_start=1382
+  _globals['_SIGNALING']._serialized_end=1812
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as _keyagreement_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -147,6 +148,96 @@ class TerminateCallResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TerminateCallResponse: _TypeAlias = TerminateCallResponse  # noqa: Y015
+
+@_typing.final
+class MoveCallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    MEDIA_FIELD_NUMBER: _builtins.int
+    RELAY_ID_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    relay_id: _builtins.str
+    @_builtins.property
+    def media(self) -> _containers.RepeatedCompositeFieldContainer[_keyagreement_pb2.MediaPlan]:
+        """The new relay's endpoints per m= line, in order (as Plan.media)."""
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        media: _abc.Iterable[_keyagreement_pb2.MediaPlan] | None = ...,
+        relay_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "media", b"media", "relay_id", b"relay_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveCallRequest: _TypeAlias = MoveCallRequest  # noqa: Y015
+
+@_typing.final
+class MoveCallResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Outcome:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[MoveCallResponse._Outcome.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        OUTCOME_UNSPECIFIED: MoveCallResponse._Outcome.ValueType  # 0
+        OUTCOME_MOVED: MoveCallResponse._Outcome.ValueType  # 1
+        """Both phones accepted (2xx) and were ACKed."""
+        OUTCOME_NO_SUCH_CALL: MoveCallResponse._Outcome.ValueType  # 2
+        """No established dialog with that Call-ID."""
+        OUTCOME_REFUSED: MoveCallResponse._Outcome.ValueType  # 3
+        """A phone refused (4xx-6xx, or 491 after the retries): sip_status says."""
+        OUTCOME_NO_ANSWER: MoveCallResponse._Outcome.ValueType  # 4
+        """A phone did not answer in time, or its flow is gone."""
+
+    class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
+    OUTCOME_UNSPECIFIED: MoveCallResponse.Outcome.ValueType  # 0
+    OUTCOME_MOVED: MoveCallResponse.Outcome.ValueType  # 1
+    """Both phones accepted (2xx) and were ACKed."""
+    OUTCOME_NO_SUCH_CALL: MoveCallResponse.Outcome.ValueType  # 2
+    """No established dialog with that Call-ID."""
+    OUTCOME_REFUSED: MoveCallResponse.Outcome.ValueType  # 3
+    """A phone refused (4xx-6xx, or 491 after the retries): sip_status says."""
+    OUTCOME_NO_ANSWER: MoveCallResponse.Outcome.ValueType  # 4
+    """A phone did not answer in time, or its flow is gone."""
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CALLER_MEDIA_FIELD_NUMBER: _builtins.int
+    CALLEE_MEDIA_FIELD_NUMBER: _builtins.int
+    SIP_STATUS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    outcome: Global___MoveCallResponse.Outcome.ValueType
+    sip_status: _builtins.int
+    detail: _builtins.str
+    @_builtins.property
+    def caller_media(self) -> _containers.RepeatedCompositeFieldContainer[_keyagreement_pb2.MediaDescription]:
+        """Each phone's answer, parsed: where it now receives (it may have moved too)."""
+
+    @_builtins.property
+    def callee_media(self) -> _containers.RepeatedCompositeFieldContainer[_keyagreement_pb2.MediaDescription]: ...
+    def __init__(
+        self,
+        *,
+        outcome: Global___MoveCallResponse.Outcome.ValueType = ...,
+        caller_media: _abc.Iterable[_keyagreement_pb2.MediaDescription] | None = ...,
+        callee_media: _abc.Iterable[_keyagreement_pb2.MediaDescription] | None = ...,
+        sip_status: _builtins.int = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callee_media", b"callee_media", "caller_media", b"caller_media", "detail", b"detail", "outcome", b"outcome", "sip_status", b"sip_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveCallResponse: _TypeAlias = MoveCallResponse  # noqa: Y015
 
 @_typing.final
 class ListRegistrationsRequest(_message.Message):

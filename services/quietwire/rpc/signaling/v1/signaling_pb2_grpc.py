@@ -44,6 +44,11 @@ class SignalingStub:
                 request_serializer=quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.TerminateCallRequest.SerializeToString,
                 response_deserializer=quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.TerminateCallResponse.FromString,
                 _registered_method=True)
+        self.MoveCall = channel.unary_unary(
+                '/quietwire.signaling.v1.Signaling/MoveCall',
+                request_serializer=quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.MoveCallRequest.SerializeToString,
+                response_deserializer=quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.MoveCallResponse.FromString,
+                _registered_method=True)
         self.ListRegistrations = channel.unary_unary(
                 '/quietwire.signaling.v1.Signaling/ListRegistrations',
                 request_serializer=quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.ListRegistrationsRequest.SerializeToString,
@@ -68,6 +73,15 @@ class SignalingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MoveCall(self, request, context):
+        """Point both phones of an established call at a new relay: a re-INVITE to
+        each from the platform (as the other party), whose SDP is the last one
+        that phone received with only the relay's address and ports changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListRegistrations(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -86,6 +100,11 @@ def add_SignalingServicer_to_server(servicer, server):
                     servicer.TerminateCall,
                     request_deserializer=quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.TerminateCallRequest.FromString,
                     response_serializer=quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.TerminateCallResponse.SerializeToString,
+            ),
+            'MoveCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveCall,
+                    request_deserializer=quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.MoveCallRequest.FromString,
+                    response_serializer=quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.MoveCallResponse.SerializeToString,
             ),
             'ListRegistrations': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRegistrations,
@@ -147,6 +166,33 @@ class Signaling:
             '/quietwire.signaling.v1.Signaling/TerminateCall',
             quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.TerminateCallRequest.SerializeToString,
             quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.TerminateCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quietwire.signaling.v1.Signaling/MoveCall',
+            quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.MoveCallRequest.SerializeToString,
+            quietwire_dot_rpc_dot_signaling_dot_v1_dot_signaling__pb2.MoveCallResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,11 @@ class SignalingStub:
     """Write a SIP message on a flow this replica holds."""
     TerminateCall: _grpc.UnaryUnaryMultiCallable[_signaling_pb2.TerminateCallRequest, _signaling_pb2.TerminateCallResponse]
     """End a call from the platform side (BYE to both legs)."""
+    MoveCall: _grpc.UnaryUnaryMultiCallable[_signaling_pb2.MoveCallRequest, _signaling_pb2.MoveCallResponse]
+    """Point both phones of an established call at a new relay: a re-INVITE to
+    each from the platform (as the other party), whose SDP is the last one
+    that phone received with only the relay's address and ports changed.
+    """
     ListRegistrations: _grpc.UnaryUnaryMultiCallable[_signaling_pb2.ListRegistrationsRequest, _signaling_pb2.ListRegistrationsResponse]
 
 @_typing.type_check_only
@@ -47,6 +52,11 @@ class SignalingAsyncStub(SignalingStub):
     """Write a SIP message on a flow this replica holds."""
     TerminateCall: _aio.UnaryUnaryMultiCallable[_signaling_pb2.TerminateCallRequest, _signaling_pb2.TerminateCallResponse]  # type: ignore[assignment]
     """End a call from the platform side (BYE to both legs)."""
+    MoveCall: _aio.UnaryUnaryMultiCallable[_signaling_pb2.MoveCallRequest, _signaling_pb2.MoveCallResponse]  # type: ignore[assignment]
+    """Point both phones of an established call at a new relay: a re-INVITE to
+    each from the platform (as the other party), whose SDP is the last one
+    that phone received with only the relay's address and ports changed.
+    """
     ListRegistrations: _aio.UnaryUnaryMultiCallable[_signaling_pb2.ListRegistrationsRequest, _signaling_pb2.ListRegistrationsResponse]  # type: ignore[assignment]
 
 class SignalingServicer(metaclass=_abc_1.ABCMeta):
@@ -65,6 +75,17 @@ class SignalingServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_signaling_pb2.TerminateCallResponse, _abc.Awaitable[_signaling_pb2.TerminateCallResponse]]:
         """End a call from the platform side (BYE to both legs)."""
+
+    @_abc_1.abstractmethod
+    def MoveCall(
+        self,
+        request: _signaling_pb2.MoveCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signaling_pb2.MoveCallResponse, _abc.Awaitable[_signaling_pb2.MoveCallResponse]]:
+        """Point both phones of an established call at a new relay: a re-INVITE to
+        each from the platform (as the other party), whose SDP is the last one
+        that phone received with only the relay's address and ports changed.
+        """
 
     @_abc_1.abstractmethod
     def ListRegistrations(
