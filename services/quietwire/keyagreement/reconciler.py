@@ -31,10 +31,12 @@ import grpc
 import redis.asyncio as redis
 from prometheus_client import Counter
 
+from quietwire.keyagreement.binding import LostCalls
 from quietwire.keyagreement.calls import CallRecord, CallStore
 from quietwire.keyagreement.model import Tags
 from quietwire.keyagreement.planner import RELAY_TIMEOUT, Planner, RelayClients
 from quietwire.keyagreement.reconcile import (
+    RELAY_LOST,
     End,
     Orphan,
     RelaySessions,
@@ -79,10 +81,13 @@ class Reconciler:
         outbox: EndOutbox,
         relay_gone: RelayGone,
         every: float,
+        lost_calls: LostCalls | None = None,
     ) -> None:
         self.store, self.registry, self.relays = store, registry, relays
         self.planner, self.terminator, self.outbox = planner, terminator, outbox
         self.relay_gone = relay_gone
+        #: Where calls whose relay restarted under them go (moved, or ended); None: ended.
+        self.lost_calls = lost_calls
         self.every = every
         self.redis: redis.Redis = store.redis
         self._token = secrets.token_hex(8)
@@ -163,7 +168,12 @@ class Reconciler:
             if answer is not None:
                 answers[address] = answer
         decisions = reconcile(records, registered, answers, time.time())
-        for end in decisions.ends:
+        ends = list(decisions.ends)
+        if self.lost_calls is not None:
+            lost = [e.call_id for e in ends if e.reason == RELAY_LOST]
+            ends = [e for e in ends if e.reason != RELAY_LOST]
+            await self._guarded("relay-lost", self.lost_calls(lost))
+        for end in ends:
             await self._guarded("end", self.end(end))
         for orphan in decisions.orphans:
             await self._guarded("release", self._release(orphan))
