@@ -30,11 +30,11 @@ MOVE_TIMEOUT = 20.0
 
 class MoveOutcome(enum.Enum):
     MOVED = "moved"
-    NO_SUCH_CALL = "no such call"
-    REFUSED = "refused"
-    NO_ANSWER = "no answer"
+    NO_SUCH_CALL = "no dialog to move"
+    REFUSED = "move refused"
+    NO_ANSWER = "move not answered"
     #: No signaling replica answered MoveCall.
-    NO_SIGNALING = "no signaling replica"
+    NO_SIGNALING = "no signaling replica to move it"
 
 
 OUTCOMES = {
@@ -67,7 +67,7 @@ class MoveAnswer:
     def why(self) -> str:
         """The failure in a few words, for a Reason and the operator."""
         status = f" ({self.sip_status})" if self.sip_status else ""
-        return f"move {self.outcome.value}{status}"
+        return f"{self.outcome.value}{status}"
 
 
 class CallMover:
