@@ -42,6 +42,7 @@ from quietwire.keyagreement.planner import (
 )
 from quietwire.keyagreement.reconcile import RELAY_LOST
 from quietwire.rpc.relay.v1 import relay_pb2
+from quietwire.runtime import legmemory
 from quietwire.runtime.context import call_context
 from quietwire.runtime.registry import RelayEntry, RelayRegistry
 from quietwire.runtime.streams import stream_id
@@ -77,14 +78,23 @@ MIGRATION_SECONDS = Histogram(
 )
 
 #: The carried legs of one relay session (by relay_pb2.LegSide value), from the
-#: leg memory its old relay kept; empty when it kept none.
-Recall = Callable[[str], Awaitable[Mapping[int, relay_pb2.CarriedLeg]]]
+#: leg memory its relay (the id given) kept; empty when it kept none.
+Recall = Callable[[str, str], Awaitable[Mapping[int, relay_pb2.CarriedLeg]]]
 #: Ends a call from the platform with a Reason (marks it, asks signaling for the BYEs).
 EndCall = Callable[[str, str], Awaitable[None]]
 
 
-async def no_memory(session: str) -> Mapping[int, relay_pb2.CarriedLeg]:
-    return {}
+def remembered(client: redis.Redis) -> Recall:
+    """The leg memory in Redis (:mod:`quietwire.runtime.legmemory`): the source
+    relay's, else the last relay's that wrote one."""
+
+    async def recall_legs(session: str, relay_id: str) -> Mapping[int, relay_pb2.CarriedLeg]:
+        legs = await legmemory.recall(client, session, relay_id) or await legmemory.recall(
+            client, session
+        )
+        return {int(side): legmemory.carried(memory) for side, memory in legs.items()}
+
+    return recall_legs
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,11 +205,12 @@ class Migrator:
         planner: Planner,
         mover: CallMover,
         end: EndCall,
-        recall: Recall = no_memory,
+        recall: Recall | None = None,
         selector: RelaySelector | None = None,
     ) -> None:
         self.store, self.registry, self.planner, self.mover = store, registry, planner, mover
-        self.end, self.recall = end, recall
+        self.end = end
+        self.recall = recall or remembered(store.redis)
         self.selector = selector or LeastLoaded()
         self.redis: redis.Redis = store.redis
         self._unlock = self.redis.register_script(_UNLOCK)
@@ -321,7 +332,7 @@ class Migrator:
                     streams.append(None)
                     continue
                 session = stream_id(record.call_id, index)
-                carried = await self.recall(session)
+                carried = await self.recall(session, record.plan.relay.relay_id)
                 allocated = await stub.Allocate(
                     relay_pb2.AllocateRequest(
                         call_id=session, legs=carried_specs(record, index, old, carried)
