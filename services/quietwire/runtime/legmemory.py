@@ -239,11 +239,18 @@ def _unix(value: bytes | str) -> float:
 async def forget(client: redis.Redis, stream_id: str, relay_id: str | None = None) -> None:
     """Delete ``relay_id``'s memory of a stream (None: every relay's): on Release.
     Another relay's (the one a call moved to) stays."""
-    key = leg_memory_key(stream_id)
     if relay_id is None:
-        await client.delete(key)
+        await client.delete(leg_memory_key(stream_id))
         return
-    await client.hdel(key, *[f"{relay_id}:{suffix}" for suffix in (AT, *map(int, LegSide))])
+    async with client.pipeline(transaction=False) as pipe:
+        erase(pipe, stream_id, relay_id)
+        await pipe.execute()
+
+
+def erase(pipe: Pipeline, stream_id: str, relay_id: str) -> None:
+    """Queue on ``pipe`` the deletion of ``relay_id``'s memory of a stream."""
+    names = [f"{relay_id}:{suffix}" for suffix in (AT, *map(int, LegSide))]
+    pipe.hdel(leg_memory_key(stream_id), *names)
 
 
 async def refresh(
