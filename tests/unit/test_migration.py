@@ -162,7 +162,10 @@ def test_a_refusal_by_one_phone_after_the_other_moved_splits_the_call() -> None:
     split = MoveAnswer(MoveOutcome.REFUSED, moved_caller, (), 488, "callee refused")
     assert split.split
     assert split.why == "move refused (488)"
-    both_refused = MoveAnswer(MoveOutcome.REFUSED, sip_status=488)
+    said = "the caller accepted; the callee refused: 488 Not Acceptable Here"
+    assert MoveAnswer(MoveOutcome.REFUSED, sip_status=488, detail=said).split
+    both = "the caller refused: 488 Not Acceptable Here; the callee refused: 488"
+    both_refused = MoveAnswer(MoveOutcome.REFUSED, sip_status=488, detail=both)
     assert not both_refused.split
     assert not MoveAnswer(MoveOutcome.MOVED, moved_caller, moved_caller).split
 

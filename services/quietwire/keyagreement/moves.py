@@ -58,10 +58,11 @@ class MoveAnswer:
     @property
     def split(self) -> bool:
         """One phone accepted the move and the other did not: they now send to
-        different relays, so the call cannot go on as it was."""
-        return self.outcome is not MoveOutcome.MOVED and (
-            bool(self.caller_media) != bool(self.callee_media)
-        )
+        different relays, so the call cannot go on as it was. Signaling says so in
+        ``detail`` (signaling.proto: "the caller accepted; the callee refused: 488")."""
+        if self.outcome is MoveOutcome.MOVED:
+            return False
+        return bool(self.caller_media) != bool(self.callee_media) or " accepted" in self.detail
 
     @property
     def why(self) -> str:
