@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -340,3 +340,73 @@ async def test_an_event_that_fails_is_counted_and_the_stream_goes_on(
         await away.aclose()
     assert errors._value.get() == before + 3
     assert len([r for r in caplog.records if r.getMessage() == "relay event failed"]) == 1
+
+
+async def test_a_killed_relay_is_lost_at_once_and_its_calls_handed_over(
+    store: CallStore, redis_url: str
+) -> None:
+    """SIGKILL: its event stream breaks and it no longer answers, so it is lost
+    within LOST_AFTER, while its registry entry still stands (it would expire
+    seconds later); its calls go to the lost-relay path (migration), not ended here."""
+    low = free_port() & ~1
+    env = quietwire_env(
+        QW_REDIS_URL=redis_url,
+        QW_GRPC_INSECURE="true",
+        QW_RELAY_ID="relay-k",
+        QW_RELAY_PORT_MIN=str(low),
+        QW_RELAY_PORT_MAX=str(low + 7),
+    )
+    started = await asyncio.to_thread(start_service, "relay", env)
+    hangups = Hangups()
+    binding = checker(store, hangups)
+    handed: list[list[str]] = []
+
+    async def lost_calls(call_ids: Sequence[str]) -> None:
+        handed.append(list(call_ids))
+
+    binding.lost_calls = lost_calls
+    try:
+        registry = RelayRegistry(store.redis)
+        await eventually(registry.alive, 15, "the relay registered", interval=0.1)
+        await a_call(store, "on-k", relay_id="relay-k")
+        await a_call(store, "elsewhere", relay_id="relay-b")
+        await binding.discover()
+
+        started.process.kill()
+        started.process.wait(10)
+        killed = asyncio.get_running_loop().time()
+
+        async def handed_over() -> bool:
+            return bool(handed)
+
+        await eventually(handed_over, 10, "the killed relay's calls handed over", interval=0.05)
+        took = asyncio.get_running_loop().time() - killed
+        assert took < binding_module.LOST_AFTER + 2, took
+        assert [r.relay_id for r in await registry.alive()] == ["relay-k"]  # not yet expired
+        assert handed == [["on-k"]]
+        assert hangups.calls == []
+    finally:
+        if started.process.poll() is None:
+            started.process.kill()
+            started.process.wait(10)
+        await binding.close()
+
+
+async def test_events_of_the_relay_a_call_left_are_ignored(store: CallStore) -> None:
+    """After a call moved (its record names relay B), relay A's late media timeout
+    and a Hello seen there change nothing; B's events count as before."""
+    hangups = Hangups()
+    await a_call(store, "moved")  # planned on 127.0.0.1:1
+    binding = checker(store, hangups)
+    old, new = "127.0.0.1:2", "127.0.0.1:1"
+    timeout = Event(call_id=stream_id("moved", 0), kind=Event.KIND_MEDIA_TIMEOUT)
+    await binding.observe(timeout, old)
+    await binding.observe(zrtp("moved", "Hello", HELLO + b" on the old relay"), old)
+    record = await store.get("moved")
+    assert record is not None and record.binding.outcome is Outcome.WAITING
+    assert hangups.calls == []
+    await binding.observe(zrtp("moved", "Hello", HELLO), new)
+    record = await store.get("moved")
+    assert record is not None and record.binding.outcome is Outcome.HANDSHAKING
+    await binding.observe(timeout, new)
+    assert hangups.calls == [("moved", "media timeout")]
