@@ -4,8 +4,9 @@ The engine only takes note (:class:`LegMemoryWriter` is its
 :class:`~quietwire.relay.sessions.MemorySink`): a call whose leg latched, saw a
 new SSRC or ZRTP message type goes into a set of changed calls, capped; a
 released call into a set of calls to forget. One task writes them in batches
-(one pipeline per round), each call as it is *when written*, so a burst of
-changes to one call costs one write; and renews the TTL of every memory this
+(one pipeline per round, rounds at least :data:`ROUND_EVERY` apart), each
+call as it is *when written*, so a burst of changes to one call (a ZRTP
+handshake) costs a few writes; and renews the TTL of every memory this
 relay holds every :data:`~quietwire.runtime.legmemory.REFRESH_EVERY` seconds.
 
 Redis being away never touches forwarding: the round fails, is counted and
@@ -37,6 +38,9 @@ PENDING_CAP = 10_000
 BATCH = 500
 #: Seconds before a round that failed is tried again.
 RETRY_AFTER = 1.0
+#: Seconds at least between two rounds: the changes of a ZRTP handshake (a
+#: message type every few tens of ms) go in a few writes, not one each.
+ROUND_EVERY = 0.1
 
 MEMORY_WRITES = Counter(
     "quietwire_relay_leg_memory_writes", "Calls whose leg memory was written to Redis"
@@ -110,6 +114,7 @@ class LegMemoryWriter:
                 self.errors.record("leg memory", exc)
                 await asyncio.sleep(RETRY_AFTER)
                 self._wake.set()
+            await asyncio.sleep(ROUND_EVERY)
 
     async def write_round(self) -> None:
         """One pipeline: up to BATCH changed calls written as they are now, and the
