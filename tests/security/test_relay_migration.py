@@ -170,6 +170,17 @@ async def test_a_moved_call_keeps_its_media_and_refuses_strangers(
     await eventually(latched_on_b, 10, "relay B's memory after its latch", 0.05)
     assert (await recall(client, call_id))[LegSide.CALLER].ssrcs == (SSRC[CALLER],)
 
+    # The caller's phone restarts its stream (a new SSRC) on the settled path.
+    for n in range(31, 36):
+        caller.send(packet := srtp(0x5EC0D, n), port[CALLER])
+        assert await callee.receive() == packet
+
+    async def new_ssrc_remembered() -> bool:
+        now = (await recall(client, call_id, "relay-b")).get(LegSide.CALLER)
+        return now is not None and now.ssrcs == (SSRC[CALLER], 0x5EC0D)
+
+    await eventually(new_ssrc_remembered, 10, "the new SSRC in relay B's memory", 0.05)
+
     # The move is done: A releases, B's memory stays until B releases.
     await a.Release(pb.ReleaseRequest(call_id=call_id))
     await eventually(

@@ -9,6 +9,10 @@ call as it is *when written*, so a burst of changes to one call (a ZRTP
 handshake) costs a few writes; and renews the TTL of every memory this
 relay holds every :data:`~quietwire.runtime.legmemory.REFRESH_EVERY` seconds.
 
+SSRCs are noted on the full path, and on the socket fast path from the last
+packet of each fold (about once a second); the kernel path shows none, so a
+call it forwards carries the SSRCs seen before it settled.
+
 Redis being away never touches forwarding: the round fails, is counted and
 logged (once a minute), its calls go back into the sets (capped) and the task
 tries again a second later. On shutdown nothing is forgotten: the calls still
