@@ -85,8 +85,8 @@ def relay_address(
         log,
         QW_RELAY_PEER_ALLOW="127.0.0.0/8",
         QW_RELAY_PEER_DENY=f"{PLATFORM}/32",
-    ) as address:
-        yield address
+    ) as relay:
+        yield relay.address
 
 
 @pytest.fixture

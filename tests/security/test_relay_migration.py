@@ -2,8 +2,8 @@
 relay A writes what it learnt of the phones; relay B, allocated with those carried
 legs, takes the phones' ongoing SRTP without a new ZRTP Hello, and refuses a
 stranger on another port, a packet from the phone's address with another SSRC,
-and the phone's SSRC from elsewhere. Release forgets each relay's memory; Redis
-hung does not stop forwarding."""
+and the phone's SSRC from elsewhere. Release forgets each relay's memory; a relay
+that dies or stops leaves it; Redis hung does not stop forwarding."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ import redis.asyncio as redis
 from quietwire.protocols.rtp.packets import Rtp
 from quietwire.rpc.relay.v1 import relay_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
-from quietwire.runtime.legmemory import LegMemory, LegSide, carried, leg_memory_key, recall
+from quietwire.runtime.legmemory import (
+    LEG_MEMORY_TTL,
+    LegMemory,
+    LegSide,
+    carried,
+    leg_memory_key,
+    recall,
+)
 from quietwire.runtime.streams import stream_id
 
 from tests.conftest import RedisServer, start_redis, stop_redis
@@ -59,7 +66,7 @@ def relays(
             QW_RELAY_PEER_ALLOW="127.0.0.0/8",
         ) as b,
     ):
-        yield {"relay-a": a, "relay-b": b}
+        yield {"relay-a": a.address, "relay-b": b.address}
 
 
 @pytest.fixture
@@ -217,10 +224,10 @@ async def test_redis_hung_does_not_stop_forwarding(tmp_path: Path) -> None:
     server = start_redis(tmp_path)
     with relay_process(
         server.url, tmp_path / "relay.log", QW_RELAY_ID="relay-h", QW_RELAY_PEER_ALLOW="127.0.0.0/8"
-    ) as target:
+    ) as relay:
         client = redis.from_url(server.url)
         try:
-            async with grpc.aio.insecure_channel(target) as channel:
+            async with grpc.aio.insecure_channel(relay.address) as channel:
                 stub = relay_pb2_grpc.RelayStub(channel)
                 caller, callee = Phone(), Phone()
                 server.process.send_signal(signal.SIGSTOP)
@@ -239,3 +246,33 @@ async def test_redis_hung_does_not_stop_forwarding(tmp_path: Path) -> None:
         finally:
             await client.aclose()
             await asyncio.to_thread(stop_redis, server)
+
+
+async def test_a_relay_that_dies_or_stops_leaves_its_memory(
+    redis_server: RedisServer, client: redis.Redis, tmp_path: Path
+) -> None:
+    """SIGKILL (a crash) or SIGTERM (a stop with calls still on it): the memory of
+    its calls stays for LEG_MEMORY_TTL, for keyagreement to move them."""
+    for how in (signal.SIGKILL, signal.SIGTERM):
+        call_id = f"left-by-{how.name}#0"
+        with relay_process(
+            redis_server.url,
+            tmp_path / f"{how.name}.log",
+            QW_RELAY_ID="relay-gone",
+            QW_RELAY_PEER_ALLOW="127.0.0.0/8",
+        ) as relay:
+            async with grpc.aio.insecure_channel(relay.address) as channel:
+                stub = relay_pb2_grpc.RelayStub(channel)
+                await established_on_a(stub, call_id, Phone(), Phone())
+
+                async def remembered(call_id: str = call_id) -> bool:
+                    memory = await recall(client, call_id, "relay-gone")
+                    return all(memory.get(LegSide(side), LegMemory()).ssrcs for side in SSRC)
+
+                await eventually(remembered, 10, "the relay's memory in Redis", 0.05)
+            relay.process.send_signal(how)
+            await asyncio.to_thread(relay.process.wait, 15)
+        memory = await recall(client, call_id)
+        assert memory[LegSide.CALLER].zrtp_messages_seen == ("Hello",)
+        assert memory[LegSide.CALLEE].ssrcs == (SSRC[CALLEE],)
+        assert 0 < await client.ttl(leg_memory_key(call_id)) <= LEG_MEMORY_TTL

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -13,10 +15,18 @@ from quietwire.runtime.streams import stream_id
 from tests.conftest import free_port, quietwire_env, start_service, stop_process
 
 
+@dataclass(frozen=True)
+class RelayProcess:
+    #: host:port of its gRPC server.
+    address: str
+    process: subprocess.Popen[str]
+
+
 @contextmanager
-def relay_process(redis_url: str, log: Path, **settings: str) -> Iterator[str]:
+def relay_process(redis_url: str, log: Path, **settings: str) -> Iterator[RelayProcess]:
     """``quietwire relay`` on loopback with 100 ports of its own (gRPC without TLS),
-    its log in ``log``, ``settings`` added (``QW_RELAY_ID=...``); its gRPC address."""
+    its log in ``log``, ``settings`` added (``QW_RELAY_ID=...``); stopped (SIGTERM)
+    on leaving unless it is gone already."""
     first = 2 * (free_port() // 2)
     env = quietwire_env(
         QW_REDIS_URL=redis_url,
@@ -32,7 +42,7 @@ def relay_process(redis_url: str, log: Path, **settings: str) -> Iterator[str]:
     with log.open("w") as stderr:
         relay = start_service("relay", env, stderr=stderr)
         try:
-            yield f"127.0.0.1:{relay.grpc_port}"
+            yield RelayProcess(f"127.0.0.1:{relay.grpc_port}", relay.process)
         finally:
             stop_process(relay.process, 15)
 
