@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Mapping
 
 import redis.asyncio as redis
@@ -34,7 +33,6 @@ from quietwire.relay.legs import RelayCall
 from quietwire.runtime import legmemory
 from quietwire.runtime.errorlog import ErrorLog
 
-log = logging.getLogger(__name__)
 #: Changed calls (and released calls) waiting to be written, at most: past it a
 #: change is not written (counted) until the call changes again.
 PENDING_CAP = 10_000
