@@ -1,14 +1,21 @@
 """Leg memory in a real Redis: what one relay wrote comes back as written, per relay;
 the latest writer wins when no relay is named; a relay's forget leaves another's;
-keys of one call share its hash slot; the TTL is set; malformed input is refused."""
+keys of one call share its hash slot; the TTL is set; malformed input is refused;
+the relay's writer writes a call as it is and forgets it on release."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
+from quietwire.relay.legs import LegSpec, Side
+from quietwire.relay.memory import LegMemoryWriter
+from quietwire.relay.ports import PortPool
+from quietwire.relay.sessions import Relay
 from quietwire.rpc.relay.v1 import relay_pb2 as pb
+from quietwire.runtime.errorlog import ErrorLog
 from quietwire.runtime.legmemory import (
     LEG_MEMORY_TTL,
     LegMemory,
@@ -23,6 +30,8 @@ from quietwire.runtime.legmemory import (
 )
 from quietwire.runtime.streams import stream_id
 from redis.crc import key_slot
+
+from tests.conftest import free_port
 
 CALL = "a84b4c76e66710@pc33.example.com"
 STREAM = stream_id(CALL, 0)
@@ -113,3 +122,29 @@ def test_merged_keeps_both_capped() -> None:
     assert merged.ssrcs == (0xCA11, 0xBEEF, 1, 2)
     assert merged.zrtp_hello_hash == CALLER.zrtp_hello_hash
     assert merged.zrtp_messages_seen == ("Hello", "Commit", "Conf2ACK", "GoClear")
+
+
+async def test_the_relay_writer_writes_as_the_call_is_and_forgets_what_it_wrote(
+    client: redis.Redis,
+) -> None:
+    """A relay engine and its writer on a real Redis: a carried allocation is written
+    under the relay's id, a release forgets it; a call released before its first
+    write leaves nothing."""
+    first = 2 * (free_port() // 2)
+    engine = Relay(PortPool("127.0.0.1", first, first + 7), lambda _: None)
+    writer = LegMemoryWriter(client, "relay-w", engine.calls, ErrorLog(logging.getLogger()))
+    engine.memory = writer
+    try:
+        await engine.allocate(STREAM, [LegSpec(Side.CALLER, True, carried=CALLER)])
+        await writer.write_round()
+        assert await recall(client, STREAM, "relay-w") == {LegSide.CALLER: CALLER}
+        engine.release(STREAM)
+        await writer.write_round()
+        assert not await client.exists(leg_memory_key(STREAM))
+
+        other = stream_id(CALL, 1)
+        await engine.allocate(other, [LegSpec(Side.CALLEE, True, carried=CALLEE)])
+        engine.release(other)
+        assert writer.pending == 0
+    finally:
+        await engine.close()

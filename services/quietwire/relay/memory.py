@@ -4,9 +4,14 @@ The engine only takes note (:class:`LegMemoryWriter` is its
 :class:`~quietwire.relay.sessions.MemorySink`): a call whose leg latched, saw a
 new SSRC or ZRTP message type goes into a set of changed calls, capped; a
 released call into a set of calls to forget. One task writes them in batches
-(one pipeline per round), each call as it is *when written*, so a burst of
-changes to one call costs one write; and renews the TTL of every memory this
+(one pipeline per round, rounds at least :data:`ROUND_EVERY` apart), each
+call as it is *when written*, so a burst of changes to one call (a ZRTP
+handshake) costs a few writes; and renews the TTL of every memory this
 relay holds every :data:`~quietwire.runtime.legmemory.REFRESH_EVERY` seconds.
+
+SSRCs are noted on the full path, and on the socket fast path from the last
+packet of each fold (about once a second); the kernel path shows none, so a
+call it forwards carries the SSRCs seen before it settled.
 
 Redis being away never touches forwarding: the round fails, is counted and
 logged (once a minute), its calls go back into the sets (capped) and the task
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Mapping
 
 import redis.asyncio as redis
@@ -29,7 +33,6 @@ from quietwire.relay.legs import RelayCall
 from quietwire.runtime import legmemory
 from quietwire.runtime.errorlog import ErrorLog
 
-log = logging.getLogger(__name__)
 #: Changed calls (and released calls) waiting to be written, at most: past it a
 #: change is not written (counted) until the call changes again.
 PENDING_CAP = 10_000
@@ -37,6 +40,9 @@ PENDING_CAP = 10_000
 BATCH = 500
 #: Seconds before a round that failed is tried again.
 RETRY_AFTER = 1.0
+#: Seconds at least between two rounds: the changes of a ZRTP handshake (a
+#: message type every few tens of ms) go in a few writes, not one each.
+ROUND_EVERY = 0.1
 
 MEMORY_WRITES = Counter(
     "quietwire_relay_leg_memory_writes", "Calls whose leg memory was written to Redis"
@@ -110,6 +116,7 @@ class LegMemoryWriter:
                 self.errors.record("leg memory", exc)
                 await asyncio.sleep(RETRY_AFTER)
                 self._wake.set()
+            await asyncio.sleep(ROUND_EVERY)
 
     async def write_round(self) -> None:
         """One pipeline: up to BATCH changed calls written as they are now, and the

@@ -11,9 +11,23 @@ new SSRC, a new ZRTP message type; never per packet.
 
 Written by relays (:mod:`quietwire.relay.memory`), read by keyagreement when
 it moves a call; :func:`carried` and :func:`from_carried` convert at the
-servicers. The records hold the phones' addresses (what the relay needs to
-take a leg over), so they live only as long as the relay holds the call:
-refreshed by it every few seconds, deleted on Release, gone by TTL otherwise.
+servicers. Moving stream ``i`` of a call to relay B::
+
+    memory = await recall(redis, stream_id(call_id, i))  # the relay that wrote last
+    legs = [
+        relay_pb2.LegSpec(side=side, rtcp_mux=..., zrtp_hash=..., carried=carried(memory[side]))
+        for side in memory
+    ]
+
+B then writes its own memory of the stream (at once, then as it learns), and
+each relay's Release deletes only its own, so a failed move leaves A's intact
+and a finished one leaves B's. "Wrote last" compares the relays' clocks
+(Unix time): keep them synchronized (NTP), or name the relay.
+
+The records hold the phones' addresses (what a relay needs to take a leg
+over), so they live only as long as the relay holds the call: refreshed by it
+every few seconds, deleted on Release, gone by TTL otherwise (a relay that
+died or stopped with calls on it leaves them that long, for the move).
 """
 
 from __future__ import annotations
