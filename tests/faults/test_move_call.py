@@ -23,6 +23,7 @@ from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as ka
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
 from quietwire.rpc.signaling.v1 import signaling_pb2, signaling_pb2_grpc
 from quietwire.runtime.channels import open_channel
+from quietwire.runtime.streams import stream_id
 
 from tests.faults.cluster import DOMAIN, Cluster, cluster_files, start_all
 from tests.integration.signaling_harness import establish, next_request
@@ -91,7 +92,7 @@ async def call(cluster: Cluster) -> AsyncIterator[Call]:
 async def new_relay_legs(cluster: Cluster, call_id: str, again: bool = False) -> list[ka.MediaPlan]:
     """Legs for the call's stream on the relay that does not carry it (``again``:
     more legs there, for a second move)."""
-    stream = f"{call_id}#0"
+    stream = stream_id(call_id, 0)
     carrying = [n for n in cluster.relay_names if stream in await cluster.relay_sessions(n)]
     if again:
         other = cluster.relay_names[-1]
