@@ -271,6 +271,22 @@ async def test_a_phone_refusing_the_move_makes_it_refused(cluster: Cluster, call
     await bye(call.bob, call.callee, call.alice)
 
 
+async def test_glare_is_retried_with_a_higher_cseq(cluster: Cluster, call: Call) -> None:
+    """bob has a re-INVITE of his own in flight and answers 491 (RFC 3261 section
+    14.1): the platform tries again after a short wait, and the move succeeds."""
+    media = await new_relay_legs(cluster, call.caller.call_id)
+    moving = asyncio.create_task(move_call(cluster, call.caller.call_id, media))
+    first = await next_request(call.bob, "INVITE", WITHIN)
+    await call.bob.connection.send(call.bob.answer(first, 491, "Request Pending"))
+    (_, _), (retried, _) = await asyncio.gather(
+        take_move(call.alice, offer("alice", 40010)), take_move(call.bob, offer("bob", 40012))
+    )
+    assert retried.cseq.number > first.cseq.number
+    assert retried.body == first.body
+    result = await moving
+    assert result.outcome == Moved.OUTCOME_MOVED, result
+
+
 async def test_an_unknown_call_is_no_such_call(cluster: Cluster) -> None:
     media = [ka.MediaPlan(toward_caller=ka.RelayEndpoint(host="127.0.0.1", rtp_port=4000))]
     result = await move_call(cluster, "no-such-call", media)
