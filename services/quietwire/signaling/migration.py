@@ -133,7 +133,10 @@ class CallMover:
         self.dialogs, self.uac, self.via = dialogs, uac, via
         self.timeout, self.wait = timeout, wait
 
-    async def move(self, call_id: str, media: Sequence[pb.MediaPlan]) -> MoveResult:
+    async def move(
+        self, call_id: str, media: Sequence[pb.MediaPlan], relay_id: str = ""
+    ) -> MoveResult:
+        """Both phones of ``call_id`` pointed at ``media`` (on relay ``relay_id``)."""
         dialog = await self.dialogs.get(call_id)
         if dialog is None:
             return MoveResult(MoveOutcome.NO_SUCH_CALL, detail="no established call")
@@ -150,7 +153,12 @@ class CallMover:
         result = summary(answers)
         log.info(
             "call moved" if result.outcome is MoveOutcome.MOVED else "call not moved",
-            extra={"call_id": call_id, "outcome": result.outcome.value, "detail": result.detail},
+            extra={
+                "call_id": call_id,
+                "relay_id": relay_id,
+                "outcome": result.outcome.value,
+                "detail": result.detail,
+            },
         )
         return result
 
