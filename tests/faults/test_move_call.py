@@ -163,6 +163,10 @@ async def moved(cluster: Cluster, call: Call) -> tuple[list[ka.MediaPlan], Reque
     return media, to_alice, to_bob
 
 
+def origin_version(sdp: bytes) -> int:
+    return int(dict(SessionDescription.parse(sdp).lines)["o"].split()[2])
+
+
 def repointed(before: bytes, after: bytes, endpoint: ka.RelayEndpoint) -> None:
     """``after`` is ``before`` aimed at ``endpoint``, its o= version one higher."""
     old, new = SessionDescription.parse(before), SessionDescription.parse(after)
@@ -235,9 +239,11 @@ async def test_after_a_move_each_phone_reinvites_then_the_caller_hangs_up(
     cluster: Cluster, call: Call
 ) -> None:
     _, to_alice, to_bob = await moved(cluster, call)
-    # alice's re-INVITE reaches bob above the number the platform used as alice...
+    # alice's re-INVITE reaches bob above the number the platform used as alice,
+    # its SDP above the version the move sent him (alice's own is still 1)...
     from_alice = await reinvite(call.alice, call.caller, call.bob, offer("alice", 40030))
     assert from_alice.cseq.number > to_bob.cseq.number
+    assert origin_version(from_alice.body) == origin_version(to_bob.body) + 1
     # ...and bob's reaches alice above the number it used as bob.
     from_bob = await reinvite(call.bob, call.callee, call.alice, offer("bob", 40032))
     assert from_bob.cseq.number > to_alice.cseq.number

@@ -9,6 +9,7 @@ from quietwire.protocols.sip.message import Request, Response, parse_message
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.signaling.dialogs import Dialog, Leg, Party, Side, our_via
 from quietwire.signaling.migration import MoveOutcome, PhoneAnswer, moved_sdp, summary
+from quietwire.signaling.sdpversion import continued
 from quietwire.signaling.uac import ack_of_2xx, with_cseq
 
 HASH = "1.10 " + "5e" * 32
@@ -147,3 +148,38 @@ def test_with_cseq_keeps_the_method() -> None:
     request.headers.add("CSeq", "3 BYE")
     with_cseq(request, 1_000_004)
     assert str(request.cseq) == "1000004 BYE"
+
+
+def sdp_with(origin: str, port: int) -> bytes:
+    lines = [
+        "v=0",
+        f"o={origin}",
+        "s=-",
+        "c=IN IP4 192.0.2.1",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def version(sdp: bytes) -> int:
+    return int(dict(SessionDescription.parse(sdp).lines)["o"].split()[2])
+
+
+def test_a_phones_sdp_after_a_move_goes_above_what_the_platform_sent() -> None:
+    # alice's own next SDP has version 8; bob was sent version 8 by the move.
+    moved = sdp_with("alice 1234 8 IN IP4 192.0.2.10", 40020)
+    assert version(continued(sdp_with("alice 1234 8 IN IP4 192.0.2.10", 30000), moved)) == 9
+    assert version(continued(sdp_with("alice 1234 5 IN IP4 192.0.2.10", 30000), moved)) == 9
+    # The same SDP again keeps the version bob knows it by (RFC 3264 section 8).
+    assert continued(sdp_with("alice 1234 7 IN IP4 192.0.2.10", 40020), moved) == moved
+
+
+def test_versions_already_above_or_another_session_pass_unchanged() -> None:
+    last = sdp_with("alice 1234 8 IN IP4 192.0.2.10", 40020)
+    above = sdp_with("alice 1234 12 IN IP4 192.0.2.10", 30000)
+    assert continued(above, last) == above
+    other_session = sdp_with("alice 999 1 IN IP4 192.0.2.10", 30000)
+    assert continued(other_session, last) == other_session
+    assert continued(other_session, b"") == other_session  # nothing sent before
+    assert continued(b"not sdp", last) == b"not sdp"

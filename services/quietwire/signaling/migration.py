@@ -28,6 +28,7 @@ from quietwire.protocols.sdp.session import SessionDescription
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.signaling.dialogs import Dialog, DialogStore, Party, ViaFor, other
 from quietwire.signaling.media import describe, rewrite
+from quietwire.signaling.sdpversion import next_version
 from quietwire.signaling.targets import Target
 from quietwire.signaling.uac import PlatformRequests
 
@@ -91,18 +92,8 @@ def moved_sdp(last: bytes, media: Sequence[pb.MediaPlan], toward_caller: bool) -
     endpoints, its ``o=`` session version raised by one (RFC 3264 section 8):
     nothing else changes. Raises :class:`SdpParseError` if it does not parse."""
     session = SessionDescription.parse(last)
-    session.lines = [(k, _next_version(v)) if k == "o" else (k, v) for k, v in session.lines]
+    session.lines = [(k, next_version(v)) if k == "o" else (k, v) for k, v in session.lines]
     return rewrite(session, pb.Plan(media=media), toward_caller)
-
-
-def _next_version(origin: str) -> str:
-    """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <address>``
-    with sess-version one higher (RFC 4566 section 5.2)."""
-    fields = origin.split(" ")
-    if len(fields) != 6 or not fields[2].isdigit():
-        raise SdpParseError("bad o= line")
-    fields[2] = str(int(fields[2]) + 1)
-    return " ".join(fields)
 
 
 def summary(answers: Sequence[PhoneAnswer]) -> MoveResult:
