@@ -28,6 +28,7 @@ from quietwire.protocols.sdp.session import SessionDescription
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.signaling.dialogs import Dialog, DialogStore, Party, ViaFor, other
 from quietwire.signaling.media import describe, rewrite
+from quietwire.signaling.sdpversion import next_version
 from quietwire.signaling.targets import Target
 from quietwire.signaling.uac import PlatformRequests
 
@@ -91,18 +92,8 @@ def moved_sdp(last: bytes, media: Sequence[pb.MediaPlan], toward_caller: bool) -
     endpoints, its ``o=`` session version raised by one (RFC 3264 section 8):
     nothing else changes. Raises :class:`SdpParseError` if it does not parse."""
     session = SessionDescription.parse(last)
-    session.lines = [(k, _next_version(v)) if k == "o" else (k, v) for k, v in session.lines]
+    session.lines = [(k, next_version(v)) if k == "o" else (k, v) for k, v in session.lines]
     return rewrite(session, pb.Plan(media=media), toward_caller)
-
-
-def _next_version(origin: str) -> str:
-    """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <address>``
-    with sess-version one higher (RFC 4566 section 5.2)."""
-    fields = origin.split(" ")
-    if len(fields) != 6 or not fields[2].isdigit():
-        raise SdpParseError("bad o= line")
-    fields[2] = str(int(fields[2]) + 1)
-    return " ".join(fields)
 
 
 def summary(answers: Sequence[PhoneAnswer]) -> MoveResult:
@@ -133,7 +124,10 @@ class CallMover:
         self.dialogs, self.uac, self.via = dialogs, uac, via
         self.timeout, self.wait = timeout, wait
 
-    async def move(self, call_id: str, media: Sequence[pb.MediaPlan]) -> MoveResult:
+    async def move(
+        self, call_id: str, media: Sequence[pb.MediaPlan], relay_id: str = ""
+    ) -> MoveResult:
+        """Both phones of ``call_id`` pointed at ``media`` (on relay ``relay_id``)."""
         dialog = await self.dialogs.get(call_id)
         if dialog is None:
             return MoveResult(MoveOutcome.NO_SUCH_CALL, detail="no established call")
@@ -150,7 +144,12 @@ class CallMover:
         result = summary(answers)
         log.info(
             "call moved" if result.outcome is MoveOutcome.MOVED else "call not moved",
-            extra={"call_id": call_id, "outcome": result.outcome.value, "detail": result.detail},
+            extra={
+                "call_id": call_id,
+                "relay_id": relay_id,
+                "outcome": result.outcome.value,
+                "detail": result.detail,
+            },
         )
         return result
 

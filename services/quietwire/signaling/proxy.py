@@ -63,6 +63,7 @@ from quietwire.signaling.routing import (
     membership,
     party_refusal,
 )
+from quietwire.signaling.sdpversion import continued
 from quietwire.signaling.targets import Router, Target
 from quietwire.signaling.tokens import RouteTokens
 from quietwire.signaling.transactions import FORWARDS, Transactions
@@ -313,8 +314,10 @@ class Proxy:
             return
         out = forwarded(request, None, self.address.via(target.flow_id))
         if member.party is not None and dialog is not None:
-            context.party = member.party
+            context.party, context.dialog = member.party, dialog
             await self._renumber(out, dialog, member.party)
+            if out.body and request.method in OFFERS_IN_DIALOG:
+                out.body = continued(out.body, dialog.leg(other(member.party)).sdp)
         if request.method == "BYE" and member.party is not None:
             await self.dialogs.take(request.call_id)  # the call's own BYE ends it
             await self.media.end(request.call_id, message_tags(request))
@@ -355,7 +358,7 @@ class Proxy:
             return
         dialog = await self.dialogs.get(request.call_id)
         party = dialog.party(request) if dialog is not None else None
-        if party is None:
+        if dialog is None or party is None:
             FORWARDS.labels("ACK", "no-dialog").inc()
             return
         if request.body:
@@ -372,11 +375,11 @@ class Proxy:
                 FORWARDS.labels("ACK", "answer-refused").inc()
                 await self.terminate(request.call_id, planned.warning)
                 return
-            request.body = planned
-            await self.dialogs.forwarded_sdp(request.call_id, other(party), planned)
+            request.body = continued(planned, dialog.leg(other(party)).sdp)
+            await self.dialogs.forwarded_sdp(request.call_id, other(party), request.body)
         target = Target.of_flow(token.toward(request.from_.tag))
         out = forwarded(request, None, self.address.via(target.flow_id))
-        if dialog is not None and dialog.leg(party).offset:
+        if dialog.leg(party).offset:
             with_cseq(out, dialog.leg(party).forwarded(request.cseq.number))
         await self.router.send(target, out)
 
@@ -441,6 +444,9 @@ class Proxy:
                 return
             if planned is not None:
                 upstream.body = planned
+            dialog, party = context.dialog, context.party
+            if dialog and party and upstream.body and response.cseq.method in OFFERS_IN_DIALOG:
+                upstream.body = continued(upstream.body, dialog.leg(party).sdp)
             if context.initial_invite:
                 await self._record_dialog(context, branch, response, upstream.body)
             elif context.party is not None:

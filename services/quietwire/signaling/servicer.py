@@ -82,7 +82,8 @@ class SignalingServicer(signaling_pb2_grpc.SignalingServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id is required")
         if not request.media:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "media is required")
-        return move_response(await self.mover.move(request.call_id, request.media))
+        moved = await self.mover.move(request.call_id, request.media, request.relay_id)
+        return move_response(moved)
 
 
 def move_response(result: MoveResult) -> signaling_pb2.MoveCallResponse:
