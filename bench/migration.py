@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -47,7 +46,7 @@ from quietwire.phone.useragent import UserAgent
 from quietwire.protocols.sip.message import Request
 from quietwire.runtime.redisclient import text
 
-from bench.soak import add_users, async_redis
+from bench.soak import add_users, async_redis, platform_settings, tools_missing
 from bench.soak_media import Gap, Generator, Handshake, build, handshake, replay, udp_socket
 from tests.conftest import Platform, running_platform
 
@@ -203,21 +202,13 @@ class Phase:
         )
 
 
-async def relay_of(client: redis.Redis, calls: list[BenchCall]) -> dict[str, str]:
-    """Each call's relay id, as its record says."""
+async def recorded(client: redis.Redis, calls: list[BenchCall], name: str) -> dict[str, str]:
+    """One field of each call's record (``relay_id``, ``outcome``...), by call id."""
     async with client.pipeline(transaction=False) as pipe:
         for call in calls:
-            pipe.hget(CALL_KEY.format(call_id=call.call_id), "relay_id")
+            pipe.hget(CALL_KEY.format(call_id=call.call_id), name)
         found = await pipe.execute()
-    return {c.call_id: text(r) if r else "" for c, r in zip(calls, found, strict=True)}
-
-
-async def verified(client: redis.Redis, calls: list[BenchCall]) -> int:
-    async with client.pipeline(transaction=False) as pipe:
-        for call in calls:
-            pipe.hget(CALL_KEY.format(call_id=call.call_id), "outcome")
-        found = await pipe.execute()
-    return sum(text(o) == Outcome.SECURED.value for o in found if o)
+    return {c.call_id: text(v) if v else "" for c, v in zip(calls, found, strict=True)}
 
 
 async def measure(
@@ -230,7 +221,7 @@ async def measure(
 ) -> Phase:
     """Reset every stream's gap, let ``event`` happen (it gives its start time), wait
     until no call names ``source``, then SETTLE seconds more, and read the gaps."""
-    moving = [c for c, r in (await relay_of(client, calls)).items() if r == source]
+    moving = [c for c, r in (await recorded(client, calls, "relay_id")).items() if r == source]
     mine = [c for c in calls if c.call_id in moving]
     phase.calls = len(mine)
     for call in mine:
@@ -240,7 +231,7 @@ async def measure(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + MOVE_TIMEOUT
     while loop.time() < deadline:
-        left = [c for c, r in (await relay_of(client, mine)).items() if r == source]
+        left = [c for c, r in (await recorded(client, mine, "relay_id")).items() if r == source]
         if not left:
             break
         await asyncio.sleep(0.1)
@@ -360,7 +351,9 @@ async def bench(platform: Platform, options: argparse.Namespace, work: Path) -> 
         print(said.strip(), flush=True)
         drained.command = took if status_code == 0 else -1.0
         print(drained.report(), flush=True)
-        return Result(len(calls), setup, [killed, drained], await verified(client, calls))
+        outcomes = (await recorded(client, calls, "outcome")).values()
+        verified = sum(o == Outcome.SECURED.value for o in outcomes)
+        return Result(len(calls), setup, [killed, drained], verified)
     finally:
         for call in calls:
             for leg in call.legs:
@@ -381,19 +374,11 @@ def main() -> int:
     parser.add_argument("--log", type=Path, help="the services' log lines (default: dropped)")
     parser.add_argument("--log-level", default="warning", help="the services' QW_LOG_LEVEL")
     args = parser.parse_args()
-    missing = [tool for tool in ("cc", "redis-server") if not shutil.which(tool)]
-    if missing:
-        print(f"bench.migration needs {', '.join(missing)}", file=sys.stderr)
+    if tools_missing("bench.migration"):
         return 2
     with tempfile.TemporaryDirectory(prefix="qw-migration-") as tmp:
         work = Path(tmp)
-        settings = {
-            "QW_LOG_LEVEL": args.log_level,
-            "QW_SIP_RATE_LIMIT": str(max(50, 4 * args.calls)),
-            "QW_SIP_RATE_BURST": str(max(200, 8 * args.calls)),
-            "QW_SIP_MAX_CONNECTIONS_PER_SOURCE": str(2 * args.pairs + 16),
-            "QW_SIP_MAX_TRANSACTIONS_PER_SOURCE": str(max(500, 4 * args.calls)),
-        }
+        settings = platform_settings(args.calls, 2 * args.pairs, args.log_level)
         with (
             (args.log or work / "services.log").open("w") as log,
             running_platform(work, log, up_args=("--relays", "2"), **settings) as platform,

@@ -24,15 +24,16 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from quietwire.keyagreement.policy import Policy
 from quietwire.keyagreement.settings import KeyAgreementSettings
 from quietwire.phone import cli as phone_cli
 from quietwire.relay.settings import RelaySettings
 from quietwire.runtime.settings import ServiceSettings, SettingsError, load_settings
+from quietwire.runtime.tls import TlsFiles
 from quietwire.signaling.settings import SignalingSettings, UserAdminSettings
 
 # Each command imports what it needs inside its handler: ``quietwire health``
@@ -41,6 +42,7 @@ from quietwire.signaling.settings import SignalingSettings, UserAdminSettings
 # one YAML file serves every service, and a key is unknown only when no
 # imported class has it (``known_settings``).
 
+T = TypeVar("T")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -225,26 +227,41 @@ async def _calls(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _migrate_call(args: argparse.Namespace) -> int:
-    """``quietwire calls migrate CALL_ID [--to RELAY]``: move one call's media."""
+async def _keyagreement(
+    command: str, target: str, tls: TlsFiles | None, ask: Callable[[Any], Awaitable[T]]
+) -> T | None:
+    """``ask`` keyagreement (a stub in, its answer out); None, said on stderr, when
+    it answered with an error."""
     import grpc
 
-    from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
     from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
     from quietwire.runtime.channels import open_channel
+
+    async with open_channel(target, tls) as channel:
+        try:
+            return await ask(keyagreement_pb2_grpc.KeyAgreementStub(channel))
+        except grpc.aio.AioRpcError as exc:
+            print(f"quietwire {command}: keyagreement: {exc.details()}", file=sys.stderr)
+            return None
+
+
+async def _migrate_call(args: argparse.Namespace) -> int:
+    """``quietwire calls migrate CALL_ID [--to RELAY]``: move one call's media."""
+    from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 
     if not args.target:
         print("quietwire calls migrate: which call? (CALL_ID)", file=sys.stderr)
         return EXIT_USAGE
     settings = load_settings(SignalingSettings, _config_file(args))
     request = pb.MigrateCallRequest(call_id=args.target, to_relay=args.to or "", reason="operator")
-    async with open_channel(settings.keyagreement_target, settings.grpc_tls) as channel:
-        stub = keyagreement_pb2_grpc.KeyAgreementStub(channel)
-        try:
-            done = await stub.MigrateCall(request, timeout=MIGRATE_TIMEOUT)
-        except grpc.aio.AioRpcError as exc:
-            print(f"quietwire calls migrate: keyagreement: {exc.details()}", file=sys.stderr)
-            return EXIT_FAILURE
+    done = await _keyagreement(
+        "calls migrate",
+        settings.keyagreement_target,
+        settings.grpc_tls,
+        lambda stub: stub.MigrateCall(request, timeout=MIGRATE_TIMEOUT),
+    )
+    if done is None:
+        return EXIT_FAILURE
     if done.moved:
         print(f"{args.target} moved from {done.from_relay} to {done.to_relay}")
         return 0
@@ -312,20 +329,17 @@ async def _drain_relay(args: argparse.Namespace) -> int:
 async def _migrate_relay(settings: DrainSettings, relay_id: str, timeout: float) -> None:
     """Ask keyagreement to move every call off ``relay_id``; say what it did. A call
     it could not move stays, and the drain waits for it like any other."""
-    import grpc
-
     from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
-    from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
-    from quietwire.runtime.channels import open_channel
 
     request = pb.MigrateRelayRequest(relay_id=relay_id, reason="drain")
-    async with open_channel(settings.keyagreement_target, settings.grpc_tls) as channel:
-        stub = keyagreement_pb2_grpc.KeyAgreementStub(channel)
-        try:
-            done = await stub.MigrateRelay(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            print(f"quietwire drain-relay: keyagreement: {exc.details()}", file=sys.stderr)
-            return
+    done = await _keyagreement(
+        "drain-relay",
+        settings.keyagreement_target,
+        settings.grpc_tls,
+        lambda stub: stub.MigrateRelay(request, timeout=timeout),
+    )
+    if done is None:
+        return
     print(f"migrated: {done.moved} moved, {done.ended} ended, {done.failed} not moved", flush=True)
 
 

@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 from quietwire.phone.call import CallResult, Phone
 from quietwire.phone.useragent import UserAgent
@@ -31,6 +30,7 @@ from tests.faults.cluster import Cluster, cluster_files, established
 from tests.integration.test_phone import options
 from tests.integration.test_phone_flows import Said, call, presses_h_after
 from tests.interop.test_relay_calls import sdp
+from tests.support.relay import relay_session
 from tests.support.wait import eventually
 
 #: Seconds for a phone step (registering, ZRTP) and for a move to show.
@@ -70,31 +70,26 @@ async def carrier(cluster: Cluster, call_id: str) -> str:
     raise AssertionError(f"no relay holds {call_id}")
 
 
-async def legs_in(cluster: Cluster, name: str, session: str) -> list[int]:
-    """Packets relay ``name`` received on each leg of ``session`` (0s when it has none)."""
+async def legs_in(cluster: Cluster, name: str, call_id: str) -> list[int]:
+    """Packets relay ``name`` received on each leg of the call's audio (0s: none there)."""
     async with open_channel(cluster.address(name), cluster.grpc_tls) as channel:
-        try:
-            reply = await relay_pb2_grpc.RelayStub(channel).Query(
-                relay_pb2.QueryRequest(call_id=session), timeout=5
-            )
-        except grpc.aio.AioRpcError:  # not (yet) there
-            return [0, 0]
-    return sorted(leg.packets_in for leg in reply.legs) or [0, 0]
+        reply = await relay_session(relay_pb2_grpc.RelayStub(channel), call_id)
+    return sorted(leg.packets_in for leg in reply.legs) if reply is not None else [0, 0]
 
 
-async def flowing_through(cluster: Cluster, name: str, session: str, within: float) -> float:
-    """Wait until both legs of ``session`` bring media to relay ``name``; the time
+async def flowing_through(cluster: Cluster, name: str, call_id: str, within: float) -> float:
+    """Wait until both legs of the call bring media to relay ``name``; the time
     (monotonic) at which both had started."""
     first: float | None = None
 
     async def both() -> bool:
         nonlocal first
-        counts = await legs_in(cluster, name, session)
+        counts = await legs_in(cluster, name, call_id)
         if first is None and min(counts) > 0:
             first = time.monotonic()
         return min(counts) >= FLOWING
 
-    await eventually(both, within, f"media of {session} flowing through {name}", interval=0.05)
+    await eventually(both, within, f"media of {call_id} flowing through {name}", interval=0.05)
     assert first is not None
     return first
 
@@ -108,10 +103,9 @@ class SecureCall:
     hang_up: asyncio.Event
     calling: asyncio.Task[CallResult]
     answering: asyncio.Task[CallResult]
-
-    @property
-    def session(self) -> str:
-        return f"{self.call_id}#0"
+    #: The relay carrying it (media flowing through it), and the other one.
+    source: str = ""
+    target: str = ""
 
     async def end(self) -> tuple[CallResult, CallResult]:
         """Alice hangs up; both results, each still the one secure session."""
@@ -143,7 +137,10 @@ async def secure_call(cluster: Cluster, tmp_path: Path) -> AsyncIterator[SecureC
         await said.until(lambda lines: sum(x.startswith("secure ") for x in lines) >= 2, STEP)
         listed = await cluster.calls()
         call_id = next(line.split()[0] for line in listed.splitlines() if "zrtp-verified" in line)
-        yield SecureCall(call_id, said, hang_up, calling, answering)
+        source = await carrier(cluster, call_id)
+        target = next(n for n in cluster.relay_names if n != source)
+        await flowing_through(cluster, source, call_id, STEP)
+        yield SecureCall(call_id, said, hang_up, calling, answering, source, target)
     finally:
         hang_up.set()
         await alice.close()
@@ -161,10 +158,8 @@ async def test_an_operator_moves_a_call_and_its_media_follows(
 ) -> None:
     cluster = two_relays
     async with secure_call(cluster, tmp_path) as secure:
-        source = await carrier(cluster, secure.call_id)
-        target = next(n for n in cluster.relay_names if n != source)
+        source, target = secure.source, secure.target
         target_id = await relay_id(cluster, target)
-        await flowing_through(cluster, source, secure.session, STEP)
 
         moved = await asyncio.to_thread(
             cluster.quietwire, "calls", "migrate", secure.call_id, "--to", target_id
@@ -172,7 +167,7 @@ async def test_an_operator_moves_a_call_and_its_media_follows(
         assert moved.returncode == 0, moved.stderr
         assert moved.stdout.strip().endswith(f"to {target_id}"), moved.stdout
 
-        await flowing_through(cluster, target, secure.session, STEP)
+        await flowing_through(cluster, target, secure.call_id, STEP)
         assert await cluster.relay_sessions(source) == []  # released on the old relay
         listed = await cluster.calls()
         assert f"{secure.call_id} zrtp zrtp-verified" in listed
@@ -186,13 +181,11 @@ async def test_a_call_survives_the_sigkill_of_its_relay(
 ) -> None:
     cluster = two_relays
     async with secure_call(cluster, tmp_path) as secure:
-        source = await carrier(cluster, secure.call_id)
-        target = next(n for n in cluster.relay_names if n != source)
-        await flowing_through(cluster, source, secure.session, STEP)
+        source, target = secure.source, secure.target
 
         killed = time.monotonic()
         cluster.kill(source)
-        back = await flowing_through(cluster, target, secure.session, STEP)
+        back = await flowing_through(cluster, target, secure.call_id, STEP)
         gap = back - killed
         print(f"media back {gap:.2f} s after the SIGKILL of its relay")
         assert gap < 5, f"the move took {gap:.2f} s"
@@ -206,9 +199,7 @@ async def test_drain_relay_migrate_moves_its_calls_and_finishes_in_seconds(
 ) -> None:
     cluster = two_relays
     async with secure_call(cluster, tmp_path) as secure:
-        source = await carrier(cluster, secure.call_id)
-        target = next(n for n in cluster.relay_names if n != source)
-        await flowing_through(cluster, source, secure.session, STEP)
+        source, target = secure.source, secure.target
 
         env = cluster.env(QW_GRPC_PORT=str(cluster.grpc_ports[source]))
         started = time.monotonic()
@@ -219,7 +210,7 @@ async def test_drain_relay_migrate_moves_its_calls_and_finishes_in_seconds(
         assert drained.returncode == 0, drained.stdout + drained.stderr
         assert "migrated: 1 moved, 0 ended, 0 not moved" in drained.stdout, drained.stdout
         assert took < 15, f"drained in {took:.1f} s"
-        await flowing_through(cluster, target, secure.session, STEP)
+        await flowing_through(cluster, target, secure.call_id, STEP)
         await secure.end()
     one_handshake(secure.said)
 

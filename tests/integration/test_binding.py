@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import subprocess
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from quietwire.runtime.registry import RelayEntry, RelayRegistry
 from quietwire.runtime.streams import stream_id
 
 from tests.conftest import free_port, quietwire_env, start_service
+from tests.support.relay import relay_process
 from tests.support.wait import eventually
 
 Event = relay_pb2.MediaEvent
@@ -343,20 +346,16 @@ async def test_an_event_that_fails_is_counted_and_the_stream_goes_on(
 
 
 async def test_a_killed_relay_is_lost_at_once_and_its_calls_handed_over(
-    store: CallStore, redis_url: str
+    store: CallStore, redis_url: str, tmp_path: Path
 ) -> None:
     """SIGKILL: its event stream breaks and it no longer answers, so it is lost
     within LOST_AFTER, while its registry entry still stands (it would expire
     seconds later); its calls go to the lost-relay path (migration), not ended here."""
-    low = free_port() & ~1
-    env = quietwire_env(
-        QW_REDIS_URL=redis_url,
-        QW_GRPC_INSECURE="true",
-        QW_RELAY_ID="relay-k",
-        QW_RELAY_PORT_MIN=str(low),
-        QW_RELAY_PORT_MAX=str(low + 7),
-    )
-    started = await asyncio.to_thread(start_service, "relay", env)
+    with relay_process(redis_url, tmp_path / "relay.log", QW_RELAY_ID="relay-k") as relay:
+        await killed_relay_handed_over(store, relay.process)
+
+
+async def killed_relay_handed_over(store: CallStore, relay: subprocess.Popen[str]) -> None:
     hangups = Hangups()
     binding = checker(store, hangups)
     handed: list[list[str]] = []
@@ -372,8 +371,8 @@ async def test_a_killed_relay_is_lost_at_once_and_its_calls_handed_over(
         await a_call(store, "elsewhere", relay_id="relay-b")
         await binding.discover()
 
-        started.process.kill()
-        started.process.wait(10)
+        relay.kill()
+        relay.wait(10)
         killed = asyncio.get_running_loop().time()
 
         async def handed_over() -> bool:
@@ -386,9 +385,6 @@ async def test_a_killed_relay_is_lost_at_once_and_its_calls_handed_over(
         assert handed == [["on-k"]]
         assert hangups.calls == []
     finally:
-        if started.process.poll() is None:
-            started.process.kill()
-            started.process.wait(10)
         await binding.close()
 
 
