@@ -220,13 +220,15 @@ async def test_a_phone_refusing_the_move_off_a_dead_relay_gets_a_reason(
 ) -> None:
     """Raw user agents: after the relay's SIGKILL both are re-INVITEd; Bob answers
     488, so the call cannot go on: both get a BYE whose Reason says the relay
-    was lost and why the call could not move."""
+    was lost and why the call could not move, and the other relay holds nothing of it."""
     cluster = two_relays
     alice, bob = await cluster.agent("alice"), await cluster.agent("bob")
     try:
         assert (await alice.register()).status == 200
         invite, _ = await established(alice, bob)
-        cluster.kill(await carrier(cluster, invite.call_id))
+        source = await carrier(cluster, invite.call_id)
+        target = next(n for n in cluster.relay_names if n != source)
+        cluster.kill(source)
 
         async def moved_then_hung_up(ua: UserAgent, reply: Callable[[Request], Response]) -> str:
             """Answer the re-INVITE with ``reply``; the Reason of the BYE that follows."""
@@ -257,6 +259,7 @@ async def test_a_phone_refusing_the_move_off_a_dead_relay_gets_a_reason(
             return invite.call_id not in await cluster.calls()
 
         await eventually(gone, STEP, "the ended call gone from `quietwire calls`")
+        assert await cluster.relay_sessions(target) == []  # its sessions there released
     finally:
         await alice.close()
         await bob.close()

@@ -231,7 +231,7 @@ class Migrator:
             if r.plan is not None and r.plan.relay.relay_id == relay_id
         ]
         log.info("moving a relay's calls", extra={"relay": relay_id, "calls": len(calls)})
-        results = await _bounded(self.migrate(c, to_relay, reason) for c in calls)
+        results = await _bounded(self._guarded(self.migrate(c, to_relay, reason)) for c in calls)
         moved = sum(r.moved for r in results)
         ended = sum(r.ended for r in results)
         return RelayMigration(moved, ended, len(results) - moved - ended)
@@ -239,10 +239,20 @@ class Migrator:
     async def rescue(self, call_ids: Sequence[str]) -> None:
         """Calls whose relay was lost (their media died with it): each moves to
         another relay, or, when none can take it, is ended with ``relay lost``."""
-        await _bounded(self._rescue(c) for c in call_ids)
+        await _bounded(self._guarded(self._rescue(c)) for c in call_ids)
 
     async def _rescue(self, call_id: str) -> Migration:
         return await self._locked(call_id, lambda r: self._move(r, "", LOST, lost=True))
+
+    @staticmethod
+    async def _guarded(work: Awaitable[Migration]) -> Migration:
+        """One call's migration among many: its failure (Redis away) is that call's."""
+        try:
+            return await work
+        except Exception as exc:
+            MIGRATIONS.labels("any", "error").inc()
+            log.warning("migration failed", extra={"error": type(exc).__name__})
+            return Migration(False, detail=f"failed: {type(exc).__name__}")
 
     # -- one call ------------------------------------------------------------------------
 
@@ -272,6 +282,36 @@ class Migrator:
         if isinstance(placed, str):
             return await self._failed(record, reason, placed, lost, end=lost)
         target, streams = placed
+        try:
+            moved = await self._hand_over(record, target, streams, reason, lost)
+        except BaseException:  # Redis or a peer failed before the record named the new relay
+            await asyncio.shield(self.planner.release(target, record.call_id, len(streams)))
+            raise
+        if not moved.moved:
+            return moved
+        if not lost:
+            await self.planner.release(source, record.call_id, len(record.plan.streams))
+        MIGRATIONS.labels(reason, "moved").inc()
+        MIGRATION_SECONDS.observe(time.monotonic() - started)
+        log.info(
+            "call moved",
+            extra={"from_relay": source.relay_id, "to_relay": target.relay_id, "why": reason},
+        )
+        return Migration(True, source.relay_id, target.relay_id)
+
+    async def _hand_over(
+        self,
+        record: CallRecord,
+        target: Relay,
+        streams: tuple[StreamPlan | None, ...],
+        reason: str,
+        lost: bool,
+    ) -> Migration:
+        """The phones re-INVITEd toward ``target`` (where the call's sessions now
+        are), ``target`` told their answers, the record switched to it; on any
+        refusal the sessions there are released."""
+        assert record.plan is not None
+        source = record.plan.relay
         answer = await self.mover.move(record.call_id, target.relay_id, streams, record.replica)
         if answer.outcome is not MoveOutcome.MOVED:
             await self.planner.release(target, record.call_id, len(streams))
@@ -284,14 +324,6 @@ class Migrator:
             await self.planner.release(target, record.call_id, len(streams))
             MIGRATIONS.labels(reason, "ended-meanwhile").inc()
             return Migration(False, source.relay_id, target.relay_id, "the call ended meanwhile")
-        if not lost:
-            await self.planner.release(source, record.call_id, len(record.plan.streams))
-        MIGRATIONS.labels(reason, "moved").inc()
-        MIGRATION_SECONDS.observe(time.monotonic() - started)
-        log.info(
-            "call moved",
-            extra={"from_relay": source.relay_id, "to_relay": target.relay_id, "why": reason},
-        )
         return Migration(True, source.relay_id, target.relay_id)
 
     async def _place(
