@@ -1,7 +1,8 @@
 """Linphone ↔ Linphone through `quietwire up --relays 2`: the relay carrying their
-secure call is SIGKILLed; the platform re-INVITEs both toward the other relay
-(issue 15) and the call goes on, with the same SAS, its media through the new
-relay both ways, and ends by Alice's BYE."""
+secure call is SIGKILLed, then the relay it moved to is drained; each time the
+platform re-INVITEs both toward the other relay (issue 15) and the call goes
+on, with the same SAS and each hearing the other's tone through the new relay,
+and ends by Alice's BYE."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from quietwire.runtime.channels import open_channel
 from quietwire.runtime.streams import stream_id
 from quietwire.runtime.tls import TlsFiles
 
-from tests.conftest import Platform, running_platform
+from tests.conftest import Platform, quietwire_env, run_quietwire, running_platform
 from tests.interop.linphone import SAS, requires_linphone
 from tests.interop.test_linphone import phones
 from tests.support.wait import wait_until
@@ -59,9 +60,11 @@ def legs_in(platform: Platform, name: str, call_id: str) -> list[int]:
     return asyncio.run(query())
 
 
-def test_linphone_call_keeps_its_sas_when_its_relay_is_killed(
+def test_linphone_call_keeps_its_sas_through_a_relay_kill_and_a_drain(
     two_relays: Platform, tmp_path: Path
 ) -> None:
+    """Killed: the call moves to the other relay. Then that relay is drained
+    (``drain-relay --migrate``): the call moves back to the first one, restarted."""
     platform = two_relays
     alice, bob = phones(platform, tmp_path, platform.sip_port, platform.sip_port)
     try:
@@ -78,32 +81,47 @@ def test_linphone_call_keeps_its_sas_when_its_relay_is_killed(
         call_id = next(line.split()[0] for line in listed.splitlines() if "zrtp-verified" in line)
         carrier = next(n for n in ("relay", "relay-2") if legs_in(platform, n, call_id))
         other = next(n for n in ("relay", "relay-2") if n != carrier)
-        other_id = platform.status()["services"][other]["relay_id"]
         marks = len(alice.lines), len(bob.lines)
 
         os.kill(platform.status()["services"][carrier]["pid"], signal.SIGKILL)
+        moved_to(platform, other, call_id)
 
-        platform.calls_showing(f"relay={other_id}", MOVED_WITHIN)
-        wait_until(
-            lambda: min(legs_in(platform, other, call_id) or [0]) >= FLOWING,
-            MOVED_WITHIN,
-            "both Linphones' media through the other relay",
-            interval=0.3,
+        grpc_port = platform.status()["services"][other]["grpc"].rsplit(":", 1)[1]
+        drained = run_quietwire(
+            *("--config", str(platform.config), "drain-relay", "--migrate", "--timeout", "30"),
+            env=quietwire_env(QW_GRPC_PORT=grpc_port),
         )
-        assert f"{call_id} zrtp zrtp-verified" in platform.quietwire("calls").stdout
+        assert drained.returncode == 0, drained.stdout + drained.stderr
+        assert "migrated: 1 moved" in drained.stdout, drained.stdout
+        moved_to(platform, carrier, call_id)  # restarted by `up`, under a new id
+
         for phone, mark in ((alice, marks[0]), (bob, marks[1])):
             assert phone.call_state() == "StreamsRunning"
             tokens = [m.group(1) for line in phone.lines[mark:] if (m := SAS.search(line))]
-            assert set(tokens) <= {sas}, f"{phone.user}: a new SAS after the move: {tokens}"
+            assert set(tokens) <= {sas}, f"{phone.user}: a new SAS after the moves: {tokens}"
         alice.command("terminate")
         alice.wait_for(r"Call 1 with sip:bob@127\.0\.0\.1 ended")
         bob.wait_for(r"Call 1 with sip:alice@127\.0\.0\.1 ended")
     finally:
         alice.stop()
         bob.stop()
-    # What each heard last (after the move: FLOWING packets is two seconds) is the other's tone.
+    # What each heard last (after the moves: FLOWING packets is two seconds) is the other's tone.
     assert abs(heard_last(tmp_path / "alice-heard.wav") - 880) <= 10
     assert abs(heard_last(tmp_path / "bob-heard.wav") - 440) <= 10
+
+
+def moved_to(platform: Platform, name: str, call_id: str) -> None:
+    """The call's record names relay ``name`` and both Linphones' media flows through it,
+    and the call is still zrtp-verified."""
+    relay_id = platform.status()["services"][name]["relay_id"]
+    platform.calls_showing(f"relay={relay_id}", MOVED_WITHIN)
+    wait_until(
+        lambda: min(legs_in(platform, name, call_id) or [0]) >= FLOWING,
+        MOVED_WITHIN,
+        f"both Linphones' media through {name}",
+        interval=0.3,
+    )
+    assert f"{call_id} zrtp zrtp-verified" in platform.quietwire("calls").stdout
 
 
 def heard_last(path: Path, seconds: float = 1.0) -> float:
