@@ -46,12 +46,24 @@ RANGES = {"relay": ("30000", "34999"), "relay-2": ("35000", "39999")}
 async def two_relays(tmp_path: Path) -> AsyncIterator[Cluster]:
     """keyagreement, relay and relay-2 (each its own UDP range) and signaling."""
     with cluster_files(tmp_path, relays=2) as cluster:
-        for name in cluster.names:
-            low, high = RANGES.get(name, ("", ""))
-            ports = {"QW_RELAY_PORT_MIN": low, "QW_RELAY_PORT_MAX": high} if low else {}
-            await cluster.start(name, **ports)
-        cluster.add_users()
-        yield cluster
+        yield await start_two_relays(cluster)
+
+
+async def start_two_relays(cluster: Cluster, fixed_ids: bool = False) -> Cluster:
+    """Every service started, each relay on its own UDP range (and, ``fixed_ids``,
+    registered under its name, as a pod is), and the users added."""
+    for name in cluster.names:
+        await cluster.start(name, **relay_settings(name, fixed_ids))
+    cluster.add_users()
+    return cluster
+
+
+def relay_settings(name: str, fixed_id: bool) -> dict[str, str]:
+    if name not in RANGES:
+        return {}
+    low, high = RANGES[name]
+    named = {"QW_RELAY_ID": name} if fixed_id else {}
+    return {"QW_RELAY_PORT_MIN": low, "QW_RELAY_PORT_MAX": high, **named}
 
 
 async def relay_id(cluster: Cluster, name: str) -> str:
@@ -60,6 +72,12 @@ async def relay_id(cluster: Cluster, name: str) -> str:
             relay_pb2.ListSessionsRequest(), timeout=5
         )
     return listed.relay_id
+
+
+def listed_relay(listing: str, call_id: str) -> str:
+    """The relay `quietwire calls` names for ``call_id`` (its ``relay=`` field)."""
+    line = next(line for line in listing.splitlines() if line.startswith(f"{call_id} "))
+    return line.rsplit(" relay=", 1)[1]
 
 
 async def carrier(cluster: Cluster, call_id: str) -> str:
@@ -171,7 +189,7 @@ async def test_an_operator_moves_a_call_and_its_media_follows(
         assert await cluster.relay_sessions(source) == []  # released on the old relay
         listed = await cluster.calls()
         assert f"{secure.call_id} zrtp zrtp-verified" in listed
-        assert f"relay={target_id}" in listed
+        assert listed_relay(listed, secure.call_id) == target_id
         await secure.end()
     one_handshake(secure.said)
 
@@ -189,7 +207,8 @@ async def test_a_call_survives_the_sigkill_of_its_relay(
         gap = back - killed
         print(f"media back {gap:.2f} s after the SIGKILL of its relay")
         assert gap < 5, f"the move took {gap:.2f} s"
-        assert f"relay={await relay_id(cluster, target)}" in await cluster.calls()
+        listed = await cluster.calls()
+        assert listed_relay(listed, secure.call_id) == await relay_id(cluster, target)
         await secure.end()
     one_handshake(secure.said)
 
@@ -263,3 +282,22 @@ async def test_a_phone_refusing_the_move_off_a_dead_relay_gets_a_reason(
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_a_relay_restarted_while_keyagreement_was_away_has_its_calls_moved(
+    tmp_path: Path,
+) -> None:
+    """keyagreement down; the call's relay killed and back at once under its own id
+    (a container restart), empty. On its return keyagreement reconciles: the call's
+    relay holds none of its sessions and started after it, so the call moves to
+    the other relay (not ended) and its media flows there."""
+    with cluster_files(tmp_path / "cluster", relays=2) as files:
+        cluster = await start_two_relays(files, fixed_ids=True)
+        async with secure_call(cluster, tmp_path) as secure:
+            cluster.kill("keyagreement")
+            await cluster.restart(secure.source, **relay_settings(secure.source, fixed_id=True))
+            await cluster.start("keyagreement")
+            await flowing_through(cluster, secure.target, secure.call_id, STEP)
+            assert listed_relay(await cluster.calls(), secure.call_id) == secure.target
+            await secure.end()
+        one_handshake(secure.said)
