@@ -190,6 +190,19 @@ async def test_an_operator_moves_a_call_and_its_media_follows(
         listed = await cluster.calls()
         assert f"{secure.call_id} zrtp zrtp-verified" in listed
         assert listed_relay(listed, secure.call_id) == target_id
+
+        # Asked to move it where it is, or a call that does not exist: nothing moves.
+        again = await asyncio.to_thread(
+            cluster.quietwire, "calls", "migrate", secure.call_id, "--to", target_id
+        )
+        assert again.returncode == 1
+        assert f"relay {target_id} is not available): still on {target_id}" in again.stderr
+        unknown = await asyncio.to_thread(cluster.quietwire, "calls", "migrate", "no-such-call")
+        assert (unknown.returncode, unknown.stderr.strip()) == (
+            1,
+            "quietwire calls migrate: keyagreement: no such call",
+        )
+        await flowing_through(cluster, target, secure.call_id, STEP)
         await secure.end()
     one_handshake(secure.said)
 
