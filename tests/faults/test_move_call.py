@@ -293,6 +293,18 @@ async def test_glare_is_retried_with_a_higher_cseq(cluster: Cluster, call: Call)
     assert result.outcome == Moved.OUTCOME_MOVED, result
 
 
+async def test_a_phone_whose_connection_is_gone_makes_it_no_answer(
+    cluster: Cluster, call: Call
+) -> None:
+    await call.bob.connection.close()
+    media = await new_relay_legs(cluster, call.caller.call_id)
+    moving = asyncio.create_task(move_call(cluster, call.caller.call_id, media))
+    await take_move(call.alice, offer("alice", 40010))
+    result = await moving
+    assert result.outcome == Moved.OUTCOME_NO_ANSWER
+    assert result.detail == "the caller accepted; the callee did not answer"
+
+
 async def test_an_unknown_call_is_no_such_call(cluster: Cluster) -> None:
     media = [ka.MediaPlan(toward_caller=ka.RelayEndpoint(host="127.0.0.1", rtp_port=4000))]
     result = await move_call(cluster, "no-such-call", media)
