@@ -3,11 +3,13 @@ both phones' answers, and the messages the platform sends as a UAC."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from quietwire.protocols.sdp.session import ParseError, SessionDescription
 from quietwire.protocols.sip.message import Request, Response, parse_message
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
-from quietwire.signaling.dialogs import Dialog, Leg, Party, Side, our_via
+from quietwire.signaling.dialogs import CSEQ_STEP, Dialog, Leg, Party, Side, our_via
 from quietwire.signaling.migration import MoveOutcome, PhoneAnswer, moved_sdp, summary
 from quietwire.signaling.sdpversion import continued
 from quietwire.signaling.uac import ack_of_2xx, with_cseq
@@ -183,3 +185,11 @@ def test_versions_already_above_or_another_session_pass_unchanged() -> None:
     assert continued(other_session, last) == other_session
     assert continued(other_session, b"") == other_session  # nothing sent before
     assert continued(b"not sdp", last) == b"not sdp"
+
+
+def test_the_platforms_bye_goes_above_what_each_phone_was_forwarded_with() -> None:
+    # bob numbers his requests from 2_000_000 and a move raised them by 1.
+    moved = replace(DIALOG, callee_leg=Leg(b"", 2_000_000, 1))
+    to_bob, to_alice = (bye for _, bye in moved.byes(via, "relay lost"))
+    assert to_bob.cseq.number == 5 + CSEQ_STEP  # as alice: above her 5
+    assert to_alice.cseq.number == 2_000_002  # as bob: above his 2_000_000 + 1
