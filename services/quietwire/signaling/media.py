@@ -92,8 +92,16 @@ class MediaPlanner(Protocol):
         ...
 
     async def answer(
-        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: pb.DialogTags
-    ) -> bytes | Refusal: ...
+        self,
+        call_id: str,
+        sdp: bytes,
+        from_caller: bool = False,
+        *,
+        tags: pb.DialogTags,
+        provisional: bool = False,
+    ) -> bytes | Refusal:
+        """The SDP to forward for an answer (``provisional``: in an 18x, early media)."""
+        ...
 
     async def end(self, call_id: str, tags: pb.DialogTags) -> None: ...
 
@@ -103,7 +111,13 @@ class Passthrough:
         return offer.sdp
 
     async def answer(
-        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: pb.DialogTags
+        self,
+        call_id: str,
+        sdp: bytes,
+        from_caller: bool = False,
+        *,
+        tags: pb.DialogTags,
+        provisional: bool = False,
     ) -> bytes | Refusal:
         return sdp
 
@@ -209,14 +223,24 @@ class KeyAgreementPlanner:
         return rewrite(session, plan, toward_caller=offer.from_callee)
 
     async def answer(
-        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: pb.DialogTags
+        self,
+        call_id: str,
+        sdp: bytes,
+        from_caller: bool = False,
+        *,
+        tags: pb.DialogTags,
+        provisional: bool = False,
     ) -> bytes | Refusal:
         try:
             session = SessionDescription.parse(sdp)
         except ParseError:
             return Refusal(488, "quietwire: the SDP answer does not parse")
         request = pb.PlanAnswerRequest(
-            call_id=call_id, media=describe(session), from_caller=from_caller, tags=tags
+            call_id=call_id,
+            media=describe(session),
+            from_caller=from_caller,
+            tags=tags,
+            provisional=provisional,
         )
         try:
             plan = await self.stub.PlanAnswer(request, timeout=PLAN_TIMEOUT)
