@@ -273,6 +273,8 @@ class Planner:
         record = await self.store.get(answer.call_id)
         if record is None or record.plan is None or record.ended:
             return NO_PLAN
+        if not answer.media:
+            return await self._confirm(record, answer)
         if not _answers(record.dialog, answer):
             NOT_THE_DIALOG.labels("answer").inc()
             return OTHER_DIALOG
@@ -305,6 +307,27 @@ class Planner:
             NOT_THE_DIALOG.labels("answer").inc()
             return OTHER_DIALOG
         await self._update(record.plan.relay, answer.call_id, answer.side, answer.media)
+        return record.plan
+
+    async def _confirm(self, record: CallRecord, answer: Answer) -> Plan | Refusal:
+        """An answer without media: the 2xx (no SDP) of the fork whose answer came in
+        a reliable 18x (RFC 3262 section 5) or in a PRACK or UPDATE exchange since.
+        It confirms that early dialog; the relay already points at its media."""
+        if answer.provisional or answer.side is not Side.CALLEE:
+            return Refusal(488, "quietwire: an answer without SDP")
+        tags = answer.tags
+
+        def confirmed(current: CallRecord) -> CallRecord | None:
+            d = current.dialog
+            if not d.bound:
+                return current
+            if (d.caller_tag, d.callee_tag) != (tags.from_tag, tags.to_tag):
+                return None  # not the fork whose answer the relay holds
+            return replace(current, dialog=replace(d, early=False))
+
+        if await self.store.change(record.call_id, confirmed) is None or record.plan is None:
+            NOT_THE_DIALOG.labels("answer").inc()
+            return OTHER_DIALOG
         return record.plan
 
     async def end(self, call_id: str, reason: str, tags: Tags) -> bool:

@@ -17,7 +17,10 @@ no place to be planned in is not forwarded (the 18x goes on without it).
   reuses its plan. At the 2xx: the same SDP is consistent (planned again as
   final, which confirms the dialog); a different one is planned as the answer
   (RFC 6337 section 3.1: with an unreliable 18x the 2xx's is the answer the
-  UAC keeps); none confirms the fork's latched early answer.
+  UAC keeps). A 2xx without SDP (its answer was in a reliable 18x) confirms
+  the early dialog as it stands when its fork holds the relay (a PRACK or
+  UPDATE may have moved its media since the 18x); from another fork, it takes
+  the relay over with that fork's latched early answer.
 - An 18x's SDP to an INVITE without one is the callee's offer (RFC 3262
   section 5), planned like an offer in a 2xx; the caller answers in its PRACK.
   One such offer per call: another fork's is refused.
@@ -76,6 +79,8 @@ class EarlySdp:
     """What an INVITE's provisional responses carried, per fork (To tag)."""
 
     answers: dict[str, Latched] = field(default_factory=dict)
+    #: The fork whose early answer the relay's callee leg follows (the latest).
+    holder: str = ""
     #: The callee's offer in a reliable 18x (the INVITE had none).
     offer: Latched | None = None
     #: The caller answered that offer (in a PRACK): a later PRACK's SDP is an offer.
@@ -126,6 +131,7 @@ async def provisional_sdp(
         )
         if not isinstance(planned, Refusal):
             early.answers[to_tag] = Latched(to_tag, response.body, planned)
+            early.holder = to_tag
         return planned
     if context.offer_in_2xx_from_callee is None:
         return None
@@ -150,10 +156,16 @@ async def final_sdp(media: MediaPlanner, context: Context, ok: Response) -> byte
         same = (early.offer.to_tag, early.offer.sdp) == (ok.to.tag, ok.body)
         return early.offer.planned if same else CHANGED_OFFER
     if context.offer_from_callee is not None:
-        latched = early.answers.get(ok.to.tag or "")
-        sdp = ok.body or (latched.sdp if latched is not None else b"")
-        if not sdp:
-            return None
+        to_tag = ok.to.tag or ""
+        latched = early.answers.get(to_tag)
+        if ok.body:
+            sdp = ok.body
+        elif latched is None or not context.initial_invite:
+            return None  # a re-INVITE's 2xx: its dialog is confirmed already
+        elif to_tag == early.holder:
+            sdp = b""  # confirms the early dialog whose media the relay follows
+        else:
+            sdp = latched.sdp  # the fork's early answer takes the relay over
         planned = await media.answer(
             ok.call_id,
             sdp,

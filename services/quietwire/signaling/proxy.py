@@ -446,8 +446,9 @@ class Proxy:
 
     async def _early_sdp(self, context: Context, branch: Branch, response: Response) -> bool:
         """Plan an 18x's SDP (early media, an offer in a reliable 18x: see .early);
-        False when the 18x must not go on (its fork was answered for, or refused)."""
-        if branch.final is not None:
+        False when the 18x must not go on (its fork was answered for, refused or is
+        being cancelled: its answer must not take the relay from the call's)."""
+        if branch.final is not None or branch.cancelled or context.answered:
             return False
         planned = await provisional_sdp(self.media, context, response)
         if isinstance(planned, Refusal):

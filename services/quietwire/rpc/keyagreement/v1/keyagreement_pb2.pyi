@@ -272,7 +272,11 @@ class PlanAnswerRequest(_message.Message):
     fork's 18x, or the 2xx that wins) may take the call's callee side over.
     """
     @_builtins.property
-    def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___MediaDescription]: ...
+    def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___MediaDescription]:
+        """None: a 2xx without SDP, which confirms the early dialog of its fork (whose
+        answer came in a reliable 18x, or in a PRACK or UPDATE exchange since).
+        """
+
     @_builtins.property
     def tags(self) -> Global___DialogTags:
         """The tags of the response (or PRACK, ACK) that carries the answer."""
