@@ -218,8 +218,9 @@ async def test_offers_in_the_prack_and_update_of_an_early_dialog_are_planned(
 async def test_forked_early_answers_the_2xx_wins_the_media(platform: Platform) -> None:
     """alice's INVITE forks to bob's two phones; both answer in a 183 with SDP
     (early media). alice gets both pointing at the relay, neither phone's address;
-    the second phone's 200 wins: the first is CANCELled, and real RTP shows the
-    relay's leg follows the winner, not the first phone that answered early."""
+    the phone whose early media the relay did not follow last answers 200 and
+    wins: the other is CANCELled, and real RTP shows the relay's leg follows the
+    winner, not the phone it followed while ringing."""
     alice_media, first_media, second_media = Phone(), Phone(BOB_HOST), Phone(OTHER_BOB_HOST)
     alice = await agent(platform, "alice")
     bobs = [await agent(platform, "bob"), await agent(platform, "bob")]
@@ -236,9 +237,11 @@ async def test_forked_early_answers_the_2xx_wins_the_media(platform: Platform) -
                 strict=True,
             )
         ]
-        for bob, response in zip(bobs, early, strict=True):
-            await bob.connection.send(response)
-        got = await progress(alice, invite.call_id, count=2)
+        # The second phone answers early first, then the first phone (whose early
+        # media the relay follows then); the second phone's 200 takes it over.
+        for count, index in enumerate((1, 0), start=1):
+            await bobs[index].connection.send(early[index])
+            got = await progress(alice, invite.call_id, count)
         assert len({port_of(r) for r in got}) == 1
         assert all(hidden(r, BOB_HOST, OTHER_BOB_HOST) for r in got)
 
