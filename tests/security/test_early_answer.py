@@ -281,3 +281,57 @@ async def test_forked_early_answers_the_2xx_wins_the_media(platform: Platform) -
         for media in (alice_media, first_media, second_media):
             media.sock.close()
     await relay_calls_reach(platform, 0)
+
+
+@pytest.mark.parametrize("answer_zrtp", [True, False])
+async def test_an_offer_in_a_reliable_183_and_its_answer_in_the_prack_are_planned(
+    platform: Platform, answer_zrtp: bool
+) -> None:
+    """alice INVITEs without SDP and bob offers in a reliable 183 (RFC 3262 section
+    5): the offer reaches alice pointing at the relay; her answer in the PRACK
+    reaches bob pointing at it too. A plain-RTP answer in the PRACK is refused
+    (488 with the reason) and the ringing call ends: bob's phone is CANCELled,
+    alice's INVITE gets 488, and the SDP reaches no one."""
+    alice, bob = await agent(platform, "alice"), await agent(platform, "bob")
+    try:
+        invite, sending, [incoming] = await ringing(alice, bob, offer=b"")
+        early = respond(bob, incoming, 183, "Session Progress", bob_sdp(40002), None)
+        early.headers.add("Require", "100rel")
+        early.headers.add("RSeq", "1")
+        await bob.connection.send(early)
+        [got] = await progress(alice, invite.call_id)
+        assert port_of(got) != 40002 and hidden(got, BOB_HOST)
+
+        dialog = alice.dialog_from_response(invite, got)
+        prack = with_sdp(alice.in_dialog(dialog, "PRACK"), sdp("alice", 40004, answer_zrtp))
+        prack.headers.add("RAck", f"1 {got.cseq.number} INVITE")
+        if not answer_zrtp:
+            refused = await alice.send(prack)
+            assert isinstance(refused.final, Response) and refused.final.status == 488
+            assert "plain RTP" in (refused.final.headers.get("Warning") or "")
+            cancel = await next_request(bob, "CANCEL")
+            await bob.connection.send(bob.answer(cancel, 200, "OK"))
+            await bob.connection.send(bob.answer(incoming, 487, "Request Terminated"))
+            exchange = await sending
+            assert isinstance(exchange.final, Response) and exchange.final.status == 488
+            assert nothing_more(bob, "PRACK")
+            return
+        acking = asyncio.create_task(alice.send(prack))
+        answered = await next_request(bob, "PRACK")
+        assert port_of(answered) not in (40002, 40004)
+        await bob.connection.send(bob.answer(answered, 200, "OK"))
+        assert (await acking).final is not None
+
+        await bob.connection.send(respond(bob, incoming, 200, "OK", b"", early))
+        exchange = await sending
+        assert isinstance(exchange.final, Response) and exchange.final.status == 200
+        dialog = alice.dialog_from_response(invite, exchange.final)
+        await alice.connection.send(alice.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number))
+        await next_request(bob, "ACK")
+        bye = asyncio.create_task(alice.send(alice.in_dialog(dialog, "BYE")))
+        await bob.connection.send(bob.answer(await next_request(bob, "BYE"), 200, "OK"))
+        await bye
+    finally:
+        await alice.close()
+        await bob.close()
+    await relay_calls_reach(platform, 0)
