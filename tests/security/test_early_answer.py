@@ -73,7 +73,8 @@ async def ringing(
     of it, and the INVITE each phone got."""
     for bob in bobs:
         assert (await bob.register()).status == 200
-    invite = alice.build("INVITE", "sip:bob@127.0.0.1", body=offer, content_type="application/sdp")
+    content_type = "application/sdp" if offer else None
+    invite = alice.build("INVITE", "sip:bob@127.0.0.1", body=offer, content_type=content_type)
     sending = asyncio.create_task(alice.send(invite))
     incoming = [await next_request(bob, "INVITE") for bob in bobs]
     return invite, sending, incoming
