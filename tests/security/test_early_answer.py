@@ -167,8 +167,8 @@ async def test_offers_in_the_prack_and_update_of_an_early_dialog_are_planned(
     platform: Platform,
 ) -> None:
     """bob answers in a reliable 183 (RFC 3262); alice's PRACK and then her UPDATE
-    (RFC 3311) offer new media in that early dialog: each offer reaches bob and
-    each answer reaches alice pointing at the relay; an UPDATE that would weaken
+    (RFC 3311) offer new media in that early dialog, and so does bob's UPDATE: each
+    offer and each answer reaches the other phone pointing at the relay; an UPDATE that would weaken
     ZRTP to SDES gets 488 and never reaches bob. bob's 200 without SDP confirms
     the early dialog, and the call ends normally."""
     alice, bob = await agent(platform, "alice"), await agent(platform, "bob")
@@ -194,6 +194,19 @@ async def test_offers_in_the_prack_and_update_of_an_early_dialog_are_planned(
             answered = await asking
             assert isinstance(answered.final, Response) and answered.final.status == 200
             assert port_of(answered.final) == toward_alice and hidden(answered.final, BOB_HOST)
+
+        # bob's own UPDATE in the early dialog (on his flow: the token tells he is
+        # the callee) reaches alice pointing at the relay, and her answer too.
+        bob_dialog = bob.dialog_from_request(incoming, early)
+        update = with_sdp(bob.in_dialog(bob_dialog, "UPDATE"), bob_sdp(40016))
+        asking = asyncio.create_task(bob.send(update))
+        offered = await next_request(alice, "UPDATE")
+        assert port_of(offered) == toward_alice and hidden(offered, BOB_HOST)
+        await alice.connection.send(
+            alice.answer(offered, 200, "OK", body=sdp("alice", 40018, True))
+        )
+        answered = await asking
+        assert isinstance(answered.final, Response) and port_of(answered.final) == toward_bob
 
         weaker = with_sdp(alice.in_dialog(dialog, "UPDATE"), sdes_sdp("alice", 40014))
         refused = await alice.send(weaker)
