@@ -102,3 +102,45 @@ def test_linphone_call_across_replicas(
     finally:
         alice.stop()
         bob.stop()
+
+
+def test_linphone_early_media_through_quietwire(platform: Platform, tmp_path: Path) -> None:
+    """bob's Linphone sends early media (a 183 with its SDP, RFC 3960) before it
+    answers: keyagreement plans that early answer like a 2xx's, so ZRTP runs
+    between the phones through the relay while it rings (same SAS, the binding
+    verified), and the call goes on once bob answers."""
+    base = free_port()
+    alice = Linphone(
+        tmp_path / "alice",
+        "alice",
+        platform.users["alice"],
+        platform.sip_port,
+        platform.ca,
+        tls_port=free_port(),
+        rtp_port=base - base % 2,
+    )
+    bob = Linphone(
+        tmp_path / "bob",
+        "bob",
+        platform.users["bob"],
+        platform.sip_port,
+        platform.ca,
+        tls_port=free_port(),
+        rtp_port=(base - base % 2) + 100,
+        sip_extra={"incoming_calls_early_media": "1"},
+    )
+    try:
+        alice.registered()
+        bob.registered()
+        alice.command("call sip:bob@127.0.0.1")
+        bob.wait_for(r"Receiving new incoming call")
+        # ZRTP runs over the early media, through the relay, before bob answers.
+        assert alice.sas() == bob.sas()
+        assert " zrtp zrtp-verified" in platform.calls_showing("zrtp-verified")
+        bob.command("answer")
+        wait_until(lambda: alice.call_state() == "StreamsRunning", 20, "alice's call running")
+        alice.command("terminate")
+        alice.wait_for(r"Call 1 with sip:bob@127\.0\.0\.1 ended")
+    finally:
+        alice.stop()
+        bob.stop()
