@@ -36,9 +36,10 @@ from quietwire.runtime.redisclient import UNWAITED, Replication, text
 log = logging.getLogger(__name__)
 
 #: Hash per call, the Call-ID as its hash tag. Fields: rev (revision, +1 per write),
-#: caller, callee, caller_tag, callee_tag, callee_early (the dialog), replica (the signaling replica
-#: of the INVITE), policy, mode, end_to_end, relay_id, relay_grpc, streams (per m= line:
-#: "-" or "<host> <rtp> <rtcp> <host> <rtp> <rtcp>" toward caller then callee, joined by
+#: caller, callee, caller_tag, callee_tag, callee_early ("1": that tag is an early
+#: dialog's, from an 18x) (the dialog), replica (the signaling replica of the INVITE),
+#: policy, mode, end_to_end, relay_id, relay_grpc, streams (per m= line: "-" or
+#: "<host> <rtp> <rtcp> <host> <rtp> <rtcp>" toward caller then callee, joined by
 #: ";"), hash_caller, hash_callee, outcome, seen_caller, seen_callee, conf2ack, detail,
 #: secured_at, started, terminated, ended.
 #: TTL: CALL_TTL while the call runs (renewed while its relay reports media),

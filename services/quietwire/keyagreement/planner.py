@@ -273,13 +273,13 @@ class Planner:
         record = await self.store.get(answer.call_id)
         if record is None or record.plan is None or record.ended:
             return NO_PLAN
-        if not answer.media:
-            return await self._confirm(record, answer)
         if not _answers(record.dialog, answer):
             NOT_THE_DIALOG.labels("answer").inc()
             return OTHER_DIALOG
         if record.binding.outcome is Outcome.MISMATCH:
             return Refusal(488, f"quietwire: zrtp-mismatch: {record.binding.detail}")
+        if not answer.media:
+            return await self._confirm(record, answer)
         verdict = judge(answer.media, record.policy)
         if not verdict.accepted:
             return Refusal(488, verdict.warning, verdict.mode)
