@@ -43,8 +43,16 @@ def second_replica(platform: Platform) -> Iterator[int]:
 
 
 def phones(
-    platform: Platform, tmp_path: Path, alice_port: int, bob_port: int
+    platform: Platform,
+    tmp_path: Path,
+    alice_port: int,
+    bob_port: int,
+    *,
+    auto_answer: bool = True,
+    bob_sip: dict[str, str] | None = None,
 ) -> tuple[Linphone, Linphone]:
+    """alice's and bob's Linphones (bob answers at once unless ``auto_answer`` is
+    off; ``bob_sip``: more [sip] settings for him)."""
     base = free_port()
     alice = Linphone(
         tmp_path / "alice",
@@ -63,7 +71,8 @@ def phones(
         platform.ca,
         tls_port=free_port(),
         rtp_port=(base - base % 2) + 100,
-        auto_answer=True,
+        auto_answer=auto_answer,
+        sip_extra=bob_sip,
     )
     return alice, bob
 
@@ -109,25 +118,14 @@ def test_linphone_early_media_through_quietwire(platform: Platform, tmp_path: Pa
     answers: keyagreement plans that early answer like a 2xx's, so ZRTP runs
     between the phones through the relay while it rings (same SAS, the binding
     verified), and the call goes on once bob answers."""
-    base = free_port()
-    alice = Linphone(
-        tmp_path / "alice",
-        "alice",
-        platform.users["alice"],
+    early_media = {"incoming_calls_early_media": "1"}
+    alice, bob = phones(
+        platform,
+        tmp_path,
         platform.sip_port,
-        platform.ca,
-        tls_port=free_port(),
-        rtp_port=base - base % 2,
-    )
-    bob = Linphone(
-        tmp_path / "bob",
-        "bob",
-        platform.users["bob"],
         platform.sip_port,
-        platform.ca,
-        tls_port=free_port(),
-        rtp_port=(base - base % 2) + 100,
-        sip_extra={"incoming_calls_early_media": "1"},
+        auto_answer=False,
+        bob_sip=early_media,
     )
     try:
         alice.registered()

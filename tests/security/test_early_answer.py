@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from quietwire.phone.useragent import Exchange, UserAgent
+from quietwire.phone.useragent import Dialog, Exchange, UserAgent
 from quietwire.protocols.sdp.session import SessionDescription
 from quietwire.protocols.sip.message import Message, Request, Response
 
@@ -80,6 +80,22 @@ async def ringing(
     return invite, sending, incoming
 
 
+async def acked(alice: UserAgent, bob: UserAgent, invite: Request, ok: Response) -> Dialog:
+    """alice ACKs the 200 bob's phone sent her INVITE; her dialog."""
+    dialog = alice.dialog_from_response(invite, ok)
+    await alice.connection.send(alice.in_dialog(dialog, "ACK", cseq=ok.cseq.number))
+    await next_request(bob, "ACK")
+    return dialog
+
+
+async def hang_up(alice: UserAgent, bob: UserAgent, dialog: Dialog) -> None:
+    """alice's BYE reaches bob's phone and his 200 reaches her."""
+    bye = asyncio.create_task(alice.send(alice.in_dialog(dialog, "BYE")))
+    await bob.connection.send(bob.answer(await next_request(bob, "BYE"), 200, "OK"))
+    ended = await bye
+    assert ended.final is not None and ended.final.status == 200
+
+
 def media_of(message: Message) -> tuple[str, int]:
     """The address and port an SDP's first stream points at."""
     session = SessionDescription.parse(message.body)
@@ -116,13 +132,7 @@ async def test_an_early_answer_reaches_the_caller_pointing_at_the_relay(
             assert port_of(exchange.final) == toward_alice
         else:
             assert not exchange.final.body
-        dialog = alice.dialog_from_response(invite, exchange.final)
-        ack = alice.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number)
-        await alice.connection.send(ack)
-        await next_request(bob, "ACK")
-        bye = asyncio.create_task(alice.send(alice.in_dialog(dialog, "BYE")))
-        await bob.connection.send(bob.answer(await next_request(bob, "BYE"), 200, "OK"))
-        await bye
+        await hang_up(alice, bob, await acked(alice, bob, invite, exchange.final))
     finally:
         await alice.close()
         await bob.close()
@@ -217,12 +227,7 @@ async def test_offers_in_the_prack_and_update_of_an_early_dialog_are_planned(
         exchange = await sending
         assert isinstance(exchange.final, Response) and exchange.final.status == 200
         assert nothing_more(bob, "UPDATE")
-        dialog = alice.dialog_from_response(invite, exchange.final)
-        await alice.connection.send(alice.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number))
-        await next_request(bob, "ACK")
-        bye = asyncio.create_task(alice.send(alice.in_dialog(dialog, "BYE")))
-        await bob.connection.send(bob.answer(await next_request(bob, "BYE"), 200, "OK"))
-        assert (await bye).final is not None
+        await hang_up(alice, bob, await acked(alice, bob, invite, exchange.final))
     finally:
         await alice.close()
         await bob.close()
@@ -268,10 +273,7 @@ async def test_forked_early_answers_the_2xx_wins_the_media(platform: Platform) -
         assert isinstance(exchange.final, Response) and exchange.final.status == 200
         relay_host, toward_alice = media_of(exchange.final)
         assert hidden(exchange.final, BOB_HOST, OTHER_BOB_HOST)
-        dialog = alice.dialog_from_response(invite, exchange.final)
-        ack = alice.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number)
-        await alice.connection.send(ack)
-        await next_request(bobs[1], "ACK")
+        dialog = await acked(alice, bobs[1], invite, exchange.final)
 
         toward_bob = port_of(incoming[1])
         assert relay_host == "127.0.0.1"
@@ -285,9 +287,7 @@ async def test_forked_early_answers_the_2xx_wins_the_media(platform: Platform) -
             return await alice_media.receive(0.2)
 
         assert await eventually(heard, 5, "bob's RTP through the relay") == rtp(3)
-        bye = asyncio.create_task(alice.send(alice.in_dialog(dialog, "BYE")))
-        await bobs[1].connection.send(bobs[1].answer(await next_request(bobs[1], "BYE"), 200, "OK"))
-        await bye
+        await hang_up(alice, bobs[1], dialog)
     finally:
         await alice.close()
         for bob in bobs:
@@ -339,12 +339,7 @@ async def test_an_offer_in_a_reliable_183_and_its_answer_in_the_prack_are_planne
         await bob.connection.send(respond(bob, incoming, 200, "OK", b"", early))
         exchange = await sending
         assert isinstance(exchange.final, Response) and exchange.final.status == 200
-        dialog = alice.dialog_from_response(invite, exchange.final)
-        await alice.connection.send(alice.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number))
-        await next_request(bob, "ACK")
-        bye = asyncio.create_task(alice.send(alice.in_dialog(dialog, "BYE")))
-        await bob.connection.send(bob.answer(await next_request(bob, "BYE"), 200, "OK"))
-        await bye
+        await hang_up(alice, bob, await acked(alice, bob, invite, exchange.final))
     finally:
         await alice.close()
         await bob.close()
