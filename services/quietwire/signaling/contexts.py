@@ -19,6 +19,7 @@ from quietwire.protocols.sip.transaction import (
     ServerKey,
     ServerNonInviteTransaction,
 )
+from quietwire.signaling.early import EarlySdp
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.targets import Target
 
@@ -61,6 +62,8 @@ class Context:
     #: Set for an INVITE without SDP (RFC 3261 section 14.1, RFC 3264): its 2xx
     #: carries the offer, made by this side; the ACK carries the answer.
     offer_in_2xx_from_callee: bool | None = None
+    #: SDP its provisional responses carried (early media, RFC 3262 offers).
+    early: EarlySdp = field(default_factory=EarlySdp)
 
     @property
     def pending(self) -> list[Branch]:
