@@ -5,9 +5,9 @@ period holds the round."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -26,8 +26,8 @@ from quietwire.runtime.outbox import EndOutbox
 from quietwire.runtime.registry import RelayRegistry, ReplicaRegistry
 from quietwire.runtime.streams import stream_id
 
-from tests.conftest import free_port, quietwire_env, start_service
 from tests.integration.test_planner import ALICE, BOB, invite
+from tests.support.relay import relay_process
 from tests.support.wait import eventually
 
 #: Relays the reconcilers took for gone (none should be: the relay is up).
@@ -59,40 +59,23 @@ class Replicas:
 
 
 @pytest.fixture
-async def replicas(redis_url: str) -> AsyncIterator[Replicas]:
-    low = free_port() & ~1
-    env = quietwire_env(
-        QW_REDIS_URL=redis_url,
-        QW_GRPC_INSECURE="true",
-        QW_GRPC_BIND="127.0.0.1",
-        QW_RELAY_BIND="127.0.0.1",
-        QW_RELAY_PORT_MIN=str(low),
-        QW_RELAY_PORT_MAX=str(low + 39),
-        QW_DRAIN_TIMEOUT="1",
-    )
-    relay = start_service("relay", env)
+async def replicas(redis_url: str, tmp_path: Path) -> AsyncIterator[Replicas]:
     client = redis.Redis.from_url(redis_url)
     registry, relays, signaling = RelayRegistry(client), RelayClients(None), ChannelPool(None)
     try:
-        await eventually(registry.alive, 30, "the relay registered")
-        store = CallStore(client)
-        planner = Planner(store, registry, relays, Policy.SECURE_ONLY, UserPolicies(client))
+        with relay_process(redis_url, tmp_path / "relay.log") as relay:
+            await eventually(registry.alive, 30, "the relay registered")
+            store = CallStore(client)
+            planner = Planner(store, registry, relays, Policy.SECURE_ONLY, UserPolicies(client))
 
-        def one() -> Reconciler:
-            terminator = CallTerminator(ReplicaRegistry(client), signaling)
-            outbox = EndOutbox(client)
-            return Reconciler(store, registry, relays, planner, terminator, outbox, _gone, 30)
+            def one() -> Reconciler:
+                terminator = CallTerminator(ReplicaRegistry(client), signaling)
+                outbox = EndOutbox(client)
+                return Reconciler(store, registry, relays, planner, terminator, outbox, _gone, 30)
 
-        GONE.clear()
-        stub = relays.stub(f"127.0.0.1:{relay.grpc_port}")
-        yield Replicas(one(), one(), planner, stub)
+            GONE.clear()
+            yield Replicas(one(), one(), planner, relays.stub(relay.address))
     finally:
-        relay.process.terminate()
-        try:
-            relay.process.wait(20)
-        except subprocess.TimeoutExpired:
-            relay.process.kill()
-            relay.process.wait()
         await relays.close()
         await signaling.close()
         await client.aclose()

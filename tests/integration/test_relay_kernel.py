@@ -15,10 +15,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis.asyncio as redis
 from quietwire.protocols.rtp.packets import Rtp
 from quietwire.relay.kernel import MARK
 from quietwire.rpc.relay.v1 import relay_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
+from quietwire.runtime.legmemory import LegMemory, LegSide, carried, leg_memory_key, recall
 
 from tests.conftest import quietwire_env, start_redis, start_service, stop_redis
 from tests.integration.test_relay_sessions import HELLO, HELLO_HASH, PLAIN_STUN
@@ -172,6 +174,64 @@ async def test_settled_call_forwarded_by_the_kernel(relay: RunningRelay) -> None
     flows = space.run("cat", "/proc/net/nf_conntrack").splitlines()
     # A stranger's untranslated flow may linger until it times out; it forwards nothing.
     assert not [flow for flow in flows if f"mark={MARK}" in flow], flows
+
+
+async def test_a_carried_call_on_the_kernel_path(relay: RunningRelay, tmp_path: Path) -> None:
+    """A call moved here from another relay (issue 15): its legs latch on the carried
+    address and SSRC without Hello nor SDP, its media then takes the kernel path;
+    the phone's SSRC from a stranger, or its address with another SSRC, is refused."""
+    space = relay.space
+    a, b, stranger = Phone(space.outside), Phone(space.outside), Phone(space.outside)
+    ssrc = {pb.LEG_SIDE_CALLER: 0xA11CE, pb.LEG_SIDE_CALLEE: 0xB0B}
+    memory = {
+        side: LegMemory((phone.address.host, phone.address.port), None, (ssrc[side],))
+        for side, phone in ((pb.LEG_SIDE_CALLER, a), (pb.LEG_SIDE_CALLEE, b))
+    }
+    legs = [pb.LegSpec(side=side, rtcp_mux=True, carried=carried(memory[side])) for side in ssrc]
+    allocated = await relay.stub.Allocate(pb.AllocateRequest(call_id="k2", legs=legs))
+    port = {leg.side: leg.rtp.port for leg in allocated.legs}
+    to_a, to_b = (space.inside, port[pb.LEG_SIDE_CALLER]), (space.inside, port[pb.LEG_SIDE_CALLEE])
+
+    def packet(side: int, sequence: int) -> bytes:
+        return Rtp(0, sequence, 160 * sequence, ssrc[side], bytes(170)).serialize()
+
+    b.send(packet(pb.LEG_SIDE_CALLEE, 1), to_b)
+    stranger.send(packet(pb.LEG_SIDE_CALLER, 1), to_a)
+    a.send(Rtp(0, 1, 160, 0xBAD, bytes(170)).serialize(), to_a)
+    assert b.receive(0.3) is None
+    for n in range(2, 52):
+        a.send(packet(pb.LEG_SIDE_CALLER, n), to_a)
+        got = b.receive()
+        assert got is not None and got == (packet(pb.LEG_SIDE_CALLER, n), to_b)
+        b.send(packet(pb.LEG_SIDE_CALLEE, n), to_b)
+        got = a.receive()
+        assert got is not None and got == (packet(pb.LEG_SIDE_CALLEE, n), to_a)
+    elements = space.run("nft", "list", "map", "ip", TABLE, "to_peer")
+    assert f"{space.outside} . {a.address.port} . {to_a[1]}" in elements
+    stranger.send(packet(pb.LEG_SIDE_CALLER, 99), to_a)
+    assert b.receive(0.3) is None
+    stats = await leg_stats(relay, "k2")
+    assert stats[pb.LEG_SIDE_CALLER].packets_dropped == 3
+
+    # What this relay remembers for the next move: where it latched, the SSRCs.
+    client = redis.from_url(f"unix://{tmp_path / 'redis.sock'}")
+    try:
+
+        async def remembered() -> dict[LegSide, LegMemory] | None:
+            found = await recall(client, "k2")
+            latched = all(found.get(LegSide(side), LegMemory()).rtp_source for side in ssrc)
+            return found if latched else None
+
+        found = await eventually(remembered, 10, "the kernel relay's leg memory", 0.05)
+        assert found == {LegSide(side): memory[side] for side in ssrc}
+        await relay.stub.Release(pb.ReleaseRequest(call_id="k2"))
+        await eventually(lambda: _gone(client, "k2"), 10, "the memory forgotten on Release", 0.05)
+    finally:
+        await client.aclose()
+
+
+async def _gone(client: redis.Redis, call_id: str) -> bool:
+    return not await client.exists(leg_memory_key(call_id))
 
 
 async def test_table_goes_with_the_relay(relay: RunningRelay) -> None:

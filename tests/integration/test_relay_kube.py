@@ -13,8 +13,8 @@ import kmock
 import pytest
 from kubernetes.aio import client
 from quietwire.relay.kube import DELETION_COST
+from quietwire.relay.legs import LegSpec, Side
 from quietwire.relay.service import RelayService
-from quietwire.relay.sessions import Side
 from quietwire.relay.settings import RelaySettings
 from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.settings import SettingsError, load_settings
@@ -93,7 +93,9 @@ async def test_advertises_the_node_address_and_publishes_its_load(
         entries = await RelayRegistry(service.redis).alive()
         assert [e.advertise for e in entries] == ["203.0.113.7"]
 
-        await service.engine.allocate("call-1", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
+        await service.engine.allocate(
+            "call-1", [LegSpec(Side.CALLER, True), LegSpec(Side.CALLEE, True)]
+        )
         await wait_deletion_cost(api, "1")
         patches = [r for r in kmock if r.method == "PATCH"]
         assert len(patches) == 2  # published on change only, not every heartbeat

@@ -19,7 +19,7 @@ from quietwire.protocols.rtp.packets import Rtp
 from quietwire.protocols.zrtp.packet import ZrtpPacket
 from quietwire.relay.addresses import AddressPolicy, networks
 from quietwire.relay.latch import Channel
-from quietwire.relay.legs import Event, EventKind, Leg, RelayCall, Side
+from quietwire.relay.legs import Event, EventKind, Leg, LegSpec, RelayCall, Side
 from quietwire.relay.ports import PoolExhausted, PortPool
 from quietwire.relay.sessions import Relay
 
@@ -88,7 +88,7 @@ async def muxed_call(
     """A call with rtcp-mux on both legs, each leg told its phone's address and
     latched to it."""
     engine, events = relay
-    call = await engine.allocate(call_id, [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
+    call = await engine.allocate(call_id, [LegSpec(Side.CALLER, True), LegSpec(Side.CALLEE, True)])
     engine.update(call_id, Side.CALLER, caller.address, None, "")
     engine.update(call_id, Side.CALLEE, callee.address, None, "")
     legs = call.legs[Side.CALLER], call.legs[Side.CALLEE]
@@ -109,7 +109,7 @@ async def relay() -> AsyncIterator[Running]:
 
 async def test_forwards_unchanged_and_refuses_strangers(relay: Running) -> None:
     engine, events = relay
-    call = await engine.allocate("c1", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
+    call = await engine.allocate("c1", [LegSpec(Side.CALLER, False), LegSpec(Side.CALLEE, False)])
     a, b, stranger = Endpoint(), Endpoint(), Endpoint()
     engine.update("c1", Side.CALLER, a.address, None, "")
     engine.update("c1", Side.CALLEE, b.address, None, "")
@@ -130,7 +130,9 @@ async def test_forwards_unchanged_and_refuses_strangers(relay: Running) -> None:
 
 async def test_latches_on_a_matching_zrtp_hello_only(relay: Running) -> None:
     engine, events = relay
-    call = await engine.allocate("c2", [(Side.CALLER, False, HELLO_HASH), (Side.CALLEE, False, "")])
+    call = await engine.allocate(
+        "c2", [LegSpec(Side.CALLER, False, HELLO_HASH), LegSpec(Side.CALLEE, False)]
+    )
     natted, impostor, b = Endpoint(), Endpoint(), Endpoint()
     engine.update("c2", Side.CALLEE, b.address, None, "")
     caller_port = call.legs[Side.CALLER].pair.port
@@ -152,11 +154,11 @@ async def test_latches_on_a_matching_zrtp_hello_only(relay: Running) -> None:
 
 async def test_ports_back_in_the_pool(relay: Running) -> None:
     engine, events = relay
-    first = await engine.allocate("c3", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
-    second = await engine.allocate("c4", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
+    first = await engine.allocate("c3", [LegSpec(Side.CALLER, False), LegSpec(Side.CALLEE, False)])
+    second = await engine.allocate("c4", [LegSpec(Side.CALLER, False), LegSpec(Side.CALLEE, False)])
     assert engine.pool.available == 0
     with pytest.raises(PoolExhausted):
-        await engine.allocate("c5", [(Side.CALLER, False, ""), (Side.CALLEE, False, "")])
+        await engine.allocate("c5", [LegSpec(Side.CALLER, False), LegSpec(Side.CALLEE, False)])
     ports = [leg.pair.port for call in (first, second) for leg in call.legs.values()]
     assert engine.release("c3") and engine.expire(idle=0.0) == ["c4"]
     assert engine.pool.available == 4
@@ -172,7 +174,7 @@ async def test_settled_path_counts_and_still_sees_zrtp(relay: Running) -> None:
     the folded statistics count them and the lost ones, and a stranger or a
     ZRTP message still take the full path."""
     engine, events = relay
-    call = await engine.allocate("c6", [(Side.CALLER, True, ""), (Side.CALLEE, True, "")])
+    call = await engine.allocate("c6", [LegSpec(Side.CALLER, True), LegSpec(Side.CALLEE, True)])
     a, b, stranger = Endpoint(), Endpoint(), Endpoint()
     engine.update("c6", Side.CALLER, a.address, None, "")
     engine.update("c6", Side.CALLEE, b.address, None, "")

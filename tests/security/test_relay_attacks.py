@@ -20,8 +20,9 @@ from quietwire.rpc.relay.v1 import relay_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
 from quietwire.runtime.channels import channel_options, server_options
 
-from tests.conftest import RedisServer, free_port, quietwire_env, start_service, stop_process
+from tests.conftest import RedisServer, free_port
 from tests.integration.test_relay_sessions import HELLO, HELLO_HASH, PLAIN_STUN
+from tests.support.relay import relay_process
 from tests.support.wait import eventually
 
 #: The relay lets the test's phones on loopback in; 127.0.0.2 stands for the
@@ -78,25 +79,14 @@ def relay_address(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """One relay process for the module: loopback allowed, the 'platform' denied."""
-    first = 2 * (free_port() // 2)
-    env = quietwire_env(
-        QW_REDIS_URL=redis_server.url,
-        QW_GRPC_INSECURE="true",
-        QW_GRPC_BIND="127.0.0.1",
-        QW_METRICS_PORT="0",
-        QW_RELAY_BIND="127.0.0.1",
-        QW_RELAY_PORT_MIN=str(first),
-        QW_RELAY_PORT_MAX=str(first + 99),
+    log = tmp_path_factory.mktemp("relay") / "relay.log"
+    with relay_process(
+        redis_server.url,
+        log,
         QW_RELAY_PEER_ALLOW="127.0.0.0/8",
         QW_RELAY_PEER_DENY=f"{PLATFORM}/32",
-        QW_DRAIN_TIMEOUT="1",
-    )
-    with (tmp_path_factory.mktemp("relay") / "relay.log").open("w") as log:
-        relay = start_service("relay", env, stderr=log)
-        try:
-            yield f"127.0.0.1:{relay.grpc_port}"
-        finally:
-            stop_process(relay.process, 15)
+    ) as relay:
+        yield relay.address
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from quietwire.protocols.sdp.session import ParseError, SessionDescription
 from quietwire.protocols.sip.message import Request, Response, parse_message
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.signaling.dialogs import CSEQ_STEP, Dialog, Leg, Party, Side, our_via
+from quietwire.signaling.media import hidden_origin
 from quietwire.signaling.migration import MoveOutcome, PhoneAnswer, moved_sdp, summary
 from quietwire.signaling.sdpversion import continued
 from quietwire.signaling.uac import ack_of_2xx, with_cseq
@@ -55,7 +56,8 @@ def test_the_moved_offer_changes_only_the_relay_and_the_version() -> None:
     assert audio.zrtp_hash == HASH
     assert video.port == 0  # a refused stream stays refused
     origin = dict(moved.lines)["o"]
-    assert origin == "alice 1234 8 IN IP4 192.0.2.10"  # same session, version + 1
+    # Same session, version + 1 (the address hidden as in every SDP we forward).
+    assert origin == hidden_origin("alice 1234 8 IN IP4 192.0.2.10")
 
 
 def test_the_caller_is_pointed_at_the_leg_that_faces_it() -> None:

@@ -82,7 +82,7 @@ def offer_of(r: pb.PlanOfferRequest) -> Offer:
 
 
 def answer_of(r: pb.PlanAnswerRequest) -> Answer:
-    return Answer(r.call_id, media_of(r.media), tags_of(r.tags), r.from_caller)
+    return Answer(r.call_id, media_of(r.media), tags_of(r.tags), r.from_caller, r.provisional)
 
 
 def plan_message(call_id: str, result: Plan | Refusal) -> pb.Plan:

@@ -10,7 +10,12 @@ signaling path cannot produce:
 - a STUN Binding request with the ICE USERNAME and a valid MESSAGE-INTEGRITY
   (RFC 8445 section 7.2.2), when the phones' ICE credentials are known;
 - after a re-INVITE moved a latched phone: its RTP with the SSRC it used before;
-- on RTCP: the host whose RTP latched (its RTCP port may be translated apart).
+- on RTCP: the host whose RTP latched (its RTCP port may be translated apart);
+- on a leg carried from another relay (a call's migration, issue 15): a packet
+  from where that relay had latched the phone **and** carrying one of the SSRCs
+  the phone sent with there. From that address a packet with another SSRC
+  proves nothing but a Hello or an ICE check would (the address alone may
+  have passed to someone else behind the same NAT while the call moved).
 
 A STUN-shaped packet without integrity proves nothing (any 20 bytes can look
 like one). A new SDP address or ``a=zrtp-hash`` re-checks the latches: those
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from quietwire.protocols.rtp.demux import PacketKind
@@ -48,6 +54,7 @@ class Proof(enum.Enum):
     STUN_INTEGRITY = "stun-integrity"
     SSRC = "ssrc"
     BESIDE_RTP = "beside-rtp"
+    CARRIED = "carried"
 
 
 class Verdict(enum.Enum):
@@ -79,6 +86,17 @@ def hello_hash(data: bytes) -> str | None:
     return hashlib.sha256(message).hexdigest()
 
 
+def source_ssrc(kind: PacketKind, data: bytes) -> bytes:
+    """The SSRC a packet names (empty if none): RTP's at bytes 8-11 (RFC 3550
+    section 5.1), the sender's of RTCP at 4-7 (section 6.4), ZRTP's Source
+    Identifier at 8-11 (RFC 6189 section 5, the SSRC of the phone's RTP)."""
+    if kind is PacketKind.RTP or kind is PacketKind.ZRTP:
+        return data[8:12]
+    if kind is PacketKind.RTCP:
+        return data[4:8]
+    return b""
+
+
 def signaled_hash(zrtp_hash: str) -> str:
     """The hex part of ``a=zrtp-hash:1.10 <hex>``, lower case."""
     return zrtp_hash.split()[-1].lower() if zrtp_hash.split() else ""
@@ -97,6 +115,10 @@ class Latch:
     ssrc: bytes = b""
     #: The STUN USERNAME and key that prove the phone (RFC 8445 section 7.2.2), if known.
     stun: tuple[str, str] | None = None
+    #: A leg carried from another relay: where it had latched the phone, per channel,
+    #: and the SSRCs (4 bytes each) the phone sent with there.
+    carried: dict[Channel, Address | None] = field(default_factory=lambda: dict.fromkeys(Channel))
+    carried_ssrcs: frozenset[bytes] = frozenset()
 
     def address(self, channel: Channel) -> Address | None:
         """Where the phone is on ``channel``, if it proved it: the only destination."""
@@ -108,20 +130,37 @@ class Latch:
         latched = self.latched[channel]
         if latched is not None:
             return ACCEPT if source == latched.address else DROP
-        proof = self._proof(channel, kind, source, data)
+        if source == self.carried[channel]:
+            proof = self._carried_proof(kind, data)
+        else:
+            proof = self._proof(channel, kind, source, data)
         if proof is None or not self.policy.permits(source[0]):
             return DROP
         return Decision(Verdict.LATCH, proof)
+
+    def _carried_proof(self, kind: PacketKind, data: bytes) -> Proof | None:
+        """From the carried address: a carried SSRC, else only what proves anywhere."""
+        if source_ssrc(kind, data) in self.carried_ssrcs:
+            return Proof.CARRIED
+        return self._secret_proof(kind, data)
+
+    def _secret_proof(self, kind: PacketKind, data: bytes) -> Proof | None:
+        """What only the phone can send: the Hello its SDP's hash names, an ICE check
+        keyed with the password of the phone it talks to."""
+        if kind is PacketKind.ZRTP and self.zrtp_hash and hello_hash(data) == self.zrtp_hash:
+            return Proof.ZRTP_HELLO
+        if kind is PacketKind.STUN and self.stun is not None and _stun_proves(data, *self.stun):
+            return Proof.STUN_INTEGRITY
+        return None
 
     def _proof(
         self, channel: Channel, kind: PacketKind, source: Address, data: bytes
     ) -> Proof | None:
         if source == self.expected[channel]:
             return Proof.SDP_ADDRESS
-        if kind is PacketKind.ZRTP and self.zrtp_hash and hello_hash(data) == self.zrtp_hash:
-            return Proof.ZRTP_HELLO
-        if kind is PacketKind.STUN and self.stun is not None and _stun_proves(data, *self.stun):
-            return Proof.STUN_INTEGRITY
+        secret = self._secret_proof(kind, data)
+        if secret is not None:
+            return secret
         if kind is PacketKind.RTP and self.ssrc and data[8:12] == self.ssrc:
             return Proof.SSRC
         rtp = self.latched[Channel.RTP]
@@ -132,12 +171,24 @@ class Latch:
     def latch(self, channel: Channel, source: Address, proof: Proof) -> None:
         self.latched[channel] = Latched(source, proof)
 
+    def carry(self, rtp: Address | None, rtcp: Address | None, ssrcs: Iterable[int]) -> None:
+        """The leg comes from another relay, which had latched its phone at ``rtp`` and
+        ``rtcp`` (None: that channel never latched there) and seen it send with
+        ``ssrcs``. Nothing is latched yet: the first packet from there that carries
+        one of them latches (and media goes nowhere before, as on any leg). The
+        address policy applies as to an SDP address; without an SSRC the carried
+        addresses prove nothing."""
+        self.carried = {Channel.RTP: self.policy.peer(rtp), Channel.RTCP: self.policy.peer(rtcp)}
+        self.carried_ssrcs = frozenset(ssrc.to_bytes(4, "big") for ssrc in ssrcs)
+
     def expect(self, rtp: Address | None, rtcp: Address | None, zrtp_hash: str) -> bool:
         """The leg's SDP (an offer, an answer, a re-INVITE); whether a latch was dropped.
 
         A phone that moved (a new RTP address in place of another) learns again;
         otherwise each latch is re-checked against what the SDP now says."""
         moved = self.expected[Channel.RTP] not in (None, rtp)
+        if moved:  # where the last relay saw it is no proof of where it is now
+            self.carried = dict.fromkeys(Channel)
         rtp, rtcp = self.policy.peer(rtp), self.policy.peer(rtcp)
         self.expected[Channel.RTP] = rtp
         self.expected[Channel.RTCP] = rtcp or (rtp and (rtp[0], rtp[1] + 1))
@@ -145,6 +196,10 @@ class Latch:
         if zrtp_hash:
             rehashed = signaled_hash(zrtp_hash) != self.zrtp_hash
             self.zrtp_hash = signaled_hash(zrtp_hash)
+        if rehashed and moved:
+            # Another phone (a forked callee's answer took the leg over): the
+            # first one's SSRC proves nothing about it.
+            self.ssrc = b""
         dropped = False
         for channel, latched in self.latched.items():
             if latched is None:

@@ -12,6 +12,7 @@ from quietwire.relay.fastpath import PhoneSocket
 from quietwire.relay.kernel import Link
 from quietwire.relay.latch import Channel, Latch
 from quietwire.relay.ports import PortPair
+from quietwire.runtime.legmemory import EMPTY, MAX_SSRCS, LegMemory, LegSide
 
 Phone = PhoneSocket[tuple["RelayCall", "Leg"]]
 #: Half the RTP sequence space (RFC 3550 appendix A.1): a larger step is a
@@ -19,15 +20,8 @@ Phone = PhoneSocket[tuple["RelayCall", "Leg"]]
 SEQUENCE_HALF = 0x8000
 
 
-class Side(enum.IntEnum):
-    """Values as LegSide in relay.proto."""
-
-    CALLER = 1
-    CALLEE = 2
-
-    @property
-    def other(self) -> Side:
-        return Side.CALLEE if self is Side.CALLER else Side.CALLER
+#: Which side of the call a leg faces (values as LegSide in relay.proto).
+Side = LegSide
 
 
 class EventKind(enum.IntEnum):
@@ -78,6 +72,18 @@ class LegStats:
             self.highest_seq = sequence
 
 
+@dataclass(frozen=True, slots=True)
+class LegSpec:
+    """What Allocate asks of a leg: its side, RTP and RTCP on one port (RFC 5761),
+    its phone's a=zrtp-hash, and what the relay it comes from knew of the phone
+    (a call's migration; None for a new call)."""
+
+    side: Side
+    rtcp_mux: bool = False
+    zrtp_hash: str = ""
+    carried: LegMemory | None = None
+
+
 @dataclass(eq=False)
 class Leg:
     side: Side
@@ -91,6 +97,28 @@ class Leg:
     phone: Phone | None = None
     stats: LegStats = field(default_factory=LegStats)
     last_packet: float | None = None
+    #: What the relay this leg came from knew of its phone (a call's migration).
+    carried: LegMemory = EMPTY
+    #: The SSRCs of the phone's RTP seen here (4 bytes each), in order, at most MAX_SSRCS.
+    ssrcs: list[bytes] = field(default_factory=list)
+
+    def saw_ssrc(self, ssrc: bytes) -> bool:
+        """Note an SSRC of the phone's RTP; whether it is new (and kept)."""
+        if ssrc in self.ssrcs or len(self.ssrcs) >= MAX_SSRCS or len(ssrc) != 4:
+            return False
+        self.ssrcs.append(ssrc)
+        return True
+
+    def memory(self) -> LegMemory:
+        """What this relay knows of the leg's phone: what it carried, and what it saw."""
+        seen = LegMemory(
+            self.latch.address(Channel.RTP),
+            self.latch.address(Channel.RTCP),
+            tuple(int.from_bytes(ssrc, "big") for ssrc in self.ssrcs),
+            self.stats.zrtp_hello_hash,
+            tuple(self.stats.zrtp_seen),
+        )
+        return self.carried.merged(seen)
 
 
 @dataclass(eq=False)

@@ -1,11 +1,13 @@
 """``quietwire relay``: media relay ports, forwarding, and the Relay gRPC service.
 
 Registers itself in Redis (address, capacity, load, draining) every few
-seconds; reclaims calls that carried no packet for ``QW_RELAY_MEDIA_TIMEOUT``
-(their signaling vanished); on SIGTERM stops taking calls and keeps forwarding
-until they end or the drain budget runs out. On Kubernetes it may take its
-advertised address from its Node and publish its load as its pod's deletion
-cost (:mod:`quietwire.relay.kube`).
+seconds; keeps what its legs learn of their phones there, so that another
+relay can take a call over (:mod:`quietwire.relay.memory`); reclaims calls
+that carried no packet for ``QW_RELAY_MEDIA_TIMEOUT`` (their signaling
+vanished); on SIGTERM stops taking calls and keeps forwarding until they end
+or the drain budget runs out. On Kubernetes it may take its advertised address
+from its Node and publish its load as its pod's deletion cost
+(:mod:`quietwire.relay.kube`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from kubernetes.aio import client as kube_client
 from quietwire.relay import kube
 from quietwire.relay.kernel import KernelPathError, KernelPaths
 from quietwire.relay.legs import Event, EventKind
+from quietwire.relay.memory import LegMemoryWriter
 from quietwire.relay.metrics import publish_capacity
 from quietwire.relay.ports import PortPool
 from quietwire.relay.servicer import RelayServicer
@@ -78,11 +81,15 @@ class RelayService(RedisBackedService):
         self.relay_id = settings.relay_id or f"{socket.gethostname()[:40]}-{secrets.token_hex(3)}"
         pool = PortPool(settings.relay_bind, settings.relay_port_min, settings.relay_port_max)
         self.engine = Relay(pool, self._emit, policy=settings.peer_policy)
+        self.loop_errors = ErrorLog(log)
+        self.memory = LegMemoryWriter(
+            self.redis, self.relay_id, self.engine.calls, self.loop_errors
+        )
+        self.engine.memory = self.memory
         self.servicer = RelayServicer(self.engine, self.relay_id, settings.relay_advertise)
         self.registry = RelayRegistry(self.redis)
         self.capacity = settings.relay_capacity or pool.size // 2
         self._tasks: list[asyncio.Task[None]] = []
-        self.loop_errors = ErrorLog(log)
         self._kube_config = kube_config
         self.kube: kube_client.ApiClient | None = None
         self.deletion_cost: kube.DeletionCost | None = None
@@ -100,7 +107,11 @@ class RelayService(RedisBackedService):
             await self._start_kube()
         if self.settings.relay_kernel_forwarding:
             await self._start_kernel()
-        self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._expire())]
+        self._tasks = [
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._expire()),
+            asyncio.create_task(self.memory.run()),
+        ]
 
     async def _start_kube(self) -> None:
         settings = self.settings

@@ -12,10 +12,11 @@ import grpc
 
 from quietwire.protocols.rtp.stun import IceCredentials
 from quietwire.relay.latch import Channel
-from quietwire.relay.legs import Event, RelayCall, Side
+from quietwire.relay.legs import Event, LegSpec, RelayCall, Side
 from quietwire.relay.ports import PoolExhausted
 from quietwire.relay.sessions import Relay
 from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
+from quietwire.runtime.legmemory import from_carried
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ def _side(value: int) -> Side:
         return Side(value)
     except ValueError:
         raise ValueError("leg side must be CALLER or CALLEE") from None
+
+
+def _leg_spec(leg: relay_pb2.LegSpec) -> LegSpec:
+    carried = from_carried(leg.carried) if leg.HasField("carried") else None
+    return LegSpec(_side(leg.side), leg.rtcp_mux, leg.zrtp_hash, carried)
 
 
 def _ice(ufrag: str, pwd: str) -> IceCredentials | None:
@@ -76,13 +82,14 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         if self.relay.draining:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "relay is draining")
         try:
-            specs = [(_side(leg.side), leg.rtcp_mux, leg.zrtp_hash) for leg in request.legs]
+            specs = [_leg_spec(leg) for leg in request.legs]
             call = await self.relay.allocate(request.call_id, specs)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except PoolExhausted:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "no free port pair")
-        log.info("call allocated", extra={"legs": len(request.legs)})
+        carried = sum(spec.carried is not None for spec in specs)
+        log.info("call allocated", extra={"legs": len(request.legs), "carried": carried})
         return relay_pb2.AllocateResponse(relay_id=self.relay_id, legs=self._legs(call))
 
     async def Update(

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 from quietwire.protocols.clock import Clock, MonotonicClock
 from quietwire.protocols.rtp.demux import PacketKind, classify
@@ -30,7 +31,7 @@ from quietwire.protocols.zrtp.messages import MESSAGE_TYPES, message_type
 from quietwire.protocols.zrtp.packet import CRC_LENGTH, HEADER_LENGTH
 from quietwire.relay.addresses import Address, AddressPolicy
 from quietwire.relay.latch import Channel, Latch, Verdict, hello_hash, signaled_hash
-from quietwire.relay.legs import Event, EventKind, Leg, RelayCall, Side
+from quietwire.relay.legs import Event, EventKind, Leg, LegSpec, RelayCall, Side
 from quietwire.relay.metrics import CALLS, FORWARDED, NO_DESTINATION, SEND_ERROR, STRANGER
 from quietwire.relay.paths import SettledPaths
 from quietwire.relay.ports import PortPool
@@ -38,6 +39,26 @@ from quietwire.relay.ports import PortPool
 log = logging.getLogger(__name__)
 #: Seconds between the LEG_STATS events of a call that carries media.
 REPORT_EVERY = 300.0
+
+
+class MemorySink(Protocol):
+    """Where the engine says what its legs learnt (:mod:`quietwire.relay.memory`):
+    called on the packet path, so it must only take note, never wait."""
+
+    def changed(self, call: RelayCall) -> None:
+        """A leg of ``call`` latched, saw a new SSRC or ZRTP message type, or was
+        allocated with what another relay knew."""
+
+    def released(self, call_id: str) -> None:
+        """The call is gone from this relay."""
+
+
+class _Forgetful:
+    def changed(self, call: RelayCall) -> None:
+        pass
+
+    def released(self, call_id: str) -> None:
+        pass
 
 
 class _Channel(asyncio.DatagramProtocol):
@@ -64,10 +85,12 @@ class Relay:
         *,
         policy: AddressPolicy | None = None,
         clock: Clock | None = None,
+        memory: MemorySink | None = None,
     ) -> None:
         """``report_every``: seconds between a live call's LEG_STATS events (they tell
         keyagreement the call still carries media, however long it lasts);
-        ``policy``: where media may go (default: no loopback, link-local, multicast)."""
+        ``policy``: where media may go (default: no loopback, link-local, multicast);
+        ``memory``: told what the legs learn (default: nobody)."""
         self.pool = pool
         self.emit = emit
         self.report_every = report_every
@@ -76,16 +99,24 @@ class Relay:
         self.calls: dict[str, RelayCall] = {}
         self.draining = False
         self.paths = SettledPaths(self._from_phone)
+        self.memory: MemorySink = memory or _Forgetful()
 
-    async def allocate(self, call_id: str, specs: list[tuple[Side, bool, str]]) -> RelayCall:
-        """Ports for each leg (side, rtcp-mux, a=zrtp-hash); the same call twice gets the same."""
+    async def allocate(self, call_id: str, specs: Sequence[LegSpec]) -> RelayCall:
+        """Ports for each leg; the same call twice gets the same. A carried leg
+        (a call moved here) latches to its phone on what the last relay knew."""
         if call_id in self.calls:
             return self.calls[call_id]
         legs: dict[Side, Leg] = {}
         try:
-            for side, mux, zrtp_hash in specs:
-                latch = Latch(self.policy, signaled_hash(zrtp_hash))
-                legs[side] = Leg(side, self.pool.take(), latch, mux)
+            for spec in specs:
+                latch = Latch(self.policy, signaled_hash(spec.zrtp_hash))
+                leg = Leg(spec.side, self.pool.take(), latch, spec.rtcp_mux)
+                legs[spec.side] = leg
+                if spec.carried is not None:
+                    leg.carried = spec.carried
+                    latch.carry(
+                        spec.carried.rtp_source, spec.carried.rtcp_source, spec.carried.ssrcs
+                    )
         except Exception:
             for leg in legs.values():
                 self.pool.give_back(leg.pair)
@@ -100,6 +131,8 @@ class Relay:
                 leg.transports[channel] = transport
         self.calls[call_id] = call
         CALLS.set(len(self.calls))
+        if any(spec.carried is not None for spec in specs):
+            self.memory.changed(call)
         return call
 
     def update(
@@ -117,7 +150,8 @@ class Relay:
         if call is None or side not in call.legs:
             return False
         leg = call.legs[side]
-        leg.latch.expect(rtp, rtcp, zrtp_hash)
+        if leg.latch.expect(rtp, rtcp, zrtp_hash):
+            self.memory.changed(call)
         if ice is not None:
             leg.ice = ice
         other = call.legs.get(side.other)
@@ -138,6 +172,7 @@ class Relay:
                 transport.close()
             self.pool.give_back(leg.pair)
         CALLS.set(len(self.calls))
+        self.memory.released(call_id)
         return True
 
     async def close(self) -> None:
@@ -167,6 +202,7 @@ class Relay:
             leg.latch.latch(channel, addr, decision.proof)
             self._settle(call)
             self.emit(Event(call.call_id, leg.side, EventKind.LATCHED))
+            self.memory.changed(call)
         stats.packets_in += 1
         stats.bytes_in += len(data)
         call.last_packet = leg.last_packet = self.clock.now()
@@ -246,10 +282,14 @@ class Relay:
         event = Event(call.call_id, leg.side, EventKind.ZRTP_MESSAGE, name, hello)
         leg.stats.zrtp_seen[name] = event
         self.emit(event)
+        self.memory.changed(call)
 
     def _rtp(self, call: RelayCall, leg: Leg, data: bytes) -> None:
+        ssrc = data[8:12]
         if not leg.latch.ssrc:
-            leg.latch.ssrc = data[8:12]
+            leg.latch.ssrc = ssrc
+        if leg.saw_ssrc(ssrc):
+            self.memory.changed(call)
         leg.stats.count_rtp(int.from_bytes(data[2:4], "big"), 1)
         if not call.media_started:
             call.media_started = True
@@ -263,6 +303,8 @@ class Relay:
             if phone is None or not phone.packets:
                 continue
             count, stats = phone.packets, leg.stats
+            if leg.saw_ssrc(phone.last[8:12]):  # a new SSRC on the fast path
+                self.memory.changed(call)
             stats.packets_in += count
             stats.bytes_in += phone.bytes
             stats.count_rtp(int.from_bytes(phone.last[2:4], "big"), count)
