@@ -27,28 +27,10 @@ from quietwire.runtime.streams import stream_id
 
 from tests.faults.cluster import DOMAIN, Cluster, cluster_files, start_all
 from tests.integration.signaling_harness import establish, next_request
+from tests.support.moves import SDP, WITHIN, offer, take_move
 from tests.support.wait import eventually
 
 Moved = signaling_pb2.MoveCallResponse.Outcome
-SDP = "application/sdp"
-#: Seconds a phone's request through the platform may take.
-WITHIN = 10
-
-
-def offer(user: str, port: int) -> bytes:
-    """A ZRTP audio offer or answer, with a zrtp-hash of the user's own."""
-    lines = [
-        "v=0",
-        f"o={user} 42 1 IN IP4 127.0.0.1",
-        "s=-",
-        "c=IN IP4 127.0.0.1",
-        "t=0 0",
-        f"m=audio {port} RTP/AVP 0 8",
-        "a=rtpmap:0 PCMU/8000",
-        "a=rtpmap:8 PCMA/8000",
-        f"a=zrtp-hash:1.10 {user[:2].encode().hex() * 16}",
-    ]
-    return ("\r\n".join(lines) + "\r\n").encode()
 
 
 @dataclass
@@ -129,19 +111,6 @@ async def move_call(
         return await signaling_pb2_grpc.SignalingStub(channel).MoveCall(
             signaling_pb2.MoveCallRequest(call_id=call_id, media=media), timeout=30
         )
-
-
-async def take_move(phone: UserAgent, answer: bytes, status: int = 200) -> tuple[Request, Request]:
-    """The platform's re-INVITE to ``phone``, answered ``status`` (with ``answer``
-    when 200), and the ACK that follows."""
-    invite = await next_request(phone, "INVITE", WITHIN)
-    reason = "OK" if status == 200 else "Not Acceptable Here"
-    await phone.connection.send(
-        phone.answer(invite, status, reason, body=answer if status == 200 else b"")
-    )
-    if status != 200:
-        return invite, invite  # the ACK of a non-2xx is hop by hop: our platform's
-    return invite, await next_request(phone, "ACK", WITHIN)
 
 
 async def moved(cluster: Cluster, call: Call) -> tuple[list[ka.MediaPlan], Request, Request]:
@@ -291,6 +260,18 @@ async def test_glare_is_retried_with_a_higher_cseq(cluster: Cluster, call: Call)
     assert retried.body == first.body
     result = await moving
     assert result.outcome == Moved.OUTCOME_MOVED, result
+
+
+async def test_a_phone_whose_connection_is_gone_makes_it_no_answer(
+    cluster: Cluster, call: Call
+) -> None:
+    await call.bob.connection.close()
+    media = await new_relay_legs(cluster, call.caller.call_id)
+    moving = asyncio.create_task(move_call(cluster, call.caller.call_id, media))
+    await take_move(call.alice, offer("alice", 40010))
+    result = await moving
+    assert result.outcome == Moved.OUTCOME_NO_ANSWER
+    assert result.detail == "the caller accepted; the callee did not answer"
 
 
 async def test_an_unknown_call_is_no_such_call(cluster: Cluster) -> None:

@@ -134,3 +134,54 @@ async def test_offer_in_the_2xx_and_answer_in_the_ack(setup: Setup) -> None:
     assert record is not None and (record.hash_caller, record.hash_callee) == (carol_hash, HASH)
     assert record.dialog.callee_tag == "b1"
     assert await planner.end("late", "bye", Tags("c1", "b1"))
+
+
+async def test_early_answers_bind_an_early_dialog_until_a_2xx(setup: Setup) -> None:
+    """carol's INVITE forks to two of bob's phones. Each early answer (an 18x) takes
+    the callee side in turn, with its a=zrtp-hash; the other fork's 2xx takes it
+    over for good; a 2xx without SDP confirms only the fork holding it; once
+    confirmed, no other fork's answer, early or not, moves the call."""
+    planner = setup.planner
+    plan = await planner.offer(invite("fork", CAROL, BOB, "c1"))
+    assert isinstance(plan, Plan)
+    first_hash, second_hash = "1.10 " + "01" * 32, "1.10 " + "02" * 32
+    first = replace(AUDIO, port=40020, zrtp_hash=first_hash)
+    second = replace(AUDIO, port=40030, zrtp_hash=second_hash)
+
+    for tags, media in ((Tags("c1", "b1"), first), (Tags("c1", "b2"), second)):
+        assert await planner.answer(Answer("fork", (media,), tags, provisional=True)) == plan
+        record = await planner.store.get("fork")
+        assert record is not None and record.dialog.early
+        assert (record.dialog.callee_tag, record.hash_callee) == (tags.to_tag, media.zrtp_hash)
+
+    holder_elsewhere = await planner.answer(Answer("fork", (), Tags("c1", "b1")))
+    assert isinstance(holder_elsewhere, Refusal) and holder_elsewhere.status == 481
+    assert await planner.answer(Answer("fork", (first,), Tags("c1", "b1"))) == plan
+    record = await planner.store.get("fork")
+    assert record is not None and not record.dialog.early
+    assert (record.dialog.callee_tag, record.hash_callee) == ("b1", first_hash)
+    assert await planner.answer(Answer("fork", (), Tags("c1", "b1"))) == plan  # idempotent
+
+    for late in (
+        Answer("fork", (second,), Tags("c1", "b2"), provisional=True),
+        Answer("fork", (second,), Tags("c1", "b2")),
+        Answer("fork", (), Tags("c1", "b2")),
+    ):
+        refused = await planner.answer(late)
+        assert isinstance(refused, Refusal) and refused.status == 481
+    assert await planner.store.get("fork") == record
+    assert await planner.end("fork", "bye", Tags("c1", "b1"))
+
+
+async def test_a_2xx_without_sdp_confirms_the_holder(setup: Setup) -> None:
+    planner = setup.planner
+    plan = await planner.offer(invite("reliable", CAROL, BOB, "c1"))
+    assert isinstance(plan, Plan)
+    early = Answer("reliable", (AUDIO,), Tags("c1", "b1"), provisional=True)
+    assert await planner.answer(early) == plan
+    not_from_the_callee = Answer("reliable", (), Tags("b1", "c1"), from_caller=True)
+    assert isinstance(await planner.answer(not_from_the_callee), Refusal)
+    assert await planner.answer(Answer("reliable", (), Tags("c1", "b1"))) == plan
+    record = await planner.store.get("reliable")
+    assert record is not None and not record.dialog.early and record.dialog.callee_tag == "b1"
+    assert await planner.end("reliable", "bye", Tags("c1", "b1"))

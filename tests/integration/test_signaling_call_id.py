@@ -30,7 +30,13 @@ class WitnessPlanner:
         return offer.sdp
 
     async def answer(
-        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: DialogTags
+        self,
+        call_id: str,
+        sdp: bytes,
+        from_caller: bool = False,
+        *,
+        tags: DialogTags,
+        provisional: bool = False,
     ) -> bytes:
         self.seen.append(("answer", call_id_var.get()))
         return sdp

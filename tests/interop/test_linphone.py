@@ -43,8 +43,16 @@ def second_replica(platform: Platform) -> Iterator[int]:
 
 
 def phones(
-    platform: Platform, tmp_path: Path, alice_port: int, bob_port: int
+    platform: Platform,
+    tmp_path: Path,
+    alice_port: int,
+    bob_port: int,
+    *,
+    auto_answer: bool = True,
+    bob_sip: dict[str, str] | None = None,
 ) -> tuple[Linphone, Linphone]:
+    """alice's and bob's Linphones (bob answers at once unless ``auto_answer`` is
+    off; ``bob_sip``: more [sip] settings for him)."""
     base = free_port()
     alice = Linphone(
         tmp_path / "alice",
@@ -63,7 +71,8 @@ def phones(
         platform.ca,
         tls_port=free_port(),
         rtp_port=(base - base % 2) + 100,
-        auto_answer=True,
+        auto_answer=auto_answer,
+        sip_extra=bob_sip,
     )
     return alice, bob
 
@@ -99,6 +108,37 @@ def test_linphone_call_across_replicas(
     alice, bob = phones(platform, tmp_path, platform.sip_port, second_replica)
     try:
         secure_call(alice, bob, platform)
+    finally:
+        alice.stop()
+        bob.stop()
+
+
+def test_linphone_early_media_through_quietwire(platform: Platform, tmp_path: Path) -> None:
+    """bob's Linphone sends early media (a 183 with its SDP, RFC 3960) before it
+    answers: keyagreement plans that early answer like a 2xx's, so ZRTP runs
+    between the phones through the relay while it rings (same SAS, the binding
+    verified), and the call goes on once bob answers."""
+    early_media = {"incoming_calls_early_media": "1"}
+    alice, bob = phones(
+        platform,
+        tmp_path,
+        platform.sip_port,
+        platform.sip_port,
+        auto_answer=False,
+        bob_sip=early_media,
+    )
+    try:
+        alice.registered()
+        bob.registered()
+        alice.command("call sip:bob@127.0.0.1")
+        bob.wait_for(r"Receiving new incoming call")
+        # ZRTP runs over the early media, through the relay, before bob answers.
+        assert alice.sas() == bob.sas()
+        assert " zrtp zrtp-verified" in platform.calls_showing("zrtp-verified")
+        bob.command("answer")
+        wait_until(lambda: alice.call_state() == "StreamsRunning", 20, "alice's call running")
+        alice.command("terminate")
+        alice.wait_for(r"Call 1 with sip:bob@127\.0\.0\.1 ended")
     finally:
         alice.stop()
         bob.stop()

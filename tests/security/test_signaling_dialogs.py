@@ -282,7 +282,13 @@ class FailingPlanner:
         return offer.sdp
 
     async def answer(
-        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: DialogTags
+        self,
+        call_id: str,
+        sdp: bytes,
+        from_caller: bool = False,
+        *,
+        tags: DialogTags,
+        provisional: bool = False,
     ) -> bytes:
         raise RuntimeError("planner broke")
 

@@ -3,6 +3,8 @@ plan is bound to, the ZRTP binding's transition table, stream ids, the record co
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from quietwire.keyagreement.calls import CallRecord, decode, encode
 from quietwire.keyagreement.model import (
@@ -24,7 +26,7 @@ from quietwire.keyagreement.outcome import (
     allowed,
     observe,
 )
-from quietwire.keyagreement.planner import LeastLoaded
+from quietwire.keyagreement.planner import LeastLoaded, another_callee
 from quietwire.keyagreement.policy import Policy, downgrade, judge, mode_of, strictest
 from quietwire.runtime.registry import RelayEntry
 from quietwire.runtime.streams import parse_stream_id, stream_id
@@ -136,6 +138,47 @@ def test_the_first_answer_fixes_the_callee_tag() -> None:
     assert RINGING.responder(Tags("c1", "")) is None  # a response must carry a To tag
 
 
+EARLY = Dialog("sip:carol@d", "sip:bob@d", caller_tag="c1", callee_tag="b1", early=True)
+
+
+def test_an_early_answer_binds_an_early_dialog_the_2xx_confirms() -> None:
+    """RFC 3960 early media: an 18x's answer fixes the callee's tag for an early
+    dialog only; the 2xx of the same fork confirms it."""
+    assert RINGING.answered(Tags("c1", "b1"), provisional=True) == EARLY
+    assert EARLY.sender(Tags("b1", "c1")) is Side.CALLEE  # an UPDATE of the early dialog
+    assert EARLY.answered(Tags("c1", "b1")) == ANSWERED
+    assert EARLY.answered(Tags("c1", "b1"), provisional=True) == EARLY  # a repeated 18x
+
+
+def test_another_fork_takes_an_early_dialog_over_until_a_2xx_confirms_one() -> None:
+    """A forked INVITE: the latest early answer holds the callee side, the 2xx that
+    wins takes it for good, and nothing takes a confirmed dialog over."""
+    other = Tags("c1", "b2")
+    assert EARLY.answered(other, provisional=True).callee_tag == "b2"
+    assert EARLY.answered(other).responder(other) is Side.CALLEE
+    assert EARLY.answered(other) == Dialog("sip:carol@d", "sip:bob@d", "c1", "b2")
+    assert ANSWERED.answered(other, provisional=True) == ANSWERED
+    assert EARLY.answered(Tags("x9", "b2")) == EARLY  # not the caller's dialog
+
+
+def record_of(dialog: Dialog, binding: Binding, end_to_end: bool = True) -> CallRecord:
+    plan = Plan(Mode.ZRTP, True, Relay("relay-1", "10.0.0.1:50053"), (None,))
+    return CallRecord(
+        "abc@host", dialog, Policy.SECURE_ONLY, Mode.ZRTP, end_to_end, plan, binding=binding
+    )
+
+
+def test_another_callee_starts_its_side_of_the_binding_afresh() -> None:
+    """What the relay showed of the first fork's ZRTP does not carry over; the
+    caller's matching Hello does, and a mismatch stays final."""
+    secured = Binding(Outcome.SECURED, True, True, True, "zrtp-verified", 5.0)
+    after = another_callee(record_of(EARLY, secured, end_to_end=False))
+    assert after.binding == Binding(Outcome.HANDSHAKING, seen_caller=True)
+    assert after.end_to_end and not after.hash_callee
+    mismatch = Binding(Outcome.MISMATCH, detail="x")
+    assert another_callee(record_of(EARLY, mismatch)).binding == mismatch
+
+
 # -- the ZRTP binding's transitions ----------------------------------------------------------
 
 
@@ -223,6 +266,8 @@ def test_a_record_round_trips_through_its_hash() -> None:
     fields = encode(record)
     assert all(isinstance(v, str) for v in fields.values())
     assert decode(record.call_id, {**fields, "rev": "4"}, Policy.SECURE_ONLY) == record
+    early = replace(record, dialog=EARLY)
+    assert decode(record.call_id, {**encode(early), "rev": "4"}, Policy.SECURE_ONLY) == early
 
 
 def test_a_malformed_record_is_a_value_error() -> None:

@@ -144,6 +144,19 @@ def test_an_answer_rechecks_earlier_latches() -> None:
     assert decide(latch, rtp(), STRANGER).proof is Proof.SSRC
 
 
+def test_another_phone_taking_a_leg_over_is_not_proven_by_the_first_ones_ssrc() -> None:
+    """A forked call: the winning callee's answer (another address, another
+    a=zrtp-hash) takes over the leg an early answer latched. The first phone's
+    RTP, still in flight, proves nothing by its SSRC; the new phone's address does."""
+    latch = Latch(AddressPolicy(), zrtp_hash=HELLO_HASH.split()[1])
+    latch.expect(SDP, None, HELLO_HASH)
+    latch.latch(Channel.RTP, SDP, Proof.SDP_ADDRESS)
+    latch.ssrc = rtp()[8:12]
+    assert latch.expect(("198.51.100.200", 7000), None, "1.10 " + "ab" * 32)
+    assert decide(latch, rtp(), SDP).verdict is Verdict.DROP
+    assert decide(latch, rtp(), ("198.51.100.200", 7000)).proof is Proof.SDP_ADDRESS
+
+
 REFUSED = ("127.0.0.1", "::1", "169.254.1.1", "fe80::1", "224.0.0.1", "ff02::1", "::")
 NOT_LITERALS = ("localhost", "example.com", "", "10.0.0.1 ")
 

@@ -3,11 +3,14 @@ both phones' answers, and the messages the platform sends as a UAC."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from quietwire.protocols.sdp.session import ParseError, SessionDescription
 from quietwire.protocols.sip.message import Request, Response, parse_message
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
-from quietwire.signaling.dialogs import Dialog, Leg, Party, Side, our_via
+from quietwire.signaling.dialogs import CSEQ_STEP, Dialog, Leg, Party, Side, our_via
+from quietwire.signaling.media import hidden_origin
 from quietwire.signaling.migration import MoveOutcome, PhoneAnswer, moved_sdp, summary
 from quietwire.signaling.sdpversion import continued
 from quietwire.signaling.uac import ack_of_2xx, with_cseq
@@ -53,7 +56,8 @@ def test_the_moved_offer_changes_only_the_relay_and_the_version() -> None:
     assert audio.zrtp_hash == HASH
     assert video.port == 0  # a refused stream stays refused
     origin = dict(moved.lines)["o"]
-    assert origin == "alice 1234 8 IN IP4 192.0.2.10"  # same session, version + 1
+    # Same session, version + 1 (the address hidden as in every SDP we forward).
+    assert origin == hidden_origin("alice 1234 8 IN IP4 192.0.2.10")
 
 
 def test_the_caller_is_pointed_at_the_leg_that_faces_it() -> None:
@@ -183,3 +187,11 @@ def test_versions_already_above_or_another_session_pass_unchanged() -> None:
     assert continued(other_session, last) == other_session
     assert continued(other_session, b"") == other_session  # nothing sent before
     assert continued(b"not sdp", last) == b"not sdp"
+
+
+def test_the_platforms_bye_goes_above_what_each_phone_was_forwarded_with() -> None:
+    # bob numbers his requests from 2_000_000 and a move raised them by 1.
+    moved = replace(DIALOG, callee_leg=Leg(b"", 2_000_000, 1))
+    to_bob, to_alice = (bye for _, bye in moved.byes(via, "relay lost"))
+    assert to_bob.cseq.number == 5 + CSEQ_STEP  # as alice: above her 5
+    assert to_alice.cseq.number == 2_000_002  # as bob: above his 2_000_000 + 1

@@ -36,9 +36,10 @@ from quietwire.runtime.redisclient import UNWAITED, Replication, text
 log = logging.getLogger(__name__)
 
 #: Hash per call, the Call-ID as its hash tag. Fields: rev (revision, +1 per write),
-#: caller, callee, caller_tag, callee_tag (the dialog), replica (the signaling replica
-#: of the INVITE), policy, mode, end_to_end, relay_id, relay_grpc, streams (per m= line:
-#: "-" or "<host> <rtp> <rtcp> <host> <rtp> <rtcp>" toward caller then callee, joined by
+#: caller, callee, caller_tag, callee_tag, callee_early ("1": that tag is an early
+#: dialog's, from an 18x) (the dialog), replica (the signaling replica of the INVITE),
+#: policy, mode, end_to_end, relay_id, relay_grpc, streams (per m= line: "-" or
+#: "<host> <rtp> <rtcp> <host> <rtp> <rtcp>" toward caller then callee, joined by
 #: ";"), hash_caller, hash_callee, outcome, seen_caller, seen_callee, conf2ack, detail,
 #: secured_at, started, terminated, ended.
 #: TTL: CALL_TTL while the call runs (renewed while its relay reports media),
@@ -126,6 +127,7 @@ def encode(record: CallRecord) -> dict[str, str]:
         "callee": d.callee,
         "caller_tag": d.caller_tag,
         "callee_tag": d.callee_tag,
+        "callee_early": str(int(d.early)),
         "replica": record.replica,
         "policy": record.policy.value,
         "mode": record.mode.value,
@@ -161,7 +163,13 @@ def decode(call_id: str, v: Mapping[str, str], default_policy: Policy) -> CallRe
             plan = Plan(mode, v["end_to_end"] == "1", relay, _streams(v.get("streams", "")))
         return CallRecord(
             call_id=call_id,
-            dialog=Dialog(v["caller"], v["callee"], v["caller_tag"], v.get("callee_tag", "")),
+            dialog=Dialog(
+                v["caller"],
+                v["callee"],
+                v["caller_tag"],
+                v.get("callee_tag", ""),
+                v.get("callee_early") == "1",
+            ),
             policy=policy_or(v.get("policy"), default_policy),
             mode=mode,
             end_to_end=v["end_to_end"] == "1",

@@ -64,12 +64,17 @@ class Tags:
 class Dialog:
     """The SIP dialog a plan is bound to (RFC 3261 section 12): its Call-ID is the
     key of the record; its users and tags are fixed by the initial INVITE, the
-    callee's tag by the first 2xx that answers it."""
+    callee's tag by the first answer from the callee. An answer in a provisional
+    response (early media, RFC 3960) fixes it only for an *early* dialog: when the
+    INVITE forked, another callee's answer may take the callee side over, until a
+    2xx confirms one (RFC 3261 section 13.2.2.4: only one dialog survives)."""
 
     caller: str
     callee: str
     caller_tag: str
     callee_tag: str = ""
+    #: The callee's tag came from a provisional answer (no 2xx yet).
+    early: bool = False
 
     @property
     def bound(self) -> bool:
@@ -96,11 +101,16 @@ class Dialog:
             return None
         return sender.other
 
-    def answered(self, tags: Tags) -> Dialog:
-        """This dialog once the callee's 2xx (with these tags) fixed the callee's tag."""
-        if self.callee_tag or self.responder(tags) is not Side.CALLEE:
+    def answered(self, tags: Tags, provisional: bool = False) -> Dialog:
+        """This dialog once an answer from the callee in a response with these tags
+        came: a 2xx fixes the callee's tag, an 18x fixes it for an early dialog. An
+        early dialog's tag gives way to another fork's answer (the 2xx that wins
+        forking, or a later 18x: its early media is the one relayed)."""
+        if tags.from_tag != self.caller_tag or not tags.to_tag:
             return self
-        return Dialog(self.caller, self.callee, self.caller_tag, tags.to_tag)
+        if self.callee_tag and not self.early:
+            return self
+        return Dialog(self.caller, self.callee, self.caller_tag, tags.to_tag, provisional)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +138,8 @@ class Answer:
     media: tuple[Media, ...]
     tags: Tags
     from_caller: bool = False
+    #: In an 18x (early media): the dialog it sets up is early (:class:`Dialog`).
+    provisional: bool = False
 
     @property
     def side(self) -> Side:

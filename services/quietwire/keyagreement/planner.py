@@ -10,6 +10,9 @@ A new call's offer goes decide (policy, a relay) → claim its Call-ID → alloc
 (every relay session, all released if one fails) → record the plan. The plan
 is bound to the dialog of its INVITE: an initial INVITE reusing a planned
 Call-ID is refused, and re-offers, answers and ends must come from that dialog.
+An answer in an 18x (early media) is planned like a 2xx's, but binds an early
+dialog only: when the INVITE forked, the relay's callee leg follows the latest
+early answer, and the 2xx that wins takes it over for good.
 """
 
 from __future__ import annotations
@@ -277,6 +280,8 @@ class Planner:
             return OTHER_DIALOG
         if record.binding.outcome is Outcome.MISMATCH:
             return Refusal(488, f"quietwire: zrtp-mismatch: {record.binding.detail}")
+        if not answer.media:
+            return await self._confirm(record, answer)
         verdict = judge(answer.media, record.policy)
         if not verdict.accepted:
             return Refusal(488, verdict.warning, verdict.mode)
@@ -285,7 +290,10 @@ class Planner:
         def answered(current: CallRecord) -> CallRecord | None:
             if not _answers(current.dialog, answer):
                 return None  # another 2xx fixed the callee's tag first
-            after = replace(current, dialog=current.dialog.answered(answer.tags))
+            dialog = current.dialog.answered(answer.tags, answer.provisional)
+            after = replace(current, dialog=dialog)
+            if _took_over(current.dialog, dialog):
+                after = another_callee(after)
             if answer.side is Side.CALLEE:
                 after = replace(after, hash_callee=first_hash(answer.media))
             elif not after.hash_caller:  # the caller answers in its ACK (offer in the 2xx)
@@ -301,6 +309,27 @@ class Planner:
             NOT_THE_DIALOG.labels("answer").inc()
             return OTHER_DIALOG
         await self.update_legs(record.plan.relay, answer.call_id, answer.side, answer.media)
+        return record.plan
+
+    async def _confirm(self, record: CallRecord, answer: Answer) -> Plan | Refusal:
+        """An answer without media: the 2xx (no SDP) of the fork whose answer came in
+        a reliable 18x (RFC 3262 section 5) or in a PRACK or UPDATE exchange since.
+        It confirms that early dialog; the relay already points at its media."""
+        if answer.provisional or answer.side is not Side.CALLEE:
+            return Refusal(488, "quietwire: an answer without SDP")
+        tags = answer.tags
+
+        def confirmed(current: CallRecord) -> CallRecord | None:
+            d = current.dialog
+            if not d.bound:
+                return current
+            if (d.caller_tag, d.callee_tag) != (tags.from_tag, tags.to_tag):
+                return None  # not the fork whose answer the relay holds
+            return replace(current, dialog=replace(d, early=False))
+
+        if await self.store.change(record.call_id, confirmed) is None or record.plan is None:
+            NOT_THE_DIALOG.labels("answer").inc()
+            return OTHER_DIALOG
         return record.plan
 
     async def end(self, call_id: str, reason: str, tags: Tags) -> bool:
@@ -380,10 +409,28 @@ def _planned(plan: Plan) -> Callable[[CallRecord], CallRecord | None]:
 
 
 def _answers(dialog: Dialog, answer: Answer) -> bool:
-    """Whether a 2xx with these tags answers within this dialog, from the side it claims."""
+    """Whether a response with these tags answers within this dialog (or takes an
+    early one over, :meth:`Dialog.answered`), from the side it claims."""
     if not dialog.bound:
         return True
-    return dialog.answered(answer.tags).responder(answer.tags) is answer.side
+    return dialog.answered(answer.tags, answer.provisional).responder(answer.tags) is answer.side
+
+
+def _took_over(before: Dialog, after: Dialog) -> bool:
+    """Another fork's callee answered in place of the early dialog's."""
+    return bool(before.callee_tag) and after.callee_tag != before.callee_tag
+
+
+def another_callee(record: CallRecord) -> CallRecord:
+    """The call once another fork's callee took its callee side over: what the
+    relay showed of the first one's ZRTP (RFC 6189 section 8.1 binding) and its
+    answer's weakening no longer hold; the caller's Hello still does."""
+    binding = record.binding
+    if binding.outcome not in (Outcome.NOT_ZRTP, Outcome.MISMATCH):
+        progress = Outcome.HANDSHAKING if binding.seen_caller else Outcome.WAITING
+        binding = Binding(progress, seen_caller=binding.seen_caller)
+    end_to_end = record.plan.end_to_end if record.plan is not None else record.end_to_end
+    return replace(record, binding=binding, end_to_end=end_to_end, hash_callee="")
 
 
 def _dialog_of_reoffer(offer: Offer) -> Dialog:

@@ -87,7 +87,7 @@ def offer_of(r: pb.PlanOfferRequest) -> Offer:
 
 
 def answer_of(r: pb.PlanAnswerRequest) -> Answer:
-    return Answer(r.call_id, media_of(r.media), tags_of(r.tags), r.from_caller)
+    return Answer(r.call_id, media_of(r.media), tags_of(r.tags), r.from_caller, r.provisional)
 
 
 def _endpoint(e: Endpoint) -> pb.RelayEndpoint:

@@ -196,6 +196,10 @@ class Latch:
         if zrtp_hash:
             rehashed = signaled_hash(zrtp_hash) != self.zrtp_hash
             self.zrtp_hash = signaled_hash(zrtp_hash)
+        if rehashed and moved:
+            # Another phone (a forked callee's answer took the leg over): the
+            # first one's SSRC proves nothing about it.
+            self.ssrc = b""
         dropped = False
         for channel, latched in self.latched.items():
             if latched is None:

@@ -20,6 +20,7 @@ from quietwire.protocols.sip.transaction import (
     ServerNonInviteTransaction,
 )
 from quietwire.signaling.dialogs import Dialog, Party
+from quietwire.signaling.early import EarlySdp
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.targets import Target
 
@@ -62,6 +63,8 @@ class Context:
     #: Set for an INVITE without SDP (RFC 3261 section 14.1, RFC 3264): its 2xx
     #: carries the offer, made by this side; the ACK carries the answer.
     offer_in_2xx_from_callee: bool | None = None
+    #: SDP its provisional responses carried (early media, RFC 3262 offers).
+    early: EarlySdp = field(default_factory=EarlySdp)
     #: The dialog party that sent this in-dialog request (None: not the call's
     #: own), and its dialog as the request found it.
     party: Party | None = None

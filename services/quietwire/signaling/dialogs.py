@@ -124,13 +124,20 @@ class Dialog:
     def byes(self, via: ViaFor, reason: str) -> list[tuple[str, Request]]:
         """A BYE to each side (its flow id first), each as if sent by the other side."""
         out = []
-        for to, sender in ((self.callee, self.caller), (self.caller, self.callee)):
-            bye = self._request("BYE", to, sender, f"{self.cseq + CSEQ_STEP} BYE")
+        for party in (Party.CALLER, Party.CALLEE):  # the callee's BYE first
+            to, sender = self.side(other(party)), self.side(party)
+            bye = self._request("BYE", to, sender, f"{self._bye_number(party)} BYE")
             if bye is not None:
                 bye.headers.add("Via", via(to.flow_id), first=True)
                 bye.headers.add("Reason", f'SIP;cause=200;text="{_quotable(reason)}"')
                 out.append((to.flow_id, bye))
         return out
+
+    def _bye_number(self, sender: Party) -> int:
+        """Our BYE's CSeq as ``sender``: CSEQ_STEP above the call's first, and
+        above what that phone's requests were last forwarded with."""
+        leg = self.leg(sender)
+        return max(self.cseq + CSEQ_STEP, leg.forwarded(leg.cseq) + 1)
 
     def refuse_answer(self, via: ViaFor, reason: str) -> list[Request]:
         """The ACK and BYE that end the callee's side of a 2xx we will not forward."""

@@ -28,6 +28,8 @@ from quietwire.runtime.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 PLAN_TIMEOUT = 5.0
+#: What an ``o=`` line names in place of the phone's address, per address type.
+ORIGIN_PLACEHOLDER = {"IP4": "127.0.0.1", "IP6": "::1"}
 
 
 class OfferKind(enum.Enum):
@@ -92,8 +94,16 @@ class MediaPlanner(Protocol):
         ...
 
     async def answer(
-        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: pb.DialogTags
-    ) -> bytes | Refusal: ...
+        self,
+        call_id: str,
+        sdp: bytes,
+        from_caller: bool = False,
+        *,
+        tags: pb.DialogTags,
+        provisional: bool = False,
+    ) -> bytes | Refusal:
+        """The SDP to forward for an answer (``provisional``: in an 18x, early media)."""
+        ...
 
     async def end(self, call_id: str, tags: pb.DialogTags) -> None: ...
 
@@ -103,7 +113,13 @@ class Passthrough:
         return offer.sdp
 
     async def answer(
-        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: pb.DialogTags
+        self,
+        call_id: str,
+        sdp: bytes,
+        from_caller: bool = False,
+        *,
+        tags: pb.DialogTags,
+        provisional: bool = False,
     ) -> bytes | Refusal:
         return sdp
 
@@ -152,10 +168,22 @@ def rewrite(sdp: SessionDescription, plan: pb.Plan, toward_caller: bool) -> byte
             m.set_attribute("rtcp", str(endpoint.rtcp_port))
         rtcp = None if m.rtcp_mux else endpoint.rtcp_port
         ice.point_candidates_at(m, endpoint.host, endpoint.rtp_port, rtcp)
+    relay = str(Connection(_relay_host(plan)))
     sdp.lines = [
-        (k, str(Connection(_relay_host(plan)))) if k == "c" else (k, v) for k, v in sdp.lines
+        (k, relay if k == "c" else hidden_origin(v) if k == "o" else v) for k, v in sdp.lines
     ]
     return sdp.serialize()
+
+
+def hidden_origin(value: str) -> str:
+    """An ``o=`` value without the phone's address (RFC 8866 section 5.2: it must
+    not leave the scope where it means something): a fixed placeholder, the same
+    in every SDP of the session as RFC 3264 section 8 needs, as RFC 8829 section
+    5.2.1 writes it."""
+    parts = value.split()
+    if len(parts) != 6 or parts[4] not in ORIGIN_PLACEHOLDER:
+        return value
+    return " ".join([*parts[:5], ORIGIN_PLACEHOLDER[parts[4]]])
 
 
 def _relay_host(plan: pb.Plan) -> str:
@@ -209,14 +237,27 @@ class KeyAgreementPlanner:
         return rewrite(session, plan, toward_caller=offer.from_callee)
 
     async def answer(
-        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: pb.DialogTags
+        self,
+        call_id: str,
+        sdp: bytes,
+        from_caller: bool = False,
+        *,
+        tags: pb.DialogTags,
+        provisional: bool = False,
     ) -> bytes | Refusal:
         try:
-            session = SessionDescription.parse(sdp)
+            # No SDP: a 2xx confirming the answer its fork gave before (see .early).
+            session = SessionDescription.parse(sdp) if sdp else None
         except ParseError:
             return Refusal(488, "quietwire: the SDP answer does not parse")
+        if session is not None and not session.media:
+            return Refusal(488, "quietwire: the SDP answer has no media")
         request = pb.PlanAnswerRequest(
-            call_id=call_id, media=describe(session), from_caller=from_caller, tags=tags
+            call_id=call_id,
+            media=describe(session) if session is not None else [],
+            from_caller=from_caller,
+            tags=tags,
+            provisional=provisional,
         )
         try:
             plan = await self.stub.PlanAnswer(request, timeout=PLAN_TIMEOUT)
@@ -225,7 +266,7 @@ class KeyAgreementPlanner:
             return Refusal(503, "quietwire: media planning unavailable")
         if not plan.accepted:
             return Refusal(plan.sip_status or 488, plan.warning)
-        return rewrite(session, plan, toward_caller=not from_caller)
+        return rewrite(session, plan, toward_caller=not from_caller) if session else b""
 
     async def end(self, call_id: str, tags: pb.DialogTags) -> None:
         request = pb.EndCallRequest(call_id=call_id, tags=tags)

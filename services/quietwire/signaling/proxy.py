@@ -39,6 +39,13 @@ from quietwire.signaling.builders import (
 )
 from quietwire.signaling.contexts import Branch, Context, ServerTable
 from quietwire.signaling.dialogs import Dialog, DialogStore, Leg, Party, Side, other
+from quietwire.signaling.early import (
+    early_party,
+    final_sdp,
+    offer_to_answer,
+    provisional_sdp,
+    strip_sdp,
+)
 from quietwire.signaling.errorlog import sip_errors
 from quietwire.signaling.failures import RETRY_AFTER
 from quietwire.signaling.flows import Flow
@@ -56,6 +63,7 @@ from quietwire.signaling.routing import (
     OFFERS_IN_DIALOG,
     OFFERS_INITIAL,
     RECORD_ROUTED,
+    Membership,
     ProxyAddress,
     arrival_refusal,
     identity_refusal,
@@ -65,7 +73,7 @@ from quietwire.signaling.routing import (
 )
 from quietwire.signaling.sdpversion import continued
 from quietwire.signaling.targets import Router, Target
-from quietwire.signaling.tokens import RouteTokens
+from quietwire.signaling.tokens import RouteToken, RouteTokens
 from quietwire.signaling.transactions import FORWARDS, Transactions
 from quietwire.signaling.uac import PlatformRequests, with_cseq
 
@@ -297,15 +305,22 @@ class Proxy:
                 await self.tx.respond(context, final(request, 403, "Not Your Dialog"))
                 return
         await self._trying(context)
-        target = await self._in_dialog_target(request)
+        token = self.tokens.take(request, self.wall())
+        target = await self._in_dialog_target(request, token)
         if target is None:
             await self.tx.respond(context, final(request, 404, "No Route To Target"))
             return
-        offer = in_dialog_offer(request, member)
+        answer = await self._early_prack_answer(context)
+        if answer is False:
+            return
+        offerer = member
+        if dialog is None:  # an early dialog's PRACK or UPDATE (see .early)
+            offerer = Membership(early_party(token, request), on_flow=False)
+        offer = None if answer else in_dialog_offer(request, offerer)
         if isinstance(offer, Refusal):
             await self.tx.respond(context, refused(request, offer, self.address.host))
             return
-        from_callee = member.party is Party.CALLEE
+        from_callee = offerer.party is Party.CALLEE
         if offer is not None and not request.body:
             context.offer_in_2xx_from_callee = not from_callee  # the receiver's offer
         elif offer is not None and not await self._plan_offer(
@@ -336,10 +351,9 @@ class Proxy:
         if offset:
             with_cseq(out, number + offset)
 
-    async def _in_dialog_target(self, request: Request) -> Target | None:
-        """Down the flow our Route token names, or to the GRUU's binding when
+    async def _in_dialog_target(self, request: Request, token: RouteToken | None) -> Target | None:
+        """Down the flow our Route ``token`` names, or to the GRUU's binding when
         that flow is gone (a phone that reconnected)."""
-        token = self.tokens.take(request, self.wall())
         target = Target.of_flow(token.toward(request.from_.tag)) if token is not None else None
         uri = request.request_uri
         gruu = uri.params.get("gr") and uri.host_key == self.address.domain
@@ -432,13 +446,15 @@ class Proxy:
             return
         if status < 200:
             branch.ringing_since = branch.ringing_since or self.clock.now()
+            if upstream.body and not await self._early_sdp(context, branch, upstream):
+                return
             await self.tx.respond(context, upstream)
             return
         if status < 300:
             # The branch stays pending while the planner sees the answer and the
             # dialog is recorded, so the timer loop cannot pick a final response
             # for the context meanwhile; the dialog exists before the caller's ACK.
-            planned = await self._plan_2xx(context, upstream)
+            planned = await final_sdp(self.media, context, upstream)
             if isinstance(planned, Refusal):
                 await self._refuse_answer(context, branch, response, planned)
                 return
@@ -457,34 +473,60 @@ class Proxy:
             for other in context.pending:
                 self.tx.cancel_branch(other, "answered elsewhere")
             return
-        branch.final = upstream
+        if branch.final is None:  # not a fork we refused and CANCELled (its 487)
+            branch.final = upstream
         if status >= 600:
             for other in context.pending:
                 self.tx.cancel_branch(other, "declined")
 
-    async def _plan_2xx(self, context: Context, ok: Response) -> bytes | Refusal | None:
-        """A 2xx's SDP as the planner rewrites it (None: nothing to plan): the answer
-        to the INVITE's offer, or the offer an INVITE without SDP asked for, planned
-        like one in an INVITE (policy, downgrade refusal, relay)."""
-        if not ok.body:
-            return None
-        if context.offer_from_callee is not None:
-            tags = message_tags(ok)
-            return await self.media.answer(
-                ok.call_id, ok.body, from_caller=context.offer_from_callee, tags=tags
-            )
-        from_callee = context.offer_in_2xx_from_callee
-        if from_callee is None:
-            return None
-        request = context.request
-        if context.initial_invite:
-            parties = (request.from_.uri.aor, request.request_uri.aor)
-            offer = Offer(
-                ok.call_id, OfferKind.INITIAL, ok.body, message_tags(ok), from_callee, *parties
-            )
+    async def _early_sdp(self, context: Context, branch: Branch, response: Response) -> bool:
+        """Plan an 18x's SDP (early media, an offer in a reliable 18x: see .early);
+        False when the 18x must not go on (its fork was answered for, refused or is
+        being cancelled: its answer must not take the relay from the call's)."""
+        if branch.final is not None or branch.cancelled or context.answered:
+            return False
+        planned = await provisional_sdp(self.media, context, response)
+        if isinstance(planned, Refusal):
+            await self._refuse_early(context, branch, planned)
+            return False
+        if planned is None:
+            strip_sdp(response)
         else:
-            offer = Offer(ok.call_id, OfferKind.REOFFER, ok.body, reversed_tags(ok), from_callee)
-        return await self.media.offer(offer)
+            response.body = planned
+        return True
+
+    async def _refuse_early(self, context: Context, branch: Branch, refusal: Refusal) -> None:
+        """An early answer (or offer) we refuse: CANCEL its fork, whose answer is the
+        refusal (with its Warning); the caller gets it unless another fork answers."""
+        FORWARDS.labels("INVITE", "early-sdp-refused").inc()
+        self.tx.cancel_branch(branch, refusal.warning)
+        branch.final = _refusal(context.request, refusal, self.address.host)
+        if refusal.status == 503:
+            await self._unavailable(context, branch.final)
+
+    async def _early_prack_answer(self, context: Context) -> bool | None:
+        """A PRACK answering the offer of a reliable 18x (RFC 3262 section 5) is
+        planned like the ACK's answer to a 2xx's offer: True once it is; refused,
+        the PRACK gets the refusal and the ringing call ends (False); None when
+        the request is no such PRACK."""
+        request = context.request
+        ringing = offer_to_answer(self.servers, request)
+        if ringing is None:
+            return None
+        planned = await self.media.answer(
+            request.call_id,
+            request.body,
+            from_caller=True,
+            tags=reversed_tags(request),
+            provisional=True,
+        )
+        if isinstance(planned, Refusal):
+            await self.tx.respond(context, _refusal(request, planned, self.address.host))
+            await self.terminate(request.call_id, planned.warning)
+            return False
+        ringing.early.offer_answered = True
+        request.body = planned
+        return True
 
     async def _refuse_answer(
         self, context: Context, branch: Branch, ok: Response, refusal: Refusal
@@ -521,10 +563,11 @@ class Proxy:
         self, context: Context, branch: Branch, ok: Response, answer: bytes
     ) -> None:
         """The dialog a 2xx sets up, with the SDP each side was sent (``answer``:
-        the 2xx's as forwarded to the caller)."""
+        the 2xx's as forwarded to the caller, or the one its fork's 18x carried)."""
         dialog = _dialog(context, branch, ok)
         if dialog is not None:
-            caller = Leg(answer, context.request.cseq.number)
+            sent = answer or context.early.sent_to_caller(ok.to.tag or "")
+            caller = Leg(sent, context.request.cseq.number)
             await self.dialogs.record(
                 replace(dialog, caller_leg=caller, callee_leg=Leg(branch.request.body))
             )

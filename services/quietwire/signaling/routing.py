@@ -24,9 +24,10 @@ from quietwire.signaling.flows import flow_transport
 from quietwire.signaling.media import OfferKind, Refusal
 
 #: Methods that carry an SDP offer the media planner must see, in and out of a dialog
-#: (an offer mid-call comes in a re-INVITE or an UPDATE, RFC 3311).
+#: (an offer mid-call comes in a re-INVITE or an UPDATE, RFC 3311; one in an early
+#: dialog in an UPDATE or a PRACK, RFC 3262 section 5).
 OFFERS_INITIAL = frozenset({"INVITE"})
-OFFERS_IN_DIALOG = frozenset({"INVITE", "UPDATE"})
+OFFERS_IN_DIALOG = frozenset({"INVITE", "UPDATE", "PRACK"})
 #: Requests that create a dialog we stay in (we Record-Route them).
 RECORD_ROUTED = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 

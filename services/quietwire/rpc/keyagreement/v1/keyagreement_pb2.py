@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0quietwire/rpc/keyagreement/v1/keyagreement.proto\x12\x19quietwire.keyagreement.v1\"$\n\x06\x43rypto\x12\x0b\n\x03tag\x18\x01 \x01(\r\x12\r\n\x05suite\x18\x02 \x01(\t\"3\n\x0b\x46ingerprint\x12\x15\n\rhash_function\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xbb\x02\n\x10MediaDescription\x12\r\n\x05media\x18\x01 \x01(\t\x12\x1a\n\x12\x63onnection_address\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x0f\n\x07\x66ormats\x18\x05 \x03(\t\x12\x11\n\trtcp_port\x18\x06 \x01(\r\x12\x10\n\x08rtcp_mux\x18\x07 \x01(\x08\x12\x11\n\tzrtp_hash\x18\x08 \x01(\t\x12\x31\n\x06\x63rypto\x18\t \x03(\x0b\x32!.quietwire.keyagreement.v1.Crypto\x12<\n\x0c\x66ingerprints\x18\n \x03(\x0b\x32&.quietwire.keyagreement.v1.Fingerprint\x12\x11\n\tice_ufrag\x18\x0b \x01(\t\x12\x0f\n\x07ice_pwd\x18\x0c \x01(\t\".\n\nDialogTags\x12\x10\n\x08\x66rom_tag\x18\x01 \x01(\t\x12\x0e\n\x06to_tag\x18\x02 \x01(\t\"\xeb\x01\n\x10PlanOfferRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61llee\x18\x03 \x01(\t\x12:\n\x05media\x18\x04 \x03(\x0b\x32+.quietwire.keyagreement.v1.MediaDescription\x12\x0f\n\x07reoffer\x18\x05 \x01(\x08\x12\x13\n\x0b\x66rom_callee\x18\x06 \x01(\x08\x12\x0f\n\x07replica\x18\x07 \x01(\t\x12\x33\n\x04tags\x18\x08 \x01(\x0b\x32%.quietwire.keyagreement.v1.DialogTags\"\xaa\x01\n\x11PlanAnswerRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12:\n\x05media\x18\x02 \x03(\x0b\x32+.quietwire.keyagreement.v1.MediaDescription\x12\x13\n\x0b\x66rom_caller\x18\x03 \x01(\x08\x12\x33\n\x04tags\x18\x04 \x01(\x0b\x32%.quietwire.keyagreement.v1.DialogTags\"B\n\rRelayEndpoint\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x10\n\x08rtp_port\x18\x02 \x01(\r\x12\x11\n\trtcp_port\x18\x03 \x01(\r\"\x8d\x01\n\tMediaPlan\x12?\n\rtoward_caller\x18\x01 \x01(\x0b\x32(.quietwire.keyagreement.v1.RelayEndpoint\x12?\n\rtoward_callee\x18\x02 \x01(\x0b\x32(.quietwire.keyagreement.v1.RelayEndpoint\"\xe0\x01\n\x04Plan\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x35\n\x04mode\x18\x03 \x01(\x0e\x32\'.quietwire.keyagreement.v1.SecurityMode\x12\x12\n\nsip_status\x18\x04 \x01(\r\x12\x0f\n\x07warning\x18\x05 \x01(\t\x12\x10\n\x08relay_id\x18\x06 \x01(\t\x12\x33\n\x05media\x18\x07 \x03(\x0b\x32$.quietwire.keyagreement.v1.MediaPlan\x12\x12\n\nend_to_end\x18\x08 \x01(\x08\"f\n\x0e\x45ndCallRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x33\n\x04tags\x18\x03 \x01(\x0b\x32%.quietwire.keyagreement.v1.DialogTags\"\x11\n\x0f\x45ndCallResponse\")\n\x16GetCallSecurityRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"\xf0\x01\n\x0c\x43\x61llSecurity\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x35\n\x04mode\x18\x02 \x01(\x0e\x32\'.quietwire.keyagreement.v1.SecurityMode\x12\x12\n\nend_to_end\x18\x03 \x01(\x08\x12\x38\n\nzrtp_state\x18\x04 \x01(\x0e\x32$.quietwire.keyagreement.v1.ZrtpState\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x17\n\x0fsecured_at_unix\x18\x06 \x01(\x01\x12\x0f\n\x07replica\x18\x07 \x01(\t\x12\x10\n\x08relay_id\x18\x08 \x01(\t\"!\n\x10ListCallsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"K\n\x11ListCallsResponse\x12\x36\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\'.quietwire.keyagreement.v1.CallSecurity\"G\n\x12MigrateCallRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08to_relay\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"i\n\x13MigrateCallResponse\x12\r\n\x05moved\x18\x01 \x01(\x08\x12\x12\n\nfrom_relay\x18\x02 \x01(\t\x12\x10\n\x08to_relay\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\r\n\x05\x65nded\x18\x05 \x01(\x08\"I\n\x13MigrateRelayRequest\x12\x10\n\x08relay_id\x18\x01 \x01(\t\x12\x10\n\x08to_relay\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"D\n\x14MigrateRelayResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\r\n\x05\x65nded\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\"_\n\nPendingEnd\x12:\n\x07request\x18\x01 \x01(\x0b\x32).quietwire.keyagreement.v1.EndCallRequest\x12\x15\n\rended_at_unix\x18\x02 \x01(\x01*\x9c\x01\n\x0cSecurityMode\x12\x1d\n\x19SECURITY_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SECURITY_MODE_ZRTP\x10\x01\x12\x1b\n\x17SECURITY_MODE_DTLS_SRTP\x10\x02\x12\x1b\n\x17SECURITY_MODE_SDES_SRTP\x10\x03\x12\x1b\n\x17SECURITY_MODE_PLAIN_RTP\x10\x04*\xc1\x01\n\tZrtpState\x12\x1a\n\x16ZRTP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ZRTP_STATE_WAITING\x10\x01\x12\x1a\n\x16ZRTP_STATE_HANDSHAKING\x10\x02\x12\x16\n\x12ZRTP_STATE_SECURED\x10\x03\x12\x15\n\x11ZRTP_STATE_FAILED\x10\x04\x12\x1f\n\x1bZRTP_STATE_BINDING_MISMATCH\x10\x05\x12\x14\n\x10ZRTP_STATE_CLEAR\x10\x06\x32\xde\x05\n\x0cKeyAgreement\x12Y\n\tPlanOffer\x12+.quietwire.keyagreement.v1.PlanOfferRequest\x1a\x1f.quietwire.keyagreement.v1.Plan\x12[\n\nPlanAnswer\x12,.quietwire.keyagreement.v1.PlanAnswerRequest\x1a\x1f.quietwire.keyagreement.v1.Plan\x12`\n\x07\x45ndCall\x12).quietwire.keyagreement.v1.EndCallRequest\x1a*.quietwire.keyagreement.v1.EndCallResponse\x12m\n\x0fGetCallSecurity\x12\x31.quietwire.keyagreement.v1.GetCallSecurityRequest\x1a\'.quietwire.keyagreement.v1.CallSecurity\x12\x66\n\tListCalls\x12+.quietwire.keyagreement.v1.ListCallsRequest\x1a,.quietwire.keyagreement.v1.ListCallsResponse\x12l\n\x0bMigrateCall\x12-.quietwire.keyagreement.v1.MigrateCallRequest\x1a..quietwire.keyagreement.v1.MigrateCallResponse\x12o\n\x0cMigrateRelay\x12..quietwire.keyagreement.v1.MigrateRelayRequest\x1a/.quietwire.keyagreement.v1.MigrateRelayResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0quietwire/rpc/keyagreement/v1/keyagreement.proto\x12\x19quietwire.keyagreement.v1\"$\n\x06\x43rypto\x12\x0b\n\x03tag\x18\x01 \x01(\r\x12\r\n\x05suite\x18\x02 \x01(\t\"3\n\x0b\x46ingerprint\x12\x15\n\rhash_function\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xbb\x02\n\x10MediaDescription\x12\r\n\x05media\x18\x01 \x01(\t\x12\x1a\n\x12\x63onnection_address\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x0f\n\x07\x66ormats\x18\x05 \x03(\t\x12\x11\n\trtcp_port\x18\x06 \x01(\r\x12\x10\n\x08rtcp_mux\x18\x07 \x01(\x08\x12\x11\n\tzrtp_hash\x18\x08 \x01(\t\x12\x31\n\x06\x63rypto\x18\t \x03(\x0b\x32!.quietwire.keyagreement.v1.Crypto\x12<\n\x0c\x66ingerprints\x18\n \x03(\x0b\x32&.quietwire.keyagreement.v1.Fingerprint\x12\x11\n\tice_ufrag\x18\x0b \x01(\t\x12\x0f\n\x07ice_pwd\x18\x0c \x01(\t\".\n\nDialogTags\x12\x10\n\x08\x66rom_tag\x18\x01 \x01(\t\x12\x0e\n\x06to_tag\x18\x02 \x01(\t\"\xeb\x01\n\x10PlanOfferRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61llee\x18\x03 \x01(\t\x12:\n\x05media\x18\x04 \x03(\x0b\x32+.quietwire.keyagreement.v1.MediaDescription\x12\x0f\n\x07reoffer\x18\x05 \x01(\x08\x12\x13\n\x0b\x66rom_callee\x18\x06 \x01(\x08\x12\x0f\n\x07replica\x18\x07 \x01(\t\x12\x33\n\x04tags\x18\x08 \x01(\x0b\x32%.quietwire.keyagreement.v1.DialogTags\"\xbf\x01\n\x11PlanAnswerRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12:\n\x05media\x18\x02 \x03(\x0b\x32+.quietwire.keyagreement.v1.MediaDescription\x12\x13\n\x0b\x66rom_caller\x18\x03 \x01(\x08\x12\x33\n\x04tags\x18\x04 \x01(\x0b\x32%.quietwire.keyagreement.v1.DialogTags\x12\x13\n\x0bprovisional\x18\x05 \x01(\x08\"B\n\rRelayEndpoint\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x10\n\x08rtp_port\x18\x02 \x01(\r\x12\x11\n\trtcp_port\x18\x03 \x01(\r\"\x8d\x01\n\tMediaPlan\x12?\n\rtoward_caller\x18\x01 \x01(\x0b\x32(.quietwire.keyagreement.v1.RelayEndpoint\x12?\n\rtoward_callee\x18\x02 \x01(\x0b\x32(.quietwire.keyagreement.v1.RelayEndpoint\"\xe0\x01\n\x04Plan\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x35\n\x04mode\x18\x03 \x01(\x0e\x32\'.quietwire.keyagreement.v1.SecurityMode\x12\x12\n\nsip_status\x18\x04 \x01(\r\x12\x0f\n\x07warning\x18\x05 \x01(\t\x12\x10\n\x08relay_id\x18\x06 \x01(\t\x12\x33\n\x05media\x18\x07 \x03(\x0b\x32$.quietwire.keyagreement.v1.MediaPlan\x12\x12\n\nend_to_end\x18\x08 \x01(\x08\"f\n\x0e\x45ndCallRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x33\n\x04tags\x18\x03 \x01(\x0b\x32%.quietwire.keyagreement.v1.DialogTags\"\x11\n\x0f\x45ndCallResponse\")\n\x16GetCallSecurityRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"\xf0\x01\n\x0c\x43\x61llSecurity\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x35\n\x04mode\x18\x02 \x01(\x0e\x32\'.quietwire.keyagreement.v1.SecurityMode\x12\x12\n\nend_to_end\x18\x03 \x01(\x08\x12\x38\n\nzrtp_state\x18\x04 \x01(\x0e\x32$.quietwire.keyagreement.v1.ZrtpState\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x17\n\x0fsecured_at_unix\x18\x06 \x01(\x01\x12\x0f\n\x07replica\x18\x07 \x01(\t\x12\x10\n\x08relay_id\x18\x08 \x01(\t\"!\n\x10ListCallsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"K\n\x11ListCallsResponse\x12\x36\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\'.quietwire.keyagreement.v1.CallSecurity\"G\n\x12MigrateCallRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08to_relay\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"i\n\x13MigrateCallResponse\x12\r\n\x05moved\x18\x01 \x01(\x08\x12\x12\n\nfrom_relay\x18\x02 \x01(\t\x12\x10\n\x08to_relay\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\r\n\x05\x65nded\x18\x05 \x01(\x08\"I\n\x13MigrateRelayRequest\x12\x10\n\x08relay_id\x18\x01 \x01(\t\x12\x10\n\x08to_relay\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"D\n\x14MigrateRelayResponse\x12\r\n\x05moved\x18\x01 \x01(\r\x12\r\n\x05\x65nded\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\"_\n\nPendingEnd\x12:\n\x07request\x18\x01 \x01(\x0b\x32).quietwire.keyagreement.v1.EndCallRequest\x12\x15\n\rended_at_unix\x18\x02 \x01(\x01*\x9c\x01\n\x0cSecurityMode\x12\x1d\n\x19SECURITY_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SECURITY_MODE_ZRTP\x10\x01\x12\x1b\n\x17SECURITY_MODE_DTLS_SRTP\x10\x02\x12\x1b\n\x17SECURITY_MODE_SDES_SRTP\x10\x03\x12\x1b\n\x17SECURITY_MODE_PLAIN_RTP\x10\x04*\xc1\x01\n\tZrtpState\x12\x1a\n\x16ZRTP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ZRTP_STATE_WAITING\x10\x01\x12\x1a\n\x16ZRTP_STATE_HANDSHAKING\x10\x02\x12\x16\n\x12ZRTP_STATE_SECURED\x10\x03\x12\x15\n\x11ZRTP_STATE_FAILED\x10\x04\x12\x1f\n\x1bZRTP_STATE_BINDING_MISMATCH\x10\x05\x12\x14\n\x10ZRTP_STATE_CLEAR\x10\x06\x32\xde\x05\n\x0cKeyAgreement\x12Y\n\tPlanOffer\x12+.quietwire.keyagreement.v1.PlanOfferRequest\x1a\x1f.quietwire.keyagreement.v1.Plan\x12[\n\nPlanAnswer\x12,.quietwire.keyagreement.v1.PlanAnswerRequest\x1a\x1f.quietwire.keyagreement.v1.Plan\x12`\n\x07\x45ndCall\x12).quietwire.keyagreement.v1.EndCallRequest\x1a*.quietwire.keyagreement.v1.EndCallResponse\x12m\n\x0fGetCallSecurity\x12\x31.quietwire.keyagreement.v1.GetCallSecurityRequest\x1a\'.quietwire.keyagreement.v1.CallSecurity\x12\x66\n\tListCalls\x12+.quietwire.keyagreement.v1.ListCallsRequest\x1a,.quietwire.keyagreement.v1.ListCallsResponse\x12l\n\x0bMigrateCall\x12-.quietwire.keyagreement.v1.MigrateCallRequest\x1a..quietwire.keyagreement.v1.MigrateCallResponse\x12o\n\x0cMigrateRelay\x12..quietwire.keyagreement.v1.MigrateRelayRequest\x1a/.quietwire.keyagreement.v1.MigrateRelayResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quietwire.rpc.keyagreement.v1.keyagreement_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SECURITYMODE']._serialized_start=2330
-  _globals['_SECURITYMODE']._serialized_end=2486
-  _globals['_ZRTPSTATE']._serialized_start=2489
-  _globals['_ZRTPSTATE']._serialized_end=2682
+  _globals['_SECURITYMODE']._serialized_start=2351
+  _globals['_SECURITYMODE']._serialized_end=2507
+  _globals['_ZRTPSTATE']._serialized_start=2510
+  _globals['_ZRTPSTATE']._serialized_end=2703
   _globals['_CRYPTO']._serialized_start=79
   _globals['_CRYPTO']._serialized_end=115
   _globals['_FINGERPRINT']._serialized_start=117
@@ -46,35 +46,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLANOFFERREQUEST']._serialized_start=537
   _globals['_PLANOFFERREQUEST']._serialized_end=772
   _globals['_PLANANSWERREQUEST']._serialized_start=775
-  _globals['_PLANANSWERREQUEST']._serialized_end=945
-  _globals['_RELAYENDPOINT']._serialized_start=947
-  _globals['_RELAYENDPOINT']._serialized_end=1013
-  _globals['_MEDIAPLAN']._serialized_start=1016
-  _globals['_MEDIAPLAN']._serialized_end=1157
-  _globals['_PLAN']._serialized_start=1160
-  _globals['_PLAN']._serialized_end=1384
-  _globals['_ENDCALLREQUEST']._serialized_start=1386
-  _globals['_ENDCALLREQUEST']._serialized_end=1488
-  _globals['_ENDCALLRESPONSE']._serialized_start=1490
-  _globals['_ENDCALLRESPONSE']._serialized_end=1507
-  _globals['_GETCALLSECURITYREQUEST']._serialized_start=1509
-  _globals['_GETCALLSECURITYREQUEST']._serialized_end=1550
-  _globals['_CALLSECURITY']._serialized_start=1553
-  _globals['_CALLSECURITY']._serialized_end=1793
-  _globals['_LISTCALLSREQUEST']._serialized_start=1795
-  _globals['_LISTCALLSREQUEST']._serialized_end=1828
-  _globals['_LISTCALLSRESPONSE']._serialized_start=1830
-  _globals['_LISTCALLSRESPONSE']._serialized_end=1905
-  _globals['_MIGRATECALLREQUEST']._serialized_start=1907
-  _globals['_MIGRATECALLREQUEST']._serialized_end=1978
-  _globals['_MIGRATECALLRESPONSE']._serialized_start=1980
-  _globals['_MIGRATECALLRESPONSE']._serialized_end=2085
-  _globals['_MIGRATERELAYREQUEST']._serialized_start=2087
-  _globals['_MIGRATERELAYREQUEST']._serialized_end=2160
-  _globals['_MIGRATERELAYRESPONSE']._serialized_start=2162
-  _globals['_MIGRATERELAYRESPONSE']._serialized_end=2230
-  _globals['_PENDINGEND']._serialized_start=2232
-  _globals['_PENDINGEND']._serialized_end=2327
-  _globals['_KEYAGREEMENT']._serialized_start=2685
-  _globals['_KEYAGREEMENT']._serialized_end=3419
+  _globals['_PLANANSWERREQUEST']._serialized_end=966
+  _globals['_RELAYENDPOINT']._serialized_start=968
+  _globals['_RELAYENDPOINT']._serialized_end=1034
+  _globals['_MEDIAPLAN']._serialized_start=1037
+  _globals['_MEDIAPLAN']._serialized_end=1178
+  _globals['_PLAN']._serialized_start=1181
+  _globals['_PLAN']._serialized_end=1405
+  _globals['_ENDCALLREQUEST']._serialized_start=1407
+  _globals['_ENDCALLREQUEST']._serialized_end=1509
+  _globals['_ENDCALLRESPONSE']._serialized_start=1511
+  _globals['_ENDCALLRESPONSE']._serialized_end=1528
+  _globals['_GETCALLSECURITYREQUEST']._serialized_start=1530
+  _globals['_GETCALLSECURITYREQUEST']._serialized_end=1571
+  _globals['_CALLSECURITY']._serialized_start=1574
+  _globals['_CALLSECURITY']._serialized_end=1814
+  _globals['_LISTCALLSREQUEST']._serialized_start=1816
+  _globals['_LISTCALLSREQUEST']._serialized_end=1849
+  _globals['_LISTCALLSRESPONSE']._serialized_start=1851
+  _globals['_LISTCALLSRESPONSE']._serialized_end=1926
+  _globals['_MIGRATECALLREQUEST']._serialized_start=1928
+  _globals['_MIGRATECALLREQUEST']._serialized_end=1999
+  _globals['_MIGRATECALLRESPONSE']._serialized_start=2001
+  _globals['_MIGRATECALLRESPONSE']._serialized_end=2106
+  _globals['_MIGRATERELAYREQUEST']._serialized_start=2108
+  _globals['_MIGRATERELAYREQUEST']._serialized_end=2181
+  _globals['_MIGRATERELAYRESPONSE']._serialized_start=2183
+  _globals['_MIGRATERELAYRESPONSE']._serialized_end=2251
+  _globals['_PENDINGEND']._serialized_start=2253
+  _globals['_PENDINGEND']._serialized_end=2348
+  _globals['_KEYAGREEMENT']._serialized_start=2706
+  _globals['_KEYAGREEMENT']._serialized_end=3440
 # @@protoc_insertion_point(module_scope)

@@ -262,14 +262,24 @@ class PlanAnswerRequest(_message.Message):
     MEDIA_FIELD_NUMBER: _builtins.int
     FROM_CALLER_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    PROVISIONAL_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     from_caller: _builtins.bool
     """The answer comes from the caller (to a re-INVITE the callee sent)."""
+    provisional: _builtins.bool
+    """The answer is in a provisional (18x) response: early media (RFC 3960). It
+    sets up an early dialog only: a later answer with another To tag (another
+    fork's 18x, or the 2xx that wins) may take the call's callee side over.
+    """
     @_builtins.property
-    def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___MediaDescription]: ...
+    def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___MediaDescription]:
+        """None: a 2xx without SDP, which confirms the early dialog of its fork (whose
+        answer came in a reliable 18x, or in a PRACK or UPDATE exchange since).
+        """
+
     @_builtins.property
     def tags(self) -> Global___DialogTags:
-        """The tags of the 2xx that carries the answer."""
+        """The tags of the response (or PRACK, ACK) that carries the answer."""
 
     def __init__(
         self,
@@ -278,10 +288,11 @@ class PlanAnswerRequest(_message.Message):
         media: _abc.Iterable[Global___MediaDescription] | None = ...,
         from_caller: _builtins.bool = ...,
         tags: Global___DialogTags | None = ...,
+        provisional: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tags", b"tags"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "from_caller", b"from_caller", "media", b"media", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "from_caller", b"from_caller", "media", b"media", "provisional", b"provisional", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
