@@ -58,6 +58,10 @@ _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+#: Times a lost relay's call is offered to its phones when they do not answer (a
+#: loaded phone or signaling): without the move the call has no media anyway.
+LOST_TRIES = 2
+UNANSWERED = (MoveOutcome.NO_ANSWER, MoveOutcome.NO_SIGNALING)
 #: Calls of one relay moved at once.
 PARALLEL = 32
 #: How many live calls a relay's migration looks through.
@@ -312,7 +316,10 @@ class Migrator:
         refusal the sessions there are released."""
         assert record.plan is not None
         source = record.plan.relay
-        answer = await self.mover.move(record.call_id, target.relay_id, streams, record.replica)
+        for _ in range(LOST_TRIES if lost else 1):
+            answer = await self.mover.move(record.call_id, target.relay_id, streams, record.replica)
+            if answer.outcome not in UNANSWERED:
+                break
         if answer.outcome is not MoveOutcome.MOVED:
             await self.planner.release(target, record.call_id, len(streams))
             log.warning("phones not moved", extra={"outcome": answer.why, "detail": answer.detail})
