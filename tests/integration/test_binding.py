@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 from quietwire.keyagreement import binding as binding_module
+from quietwire.keyagreement import calls as calls_module
 from quietwire.keyagreement.binding import BindingChecker
 from quietwire.keyagreement.calls import CALL_TTL, ENDED_TTL, CallRecord, CallStore
 from quietwire.keyagreement.model import Dialog, Mode, Plan, Relay
@@ -406,3 +407,22 @@ async def test_events_of_the_relay_a_call_left_are_ignored(store: CallStore) -> 
     assert record is not None and record.binding.outcome is Outcome.HANDSHAKING
     await binding.observe(timeout, new)
     assert hangups.calls == [("moved", "media timeout")]
+
+
+async def test_live_calls_are_read_in_batches_and_ended_ones_leave_the_index(
+    store: CallStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a lost relay's calls are looked up among: every live record, read
+    LIVE_BATCH at a time; an ended one and one whose record vanished drop out."""
+    monkeypatch.setattr(calls_module, "LIVE_BATCH", 2)
+    for call_id in ("c1", "c2", "c3", "c4", "c5"):
+        await a_call(store, call_id)
+    await store.change("c2", lambda r: replace(r, ended="bye"))
+    await store.redis.delete(store.key("c4"))
+    live = await store.live(100)
+    assert sorted(r.call_id for r in live) == ["c1", "c3", "c5"]
+    assert sorted(m.decode() for m in await store.redis.zrange(calls_module.CALLS_KEY, 0, -1)) == [
+        "c1",
+        "c3",
+        "c5",
+    ]
