@@ -24,7 +24,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 
 import grpc
@@ -40,6 +40,7 @@ from quietwire.keyagreement.reconcile import (
     End,
     Orphan,
     RelaySessions,
+    moved,
     owned,
     reconcile,
 )
@@ -168,7 +169,7 @@ class Reconciler:
             if answer is not None:
                 answers[address] = answer
         decisions = reconcile(records, registered, answers, time.time())
-        ends = list(decisions.ends)
+        ends = await self._still_on(decisions.ends, {r.call_id: r for r in records})
         if self.lost_calls is not None:
             lost = [e.call_id for e in ends if e.reason == RELAY_LOST]
             ends = [e for e in ends if e.reason != RELAY_LOST]
@@ -181,6 +182,19 @@ class Reconciler:
             RECONCILED.labels("relay-gone").inc()
             await self._guarded("relay-gone", self.relay_gone(relay_id))
         return addresses - answers.keys()
+
+    async def _still_on(self, ends: Iterable[End], snapshot: Mapping[str, CallRecord]) -> list[End]:
+        """The ends whose call is still on the relay the snapshot named: a call moved
+        to another relay since (a migration releases the old relay's sessions once
+        the record names the new one) is neither dead nor lost."""
+        kept = []
+        for end in ends:
+            before = snapshot.get(end.call_id)
+            if before is not None and moved(before, await self.store.get(end.call_id)):
+                RECONCILED.labels("moved-meanwhile").inc()
+                continue
+            kept.append(end)
+        return kept
 
     async def _sessions(self, address: str) -> RelaySessions | None:
         try:
