@@ -30,7 +30,14 @@ import redis.asyncio as redis
 from prometheus_client import Counter, Histogram
 
 from quietwire.keyagreement.calls import CallRecord, CallStore
-from quietwire.keyagreement.model import Endpoint, PlanningError, Relay, Side, StreamPlan
+from quietwire.keyagreement.model import (
+    Endpoint,
+    Media,
+    PlanningError,
+    Relay,
+    Side,
+    StreamPlan,
+)
 from quietwire.keyagreement.moves import CallMover, MoveAnswer, MoveOutcome
 from quietwire.keyagreement.planner import (
     RELAY_ATTEMPTS,
@@ -385,12 +392,18 @@ class Migrator:
         return tuple(streams)
 
     async def _learn(self, target: Relay, call_id: str, answer: MoveAnswer) -> None:
-        """Tell the new relay where each phone now says it receives (its answer)."""
-        for side, media in ((Side.CALLER, answer.caller_media), (Side.CALLEE, answer.callee_media)):
+        """Tell the new relay where each phone now says it receives (its answer), both
+        sides at once (a relay that just took a lost one's calls answers slowly)."""
+
+        async def update(side: Side, media: tuple[Media, ...]) -> None:
             try:
                 await self.planner.update_legs(target, call_id, side, media)
             except PlanningError as exc:  # its carried latch still holds: media flows
                 log.warning("relay update after a move failed", extra={"error": str(exc)})
+
+        await asyncio.gather(
+            update(Side.CALLER, answer.caller_media), update(Side.CALLEE, answer.callee_media)
+        )
 
     async def _failed(
         self,
