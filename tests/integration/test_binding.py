@@ -359,10 +359,10 @@ async def test_a_killed_relay_is_lost_at_once_and_its_calls_handed_over(
 async def killed_relay_handed_over(store: CallStore, relay: subprocess.Popen[str]) -> None:
     hangups = Hangups()
     binding = checker(store, hangups)
-    handed: list[list[str]] = []
+    handed: list[tuple[str, list[str]]] = []
 
-    async def lost_calls(call_ids: Sequence[str]) -> None:
-        handed.append(list(call_ids))
+    async def lost_calls(relay_id: str, call_ids: Sequence[str]) -> None:
+        handed.append((relay_id, list(call_ids)))
 
     binding.lost_calls = lost_calls
     try:
@@ -383,7 +383,7 @@ async def killed_relay_handed_over(store: CallStore, relay: subprocess.Popen[str
         took = asyncio.get_running_loop().time() - killed
         assert took < binding_module.LOST_AFTER + 2, took
         assert [r.relay_id for r in await registry.alive()] == ["relay-k"]  # not yet expired
-        assert handed == [["on-k"]]
+        assert handed == [("relay-k", ["on-k"])]
         assert hangups.calls == []
     finally:
         await binding.close()

@@ -60,8 +60,8 @@ SIDES = {relay_pb2.LEG_SIDE_CALLER: Side.CALLER, relay_pb2.LEG_SIDE_CALLEE: Side
 #: Ends a call (the call id, why, the signaling replica of its INVITE or "");
 #: True if a replica found it.
 Terminate = Callable[[str, str, str], Awaitable[bool]]
-#: Takes the calls (ids) of a lost relay: moves them, or ends them.
-LostCalls = Callable[[Sequence[str]], Awaitable[None]]
+#: Takes the calls (ids) of a lost relay (its id): moves them, or ends them.
+LostCalls = Callable[[str, Sequence[str]], Awaitable[None]]
 
 
 class BindingChecker:
@@ -133,7 +133,7 @@ class BindingChecker:
         ]
         log.warning("relay lost", extra={"relay": relay_id, "calls": len(calls)})
         if self.lost_calls is not None:
-            await self.lost_calls(calls)
+            await self.lost_calls(relay_id, calls)
             return
         for call_id in calls:
             with call_context(call_id):

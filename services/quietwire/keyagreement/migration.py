@@ -247,13 +247,21 @@ class Migrator:
         ended = sum(r.ended for r in results)
         return RelayMigration(moved, ended, len(results) - moved - ended)
 
-    async def rescue(self, call_ids: Sequence[str]) -> None:
-        """Calls whose relay was lost (their media died with it): each moves to
-        another relay, or, when none can take it, is ended with ``relay lost``."""
-        await _bounded(self._guarded(self._rescue(c)) for c in call_ids)
+    async def rescue(self, relay_id: str, call_ids: Sequence[str]) -> None:
+        """Calls whose relay ``relay_id`` was lost (their media died with it): each
+        still on it moves to another relay, or, when none can take it, is ended
+        with ``relay lost``. One that moved meanwhile (the registry's expiry and the
+        reconciler find a loss the event stream already did) is left alone."""
+        await _bounded(self._guarded(self._rescue(relay_id, c)) for c in call_ids)
 
-    async def _rescue(self, call_id: str) -> Migration:
-        return await self._locked(call_id, lambda r: self._move(r, "", LOST, lost=True))
+    async def _rescue(self, relay_id: str, call_id: str) -> Migration:
+        async def move(record: CallRecord) -> Migration:
+            assert record.plan is not None
+            if record.plan.relay.relay_id != relay_id:
+                return Migration(False, record.plan.relay.relay_id, detail="moved already")
+            return await self._move(record, "", LOST, lost=True)
+
+        return await self._locked(call_id, move)
 
     @staticmethod
     async def _guarded(work: Awaitable[Migration]) -> Migration:

@@ -169,11 +169,16 @@ class Reconciler:
             if answer is not None:
                 answers[address] = answer
         decisions = reconcile(records, registered, answers, time.time())
-        ends = await self._still_on(decisions.ends, {r.call_id: r for r in records})
+        snapshot = {r.call_id: r for r in records}
+        ends = await self._still_on(decisions.ends, snapshot)
         if self.lost_calls is not None:
-            lost = [e.call_id for e in ends if e.reason == RELAY_LOST]
+            lost: dict[str, list[str]] = {}  # by the relay each was lost with
+            for end in (e for e in ends if e.reason == RELAY_LOST):
+                plan = snapshot[end.call_id].plan
+                lost.setdefault(plan.relay.relay_id if plan else "", []).append(end.call_id)
             ends = [e for e in ends if e.reason != RELAY_LOST]
-            await self._guarded("relay-lost", self.lost_calls(lost))
+            for relay_id, call_ids in lost.items():
+                await self._guarded("relay-lost", self.lost_calls(relay_id, call_ids))
         for end in ends:
             await self._guarded("end", self.end(end))
         for orphan in decisions.orphans:
