@@ -136,10 +136,12 @@ class BenchPhone:
     async def _moved(self, request: Request, leg: Leg) -> None:
         """The platform points this call at another relay: send there from now on."""
         remote = remote_of(request.body, (PCMU,))
-        answer = describe(DOMAIN, leg.port, leg.zrtp_hash, (PCMU,))
-        await self.ua.connection.send(self.ua.answer(request, 200, "OK", body=answer))
+        # Like a phone: it sends to the new relay from when it accepts, so the old
+        # relay (released once both accepted) gets nothing more from it.
         await self.generator.to(leg.stream, (remote.address, remote.port))
         leg.moves += 1
+        answer = describe(DOMAIN, leg.port, leg.zrtp_hash, (PCMU,))
+        await self.ua.connection.send(self.ua.answer(request, 200, "OK", body=answer))
 
     async def close(self) -> None:
         self._task.cancel()
