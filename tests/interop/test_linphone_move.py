@@ -19,9 +19,9 @@ from quietwire.rpc.signaling.v1 import signaling_pb2, signaling_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.tls import TlsFiles
 
-from tests.conftest import Platform, free_port
+from tests.conftest import Platform
 from tests.interop.conftest import phone_process
-from tests.interop.linphone import SAS, Linphone, requires_linphone
+from tests.interop.linphone import SAS, on_platform, requires_linphone
 from tests.interop.test_phone_linphone import heard
 from tests.support.forwarder import forwarder
 from tests.support.wait import eventually, wait_until
@@ -46,16 +46,7 @@ def call_id_of(platform: Platform) -> str:
 async def test_linphone_accepts_the_move_and_keeps_its_srtp_session(
     platform: Platform, tmp_path: Path
 ) -> None:
-    linphone = Linphone(
-        tmp_path / "linphone",
-        "alice",
-        platform.users["alice"],
-        platform.sip_port,
-        platform.ca,
-        tls_port=free_port(),
-        rtp_port=2 * (free_port() // 2),
-        auto_answer=True,
-    )
+    linphone = on_platform(platform, tmp_path / "linphone", "alice", auto_answer=True)
     ours: subprocess.Popen[str] | None = None
     play = tmp_path / "linphone-440.wav"
     write_wav(play, tone(440, 2.0), 8000)
