@@ -27,6 +27,7 @@ from quietwire.runtime.streams import stream_id
 
 from tests.faults.cluster import DOMAIN, Cluster, cluster_files, start_all
 from tests.integration.signaling_harness import establish, next_request
+from tests.security.test_early_answer import acked, progress, respond, ringing
 from tests.support.moves import SDP, WITHIN, offer, take_move
 from tests.support.wait import eventually
 
@@ -278,3 +279,31 @@ async def test_an_unknown_call_is_no_such_call(cluster: Cluster) -> None:
     media = [ka.MediaPlan(toward_caller=ka.RelayEndpoint(host="127.0.0.1", rtp_port=4000))]
     result = await move_call(cluster, "no-such-call", media)
     assert result.outcome == Moved.OUTCOME_NO_SUCH_CALL
+
+
+async def test_a_call_answered_in_a_183_moves_with_the_sdp_of_its_183(cluster: Cluster) -> None:
+    """bob answers in a 183 (early media) and his 200 carries no SDP (RFC 3262,
+    RFC 6337 section 3.1): what alice was last sent is the 183's SDP, and the
+    move re-points that one."""
+    alice, bob = await cluster.agent("alice"), await cluster.agent("bob")
+    try:
+        invite, sending, [incoming] = await ringing(alice, bob, offer=offer("alice", 40000))
+        early = respond(bob, incoming, 183, "Session Progress", offer("bob", 40002), None)
+        await bob.connection.send(early)
+        [got] = await progress(alice, invite.call_id)
+        await bob.connection.send(respond(bob, incoming, 200, "OK", b"", early))
+        exchange = await sending
+        assert exchange.final is not None and not exchange.final.body
+        await acked(alice, bob, invite, exchange.final)
+
+        media = await new_relay_legs(cluster, invite.call_id)
+        moving = asyncio.create_task(move_call(cluster, invite.call_id, media))
+        (to_alice, _), (to_bob, _) = await asyncio.gather(
+            take_move(alice, offer("alice", 40010)), take_move(bob, offer("bob", 40012))
+        )
+        assert (await moving).outcome == Moved.OUTCOME_MOVED
+        repointed(got.body, to_alice.body, media[0].toward_caller)
+        repointed(incoming.body, to_bob.body, media[0].toward_callee)
+    finally:
+        await alice.close()
+        await bob.close()

@@ -14,13 +14,15 @@ import redis.asyncio as redis
 from quietwire.embedded.pki import Pki
 from quietwire.phone.call import Phone
 from quietwire.protocols.rtp.demux import PacketKind
+from quietwire.protocols.sip.message import Response
 from quietwire.rpc.signaling.v1 import signaling_pb2, signaling_pb2_grpc
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.redisclient import text
 
-from tests.integration.signaling_harness import DOMAIN, Replica
+from tests.integration.signaling_harness import DOMAIN, Replica, phone
 from tests.integration.test_phone import options
 from tests.support.forwarder import forwarder
+from tests.support.moves import SDP, offer
 from tests.support.wait import eventually, until
 
 #: Packets each way through the new path before the call may end (0.6 s of audio).
@@ -91,3 +93,49 @@ async def test_our_phones_move_to_new_addresses_and_keep_their_srtp_session(
     assert callee.stats["srtp_in"] >= forwarded["caller", PacketKind.RTP] >= PACKETS
     assert caller.stats["srtp_in"] >= forwarded["callee", PacketKind.RTP] >= PACKETS
     assert callee.ended_by_peer  # alice's BYE, after the move, reached bob
+
+
+async def test_our_phone_refuses_a_reinvite_that_would_change_its_session(
+    pki: Pki, one: Replica, tmp_path: Path
+) -> None:
+    """Only where to send may change: a re-INVITE with another a=zrtp-hash (another
+    ZRTP peer) or no codec in common is refused 488 and changes nothing; one that
+    only moves the media is answered with the same SDP as before."""
+    lines: list[str] = []
+    bob = Phone(options(pki, one.port, "bob", tmp_path, 880, duration=30.0), lines.append)
+    await bob.start()
+    alice = await phone(pki, one.port, "alice")
+    answering = asyncio.create_task(bob.answer(timeout=10))
+    try:
+        invite = alice.build(
+            "INVITE", f"sip:bob@{DOMAIN}", body=offer("alice", 40000), content_type=SDP
+        )
+        exchange = await alice.send(invite)
+        assert exchange.final is not None and exchange.final.status == 200
+        dialog = alice.dialog_from_response(invite, exchange.final)
+        await alice.connection.send(alice.in_dialog(dialog, "ACK", cseq=exchange.final.cseq.number))
+
+        async def reinvite(body: bytes) -> Response:
+            request = alice.in_dialog(dialog, "INVITE")
+            request.headers.add("Content-Type", SDP)
+            request.body = body
+            answered = await alice.send(request)
+            assert answered.final is not None
+            await alice.connection.send(
+                alice.in_dialog(dialog, "ACK", cseq=answered.final.cseq.number)
+            )
+            return answered.final
+
+        other_peer = offer("alice", 40010).replace(b"zrtp-hash:1.10 616c", b"zrtp-hash:1.10 0000")
+        assert (await reinvite(other_peer)).status == 488
+        no_codec = offer("alice", 40010).replace(b" 0 8\r\n", b" 9\r\n")
+        assert (await reinvite(no_codec)).status == 488
+        moved = await reinvite(offer("alice", 40010))
+        assert moved.status == 200
+        assert moved.body == exchange.final.body  # bob's SDP: nothing of his changed
+        assert "media moved to 127.0.0.1:40010" in lines
+        assert sum(line.startswith("re-INVITE refused") for line in lines) == 2
+    finally:
+        answering.cancel()
+        await alice.close()
+        await bob.close()

@@ -11,7 +11,13 @@ from quietwire.protocols.sip.message import Request, Response, parse_message
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.signaling.dialogs import CSEQ_STEP, Dialog, Leg, Party, Side, our_via
 from quietwire.signaling.media import hidden_origin
-from quietwire.signaling.migration import MoveOutcome, PhoneAnswer, moved_sdp, summary
+from quietwire.signaling.migration import (
+    MoveOutcome,
+    PhoneAnswer,
+    moved_sdp,
+    retry_wait,
+    summary,
+)
 from quietwire.signaling.sdpversion import continued
 from quietwire.signaling.uac import ack_of_2xx, with_cseq
 
@@ -195,3 +201,20 @@ def test_the_platforms_bye_goes_above_what_each_phone_was_forwarded_with() -> No
     to_bob, to_alice = (bye for _, bye in moved.byes(via, "relay lost"))
     assert to_bob.cseq.number == 5 + CSEQ_STEP  # as alice: above her 5
     assert to_alice.cseq.number == 2_000_002  # as bob: above his 2_000_000 + 1
+
+
+def answer(status: int, *headers: tuple[str, str]) -> Response:
+    response = Response(status=status)
+    for name, value in headers:
+        response.headers.add(name, value)
+    return response
+
+
+def test_glare_and_a_busy_phone_are_retried_nothing_else() -> None:
+    assert retry_wait(answer(491), lambda: 1.25) == 1.25  # RFC 3261 section 14.1
+    # Section 14.2: still answering another re-INVITE; its wait, 2 s at most.
+    assert retry_wait(answer(500, ("Retry-After", "1"))) == 1.0
+    assert retry_wait(answer(500, ("Retry-After", "9 (busy);duration=60"))) == 2.0
+    assert retry_wait(answer(500)) is None
+    assert retry_wait(answer(503, ("Retry-After", "1"))) is None
+    assert retry_wait(answer(488)) is None

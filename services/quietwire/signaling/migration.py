@@ -9,7 +9,9 @@ elsewhere. Both phones at once; each 2xx is ACKed and its answer parsed (where
 the phone now receives) for keyagreement to tell the new relay.
 
 A 491 (glare, RFC 3261 section 14.1: the phone has its own re-INVITE in
-flight) is retried after a random wait, a few times. A phone that refuses or
+flight) is retried after a random wait, a few times; so is a 500 with
+Retry-After (section 14.2: the phone is still answering the other's re-INVITE),
+after the time it asks for, two seconds at most. A phone that refuses or
 does not answer leaves the move failed; when the other accepted, ``detail``
 says so (keyagreement then ends the call).
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 from quietwire.protocols.sdp.session import ParseError as SdpParseError
 from quietwire.protocols.sdp.session import SessionDescription
+from quietwire.protocols.sip.message import Response
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.signaling.dialogs import Dialog, DialogStore, Party, ViaFor, other
 from quietwire.signaling.media import describe, rewrite
@@ -40,10 +43,26 @@ ANSWER_TIMEOUT = 8.0
 GLARE_RETRIES = 3
 
 
+#: Seconds at most a phone's Retry-After makes a move wait before trying again.
+MAX_RETRY_AFTER = 2.0
+
+
 def glare_wait() -> float:
     """RFC 3261 section 14.1: a UAC that does not own the Call-ID waits 0 to 2 s
     (in 10 ms units) before retrying after a 491."""
     return secrets.randbelow(201) / 100
+
+
+def retry_wait(response: Response, glare: Callable[[], float] = glare_wait) -> float | None:
+    """How long to wait before re-INVITEing again after ``response``; None: do
+    not (RFC 3261 section 14.1 for a 491, 14.2 for a 500 with Retry-After)."""
+    if response.status == 491:
+        return glare()
+    after = response.headers.get("Retry-After") if response.status == 500 else None
+    if after is None:
+        return None
+    seconds = after.split(";")[0].split("(")[0].strip()
+    return min(float(seconds), MAX_RETRY_AFTER) if seconds.isdigit() else None
 
 
 class MoveOutcome(enum.Enum):
@@ -154,8 +173,8 @@ class CallMover:
         return result
 
     async def _reinvite(self, dialog: Dialog, to: Party, offer: bytes) -> PhoneAnswer:
-        """Re-INVITE party ``to`` with ``offer`` as the other party until it answers
-        something other than 491 (or the retries are spent)."""
+        """Re-INVITE party ``to`` with ``offer`` as the other party until it gives
+        an answer other than "try again" (or the retries are spent)."""
         target = Target.of_flow(dialog.side(to).flow_id)
         for attempt in range(GLARE_RETRIES + 1):
             number = await self.dialogs.platform_number(dialog.call_id, other(to))
@@ -169,8 +188,9 @@ class CallMover:
             response = await self.uac.send(target, invite, self.timeout)
             if response is None:
                 return PhoneAnswer(to)
-            if response.status == 491 and attempt < GLARE_RETRIES:
-                await asyncio.sleep(self.wait())
+            wait = retry_wait(response, self.wait)
+            if wait is not None and attempt < GLARE_RETRIES:
+                await asyncio.sleep(wait)
                 continue
             if not 200 <= response.status < 300:
                 return PhoneAnswer(to, response.status, response.reason)
