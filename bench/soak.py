@@ -143,14 +143,20 @@ class Result:
         return "\n".join(lines)
 
 
-def platform_settings(options: Options) -> dict[str, str]:
-    """`up`'s settings for the soak. Every phone is on 127.0.0.1, one source
-    address, so the per-source limits (meant for one stranger) are sized for
-    the whole load."""
-    calls = options.calls
-    phones = 2 * calls
+def tools_missing(what: str) -> bool:
+    """Whether a tool the soak's media needs is missing (then said on stderr)."""
+    missing = [tool for tool in ("cc", "redis-server") if not shutil.which(tool)]
+    if missing:
+        print(f"{what} needs {', '.join(missing)}", file=sys.stderr)
+    return bool(missing)
+
+
+def platform_settings(calls: int, phones: int, log_level: str) -> dict[str, str]:
+    """`up`'s settings for ``calls`` at once between ``phones`` (each a TLS
+    connection). Every phone is on 127.0.0.1, one source address, so the
+    per-source limits (meant for one stranger) are sized for the whole load."""
     return {
-        "QW_LOG_LEVEL": options.log_level,
+        "QW_LOG_LEVEL": log_level,
         "QW_SIP_RATE_LIMIT": str(max(50, 4 * calls)),
         "QW_SIP_RATE_BURST": str(max(200, 8 * calls)),
         "QW_SIP_MAX_CONNECTIONS_PER_SOURCE": str(phones + 16),
@@ -288,9 +294,7 @@ def main() -> int:
     parser.add_argument("--log", type=Path, help="the services' log lines (default: dropped)")
     parser.add_argument("--log-level", default="warning", help="the services' QW_LOG_LEVEL")
     args = parser.parse_args()
-    missing = [tool for tool in ("cc", "redis-server") if not shutil.which(tool)]
-    if missing:
-        print(f"soak needs {', '.join(missing)}", file=sys.stderr)
+    if tools_missing("soak"):
         return 2
     options = Options(
         args.calls,
@@ -315,7 +319,9 @@ def run(options: Options) -> Result:
         work = Path(tmp)
         with (
             (options.log or work / "services.log").open("w") as log,
-            running_platform(work, log, **platform_settings(options)) as platform,
+            running_platform(
+                work, log, **platform_settings(options.calls, 2 * options.calls, options.log_level)
+            ) as platform,
         ):
             processes = Processes(platform.process.pid)
             result = asyncio.run(soak(platform, options, work, processes))

@@ -94,6 +94,16 @@ class Counts:
     received: int
 
 
+@dataclass(frozen=True)
+class Gap:
+    """A stream's reception since the last :meth:`Generator.gap`: the longest wait
+    between two media packets and the time since the last one (seconds)."""
+
+    longest: float
+    since_last: float
+    received: int
+
+
 class Generator:
     """The running ``soakload``: streams added and removed as calls come and go."""
 
@@ -132,6 +142,15 @@ class Generator:
         self._free.append(stream)
         _, sent, received = reply.split()
         return Counts(int(sent), int(received))
+
+    async def to(self, stream: int, to: tuple[str, int]) -> None:
+        """Send ``stream``'s media to ``to`` from now on (its call moved)."""
+        await self._ask(f"to {stream} {to[0]} {to[1]}", [])
+
+    async def gap(self, stream: int) -> Gap:
+        """How ``stream`` received since the last call (then measured anew)."""
+        _, longest, since, received = (await self._ask(f"gap {stream}", [])).split()
+        return Gap(int(longest) / 1e6, int(since) / 1e6, int(received))
 
     def close(self) -> None:
         self.control.close()  # soakload exits when its channel closes

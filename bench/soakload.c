@@ -8,6 +8,12 @@
  *   add ID HOST PORT   with the stream's UDP socket attached (SCM_RIGHTS):
  *                      send to HOST:PORT from it from now on; answers "ok ID"
  *   del ID             stop, close it; answers "ID SENT RECEIVED"
+ *   to ID HOST PORT    send to HOST:PORT from now on (its call moved to another
+ *                      relay); answers "ok ID"
+ *   gap ID             answers "ID MAX_GAP_US SINCE_LAST_US RECEIVED": the longest
+ *                      wait between two media packets received since the last
+ *                      "gap" (0: fewer than two), the time since the last one
+ *                      (0: none yet); then starts a new measurement
  *
  * A stream sends 182-byte packets at 50/s, shaped as SRTP is on the wire
  * (RFC 3711 section 3.1: a 12-byte RTP header, 160 bytes of payload that look
@@ -39,6 +45,7 @@ struct stream {
     uint32_t timestamp, ssrc;
     int64_t due;
     uint64_t sent, received;
+    int64_t last_rx, max_gap; /* ns: the last media packet received, the longest wait */
 };
 
 static struct stream streams[MAX_STREAMS];
@@ -90,8 +97,13 @@ static void receive_all(struct stream *s) {
         messages[i].msg_hdr.msg_iovlen = 1;
     }
     int n = recvmmsg(s->fd, messages, BATCH, MSG_DONTWAIT, NULL);
+    int64_t now = n > 0 ? now_ns() : 0;
     for (int i = 0; i < n; i++) /* ZRTP left over from the handshake is not media */
-        if (messages[i].msg_len == PACKET && buffers[i][0] == 0x80) s->received++;
+        if (messages[i].msg_len == PACKET && buffers[i][0] == 0x80) {
+            s->received++;
+            if (s->last_rx && now - s->last_rx > s->max_gap) s->max_gap = now - s->last_rx;
+            s->last_rx = now;
+        }
 }
 
 static void answer(const char *text) { send(control, text, strlen(text), 0); }
@@ -135,6 +147,18 @@ static int command(int epoll) {
         s->fd = -1;
         snprintf(reply, sizeof reply, "%u %llu %llu", id, (unsigned long long)s->sent,
                  (unsigned long long)s->received);
+    } else if (sscanf(text, "to %u %63s %d", &id, host, &port) == 3 && id < MAX_STREAMS &&
+               streams[id].fd >= 0) {
+        streams[id].to.sin_port = htons((uint16_t)port);
+        inet_pton(AF_INET, host, &streams[id].to.sin_addr);
+        snprintf(reply, sizeof reply, "ok %u", id);
+    } else if (sscanf(text, "gap %u", &id) == 1 && id < MAX_STREAMS && streams[id].fd >= 0) {
+        struct stream *s = &streams[id];
+        receive_all(s);
+        int64_t since = s->last_rx ? now_ns() - s->last_rx : 0;
+        snprintf(reply, sizeof reply, "%u %lld %lld %llu", id, (long long)(s->max_gap / 1000),
+                 (long long)(since / 1000), (unsigned long long)s->received);
+        s->max_gap = 0;
     } else {
         if (fd >= 0) close(fd);
         snprintf(reply, sizeof reply, "error %.100s", text);

@@ -32,9 +32,9 @@ from quietwire.runtime.registry import RelayRegistry
 from quietwire.runtime.settings import CommonSettings, load_settings
 from quietwire.runtime.tls import TlsFiles
 
-from tests.conftest import Platform, free_port, running_platform
+from tests.conftest import Platform, running_platform
 from tests.interop.conftest import phone_process
-from tests.interop.linphone import Linphone
+from tests.interop.linphone import Linphone, on_platform
 
 KEY_AGREEMENTS = ("DH3k", "EC25", "X255")
 PAIRS = ("ours→ours", "ours→linphone", "linphone→ours", "linphone→linphone")
@@ -97,14 +97,10 @@ async def relay_events(platform: Platform) -> AsyncIterator[Handshakes]:
 def linphone(
     platform: Platform, work: Path, user: str, ka: str, *, answer: bool
 ) -> Iterator[Linphone]:
-    phone = Linphone(
+    phone = on_platform(
+        platform,
         work / f"linphone-{user}-{ka}",
         user,
-        platform.users[user],
-        platform.sip_port,
-        platform.ca,
-        tls_port=free_port(),
-        rtp_port=2 * (free_port() // 2),
         auto_answer=answer,
         sip_extra={"zrtp_key_agreements_suites": f"MS_ZRTP_KEY_AGREEMENT_{ka.upper()}"},
     )

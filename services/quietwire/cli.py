@@ -6,7 +6,9 @@
     quietwire pki --dir DIR [--sip-host H] [--grpc-name N]...    development certificates
     quietwire phone call URI | answer | echo --registrar ... --user ...   the softphone
     quietwire calls [CALL_ID]     active calls, their security; one call: where its logs are
-    quietwire drain-relay [--timeout S]      stop a relay taking calls, wait for its calls to end
+    quietwire calls migrate CALL_ID [--to RELAY]   move a call's media to another relay
+    quietwire drain-relay [--migrate] [--timeout S]   stop a relay taking calls; move them
+                                             off it (--migrate), or wait for them to end
     quietwire health [--service NAME]        this host's service healthy? (container health checks)
 
 Settings come from ``QW_*`` environment variables and the optional YAML file
@@ -22,15 +24,16 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from quietwire.keyagreement.policy import Policy
 from quietwire.keyagreement.settings import KeyAgreementSettings
 from quietwire.phone import cli as phone_cli
 from quietwire.relay.settings import RelaySettings
 from quietwire.runtime.settings import ServiceSettings, SettingsError, load_settings
+from quietwire.runtime.tls import TlsFiles
 from quietwire.signaling.settings import SignalingSettings, UserAdminSettings
 
 # Each command imports what it needs inside its handler: ``quietwire health``
@@ -39,6 +42,7 @@ from quietwire.signaling.settings import SignalingSettings, UserAdminSettings
 # one YAML file serves every service, and a key is unknown only when no
 # imported class has it (``known_settings``).
 
+T = TypeVar("T")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -177,7 +181,12 @@ def run_calls(args: argparse.Namespace) -> int:
 
 
 async def _calls(args: argparse.Namespace) -> int:
-    """Active calls and their security outcome, from keyagreement."""
+    """Active calls and their security outcome, from keyagreement; or ``calls migrate``."""
+    if args.call_id == "migrate":
+        return await _migrate_call(args)
+    if args.target or args.to:
+        print("quietwire calls: a second argument and --to go with 'migrate'", file=sys.stderr)
+        return EXIT_USAGE
     import grpc
 
     from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
@@ -208,7 +217,8 @@ async def _calls(args: argparse.Namespace) -> int:
     for call in calls:
         outcome = outcomes.get(call.zrtp_state, "not-e2e") if call.end_to_end else "not-e2e"
         mode = pb.SecurityMode.Name(call.mode).removeprefix("SECURITY_MODE_").lower()
-        print(f"{call.call_id} {mode} {outcome} {call.detail}".rstrip())
+        relay = f"relay={call.relay_id}" if call.relay_id else ""
+        print(" ".join(filter(None, (call.call_id, mode, outcome, call.detail, relay))))
     if args.call_id:
         from quietwire.calllogs import where
 
@@ -217,7 +227,58 @@ async def _calls(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _keyagreement(
+    command: str, target: str, tls: TlsFiles | None, ask: Callable[[Any], Awaitable[T]]
+) -> T | None:
+    """``ask`` keyagreement (a stub in, its answer out); None, said on stderr, when
+    it answered with an error."""
+    import grpc
+
+    from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
+    from quietwire.runtime.channels import open_channel
+
+    async with open_channel(target, tls) as channel:
+        try:
+            return await ask(keyagreement_pb2_grpc.KeyAgreementStub(channel))
+        except grpc.aio.AioRpcError as exc:
+            print(f"quietwire {command}: keyagreement: {exc.details()}", file=sys.stderr)
+            return None
+
+
+async def _migrate_call(args: argparse.Namespace) -> int:
+    """``quietwire calls migrate CALL_ID [--to RELAY]``: move one call's media."""
+    from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
+
+    if not args.target:
+        print("quietwire calls migrate: which call? (CALL_ID)", file=sys.stderr)
+        return EXIT_USAGE
+    settings = load_settings(SignalingSettings, _config_file(args))
+    request = pb.MigrateCallRequest(call_id=args.target, to_relay=args.to or "", reason="operator")
+    done = await _keyagreement(
+        "calls migrate",
+        settings.keyagreement_target,
+        settings.grpc_tls,
+        lambda stub: stub.MigrateCall(request, timeout=MIGRATE_TIMEOUT),
+    )
+    if done is None:
+        return EXIT_FAILURE
+    if done.moved:
+        print(f"{args.target} moved from {done.from_relay} to {done.to_relay}")
+        return 0
+    outcome = "ended" if done.ended else f"still on {done.from_relay or '(unknown)'}"
+    print(f"{args.target} not moved ({done.detail}): {outcome}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+#: Seconds ``calls migrate`` waits for keyagreement (a move re-INVITEs both phones).
+MIGRATE_TIMEOUT = 30.0
 DRAIN_POLL_EVERY = 2.0
+
+
+class DrainSettings(RelaySettings):
+    """``drain-relay``: the relay's own settings, and where keyagreement is (--migrate)."""
+
+    keyagreement_target: str = "127.0.0.1:50052"
 
 
 def run_drain_relay(args: argparse.Namespace) -> int:
@@ -227,19 +288,29 @@ def run_drain_relay(args: argparse.Namespace) -> int:
 async def _drain_relay(args: argparse.Namespace) -> int:
     """Drain the relay these settings describe (a Kubernetes preStop hook).
 
-    It stops taking calls at once; this waits until its calls have ended or
-    ``--timeout`` passed, printing how many are left.
+    It stops taking calls at once; with ``--migrate`` keyagreement moves its
+    calls to other relays (``MigrateRelay``); then this waits until no call is
+    left on it or ``--timeout`` passed, printing how many are left.
     """
     import grpc
 
     from quietwire.rpc.relay.v1 import relay_pb2, relay_pb2_grpc
     from quietwire.runtime.channels import open_channel
 
-    settings = load_settings(RelaySettings, _config_file(args))
+    settings = load_settings(DrainSettings, _config_file(args))
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + args.timeout
+    started = loop.time()
+    deadline = started + args.timeout
     async with open_channel(settings.grpc_peer_address, settings.grpc_tls) as channel:
         stub = relay_pb2_grpc.RelayStub(channel)
+        if args.migrate:
+            try:
+                await stub.Drain(relay_pb2.DrainRequest(), timeout=5)
+                listed = await stub.ListSessions(relay_pb2.ListSessionsRequest(), timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                print(f"quietwire drain-relay: relay: {exc.details()}", file=sys.stderr)
+                return EXIT_FAILURE
+            await _migrate_relay(settings, listed.relay_id, max(1.0, deadline - loop.time()))
         while True:
             try:
                 reply = await stub.Drain(relay_pb2.DrainRequest(), timeout=5)
@@ -248,10 +319,28 @@ async def _drain_relay(args: argparse.Namespace) -> int:
                 return EXIT_FAILURE
             print(f"draining: {reply.active_calls} calls left", flush=True)
             if reply.active_calls == 0:
+                print(f"drained in {loop.time() - started:.1f} s", flush=True)
                 return 0
             if loop.time() >= deadline:
                 return EXIT_FAILURE
             await asyncio.sleep(min(DRAIN_POLL_EVERY, max(0.0, deadline - loop.time())))
+
+
+async def _migrate_relay(settings: DrainSettings, relay_id: str, timeout: float) -> None:
+    """Ask keyagreement to move every call off ``relay_id``; say what it did. A call
+    it could not move stays, and the drain waits for it like any other."""
+    from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
+
+    request = pb.MigrateRelayRequest(relay_id=relay_id, reason="drain")
+    done = await _keyagreement(
+        "drain-relay",
+        settings.keyagreement_target,
+        settings.grpc_tls,
+        lambda stub: stub.MigrateRelay(request, timeout=timeout),
+    )
+    if done is None:
+        return
+    print(f"migrated: {done.moved} moved, {done.ended} ended, {done.failed} not moved", flush=True)
 
 
 def run_health(args: argparse.Namespace) -> int:
@@ -326,13 +415,23 @@ def parser() -> argparse.ArgumentParser:
     calls.add_argument(
         "call_id",
         nargs="?",
-        help="one call (also for a minute after it ended), and where its log lines are",
+        help="one call (also for a minute after it ended), and where its log lines are;"
+        " or 'migrate' followed by the call to move to another relay",
     )
+    calls.add_argument("target", nargs="?", metavar="CALL_ID", help="(migrate) the call to move")
+    calls.add_argument("--to", metavar="RELAY", help="(migrate) the relay id to move it to")
     calls.add_argument("--limit", type=int, default=100)
     drain = commands.add_parser(
-        "drain-relay", help="stop the relay taking calls and wait for its calls to end"
+        "drain-relay",
+        help="stop the relay taking calls; move them to other relays (--migrate) and"
+        " wait until none is left",
     )
     drain.set_defaults(func=run_drain_relay)
+    drain.add_argument(
+        "--migrate",
+        action="store_true",
+        help="ask keyagreement (QW_KEYAGREEMENT_TARGET) to move its calls to other relays",
+    )
     drain.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most")
     health = commands.add_parser("health", help="exit 0 when the service here is SERVING")
     health.set_defaults(func=run_health)

@@ -109,9 +109,10 @@ def test_relay_runs_on_the_host_and_drains() -> None:
     assert pod["terminationGracePeriodSeconds"] >= 3600
     container = pod["containers"][0]
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[:2] == ["quietwire", "drain-relay"]
+    assert pre_stop[:3] == ["quietwire", "drain-relay", "--migrate"]
     assert int(pre_stop[-1]) < pod["terminationGracePeriodSeconds"]
     env = _env(container)
+    assert env["QW_KEYAGREEMENT_TARGET"] == "qw-quietwire-keyagreement:50052"
     assert env["QW_RELAY_ADVERTISE_FROM_NODE"] == "ExternalIP"
     assert env["QW_RELAY_PORT_MIN"] == "30000"
     assert env["QW_RELAY_POD_DELETION_COST"] == "false"  # only a ReplicaSet reads it
@@ -120,6 +121,13 @@ def test_relay_runs_on_the_host_and_drains() -> None:
     rules = find(docs, "ClusterRole", "-relay-voip")["rules"]
     assert rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
     assert not [d for d in docs if d["kind"] == "Role"]
+
+
+def test_relay_without_migration_waits_for_its_calls() -> None:
+    docs = render("-f", MINIMAL, "--set", "relay.migrateOnDrain=false")
+    container = find(docs, "DaemonSet", "-relay")["spec"]["template"]["spec"]["containers"][0]
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert "--migrate" not in pre_stop
 
 
 def test_relay_deployment_spreads_and_publishes_its_load() -> None:
@@ -200,6 +208,8 @@ def test_network_policies() -> None:
     assert keyagreement["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == (
         "signaling"
     )
+    # A draining relay's preStop (host network) asks keyagreement to move its calls.
+    assert {"ipBlock": {"cidr": "10.0.0.0/16"}} in keyagreement["from"]
     redis_from = policies["qw-quietwire-redis"]["ingress"][0]["from"]
     assert {"ipBlock": {"cidr": "10.0.0.0/16"}} in redis_from
     sip_ports = policies["qw-quietwire-signaling"]["ingress"][0]["ports"]

@@ -116,14 +116,18 @@ async def call(alice: UserAgent, bob: UserAgent, port: int) -> tuple[Request, Di
 
 
 async def hung_up(ua: UserAgent, call_id: str, timeout: float) -> str:
-    """The Reason of the BYE the platform sends ``ua`` for ``call_id`` (answered 200)."""
+    """The Reason of the BYE the platform sends ``ua`` for ``call_id`` (answered 200);
+    a re-INVITE moving the call to another relay meanwhile is refused (488)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        bye = await next_request(ua, "BYE", max(0.1, deadline - loop.time()))
-        await ua.connection.send(ua.answer(bye, 200, "OK"))
-        if bye.call_id == call_id:
-            return bye.headers.get("Reason") or ""
+        request = await asyncio.wait_for(ua.requests.get(), max(0.1, deadline - loop.time()))
+        if request.method == "INVITE":
+            await ua.connection.send(ua.answer(request, 488, "Not Acceptable Here"))
+        elif request.method == "BYE":
+            await ua.connection.send(ua.answer(request, 200, "OK"))
+            if request.call_id == call_id:
+                return request.headers.get("Reason") or ""
 
 
 async def hang_up(alice: UserAgent, bob: UserAgent, caller: Dialog) -> None:
@@ -164,8 +168,9 @@ async def carrier(platform: Platform, call_id: str) -> tuple[str, relay_pb2.Quer
 async def test_a_killed_relay_hangs_up_its_calls_and_comes_back(
     supervised: Platform, up_log: Path
 ) -> None:
-    """Its calls end with BYE "relay lost" to both phones, the other relay goes
-    on untouched, and a new call works after the restart."""
+    """Its calls end with BYE "relay lost" to both phones (they refuse the move to
+    the other relay: issue 15, tests/faults/test_migration.py), the other relay
+    goes on untouched, and a new call works after the restart."""
     async with phones(supervised) as (alice, bob):
         invite, _, _ = await call(alice, bob, 40000)
         name, _ = await carrier(supervised, invite.call_id)
@@ -176,7 +181,7 @@ async def test_a_killed_relay_hangs_up_its_calls_and_comes_back(
             hung_up(alice, invite.call_id, RELAY_LOST_WAIT),
             hung_up(bob, invite.call_id, RELAY_LOST_WAIT),
         )
-        assert reasons == ['SIP;cause=200;text="relay lost"'] * 2
+        assert reasons == ['SIP;cause=200;text="relay lost: move refused (488)"'] * 2
         gone_from_calls(supervised, invite.call_id)
         after = restarted(supervised, name, before)
         assert (after["grpc"], after["metrics"]) == (before["grpc"], before["metrics"])

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
 from quietwire.keyagreement import binding as binding_module
+from quietwire.keyagreement import calls as calls_module
 from quietwire.keyagreement.binding import BindingChecker
 from quietwire.keyagreement.calls import CALL_TTL, ENDED_TTL, CallRecord, CallStore
 from quietwire.keyagreement.model import Dialog, Mode, Plan, Relay
@@ -24,6 +27,7 @@ from quietwire.runtime.registry import RelayEntry, RelayRegistry
 from quietwire.runtime.streams import stream_id
 
 from tests.conftest import free_port, quietwire_env, start_service
+from tests.support.relay import relay_process
 from tests.support.wait import eventually
 
 Event = relay_pb2.MediaEvent
@@ -340,3 +344,85 @@ async def test_an_event_that_fails_is_counted_and_the_stream_goes_on(
         await away.aclose()
     assert errors._value.get() == before + 3
     assert len([r for r in caplog.records if r.getMessage() == "relay event failed"]) == 1
+
+
+async def test_a_killed_relay_is_lost_at_once_and_its_calls_handed_over(
+    store: CallStore, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL: its event stream breaks and it no longer answers, so it is lost
+    within LOST_AFTER, while its registry entry still stands (it would expire
+    seconds later); its calls go to the lost-relay path (migration), not ended here."""
+    with relay_process(redis_url, tmp_path / "relay.log", QW_RELAY_ID="relay-k") as relay:
+        await killed_relay_handed_over(store, relay.process)
+
+
+async def killed_relay_handed_over(store: CallStore, relay: subprocess.Popen[str]) -> None:
+    hangups = Hangups()
+    binding = checker(store, hangups)
+    handed: list[tuple[str, list[str]]] = []
+
+    async def lost_calls(relay_id: str, call_ids: Sequence[str]) -> None:
+        handed.append((relay_id, list(call_ids)))
+
+    binding.lost_calls = lost_calls
+    try:
+        registry = RelayRegistry(store.redis)
+        await eventually(registry.alive, 15, "the relay registered", interval=0.1)
+        await a_call(store, "on-k", relay_id="relay-k")
+        await a_call(store, "elsewhere", relay_id="relay-b")
+        await binding.discover()
+
+        relay.kill()
+        relay.wait(10)
+        killed = asyncio.get_running_loop().time()
+
+        async def handed_over() -> bool:
+            return bool(handed)
+
+        await eventually(handed_over, 10, "the killed relay's calls handed over", interval=0.05)
+        took = asyncio.get_running_loop().time() - killed
+        assert took < binding_module.LOST_AFTER + 2, took
+        assert [r.relay_id for r in await registry.alive()] == ["relay-k"]  # not yet expired
+        assert handed == [("relay-k", ["on-k"])]
+        assert hangups.calls == []
+    finally:
+        await binding.close()
+
+
+async def test_events_of_the_relay_a_call_left_are_ignored(store: CallStore) -> None:
+    """After a call moved (its record names relay B), relay A's late media timeout
+    and a Hello seen there change nothing; B's events count as before."""
+    hangups = Hangups()
+    await a_call(store, "moved")  # planned on 127.0.0.1:1
+    binding = checker(store, hangups)
+    old, new = "127.0.0.1:2", "127.0.0.1:1"
+    timeout = Event(call_id=stream_id("moved", 0), kind=Event.KIND_MEDIA_TIMEOUT)
+    await binding.observe(timeout, old)
+    await binding.observe(zrtp("moved", "Hello", HELLO + b" on the old relay"), old)
+    record = await store.get("moved")
+    assert record is not None and record.binding.outcome is Outcome.WAITING
+    assert hangups.calls == []
+    await binding.observe(zrtp("moved", "Hello", HELLO), new)
+    record = await store.get("moved")
+    assert record is not None and record.binding.outcome is Outcome.HANDSHAKING
+    await binding.observe(timeout, new)
+    assert hangups.calls == [("moved", "media timeout")]
+
+
+async def test_live_calls_are_read_in_batches_and_ended_ones_leave_the_index(
+    store: CallStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a lost relay's calls are looked up among: every live record, read
+    LIVE_BATCH at a time; an ended one and one whose record vanished drop out."""
+    monkeypatch.setattr(calls_module, "LIVE_BATCH", 2)
+    for call_id in ("c1", "c2", "c3", "c4", "c5"):
+        await a_call(store, call_id)
+    await store.change("c2", lambda r: replace(r, ended="bye"))
+    await store.redis.delete(store.key("c4"))
+    live = await store.live(100)
+    assert sorted(r.call_id for r in live) == ["c1", "c3", "c5"]
+    assert sorted(m.decode() for m in await store.redis.zrange(calls_module.CALLS_KEY, 0, -1)) == [
+        "c1",
+        "c3",
+        "c5",
+    ]

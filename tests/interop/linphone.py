@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Platform, free_port
 from tests.support.wait import wait_until
 
 SAS = re.compile(r"auth token is (\S+?)\.?$")
@@ -135,3 +136,25 @@ class Linphone:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def on_platform(
+    platform: Platform,
+    directory: Path,
+    user: str,
+    *,
+    auto_answer: bool = False,
+    sip_extra: dict[str, str] | None = None,
+) -> Linphone:
+    """``user``'s Linphone registering to ``platform``, on free SIP and RTP ports."""
+    return Linphone(
+        directory,
+        user,
+        platform.users[user],
+        platform.sip_port,
+        platform.ca,
+        tls_port=free_port(),
+        rtp_port=2 * (free_port() // 2),
+        auto_answer=auto_answer,
+        sip_extra=sip_extra,
+    )

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from quietwire.phone.audio import dominant_frequency, tone, write_wav
 
-from tests.conftest import Platform, free_port
+from tests.conftest import Platform
 from tests.interop.conftest import phone_process
-from tests.interop.linphone import Linphone, requires_linphone
+from tests.interop.linphone import on_platform, requires_linphone
 
 pytestmark = [pytest.mark.interop, requires_linphone]
 
@@ -52,14 +52,10 @@ def test_phone_and_linphone(
 ) -> None:
     play = tmp_path / "linphone-440.wav"
     write_wav(play, tone(440, 2.0), 8000)
-    linphone = Linphone(
+    linphone = on_platform(
+        platform,
         tmp_path / "linphone",
         "alice",
-        platform.users["alice"],
-        platform.sip_port,
-        platform.ca,
-        tls_port=free_port(),
-        rtp_port=2 * (free_port() // 2),
         auto_answer=True,
         sip_extra=EXTENDED if extended else None,
     )

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from quietwire.phone import call as call_module
+from quietwire.phone import sdp as sdp_module
 from quietwire.phone.call import Phone, PhoneOptions
 from quietwire.phone.sdp import describe
 
@@ -107,9 +107,11 @@ async def test_tampered_zrtp_hash_is_a_mismatch(
     try:
         answering = asyncio.create_task(bob.answer(timeout=10))
         monkeypatch.setattr(
-            call_module,
+            sdp_module,
             "describe",
-            lambda address, port, zrtp_hash, *codecs: describe(address, port, "1.10 " + "ab" * 32),
+            lambda address, port, zrtp_hash, *rest: describe(
+                address, port, "1.10 " + "ab" * 32, *rest
+            ),
         )
         calling = asyncio.create_task(alice.call("sip:bob@127.0.0.1"))
         callee = await answering

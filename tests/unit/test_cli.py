@@ -54,3 +54,22 @@ def test_unknown_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str])
         cli.main(["frobnicate"])
     assert exited.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_calls_migrate_parses_its_call_and_relay() -> None:
+    args = cli.parser().parse_args(["calls", "migrate", "abc@host", "--to", "relay-2"])
+    assert (args.call_id, args.target, args.to) == ("migrate", "abc@host", "relay-2")
+    drain = cli.parser().parse_args(["drain-relay", "--migrate", "--timeout", "30"])
+    assert (drain.migrate, drain.timeout) == (True, 30.0)
+
+
+@pytest.mark.parametrize(
+    "argv", [["calls", "migrate"], ["calls", "abc@host", "extra"], ["calls", "abc", "--to", "r"]]
+)
+def test_calls_migrate_misused_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No call to move, or a second argument / --to without 'migrate': exit 2 before
+    any settings are read or keyagreement asked."""
+    assert cli.main(argv) == cli.EXIT_USAGE
+    assert "migrate" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from quietwire.phone.audio import CODECS, OPUS, PCMA, PCMU
-from quietwire.phone.sdp import NoCommonCodec, describe, remote_of
+from quietwire.phone.sdp import LocalDescription, NoCommonCodec, describe, remote_of
 
 
 def sdp(*formats: tuple[int, str | None]) -> bytes:
@@ -40,3 +40,16 @@ def test_static_types_need_no_rtpmap_and_unlisted_rtpmaps_are_ignored() -> None:
     offer = sdp((97, "speex/16000")) + b"a=rtpmap:96 opus/48000/2\r\n"
     with pytest.raises(NoCommonCodec):
         remote_of(offer)
+
+
+def test_our_sdp_keeps_its_session_and_raises_its_version_only_on_change() -> None:
+    # RFC 3264 section 8: same o= session id; the version goes up by one when
+    # the description changes, and a repeat is the same bytes.
+    local = LocalDescription("192.0.2.1", 4000, "1.10 " + "ab" * 32)
+    offer = local.describe()
+    narrowed = local.describe((PCMU,))
+    again = local.describe((PCMU,))
+    session, version = offer.split(b"\r\n")[1].split()[1:3]
+    assert narrowed.split(b"\r\n")[1].split()[1:3] == [session, str(int(version) + 1).encode()]
+    assert again == narrowed
+    assert b"m=audio 4000 RTP/AVP 0 101\r\n" in narrowed

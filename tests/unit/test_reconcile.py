@@ -18,6 +18,7 @@ from quietwire.keyagreement.reconcile import (
     End,
     Orphan,
     RelaySessions,
+    moved,
     reconcile,
 )
 from quietwire.runtime.registry import RelayEntry
@@ -135,3 +136,16 @@ def test_a_call_with_any_of_its_sessions_left_is_left_alone() -> None:
     two = record(plan=Plan(Mode.ZRTP, True, RELAY, (STREAM, STREAM)))
     answers = {ADDRESS: relay(("c1#1", 10.0))}
     assert reconcile([two], [ENTRY], answers, NOW) == Decisions()
+
+
+def test_a_call_moved_since_the_snapshot_is_told_apart() -> None:
+    """A migration switched its record to relay B, then released relay A's sessions:
+    what A says of it no longer counts."""
+    other = Relay("relay-b", "10.0.0.2:50053")
+    before = record()
+    assert before.plan is not None
+    after = replace(before, plan=replace(before.plan, relay=other), rev=before.rev + 1)
+    assert moved(before, after)
+    assert not moved(before, replace(before, rev=before.rev + 1))  # another step, same relay
+    assert not moved(before, None)  # gone: nothing moved, the end stands
+    assert not moved(record(plan=None), after)  # it had no relay in the snapshot

@@ -8,8 +8,13 @@ the call is ended. A call whose media timed out at the relay (a phone died)
 is ended too, and so is one whose phones agreed to GoClear (RFC 6189 section
 5.7: media in the clear) unless the policy allows plain media. When a relay
 is lost — gone from the registry and its event stream broken, or its address
-announced by another relay (one restarted in its place) — the calls it carried
-are ended ("relay lost"): their media died with it.
+announced by another relay (one restarted in its place), or its event stream
+broken and the relay not answering for LOST_AFTER seconds — its calls are handed
+to the lost-relay path (:mod:`.migration`: moved to another relay, or ended
+"relay lost" when none can take them: their media died with it).
+
+Events are taken from the relay a call is on: after a call moved, what its old
+relay still says of it (a late media timeout) is ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 import grpc
@@ -36,6 +41,11 @@ from quietwire.runtime.streams import parse_stream_id
 
 log = logging.getLogger(__name__)
 DISCOVER_EVERY = 3.0
+#: After a relay's event stream broke: how often, and for how long, it is asked
+#: whether it is still there before it is taken as lost (a SIGKILLed relay
+#: refuses connections at once; a restarted one answers with another id).
+PROBE_EVERY = 0.25
+LOST_AFTER = 1.0
 #: How many live calls a relay loss looks through for the ones it carried.
 LOST_RELAY_SCAN = 100_000
 OUTCOMES = Counter("quietwire_zrtp_outcomes", "Calls by ZRTP binding outcome", ["outcome"])
@@ -50,6 +60,8 @@ SIDES = {relay_pb2.LEG_SIDE_CALLER: Side.CALLER, relay_pb2.LEG_SIDE_CALLEE: Side
 #: Ends a call (the call id, why, the signaling replica of its INVITE or "");
 #: True if a replica found it.
 Terminate = Callable[[str, str, str], Awaitable[bool]]
+#: Takes the calls (ids) of a lost relay (its id): moves them, or ends them.
+LostCalls = Callable[[str, Sequence[str]], Awaitable[None]]
 
 
 class BindingChecker:
@@ -62,7 +74,10 @@ class BindingChecker:
     ) -> None:
         self.store, self.registry, self.relays = store, registry, relays
         self.terminate = terminate
+        #: Where a lost relay's calls go (set when migration is on); None: ended.
+        self.lost_calls: LostCalls | None = None
         self._streams: dict[str, asyncio.Task[None]] = {}
+        self._losses: set[asyncio.Task[None]] = set()
         #: Relays seen alive, by id: their gRPC address (to tell a lost one).
         self._known: dict[str, str] = {}
         #: Discovery errors: each counted, logged once a minute per kind.
@@ -112,43 +127,90 @@ class BindingChecker:
 
     async def _relay_lost(self, relay_id: str) -> None:
         calls = [
-            r
+            r.call_id
             for r in await self.store.live(LOST_RELAY_SCAN)
             if r.plan is not None and r.plan.relay.relay_id == relay_id
         ]
         log.warning("relay lost", extra={"relay": relay_id, "calls": len(calls)})
-        for record in calls:
-            with call_context(record.call_id):
-                await self._end(record.call_id, "relay lost")
+        if self.lost_calls is not None:
+            await self.lost_calls(relay_id, calls)
+            return
+        for call_id in calls:
+            with call_context(call_id):
+                await self.end_call(call_id, "relay lost")
 
     async def close(self) -> None:
-        for task in self._streams.values():
+        tasks = [*self._streams.values(), *self._losses]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._streams.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _follow(self, address: str) -> None:
         stub = self.relays.stub(address)
         try:
             async for event in stub.WatchEvents(relay_pb2.WatchEventsRequest()):
                 try:
-                    await self.observe(event)
+                    await self.observe(event, address)
                 except Exception as exc:  # Redis away: this event is lost, not the stream
                     self.errors.record("relay event", exc)
         except grpc.aio.AioRpcError as exc:
             log.info("relay event stream ended", extra={"code": exc.code().name})
+            await self._check(address)
 
-    async def observe(self, event: relay_pb2.MediaEvent) -> None:
+    async def _check(self, address: str) -> None:
+        """The event stream of the relay at ``address`` broke: if it does not answer
+        (or another relay answers there) within LOST_AFTER seconds, it is lost now,
+        not when its registry entry expires."""
+        known = {rid for rid, a in self._known.items() if a == address}
+        if not known:
+            return
+        stub = self.relays.stub(address)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOST_AFTER
+        while True:
+            try:
+                listed = await stub.ListSessions(
+                    relay_pb2.ListSessionsRequest(), timeout=PROBE_EVERY * 2
+                )
+            except grpc.aio.AioRpcError:
+                listed = None
+            if listed is not None and listed.relay_id in known:
+                return  # still there: its stream is followed again at the next discovery
+            if listed is not None or loop.time() >= deadline:
+                break
+            await asyncio.sleep(PROBE_EVERY)
+        for relay_id in known:
+            if self._known.get(relay_id) == address:
+                del self._known[relay_id]
+                # Apart: moving its calls takes seconds; a relay restarted on this
+                # address is followed meanwhile.
+                task = asyncio.create_task(self._guarded_lost(relay_id))
+                self._losses.add(task)
+                task.add_done_callback(self._losses.discard)
+
+    async def _guarded_lost(self, relay_id: str) -> None:
+        try:
+            await self._relay_lost(relay_id)
+        except Exception as exc:  # Redis away: the registry's expiry hands it over again
+            self.errors.record("relay lost", exc)
+
+    async def observe(self, event: relay_pb2.MediaEvent, address: str = "") -> None:
+        """An event of the relay at gRPC ``address`` ("": whichever carries the call)."""
         try:
             call_id, _ = parse_stream_id(event.call_id)
         except ValueError:
             BAD_EVENTS.inc()
             return
         with call_context(call_id):  # its lines and the TerminateCall it may send
-            await self._observe(call_id, event)
+            await self._observe(call_id, event, address)
 
-    async def _observe(self, call_id: str, event: relay_pb2.MediaEvent) -> None:
+    async def _observe(self, call_id: str, event: relay_pb2.MediaEvent, address: str) -> None:
         if event.kind == relay_pb2.MediaEvent.KIND_MEDIA_TIMEOUT:
-            await self._end(call_id, "media timeout")
+            record = await self.store.get(call_id)
+            if record is not None and not carries(record, address):
+                log.info("media timeout of a relay the call left: ignored")
+                return
+            await self.end_call(call_id, "media timeout")
             return
         if event.kind == relay_pb2.MediaEvent.KIND_LEG_STATS:
             await self.store.touch(call_id)  # media still flows: keep the record
@@ -161,6 +223,8 @@ class BindingChecker:
         moved: set[Outcome] = set()  # the outcome this event moved the call to, if it did
 
         def step(record: CallRecord) -> CallRecord | None:
+            if not carries(record, address):
+                return None  # the call moved to another relay
             signaled = record.signaled(seen.side) if seen.side is not None else ""
             binding = observe(record.binding, seen, signaled, now)
             moved.clear()
@@ -176,11 +240,11 @@ class BindingChecker:
         if outcome in COUNTED:
             OUTCOMES.labels(outcome.value).inc()
         if outcome is Outcome.MISMATCH:
-            await self._end(call_id, "zrtp-mismatch")
+            await self.end_call(call_id, "zrtp-mismatch")
         elif outcome is Outcome.CLEAR and record.policy is not Policy.ALLOW_PLAIN:
-            await self._end(call_id, "GoClear refused by policy")
+            await self.end_call(call_id, "GoClear refused by policy")
 
-    async def _end(self, call_id: str, reason: str) -> None:
+    async def end_call(self, call_id: str, reason: str) -> None:
         """End the call once (every leg of a dead call reports its timeout; every
         keyagreement replica sees every event): the one that marks it asks signaling."""
         record = await self.store.change(
@@ -188,3 +252,8 @@ class BindingChecker:
         )
         if record is not None:
             await self.terminate(call_id, reason, record.replica)
+
+
+def carries(record: CallRecord, address: str) -> bool:
+    """Whether the relay at gRPC ``address`` carries the call now ("": any does)."""
+    return not address or record.plan is None or record.plan.relay.grpc == address

@@ -49,6 +49,8 @@ CALL_KEY = "qw:call:v2:{{{call_id}}}"
 CALLS_KEY = "qw:calls:v2"
 CALL_TTL = 4 * 3600
 ENDED_TTL = 60
+#: Call records read per round trip when listing the live calls.
+LIVE_BATCH = 500
 #: Attempts of a read-compute-write before a writer gives up (others kept writing).
 WRITE_ATTEMPTS = 8
 
@@ -218,7 +220,9 @@ class CallStore:
         return CALL_KEY.format(call_id=call_id)
 
     async def get(self, call_id: str) -> CallRecord | None:
-        raw = await self.redis.hgetall(self.key(call_id))
+        return self._decoded(call_id, await self.redis.hgetall(self.key(call_id)))
+
+    def _decoded(self, call_id: str, raw: Mapping[bytes | str, bytes | str]) -> CallRecord | None:
         if not raw:
             return None
         values = {text(k): text(v) for k, v in raw.items()}
@@ -284,13 +288,24 @@ class CallStore:
         await self.redis.expire(CALLS_KEY, CALL_TTL)
 
     async def live(self, limit: int) -> list[CallRecord]:
+        """The live calls, newest first, at most ``limit``; read LIVE_BATCH records per
+        round trip (a lost relay's calls are looked up among all of them at once)."""
         members = await self.redis.zrevrange(CALLS_KEY, 0, max(0, limit - 1))
         ids = [text(i) for i in members if isinstance(i, bytes | str)]
         found = []
-        for call_id in ids:
-            record = await self.get(call_id)
-            if record is None or record.ended:
-                await self.redis.zrem(CALLS_KEY, call_id)
-            else:
-                found.append(record)
+        for first in range(0, len(ids), LIVE_BATCH):
+            batch = ids[first : first + LIVE_BATCH]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for call_id in batch:
+                    pipe.hgetall(self.key(call_id))
+                raws = await pipe.execute()
+            gone = []
+            for call_id, raw in zip(batch, raws, strict=True):
+                record = self._decoded(call_id, raw)
+                if record is None or record.ended:
+                    gone.append(call_id)
+                else:
+                    found.append(record)
+            if gone:
+                await self.redis.zrem(CALLS_KEY, *gone)
         return found

@@ -99,6 +99,14 @@ def _endpoint(leg: relay_pb2.Leg) -> Endpoint:
     return Endpoint(leg.rtp.host, leg.rtp.port, leg.rtcp.port)
 
 
+def stream_plan(allocated: relay_pb2.AllocateResponse) -> StreamPlan:
+    """The relay legs facing each side, as a relay allocated them (KeyError: one missing)."""
+    legs = {leg.side: leg for leg in allocated.legs}
+    return StreamPlan(
+        _endpoint(legs[relay_pb2.LEG_SIDE_CALLER]), _endpoint(legs[relay_pb2.LEG_SIDE_CALLEE])
+    )
+
+
 def replaceable(existing: CallRecord, offer: Offer) -> bool:
     """An ended call's Call-ID may get a new plan from the same caller and dialog
     (a retried INVITE after 407, 422 or a 3xx keeps its Call-ID, RFC 3261 section
@@ -151,7 +159,7 @@ class Planner:
         plan = Plan(record.mode, record.end_to_end, relay, streams)
         if await self.store.change(offer.call_id, _planned(plan)) is None:
             # Ended while its sessions were being allocated: give them back.
-            await self._release(relay, offer.call_id, len(offer.media))
+            await self.release(relay, offer.call_id, len(offer.media))
             return Refusal(487, "quietwire: the call ended while it was being planned")
         log.info("call planned", extra={"mode": str(plan.mode), "streams": len(streams)})
         return plan
@@ -234,16 +242,10 @@ class Planner:
                     ),
                     timeout=RELAY_TIMEOUT,
                 )
-                legs = {leg.side: leg for leg in allocated.legs}
                 await self._update_stream(stub, session, side, m)
-                streams.append(
-                    StreamPlan(
-                        _endpoint(legs[relay_pb2.LEG_SIDE_CALLER]),
-                        _endpoint(legs[relay_pb2.LEG_SIDE_CALLEE]),
-                    )
-                )
+                streams.append(stream_plan(allocated))
         except BaseException as exc:
-            await asyncio.shield(self._release(relay, offer.call_id, len(streams) + 1))
+            await asyncio.shield(self.release(relay, offer.call_id, len(streams) + 1))
             if isinstance(exc, grpc.aio.AioRpcError | KeyError):
                 raise PlanningError(f"relay allocation failed: {_why(exc)}") from exc
             raise
@@ -264,7 +266,7 @@ class Planner:
             return Refusal(
                 488, "quietwire: re-INVITE would weaken media security; refused", verdict.mode
             )
-        await self._update(record.plan.relay, offer.call_id, offer.side, offer.media)
+        await self.update_legs(record.plan.relay, offer.call_id, offer.side, offer.media)
         return record.plan
 
     # -- answers and ends --------------------------------------------------------------------
@@ -306,7 +308,7 @@ class Planner:
         if await self.store.change(answer.call_id, answered) is None:
             NOT_THE_DIALOG.labels("answer").inc()
             return OTHER_DIALOG
-        await self._update(record.plan.relay, answer.call_id, answer.side, answer.media)
+        await self.update_legs(record.plan.relay, answer.call_id, answer.side, answer.media)
         return record.plan
 
     async def _confirm(self, record: CallRecord, answer: Answer) -> Plan | Refusal:
@@ -340,7 +342,7 @@ class Planner:
             log.warning("end refused: another dialog", extra={"call_id": call_id})
             return False
         if record.plan is not None:
-            await self._release(record.plan.relay, call_id, len(record.plan.streams))
+            await self.release(record.plan.relay, call_id, len(record.plan.streams))
         ended = await self.store.change(
             call_id, lambda r: None if r.ended else replace(r, ended=reason or "ended")
         )
@@ -350,7 +352,9 @@ class Planner:
 
     # -- relay sessions ----------------------------------------------------------------------
 
-    async def _update(self, relay: Relay, call_id: str, side: Side, media: Sequence[Media]) -> None:
+    async def update_legs(
+        self, relay: Relay, call_id: str, side: Side, media: Sequence[Media]
+    ) -> None:
         stub = self.relays.stub(relay.grpc)
         try:
             for index, m in enumerate(media):
@@ -379,7 +383,7 @@ class Planner:
             timeout=RELAY_TIMEOUT,
         )
 
-    async def _release(self, relay: Relay, call_id: str, count: int) -> None:
+    async def release(self, relay: Relay, call_id: str, count: int) -> None:
         """Release the first ``count`` relay sessions of a call (missing ones are fine)."""
         stub = self.relays.stub(relay.grpc)
         for index in range(count):

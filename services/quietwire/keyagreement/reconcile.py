@@ -17,6 +17,10 @@ planning it. :func:`reconcile` reads one snapshot of both and decides:
 - a relay session no live record owns is released (its ports were held for
   nobody), once it is older than ORPHAN_GRACE.
 
+A call that moved to another relay between the snapshot and the relays'
+answers looks dead (its old relay released its sessions): before an end is
+acted on, its record is read again (:func:`moved`).
+
 The snapshot must be taken records first, then relays: a record planned after
 the records were read cannot then look like a call without sessions (its
 sessions exist before its plan is written). A session allocated after the
@@ -120,6 +124,15 @@ def reconcile(
         ):
             gone[plan.relay.relay_id] = None
     return Decisions(tuple(ends), tuple(_orphans(live, answers)), tuple(gone))
+
+
+def moved(before: CallRecord, now: CallRecord | None) -> bool:
+    """Whether a call's record names another relay now than it did in the snapshot:
+    it moved meanwhile (its old relay's sessions are released once it names the new
+    one), so what the old relay holds says nothing of it."""
+    if before.plan is None or now is None or now.plan is None:
+        return False
+    return now.plan.relay != before.plan.relay
 
 
 def _end_of(record: CallRecord, answers: Mapping[str, RelaySessions], now: float) -> End | None:

@@ -24,20 +24,23 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 
 import grpc
 import redis.asyncio as redis
 from prometheus_client import Counter
 
+from quietwire.keyagreement.binding import LostCalls
 from quietwire.keyagreement.calls import CallRecord, CallStore
 from quietwire.keyagreement.model import Tags
 from quietwire.keyagreement.planner import RELAY_TIMEOUT, Planner, RelayClients
 from quietwire.keyagreement.reconcile import (
+    RELAY_LOST,
     End,
     Orphan,
     RelaySessions,
+    moved,
     owned,
     reconcile,
 )
@@ -79,10 +82,13 @@ class Reconciler:
         outbox: EndOutbox,
         relay_gone: RelayGone,
         every: float,
+        lost_calls: LostCalls | None = None,
     ) -> None:
         self.store, self.registry, self.relays = store, registry, relays
         self.planner, self.terminator, self.outbox = planner, terminator, outbox
         self.relay_gone = relay_gone
+        #: Where calls whose relay restarted under them go (moved, or ended); None: ended.
+        self.lost_calls = lost_calls
         self.every = every
         self.redis: redis.Redis = store.redis
         self._token = secrets.token_hex(8)
@@ -163,7 +169,17 @@ class Reconciler:
             if answer is not None:
                 answers[address] = answer
         decisions = reconcile(records, registered, answers, time.time())
-        for end in decisions.ends:
+        snapshot = {r.call_id: r for r in records}
+        ends = await self._still_on(decisions.ends, snapshot)
+        if self.lost_calls is not None:
+            lost: dict[str, list[str]] = {}  # by the relay each was lost with
+            for end in (e for e in ends if e.reason == RELAY_LOST):
+                plan = snapshot[end.call_id].plan
+                lost.setdefault(plan.relay.relay_id if plan else "", []).append(end.call_id)
+            ends = [e for e in ends if e.reason != RELAY_LOST]
+            for relay_id, call_ids in lost.items():
+                await self._guarded("relay-lost", self.lost_calls(relay_id, call_ids))
+        for end in ends:
             await self._guarded("end", self.end(end))
         for orphan in decisions.orphans:
             await self._guarded("release", self._release(orphan))
@@ -171,6 +187,19 @@ class Reconciler:
             RECONCILED.labels("relay-gone").inc()
             await self._guarded("relay-gone", self.relay_gone(relay_id))
         return addresses - answers.keys()
+
+    async def _still_on(self, ends: Iterable[End], snapshot: Mapping[str, CallRecord]) -> list[End]:
+        """The ends whose call is still on the relay the snapshot named: a call moved
+        to another relay since (a migration releases the old relay's sessions once
+        the record names the new one) is neither dead nor lost."""
+        kept = []
+        for end in ends:
+            before = snapshot.get(end.call_id)
+            if before is not None and moved(before, await self.store.get(end.call_id)):
+                RECONCILED.labels("moved-meanwhile").inc()
+                continue
+            kept.append(end)
+        return kept
 
     async def _sessions(self, address: str) -> RelaySessions | None:
         try:

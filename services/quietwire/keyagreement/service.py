@@ -1,7 +1,8 @@
 """``quietwire keyagreement``: the security plan of every call.
 
 Plans offers and answers (policy, a relay, SDP endpoints), keeps call security
-records in Redis, and follows every relay's events for the ZRTP binding check.
+records in Redis, follows every relay's events for the ZRTP binding check, and
+moves calls between relays (a relay lost or drained, or an operator's ask).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import grpc
 
 from quietwire.keyagreement.binding import BindingChecker
 from quietwire.keyagreement.calls import CallStore
+from quietwire.keyagreement.migration import Migrator
+from quietwire.keyagreement.moves import CallMover
 from quietwire.keyagreement.planner import Planner, RelayClients
 from quietwire.keyagreement.policy import Policy
 from quietwire.keyagreement.reconciler import Reconciler
@@ -36,7 +39,8 @@ class KeyAgreementService(RedisBackedService):
         self.registry = RelayRegistry(self.redis)
         self.relays = RelayClients(settings.grpc_tls)
         self.signaling = ChannelPool(settings.grpc_tls)
-        self.terminator = CallTerminator(ReplicaRegistry(self.redis), self.signaling)
+        replicas = ReplicaRegistry(self.redis)
+        self.terminator = CallTerminator(replicas, self.signaling)
         self.binding = BindingChecker(
             self.store, self.registry, self.relays, self.terminator.terminate
         )
@@ -58,12 +62,20 @@ class KeyAgreementService(RedisBackedService):
             self.binding.relay_gone,
             settings.reconcile_every,
         )
+        self.migrator = Migrator(
+            self.store,
+            self.registry,
+            self.planner,
+            CallMover(replicas, self.signaling),
+            self.binding.end_call,
+        )
+        self.binding.lost_calls = self.reconciler.lost_calls = self.migrator.rescue
         self._task: asyncio.Task[None] | None = None
         self._reconciling: asyncio.Task[None] | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         keyagreement_pb2_grpc.add_KeyAgreementServicer_to_server(
-            KeyAgreementServicer(self.planner, self.store), server
+            KeyAgreementServicer(self.planner, self.store, self.migrator), server
         )
 
     async def start(self) -> None:

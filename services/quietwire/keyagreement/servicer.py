@@ -6,19 +6,21 @@ Domain errors become gRPC status codes in one place, :func:`_status_of`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
 from quietwire.keyagreement.calls import CallRecord, CallStore
 from quietwire.keyagreement.model import (
     Answer,
+    Endpoint,
     Media,
     Mode,
     Offer,
     Plan,
     PlanningError,
     Refusal,
+    StreamPlan,
     Tags,
 )
 from quietwire.keyagreement.outcome import Outcome
@@ -26,6 +28,9 @@ from quietwire.keyagreement.planner import Planner
 from quietwire.protocols.rtp.stun import IceCredentials
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2 as pb
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
+
+if TYPE_CHECKING:  # migration converts through this module (moves.py)
+    from quietwire.keyagreement.migration import Migrator
 
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -85,6 +90,22 @@ def answer_of(r: pb.PlanAnswerRequest) -> Answer:
     return Answer(r.call_id, media_of(r.media), tags_of(r.tags), r.from_caller, r.provisional)
 
 
+def _endpoint(e: Endpoint) -> pb.RelayEndpoint:
+    return pb.RelayEndpoint(host=e.host, rtp_port=e.rtp_port, rtcp_port=e.rtcp_port)
+
+
+def media_plans(streams: Sequence[StreamPlan | None]) -> list[pb.MediaPlan]:
+    """Where each side sends, per m= line (an empty MediaPlan for a disabled one)."""
+    return [
+        pb.MediaPlan(
+            toward_caller=_endpoint(s.toward_caller), toward_callee=_endpoint(s.toward_callee)
+        )
+        if s is not None
+        else pb.MediaPlan()
+        for s in streams
+    ]
+
+
 def plan_message(call_id: str, result: Plan | Refusal) -> pb.Plan:
     if isinstance(result, Refusal):
         return pb.Plan(
@@ -94,29 +115,12 @@ def plan_message(call_id: str, result: Plan | Refusal) -> pb.Plan:
             sip_status=result.status,
             warning=result.warning,
         )
-    media = [
-        pb.MediaPlan(
-            toward_caller=pb.RelayEndpoint(
-                host=s.toward_caller.host,
-                rtp_port=s.toward_caller.rtp_port,
-                rtcp_port=s.toward_caller.rtcp_port,
-            ),
-            toward_callee=pb.RelayEndpoint(
-                host=s.toward_callee.host,
-                rtp_port=s.toward_callee.rtp_port,
-                rtcp_port=s.toward_callee.rtcp_port,
-            ),
-        )
-        if s is not None
-        else pb.MediaPlan()
-        for s in result.streams
-    ]
     return pb.Plan(
         call_id=call_id,
         accepted=True,
         mode=MODES[result.mode],
         relay_id=result.relay.relay_id,
-        media=media,
+        media=media_plans(result.streams),
         end_to_end=result.end_to_end,
     )
 
@@ -153,9 +157,12 @@ async def _answering(context: Context, work: Awaitable[T]) -> T:
 
 
 class KeyAgreementServicer(keyagreement_pb2_grpc.KeyAgreementServicer):
-    def __init__(self, planner: Planner, store: CallStore) -> None:
+    def __init__(
+        self, planner: Planner, store: CallStore, migrator: Migrator | None = None
+    ) -> None:
         self.planner = planner
         self.store = store
+        self.migrator = migrator
 
     async def PlanOffer(self, request: pb.PlanOfferRequest, context: Context) -> pb.Plan:
         result = await _answering(context, self.planner.offer(offer_of(request)))
@@ -187,11 +194,29 @@ class KeyAgreementServicer(keyagreement_pb2_grpc.KeyAgreementServicer):
     async def MigrateCall(
         self, request: pb.MigrateCallRequest, context: Context
     ) -> pb.MigrateCallResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "call migration is not built yet")
-        raise AssertionError
+        if self.migrator is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "call migration is off here")
+        done = await self.migrator.migrate(
+            request.call_id, request.to_relay, request.reason or "operator"
+        )
+        if not done.found:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such call")
+        return pb.MigrateCallResponse(
+            moved=done.moved,
+            from_relay=done.from_relay,
+            to_relay=done.to_relay,
+            detail=done.detail,
+            ended=done.ended,
+        )
 
     async def MigrateRelay(
         self, request: pb.MigrateRelayRequest, context: Context
     ) -> pb.MigrateRelayResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "call migration is not built yet")
-        raise AssertionError
+        if self.migrator is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "call migration is off here")
+        if not request.relay_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "relay_id is required")
+        done = await self.migrator.migrate_relay(
+            request.relay_id, request.to_relay, request.reason or "drain"
+        )
+        return pb.MigrateRelayResponse(moved=done.moved, ended=done.ended, failed=done.failed)

@@ -23,6 +23,12 @@ TERMINATIONS = Counter(
 )
 
 
+async def replica_address(replicas: ReplicaRegistry, replica: str = "") -> str | None:
+    """The gRPC address of ``replica`` if it is alive, else of any live replica
+    (None: none is): an established call's dialog is in Redis, any replica can act on it."""
+    return (await replicas.address(replica) if replica else None) or (await replicas.any_address())
+
+
 class CallTerminator:
     def __init__(self, replicas: ReplicaRegistry, channels: ChannelPool) -> None:
         self.replicas, self.channels = replicas, channels
@@ -37,9 +43,7 @@ class CallTerminator:
 
     async def ask(self, call_id: str, reason: str, replica: str = "") -> bool | None:
         """Like :meth:`terminate`, but None when no replica answered (try again later)."""
-        address = (await self.replicas.address(replica) if replica else None) or (
-            await self.replicas.any_address()
-        )
+        address = await replica_address(self.replicas, replica)
         if address is None:
             log.warning("no signaling replica to end a call", extra={"call_id": call_id})
             return None

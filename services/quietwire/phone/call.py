@@ -21,7 +21,7 @@ from typing import Any
 
 from quietwire.phone.connection import SipConnection
 from quietwire.phone.media import Audio, MediaSession
-from quietwire.phone.sdp import NoCommonCodec, Remote, describe, remote_of
+from quietwire.phone.sdp import NoCommonCodec, Remote, remote_of
 from quietwire.phone.useragent import Dialog, UserAgent
 from quietwire.phone.zidcache import FileZidCache
 from quietwire.protocols.sdp.session import ParseError as SdpParseError
@@ -150,7 +150,7 @@ class Phone:
         assert self.ua is not None
         media = self._media()
         await media.open()
-        offer = describe(self.options.media_address, media.port, media.engine.hello_hash)
+        offer = media.sdp.describe()
         invite = self.ua.build("INVITE", uri, body=offer, content_type="application/sdp")
         exchange = await self.ua.send(invite, timeout=60)
         final = exchange.final
@@ -185,9 +185,7 @@ class Phone:
             return CallResult(failure=f"unusable offer: {exc}")
         media = self._media(echo)
         await media.open()
-        answer = describe(
-            self.options.media_address, media.port, media.engine.hello_hash, (remote.codec,)
-        )
+        answer = media.sdp.describe((remote.codec,))
         await self.ua.connection.send(self.ua.answer(request, 180, "Ringing"))
         ok = self.ua.answer(request, 200, "OK", body=answer)
         await self.ua.connection.send(ok)
@@ -198,7 +196,7 @@ class Phone:
     async def _talk(self, media: MediaSession, remote: Remote, dialog: Dialog) -> CallResult:
         result = CallResult(call_id=dialog.call_id)
         hung_up = asyncio.Event()
-        watcher = asyncio.create_task(self._watch(dialog, hung_up))
+        watcher = asyncio.create_task(self._watch(dialog, media, hung_up))
         self.say(f"codec {remote.codec.rtpmap}")
         media.start(remote)
         try:
@@ -268,7 +266,7 @@ class Phone:
                 self.say("SAS marked verified" if key == "v" else "SAS marked not verified")
         await asyncio.Event().wait()
 
-    async def _watch(self, dialog: Dialog, hung_up: asyncio.Event) -> None:
+    async def _watch(self, dialog: Dialog, media: MediaSession, hung_up: asyncio.Event) -> None:
         """Answer what arrives during the call; the peer's BYE sets ``hung_up``."""
         assert self.ua is not None
         while True:
@@ -279,7 +277,28 @@ class Phone:
                     self.say(f"hung up: {reason}")
                 hung_up.set()
                 return
+            if request.method == "INVITE" and request.call_id == dialog.call_id:
+                await self._reinvited(request, media)
+                continue
             await self._answer_other(request)
+
+    async def _reinvited(self, request: Request, media: MediaSession) -> None:
+        """A re-INVITE in our call (RFC 3261 section 14.2): the peer's media moved
+        (the platform moving the call to another relay sends one). Accepted when
+        only where to send changes: answered 200 with our SDP, and the same
+        ZRTP/SRTP session goes on to the new address; else 488."""
+        assert self.ua is not None
+        try:
+            refusal = media.move(remote_of(request.body))
+        except (NoCommonCodec, SdpParseError) as exc:
+            refusal = str(exc)
+        if refusal is not None or media.remote is None:
+            self.say(f"re-INVITE refused: {refusal}")
+            await self.ua.connection.send(self.ua.answer(request, 488, "Not Acceptable Here"))
+            return
+        answer = media.sdp.describe((media.remote.codec,))
+        await self.ua.connection.send(self.ua.answer(request, 200, "OK", body=answer))
+        self.say(f"media moved to {media.remote.address}:{media.remote.port}")
 
     async def _answer_other(self, request: Request) -> None:
         assert self.ua is not None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from quietwire.phone.audio import Codec, Decoder, Encoder, LoopingSource, WavRecorder, read_wav
-from quietwire.phone.sdp import Remote
+from quietwire.phone.sdp import LocalDescription, Remote
 from quietwire.protocols.rtp.demux import PacketKind, classify
 from quietwire.protocols.rtp.errors import ParseError as RtpParseError
 from quietwire.protocols.rtp.packets import Rtp
@@ -126,6 +126,8 @@ class MediaSession:
         self.ssrc = secrets.randbits(32)
         config = EngineConfig(zid=self.zid, offer=self.offer)
         self.engine = ZrtpEngine(config, LoopClock(), self.ssrc, self.cache)
+        #: The SDP this phone sends for this stream.
+        self.sdp = LocalDescription(self.address, self.port, self.engine.hello_hash)
         self.remote: Remote | None = None
         self.srtp: SrtpContext | None = None
         self.secured: asyncio.Future[Secured | Failed] = asyncio.get_running_loop().create_future()
@@ -156,6 +158,19 @@ class MediaSession:
         self.engine.start()
         self._flush()
         self._tasks.append(asyncio.create_task(self._timers()))
+
+    def move(self, remote: Remote) -> str | None:
+        """The peer's media moved (a re-INVITE: its relay changed): from now on
+        send there, in the same ZRTP/SRTP session. Refused, with the reason, when
+        it would change the session instead: another codec or another zrtp-hash."""
+        if self.remote is None:
+            return "no media session yet"
+        if remote.codec != self.remote.codec:
+            return "a change of codec"
+        if remote.zrtp_hash != self.remote.zrtp_hash:
+            return "a change of zrtp-hash"
+        self.remote = remote
+        return None
 
     def _open_audio(self, codec: Codec) -> None:
         """Source and sink at the codec's own PCM rate (WAV resampled on read)."""

@@ -4,7 +4,7 @@ it learns from the peer's (where to send, which codec, the peer's zrtp-hash)."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quietwire.phone.audio import CODECS, Codec
 from quietwire.protocols.sdp.session import Connection, MediaDescription, SessionDescription
@@ -12,13 +12,22 @@ from quietwire.protocols.sdp.session import Connection, MediaDescription, Sessio
 TELEPHONE_EVENT = 101
 
 
-def describe(address: str, port: int, zrtp_hash: str, codecs: tuple[Codec, ...] = CODECS) -> bytes:
-    """Our SDP: RTP/AVP (ZRTP needs no SAVP, as Linphone does), RTCP on port + 1."""
-    session = secrets.randbelow(2**31)
+def describe(
+    address: str,
+    port: int,
+    zrtp_hash: str,
+    codecs: tuple[Codec, ...] = CODECS,
+    origin: tuple[int, int] | None = None,
+) -> bytes:
+    """Our SDP: RTP/AVP (ZRTP needs no SAVP, as Linphone does), RTCP on port + 1;
+    ``origin`` the o= session id and version (a new session when None)."""
+    if origin is None:
+        session = secrets.randbelow(2**31)
+        origin = (session, session)
     sdp = SessionDescription(
         lines=[
             ("v", "0"),
-            ("o", f"quietwire {session} {session} IN IP4 {address}"),
+            ("o", f"quietwire {origin[0]} {origin[1]} IN IP4 {address}"),
             ("s", "quietwire"),
             ("c", f"IN IP4 {address}"),
             ("t", "0 0"),
@@ -34,6 +43,30 @@ def describe(address: str, port: int, zrtp_hash: str, codecs: tuple[Codec, ...] 
     media.lines.append(("a", f"zrtp-hash:{zrtp_hash}"))
     sdp.media.append(media)
     return sdp.serialize()
+
+
+@dataclass(slots=True)
+class LocalDescription:
+    """The SDP this phone sends in one call: one o= session whose version goes
+    up by one whenever what it says changes, and only then (RFC 3264 section 8)."""
+
+    address: str
+    port: int
+    zrtp_hash: str
+    session: int = field(default_factory=lambda: secrets.randbelow(2**31))
+    version: int = 0
+    last: bytes = b""
+
+    def describe(self, codecs: tuple[Codec, ...] = CODECS) -> bytes:
+        sdp = describe(self.address, self.port, self.zrtp_hash, codecs, self._origin())
+        if self.last and sdp != self.last:
+            self.version += 1
+            sdp = describe(self.address, self.port, self.zrtp_hash, codecs, self._origin())
+        self.last = sdp
+        return sdp
+
+    def _origin(self) -> tuple[int, int]:
+        return self.session, self.session + self.version
 
 
 @dataclass(frozen=True, slots=True)

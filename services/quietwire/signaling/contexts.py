@@ -19,6 +19,7 @@ from quietwire.protocols.sip.transaction import (
     ServerKey,
     ServerNonInviteTransaction,
 )
+from quietwire.signaling.dialogs import Dialog, Party
 from quietwire.signaling.early import EarlySdp
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.targets import Target
@@ -64,6 +65,10 @@ class Context:
     offer_in_2xx_from_callee: bool | None = None
     #: SDP its provisional responses carried (early media, RFC 3262 offers).
     early: EarlySdp = field(default_factory=EarlySdp)
+    #: The dialog party that sent this in-dialog request (None: not the call's
+    #: own), and its dialog as the request found it.
+    party: Party | None = None
+    dialog: Dialog | None = None
 
     @property
     def pending(self) -> list[Branch]:

@@ -86,6 +86,14 @@ class EarlySdp:
     #: The caller answered that offer (in a PRACK): a later PRACK's SDP is an offer.
     offer_answered: bool = False
 
+    def sent_to_caller(self, to_tag: str) -> bytes:
+        """The SDP fork ``to_tag``'s 18x gave the caller (its early answer, or the
+        callee's offer), as forwarded; empty when none did."""
+        latched = self.answers.get(to_tag)
+        if latched is None and self.offer is not None and self.offer.to_tag == to_tag:
+            latched = self.offer
+        return latched.planned if latched is not None else b""
+
 
 def strip_sdp(message: Message) -> None:
     """Forward ``message`` without its SDP (it could not be planned)."""

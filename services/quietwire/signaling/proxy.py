@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from quietwire.protocols.clock import Clock
 from quietwire.protocols.sip.errors import ParseError
@@ -37,7 +38,7 @@ from quietwire.signaling.builders import (
     refused,
 )
 from quietwire.signaling.contexts import Branch, Context, ServerTable
-from quietwire.signaling.dialogs import Dialog, DialogStore, Party, Side
+from quietwire.signaling.dialogs import Dialog, DialogStore, Leg, Party, Side, other
 from quietwire.signaling.early import (
     early_party,
     final_sdp,
@@ -59,6 +60,7 @@ from quietwire.signaling.media import (
     reversed_tags,
 )
 from quietwire.signaling.routing import (
+    OFFERS_IN_DIALOG,
     OFFERS_INITIAL,
     RECORD_ROUTED,
     Membership,
@@ -69,9 +71,11 @@ from quietwire.signaling.routing import (
     membership,
     party_refusal,
 )
+from quietwire.signaling.sdpversion import continued
 from quietwire.signaling.targets import Router, Target
 from quietwire.signaling.tokens import RouteToken, RouteTokens
 from quietwire.signaling.transactions import FORWARDS, Transactions
+from quietwire.signaling.uac import PlatformRequests, with_cseq
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +122,8 @@ class Proxy:
         self.clock, self.wall = clock, wall
         self.errors = sip_errors(log, clock)
         self.tx = Transactions(servers, router, clock, self.errors, self._release)
+        #: Requests the platform sends itself (MoveCall's re-INVITEs): their responses.
+        self.uac = PlatformRequests(router, address, clock)
 
     @property
     def servers(self) -> ServerTable:
@@ -166,6 +172,8 @@ class Proxy:
             return
         if response.cseq.method == "CANCEL":
             return  # the answer to a CANCEL we sent: nothing to do (RFC 3261 16.10)
+        if self.uac.receive(response):
+            return
         found = self.tx.branch_of(via.branch or "", response.cseq.method)
         if found is None:
             return  # late: the transaction is gone (2xx retransmissions over TLS do not happen)
@@ -319,13 +327,29 @@ class Proxy:
             context, offer, from_callee=from_callee
         ):
             return
+        out = forwarded(request, None, self.address.via(target.flow_id))
+        if member.party is not None and dialog is not None:
+            context.party, context.dialog = member.party, dialog
+            await self._renumber(out, dialog, member.party)
+            if out.body and request.method in OFFERS_IN_DIALOG:
+                out.body = continued(out.body, dialog.leg(other(member.party)).sdp)
         if request.method == "BYE" and member.party is not None:
             await self.dialogs.take(request.call_id)  # the call's own BYE ends it
             await self.media.end(request.call_id, message_tags(request))
-        await self.tx.fork(
-            context, target, forwarded(request, None, self.address.via(target.flow_id))
-        )
+        await self.tx.fork(context, target, out)
         await self._check_done(context)
+
+    async def _renumber(self, out: Request, dialog: Dialog, party: Party) -> None:
+        """A phone's in-dialog request, its CSeq raised above the numbers the
+        platform took in its direction (RFC 3261 section 12.2.1.1: the receiver
+        refuses going back). Its number is noted first, so that a number the
+        platform takes afterwards is above it."""
+        number = out.cseq.number
+        offset: int | None = dialog.leg(party).offset
+        if out.method != "BYE":  # a BYE takes the record: nothing to note
+            offset = await self.dialogs.phone_request(dialog.call_id, party, number)
+        if offset:
+            with_cseq(out, number + offset)
 
     async def _in_dialog_target(self, request: Request, token: RouteToken | None) -> Target | None:
         """Down the flow our Route ``token`` names, or to the GRUU's binding when
@@ -348,7 +372,7 @@ class Proxy:
             return
         dialog = await self.dialogs.get(request.call_id)
         party = dialog.party(request) if dialog is not None else None
-        if party is None:
+        if dialog is None or party is None:
             FORWARDS.labels("ACK", "no-dialog").inc()
             return
         if request.body:
@@ -365,9 +389,13 @@ class Proxy:
                 FORWARDS.labels("ACK", "answer-refused").inc()
                 await self.terminate(request.call_id, planned.warning)
                 return
-            request.body = planned
+            request.body = continued(planned, dialog.leg(other(party)).sdp)
+            await self.dialogs.forwarded_sdp(request.call_id, other(party), request.body)
         target = Target.of_flow(token.toward(request.from_.tag))
-        await self.router.send(target, forwarded(request, None, self.address.via(target.flow_id)))
+        out = forwarded(request, None, self.address.via(target.flow_id))
+        if dialog.leg(party).offset:
+            with_cseq(out, dialog.leg(party).forwarded(request.cseq.number))
+        await self.router.send(target, out)
 
     async def _plan_offer(
         self,
@@ -411,6 +439,8 @@ class Proxy:
     async def _branch_response(self, context: Context, branch: Branch, response: Response) -> None:
         upstream = response.copy()
         upstream.headers.pop_first("Via")
+        if response.cseq.number != context.request.cseq.number:
+            with_cseq(upstream, context.request.cseq.number)  # the phone's own (_renumber)
         status = response.status
         if status == 100:
             return
@@ -430,8 +460,13 @@ class Proxy:
                 return
             if planned is not None:
                 upstream.body = planned
+            dialog, party = context.dialog, context.party
+            if dialog and party and upstream.body and response.cseq.method in OFFERS_IN_DIALOG:
+                upstream.body = continued(upstream.body, dialog.leg(party).sdp)
             if context.initial_invite:
-                await self._record_dialog(context, branch, response)
+                await self._record_dialog(context, branch, response, upstream.body)
+            elif context.party is not None:
+                await self._note_sdp(context, branch, upstream.body)
             branch.final = response
             context.answered = True
             await self.tx.respond(context, upstream)
@@ -519,15 +554,36 @@ class Proxy:
         if context.finished:
             return
         context.finished = True
-        for other in context.pending:
-            self.tx.cancel_branch(other, "media planning unavailable")
+        for pending in context.pending:
+            self.tx.cancel_branch(pending, "media planning unavailable")
         await self.tx.respond(context, answer)
         await self.media.end(context.request.call_id, message_tags(context.request))
 
-    async def _record_dialog(self, context: Context, branch: Branch, ok: Response) -> None:
+    async def _record_dialog(
+        self, context: Context, branch: Branch, ok: Response, answer: bytes
+    ) -> None:
+        """The dialog a 2xx sets up, with the SDP each side was sent (``answer``:
+        the 2xx's as forwarded to the caller, or the one its fork's 18x carried)."""
         dialog = _dialog(context, branch, ok)
         if dialog is not None:
-            await self.dialogs.record(dialog)
+            sent = answer or context.early.sent_to_caller(ok.to.tag or "")
+            caller = Leg(sent, context.request.cseq.number)
+            await self.dialogs.record(
+                replace(dialog, caller_leg=caller, callee_leg=Leg(branch.request.body))
+            )
+
+    async def _note_sdp(self, context: Context, branch: Branch, answer: bytes) -> None:
+        """A 2xx to a phone's in-dialog offer (or request for one): what each side
+        was sent now stands (RFC 3264 section 8)."""
+        party = context.party
+        if party is None or context.request.method not in OFFERS_IN_DIALOG:
+            return
+        if branch.request.body:
+            await self.dialogs.forwarded_sdp(
+                context.request.call_id, other(party), branch.request.body
+            )
+        if answer:
+            await self.dialogs.forwarded_sdp(context.request.call_id, party, answer)
 
     async def terminate(self, call_id: str, reason: str) -> bool:
         """End a call: established, a BYE to each phone; still ringing here, a

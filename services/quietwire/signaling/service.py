@@ -42,6 +42,7 @@ from quietwire.signaling.locations import LocationStore
 from quietwire.signaling.locator import Locator
 from quietwire.signaling.lockout import Lockout
 from quietwire.signaling.media import KeyAgreementPlanner, Passthrough
+from quietwire.signaling.migration import CallMover
 from quietwire.signaling.peers import GrpcPeers
 from quietwire.signaling.proxy import Proxy
 from quietwire.signaling.registrar import MAX_EXPIRES, Registrar
@@ -144,6 +145,7 @@ class SignalingService(RedisBackedService):
             ),
             clock=clock,
         )
+        self.mover = CallMover(self.proxy.dialogs, self.proxy.uac, self.proxy.address.via)
         registrar = Registrar(settings.sip_domain, auth, self.locations, self.replica)
         limiter = SourceLimiter(clock, settings.sip_rate_limit, settings.sip_rate_burst)
         self.core = SipCore(registrar, self.proxy, limiter)
@@ -182,7 +184,7 @@ class SignalingService(RedisBackedService):
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         signaling_pb2_grpc.add_SignalingServicer_to_server(
-            SignalingServicer(self.flows, self.proxy, self.locations), server
+            SignalingServicer(self.flows, self.proxy, self.locations, self.mover), server
         )
 
     async def start(self) -> None:

@@ -11,16 +11,27 @@ from quietwire.protocols.sip.message import Response, parse_message
 from quietwire.rpc.signaling.v1 import signaling_pb2, signaling_pb2_grpc
 from quietwire.signaling.flows import FlowTable
 from quietwire.signaling.locations import LocationStore
+from quietwire.signaling.migration import CallMover, MoveOutcome, MoveResult
 from quietwire.signaling.proxy import Proxy
 
 Outcome = signaling_pb2.DeliverResponse.Outcome
+Moved = signaling_pb2.MoveCallResponse.Outcome
+MOVE_OUTCOMES = {
+    MoveOutcome.MOVED: Moved.OUTCOME_MOVED,
+    MoveOutcome.NO_SUCH_CALL: Moved.OUTCOME_NO_SUCH_CALL,
+    MoveOutcome.REFUSED: Moved.OUTCOME_REFUSED,
+    MoveOutcome.NO_ANSWER: Moved.OUTCOME_NO_ANSWER,
+}
 
 
 class SignalingServicer(signaling_pb2_grpc.SignalingServicer):
-    def __init__(self, flows: FlowTable, proxy: Proxy, locations: LocationStore) -> None:
+    def __init__(
+        self, flows: FlowTable, proxy: Proxy, locations: LocationStore, mover: CallMover
+    ) -> None:
         self.flows = flows
         self.proxy = proxy
         self.locations = locations
+        self.mover = mover
 
     async def Deliver(
         self, request: signaling_pb2.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -67,5 +78,19 @@ class SignalingServicer(signaling_pb2_grpc.SignalingServicer):
         request: signaling_pb2.MoveCallRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> signaling_pb2.MoveCallResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "call migration is not built yet")
-        raise AssertionError
+        if not request.call_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id is required")
+        if not request.media:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "media is required")
+        moved = await self.mover.move(request.call_id, request.media, request.relay_id)
+        return move_response(moved)
+
+
+def move_response(result: MoveResult) -> signaling_pb2.MoveCallResponse:
+    return signaling_pb2.MoveCallResponse(
+        outcome=MOVE_OUTCOMES[result.outcome],
+        caller_media=result.caller_media,
+        callee_media=result.callee_media,
+        sip_status=result.sip_status,
+        detail=result.detail,
+    )
