@@ -48,7 +48,7 @@ def check_username(username: str) -> str:
     return username
 
 
-def _ha1_field(algorithm: DigestAlgorithm) -> str:
+def ha1_field(algorithm: DigestAlgorithm) -> str:
     """``ha1_md5``, ``ha1_sha256``."""
     return "ha1_" + algorithm.name.lower().replace("_", "")
 
@@ -84,7 +84,7 @@ class UserStore:
         if len(password) < MIN_PASSWORD_LENGTH:
             raise UserError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
         fields: dict[FieldT, EncodableT] = {
-            _ha1_field(alg): ha1(alg, username, self.realm, password) for alg in self.algorithms
+            ha1_field(alg): ha1(alg, username, self.realm, password) for alg in self.algorithms
         }
         fields["created"] = str(time.time())
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -110,7 +110,7 @@ class UserStore:
         raw = {text(k): text(v) for k, v in stored.items()}
         if not raw:
             return None
-        hashes = {alg: raw[_ha1_field(alg)] for alg in DigestAlgorithm if _ha1_field(alg) in raw}
+        hashes = {alg: raw[ha1_field(alg)] for alg in DigestAlgorithm if ha1_field(alg) in raw}
         return User(username, self.realm, hashes, float(raw["created"]))
 
     async def usernames(self) -> list[str]:
