@@ -28,9 +28,9 @@ def register(ua: UserAgent) -> Request:
     return ua.build("REGISTER", f"sip:{DOMAIN}", to=f"<{ua.aor}>")
 
 
-async def evalsha_calls(client: redis.Redis) -> int:
-    """Scripts run (not those Redis did not have yet: loaded, then run again)."""
-    stats = (await client.info("commandstats")).get("cmdstat_evalsha", {})
+async def calls(client: redis.Redis, command: str = "evalsha") -> int:
+    """Commands run (not scripts Redis did not have yet: loaded, then run again)."""
+    stats = (await client.info("commandstats")).get(f"cmdstat_{command}", {})
     return int(stats.get("calls", 0)) - int(stats.get("failed_calls", 0))
 
 
@@ -42,9 +42,9 @@ async def test_a_reregister_is_one_round_trip(pki: Pki, redis_url: str) -> None:
     async with replica(pki, redis_url) as one:
         ua = await phone(pki, one.port, "alice")
         assert (await ua.register()).status == 200
-        before = await evalsha_calls(client)
+        before = await calls(client)
         assert (await ua.register()).status == 200
-        assert await evalsha_calls(client) - before == 1
+        assert await calls(client) - before == 1
         await ua.close()
     await client.aclose()
 
@@ -60,6 +60,25 @@ async def test_a_new_password_ends_the_old_one(pki: Pki, redis_url: str) -> None
         assert old is not None and old.status == 403
         answer = await attempt(ua, register(ua), password="a-new-secret")
         assert answer is not None and answer.status == 200
+        await ua.close()
+    await client.aclose()
+
+
+async def test_a_new_password_ends_the_old_one_through_the_proxy(pki: Pki, redis_url: str) -> None:
+    """The proxy checks credentials against the remembered HA1 the same way."""
+    await add_users(redis_url)
+    client = redis.from_url(redis_url)
+    async with replica(pki, redis_url) as one:
+        ua = await phone(pki, one.port, "alice")
+        options = ua.build("OPTIONS", f"sip:bob@{DOMAIN}")
+        for _ in range(2):  # the full check (HGETALL), then the remembered HA1's (HGET)
+            before = await calls(client, "hget")
+            answer = await attempt(ua, options)
+            assert answer is not None and answer.status not in (403, 407)
+        assert await calls(client, "hget") - before == 1
+        await UserStore(client, DOMAIN).put("alice", "a-new-secret")
+        old = await attempt(ua, ua.build("OPTIONS", f"sip:bob@{DOMAIN}"))
+        assert old is not None and old.status == 403
         await ua.close()
     await client.aclose()
 

@@ -106,6 +106,7 @@ class Authenticator:
         self.lockout = lockout
         self.realm = users.realm
         self._advance = client.register_script(_ADVANCE_NC)
+        self._proven = client.register_script(PROOF_CHECK + "return 'proven'\n")
         #: (username, algorithm) → the HA1 last verified against (see the module doc).
         self._remembered: OrderedDict[tuple[str, DigestAlgorithm], str] = OrderedDict()
 
@@ -221,9 +222,18 @@ class Authenticator:
             await self.lockout.failed(None)
             raise
 
-    async def check(self, request: Request, *, proxy: bool) -> AuthResult:
+    async def check(self, request: Request, *, proxy: bool, remembered: bool = True) -> AuthResult:
         """The verdict on the request's credentials; every FAILED one is counted
-        (:class:`Lockout`)."""
+        (:class:`Lockout`). Credentials that match the remembered HA1 cost one
+        script (:meth:`proof`; ``remembered`` False when the caller tried it);
+        the full check when Redis does not confirm it."""
+        proof = self.proof(request, proxy=proxy) if remembered else None
+        if proof is not None:
+            username, precondition = proof
+            # Run alone, the script's KEYS[1] (a location, else) is the user's hash again.
+            keys = (precondition.keys[0], *precondition.keys)
+            if await self._proven(keys=keys, args=precondition.args) == b"proven":
+                return AuthResult(Verdict.OK, username)
         try:
             credentials = self.credentials(request, proxy=proxy)
         except ParseError:

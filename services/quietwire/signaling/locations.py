@@ -165,9 +165,12 @@ class LocationStore:
             )
         return script
 
-    async def bindings(self, aor: str) -> list[Registration]:
-        """Live bindings of ``aor``; expired ones are removed on the way."""
-        return await self.update(aor, [])
+    async def bindings(
+        self, aor: str, precondition: Precondition | None = None
+    ) -> list[Registration]:
+        """Live bindings of ``aor``; expired ones are removed on the way.
+        :class:`Unproven` when a ``precondition`` does not hold."""
+        return await self.update(aor, [], precondition=precondition)
 
     async def put(self, reg: Registration) -> None:
         field = binding_id(reg.contact, reg.instance_id, reg.reg_id)

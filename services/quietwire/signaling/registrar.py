@@ -74,7 +74,7 @@ class Registrar:
         proven = await self._proven(flow, request)
         if proven is not None:
             return proven
-        result = await self.auth.check(request, proxy=False)
+        result = await self.auth.check(request, proxy=False, remembered=False)
         if result.verdict in (Verdict.CHALLENGE, Verdict.STALE):
             return self.auth.challenge(request, proxy=False, stale=result.verdict is Verdict.STALE)
         if result.verdict is Verdict.FAILED:

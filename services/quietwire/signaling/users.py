@@ -12,6 +12,7 @@ from redis.typing import EncodableT, FieldT
 
 from quietwire.protocols.sip.digest import DigestAlgorithm, ha1
 from quietwire.runtime.redisclient import text
+from quietwire.signaling.locations import Precondition
 
 #: Hash per user: ``ha1_md5`` and/or ``ha1_sha256`` (lowercase hex; only the
 #: configured algorithms'), ``created`` (unix seconds). Accounts have no TTL:
@@ -25,6 +26,8 @@ USER_INDEX_KEY = "qw:{{users:{realm}}}:index"
 #: nothing a phone's UI might mangle.
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MIN_PASSWORD_LENGTH = 8
+#: A :class:`Precondition`: the user whose hash is KEYS[2] exists.
+_EXISTS = "if redis.call('EXISTS', KEYS[2]) == 0 then return {'unproven'} end\n"
 
 
 class UserError(ValueError):
@@ -101,6 +104,10 @@ class UserStore:
             pipe.srem(self._index, username)
             deleted, _ = await pipe.execute()
         return bool(deleted)
+
+    def existing(self, username: str) -> Precondition:
+        """That ``username`` is a user, checked with a location update or lookup."""
+        return Precondition(_EXISTS, (self.key(username),), ())
 
     async def get(self, username: str) -> User | None:
         return self.from_hash(username, await self.redis.hgetall(self.key(username)))
