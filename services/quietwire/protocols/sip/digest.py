@@ -63,6 +63,7 @@ _PARAM = re.compile(
 )
 _SCHEME = re.compile(r"[ \t]*[Dd][Ii][Gg][Ee][Ss][Tt][ \t]+")
 _LHEX = re.compile(r"[0-9a-f]+")
+_QUOTED_PAIR = re.compile(r"\\(.)")
 _NC = re.compile(r"[0-9a-f]{8}")
 
 
@@ -86,7 +87,7 @@ def _digest_params(value: str) -> dict[str, tuple[str, bool]]:
             raise ParseError("bad Digest parameter")
         name = match.group(1).lower()
         quoted = match.group(3) is not None
-        raw = re.sub(r"\\(.)", r"\1", match.group(3)) if quoted else match.group(2)
+        raw = _unescape(match.group(3)) if quoted else match.group(2)
         if name in params:
             raise ParseError("duplicate Digest parameter")
         if len(raw) > LIMITS.get(name, MAX_VALUE):
@@ -96,6 +97,11 @@ def _digest_params(value: str) -> dict[str, tuple[str, bool]]:
             raise ParseError("too many Digest parameters")
         pos = match.end()
     return params
+
+
+def _unescape(quoted: str) -> str:
+    """A quoted-string's content without its quoted-pair backslashes (most have none)."""
+    return _QUOTED_PAIR.sub(r"\1", quoted) if "\\" in quoted else quoted
 
 
 def _algorithm(name: str, status: int) -> DigestAlgorithm:

@@ -226,7 +226,10 @@ def split_head(data: bytes) -> tuple[bytes, bytes]:
 def _header_lines(head: str) -> list[str]:
     """Lines of the header block with folded continuations joined (RFC 3261 7.3.1)."""
     lines: list[str] = []
-    for raw in re.split(r"\r?\n", head):
+    pieces = head.split("\n")
+    for index, piece in enumerate(pieces):
+        # Line ends are LF or CRLF: the CR before each LF goes (str methods, not re: hot).
+        raw = piece[:-1] if piece.endswith("\r") and index < len(pieces) - 1 else piece
         if "\r" in raw:
             raise ParseError("bare CR in header block")
         if raw[:1] in (" ", "\t"):
