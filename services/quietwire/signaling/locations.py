@@ -146,10 +146,10 @@ class LocationStore:
             script = self._script(precondition.script)
             keys += precondition.keys
             args += precondition.args
-        if changes or clear:
+        if (changes or clear) and self.replication.replicas:
             async with self.replication.durable(self.redis) as client:
                 live = await script(keys=keys, args=args, client=client)
-        else:  # a lookup (it may drop expired bindings: nothing to keep)
+        else:  # a lookup (it may drop expired bindings: nothing to keep), or no replicas
             live = await script(keys=keys, args=args)
         if live and live[0] in (b"out-of-order", "out-of-order"):
             raise OutOfOrder(aor)

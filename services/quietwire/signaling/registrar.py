@@ -8,8 +8,8 @@ back to them.
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -132,7 +132,7 @@ class Registrar:
     def _ok(
         self, request: Request, aor: str, bindings: list[Registration], changed: bool
     ) -> Response:
-        ok = reply(request, 200, "OK", to_tag=uuid.uuid4().hex[:10])
+        ok = reply(request, 200, "OK", to_tag=secrets.token_hex(5))
         now = time.time()
         for reg in bindings:
             contact = f"{reg.contact};expires={max(0, int(reg.expires_at_unix - now))}"

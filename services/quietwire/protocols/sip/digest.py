@@ -105,10 +105,13 @@ def _unescape(quoted: str) -> str:
 
 
 def _algorithm(name: str, status: int) -> DigestAlgorithm:
-    try:
-        return DigestAlgorithm(name.upper())
-    except ValueError as exc:
-        raise ParseError("unsupported digest algorithm", status) from exc
+    algorithm = _ALGORITHMS.get(name.upper())
+    if algorithm is None:
+        raise ParseError("unsupported digest algorithm", status)
+    return algorithm
+
+
+_ALGORITHMS = {algorithm.value: algorithm for algorithm in DigestAlgorithm}
 
 
 def ha1(algorithm: DigestAlgorithm, username: str, realm: str, password: str) -> str:
@@ -316,7 +319,7 @@ class NonceMint:
         """The MAC, over a label naming this layout: a nonce of the earlier layout
         (no algorithm; from a replica not yet upgraded) is not ours, so it is
         challenged again rather than refused."""
-        return hmac.new(self.secret, _NONCE_LABEL + body, hashlib.sha256).digest()[:12]
+        return hmac.digest(self.secret, _NONCE_LABEL + body, "sha256")[:12]
 
     def mint(self, now: float, algorithm: DigestAlgorithm) -> str:
         body = struct.pack("!QB", int(now * 1000), _NONCE_CODES[algorithm]) + os.urandom(7)

@@ -10,7 +10,6 @@ server answers with.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -258,9 +257,9 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
         if not colon or not is_token(name):
             raise ParseError("bad header line")
         headers.add(name, value.strip())
-    seen = Counter(name for name, _ in headers)
+    names = [name for name, _ in headers]
     for name in SINGLE:
-        if seen[name] > 1:
+        if names.count(name) > 1:
             raise ParseError(f"more than one {name}")
     length_text = headers.get("Content-Length")
     if length_text is None:
