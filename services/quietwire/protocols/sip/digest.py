@@ -55,10 +55,12 @@ _QUOTED = ("username", "realm", "nonce", "uri", "response", "cnonce", "opaque")
 _TCHARS = r"[A-Za-z0-9.!%*_+`'~-]+"
 #: One ``auth-param`` and what follows it: a comma or the end (RFC 3261 section 25.1
 #: ``quoted-string``: qdtext or quoted-pair, stricter: no control character but
-#: HTAB, escaped or not, so none reaches a Redis key or a log line).
+#: HTAB, escaped or not, so none reaches a Redis key or a log line). Possessive
+#: (Python 3.11): runs of plain characters taken whole, never backtracked into (the
+#: two branches start differently, so there is only ever one way to match).
 _PARAM = re.compile(
     rf"[ \t]*({_TCHARS})[ \t]*=[ \t]*"
-    rf'(?:({_TCHARS})|"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x20-\x7e])*)")'
+    rf'(?:({_TCHARS})|"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]++|\\[\x20-\x7e])*+)")'
     r"[ \t]*(,|\Z)"
 )
 _SCHEME = re.compile(r"[ \t]*[Dd][Ii][Gg][Ee][Ss][Tt][ \t]+")
