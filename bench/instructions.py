@@ -37,11 +37,17 @@ from bench.signaling import (
 
 
 def instructions(dump: Path) -> int:
-    """The total Ir of a callgrind dump."""
-    for line in dump.read_text(encoding="utf-8", errors="replace").splitlines():
-        if line.startswith(("totals:", "summary:")):
+    """The total Ir of a callgrind dump: its closing ``totals:`` line (the
+    ``summary:`` at the top goes wrong after instrumentation was switched)."""
+    for line in reversed(dump.read_text(encoding="utf-8", errors="replace").splitlines()):
+        if line.startswith("totals:"):
             return int(line.split()[1])
     raise RuntimeError(f"no totals in {dump}")
+
+
+def control(pid: str, *command: str) -> None:
+    """``callgrind_control`` on the running service."""
+    subprocess.run(["callgrind_control", *command, pid], check=True, capture_output=True)
 
 
 def main() -> int:
@@ -70,19 +76,11 @@ def main() -> int:
             for load, rate in ((REGISTER, args.rate), (CALL, args.call_rate)):
                 with callee(via, work) if load is CALL else contextlib.nullcontext():
                     sipp_load(server, via, work, load, rate, 2.0)  # warm-up, not counted
-                    subprocess.run(
-                        ["callgrind_control", "-z", pid], check=True, capture_output=True
-                    )
-                    subprocess.run(
-                        ["callgrind_control", "-i", "on", pid], check=True, capture_output=True
-                    )
+                    # Counted from "on" to the dump (which zeroes the counts again).
+                    control(pid, "-i", "on")
                     result = sipp_load(server, via, work, load, rate, args.seconds)
-                    subprocess.run(
-                        ["callgrind_control", "-i", "off", pid], check=True, capture_output=True
-                    )
-                    subprocess.run(
-                        ["callgrind_control", "-d", pid], check=True, capture_output=True
-                    )
+                    control(pid, "-d")
+                    control(pid, "-i", "off")
                 dump = max(work.glob(f"callgrind.{pid}.*"), key=lambda p: p.stat().st_mtime)
                 per_op = instructions(dump) / result.ok if result.ok else float("nan")
                 print(
