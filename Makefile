@@ -18,6 +18,8 @@ BENCH_DEB_PACKAGES := kamailio kamailio-tls-modules rtpengine-daemon
 # helm, docker-compose and checkov for the deployment checks (tools/deploy-tools).
 TOOLS ?= .tools
 STATE_DIR ?= .quietwire
+# The SIP parser's modules compiled with mypyc (tools/build_native.py).
+NATIVE := services/quietwire/_native/manifest.json
 SIP_HOST ?= 127.0.0.1
 SIP_PORT ?= 5061
 # `make fuzz`: each target for this many inputs, or this many seconds, whichever first.
@@ -36,7 +38,13 @@ run: setup
 test: lock-check setup deploy-tools protos-check lint
 	QW_TOOLS_DIR=$(abspath $(TOOLS)) $(BIN)/pytest
 
-setup: $(VENV)/.installed debs
+setup: $(VENV)/.installed $(NATIVE) debs
+
+# The SIP parser compiled with mypyc (part of the locked mypy): used only while
+# built from the sources as they are (services/quietwire/native.py), pure
+# Python otherwise; QW_NATIVE=0 turns it off.
+$(NATIVE): $(VENV)/.installed tools/build_native.py $(wildcard services/quietwire/protocols/sip/*.py)
+	$(BIN)/python tools/build_native.py
 
 # uv itself, pinned by hash (tools/uv.txt), in a bootstrap venv of its own:
 # `uv sync` keeps the project venv exactly as uv.lock says.
@@ -108,4 +116,4 @@ soak: setup
 	$(BIN)/python -m bench.soak --calls $(SOAK_CALLS) --seconds $(SOAK_SECONDS)
 
 clean:
-	rm -rf $(VENV) $(UV_DIR) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(UV_DIR) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache services/quietwire/_native

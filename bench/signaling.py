@@ -90,13 +90,20 @@ class Quietwire(Server):
     name = "quietwire"
 
     def __init__(
-        self, work: Path, users: list[tuple[str, str]], env: Mapping[str, str] | None = None
+        self,
+        work: Path,
+        users: list[tuple[str, str]],
+        env: Mapping[str, str] | None = None,
+        wrapper: tuple[str, ...] = (),
+        start_timeout: float = 20.0,
     ) -> None:
-        """``env``: settings over the benchmark's own (the storm's connection caps)."""
+        """``env``: settings over the benchmark's own (the storm's connection caps);
+        ``wrapper``: a command the service runs under (``bench.instructions``: valgrind)."""
         from quietwire.embedded.pki import ensure_pki
 
         self.pki = ensure_pki(work / "pki", DOMAIN)
         self.work, self.users, self.env = work, users, dict(env or {})
+        self.wrapper, self.start_timeout = wrapper, start_timeout
         self.port = free_port()
         self.redis_url = ""
 
@@ -127,12 +134,15 @@ class Quietwire(Server):
                 }
             )
             service = subprocess.Popen(
-                ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "quietwire", "signaling"],
+                [
+                    *("taskset", "-c", SERVER_CORE, *self.wrapper),
+                    *(sys.executable, "-m", "quietwire", "signaling"),
+                ],
                 env=env,
                 stderr=subprocess.DEVNULL,
             )
             try:
-                wait_port(self.port, service, "quietwire signaling")
+                wait_port(self.port, service, "quietwire signaling", self.start_timeout)
                 self._pids = [redis.pid, service.pid]
                 yield self
             finally:

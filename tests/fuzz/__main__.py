@@ -8,6 +8,7 @@ target failed, with the input in ``tests/fuzz/crashes/``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +37,9 @@ def main(argv: list[str]) -> None:
         return
     if args.target is None:
         parser.error("a target is needed")
+    # atheris instruments Python bytecode: the parser must not be the compiled one
+    # (quietwire/native.py), read before anything here imports quietwire.
+    os.environ["QW_NATIVE"] = "0"
     with atheris.instrument_imports(include=["quietwire.protocols", "quietwire.signaling.flows"]):
         from tests.fuzz.targets import TARGETS
     work = args.work or Path(tempfile.mkdtemp(prefix=f"fuzz-{args.target}-"))

@@ -25,6 +25,16 @@ from tests.conftest import free_port
 
 DOMAIN = "127.0.0.1"
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret-1", "carol": "carol-secret"}
+#: Small lockout limits that still hold the rule (3 x (60/60 + 1) = 6 < 7): see
+#: signaling/lockout.py.
+SMALL_LOCKOUT = {
+    "sip_max_auth_failures": 3,
+    "sip_auth_failure_window": 60,
+    "sip_auth_block": 60,
+    "sip_user_max_auth_failures": 7,
+    "sip_user_auth_failure_window": 60,
+    "sip_user_auth_block": 60,
+}
 
 
 @dataclass

@@ -21,21 +21,12 @@ from tests.integration.digest_client import (
 from tests.integration.signaling_harness import (
     DOMAIN,
     PASSWORDS,
+    SMALL_LOCKOUT,
     Replica,
     add_users,
     phone,
     replica,
 )
-
-#: Small limits that still hold the rule (3 x (60/60 + 1) = 6 < 7): see signaling/lockout.py.
-SMALL = {
-    "sip_max_auth_failures": 3,
-    "sip_auth_failure_window": 60,
-    "sip_auth_block": 60,
-    "sip_user_max_auth_failures": 7,
-    "sip_user_auth_failure_window": 60,
-    "sip_user_auth_block": 60,
-}
 
 
 def register(ua: UserAgent) -> Request:
@@ -137,7 +128,7 @@ async def test_md5_answer_to_the_sha256_challenge_refused(pki: Pki, one: Replica
 async def test_failed_proxy_authentications_block_the_source(pki: Pki, redis_url: str) -> None:
     """Finding 4: wrong passwords through OPTIONS count; then even a right REGISTER is refused."""
     await add_users(redis_url)
-    async with replica(pki, redis_url, **SMALL) as small:
+    async with replica(pki, redis_url, **SMALL_LOCKOUT) as small:
         ua = await phone(pki, small.port, "alice")
         for _ in range(3):
             answer = await attempt(ua, options_to(ua, "bob"), password="not-the-password")
@@ -152,8 +143,8 @@ async def test_failed_proxy_authentications_block_the_source(pki: Pki, redis_url
 async def test_a_block_is_shared_by_every_replica(pki: Pki, redis_url: str) -> None:
     await add_users(redis_url)
     async with (
-        replica(pki, redis_url, **SMALL) as first,
-        replica(pki, redis_url, **SMALL) as second,
+        replica(pki, redis_url, **SMALL_LOCKOUT) as first,
+        replica(pki, redis_url, **SMALL_LOCKOUT) as second,
     ):
         ua = await phone(pki, first.port, "alice")
         for _ in range(3):
@@ -170,7 +161,7 @@ async def test_a_block_is_shared_by_every_replica(pki: Pki, redis_url: str) -> N
 
 async def test_one_address_cannot_lock_a_user_out(pki: Pki, redis_url: str) -> None:
     await add_users(redis_url)
-    async with replica(pki, redis_url, **SMALL) as small:
+    async with replica(pki, redis_url, **SMALL_LOCKOUT) as small:
         mallory = UserAgent(
             await connect_from("127.0.0.2", small.port, pki.ca), "alice", "guess-1234", DOMAIN
         )
@@ -186,7 +177,7 @@ async def test_one_address_cannot_lock_a_user_out(pki: Pki, redis_url: str) -> N
 async def test_guesses_from_many_sources_block_the_user(pki: Pki, redis_url: str) -> None:
     """Per user, slower: 7 failures from 4 addresses (none blocked) stop guessing at alice."""
     await add_users(redis_url)
-    async with replica(pki, redis_url, **SMALL) as small:
+    async with replica(pki, redis_url, **SMALL_LOCKOUT) as small:
         for n in range(7):
             address = f"127.0.0.{10 + n // 2}"
             ua = UserAgent(
@@ -206,7 +197,7 @@ async def test_guesses_from_many_sources_block_the_user(pki: Pki, redis_url: str
 
 async def test_unknown_users_count_per_source_only(pki: Pki, redis_url: str) -> None:
     await add_users(redis_url)
-    async with replica(pki, redis_url, **SMALL) as small:
+    async with replica(pki, redis_url, **SMALL_LOCKOUT) as small:
         ua = await phone(pki, small.port, "nobody", "whatever-1")
         assert (await ua.register()).status == 403
         await ua.close()

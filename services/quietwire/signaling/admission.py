@@ -7,6 +7,7 @@ closed before the TLS handshake, so refusing one costs no crypto and no buffer.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter as Tally
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ MAX_CONNECTIONS_PER_SOURCE = 64
 IPV6_SOURCE_PREFIX = 64
 
 
+@functools.lru_cache(maxsize=4096)  # every request asks, for a handful of sources
 def source_key(host: str) -> str:
     """``192.0.2.1`` for IPv4 (and IPv4-mapped IPv6), ``2001:db8:1:2::/64`` for IPv6."""
     try:

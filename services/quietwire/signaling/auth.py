@@ -8,12 +8,22 @@ remembered in Redis so a captured request cannot be replayed, and a nonce
 answered without qop is good for one use. Credentials are parsed by a strict
 grammar before anything of theirs reaches Redis; every failure is counted
 toward a block (:mod:`quietwire.signaling.lockout`).
+
+A replica remembers the HA1 of each user who authenticated through it. A
+REGISTER whose credentials verify against it is answered in one Redis round
+trip: :meth:`Authenticator.proof` makes the checks that need Redis (the HA1
+is still the stored one, no block, the nonce-count moves forward) a
+precondition of the binding's write. Anything else (no remembered HA1, a
+wrong answer, a block, a changed password) takes the full check, which
+alone answers failures, so the remembered HA1 can never let through what
+the stored one would not.
 """
 
 from __future__ import annotations
 
 import enum
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,8 +41,9 @@ from quietwire.protocols.sip.digest import (
 )
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.message import Request, Response, reply
+from quietwire.signaling.locations import Precondition
 from quietwire.signaling.lockout import Lockout
-from quietwire.signaling.users import UserStore
+from quietwire.signaling.users import UserStore, ha1_field
 
 #: String per nonce: the highest nonce-count seen. TTL: the nonce lifetime.
 NONCE_KEY = "qw:nonce:{{{nonce}}}"
@@ -44,6 +55,24 @@ if tonumber(ARGV[1]) > seen then
 end
 return 0
 """
+
+#: The checks of :meth:`Authenticator.proof`, before an update (a
+#: :class:`Precondition`): KEYS[2] the user's hash, KEYS[3] the nonce's
+#: count, KEYS[4] on the blocks; ARGV ends with the HA1 field, the HA1 the
+#: credentials were verified with, their nonce-count and the nonce's TTL.
+PROOF_CHECK = """
+local ttl = table.remove(ARGV)
+local count = tonumber(table.remove(ARGV))
+local ha1, field = table.remove(ARGV), table.remove(ARGV)
+if redis.call('HGET', KEYS[2], field) ~= ha1 then return {'unproven'} end
+for i = 4, #KEYS do
+  if redis.call('PTTL', KEYS[i]) > 0 then return {'unproven'} end
+end
+if count <= tonumber(redis.call('GET', KEYS[3]) or '-1') then return {'unproven'} end
+redis.call('SET', KEYS[3], count, 'EX', ttl)
+"""
+#: Users whose HA1 a replica remembers (least recently verified dropped first).
+MAX_REMEMBERED = 100_000
 
 AUTH_FAILURES = Counter("quietwire_sip_auth_failures", "Failed digest authentications", ["why"])
 
@@ -77,6 +106,9 @@ class Authenticator:
         self.lockout = lockout
         self.realm = users.realm
         self._advance = client.register_script(_ADVANCE_NC)
+        self._proven = client.register_script(PROOF_CHECK + "return 'proven'\n")
+        #: (username, algorithm) → the HA1 last verified against (see the module doc).
+        self._remembered: OrderedDict[tuple[str, DigestAlgorithm], str] = OrderedDict()
 
     async def _lookup(
         self, username: str, nonce_key: str, count: int
@@ -94,14 +126,50 @@ class Authenticator:
             await self.redis.script_load(_ADVANCE_NC)
             return await self._pipelined(username, nonce_key, count)
 
+    def proof(self, request: Request, *, proxy: bool) -> tuple[str, Precondition] | None:
+        """The username and what Redis must confirm, when the request's credentials
+        verify against the HA1 remembered for them (no I/O); None otherwise."""
+        try:
+            credentials = self.credentials(request, proxy=proxy)
+        except ParseError:
+            return None
+        if credentials is None or credentials.algorithm not in self.algorithms:
+            return None
+        algorithm, username = credentials.algorithm, credentials.username
+        remembered = self._remembered.get((username, algorithm))
+        if remembered is None or not credentials.matches(remembered, request.method):
+            return None
+        if self.mint.check(credentials.nonce, time.time(), algorithm) is not NonceCheck.FRESH:
+            return None
+        keys = (
+            self.users.key(username),
+            NONCE_KEY.format(nonce=credentials.nonce),
+            *self.lockout.block_keys(username),
+        )
+        args = (ha1_field(algorithm), remembered, credentials.nonce_count or 0, self._nonce_ttl)
+        return username, Precondition(PROOF_CHECK, keys, args)
+
+    @property
+    def _nonce_ttl(self) -> int:
+        return int(self.mint.lifetime) + 10
+
+    def _remember(self, username: str, algorithm: DigestAlgorithm, ha1: str | None) -> None:
+        key = (username, algorithm)
+        if ha1 is None:
+            self._remembered.pop(key, None)
+            return
+        self._remembered[key] = ha1
+        self._remembered.move_to_end(key)
+        if len(self._remembered) > MAX_REMEMBERED:
+            self._remembered.popitem(last=False)
+
     async def _pipelined(
         self, username: str, nonce_key: str, count: int
     ) -> tuple[Mapping[bytes | str, bytes | str], int, bool]:
-        ttl = int(self.mint.lifetime) + 10
         blocks = self.lockout.block_keys(username)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.users.key(username))
-            pipe.evalsha(self._advance.sha, 1, nonce_key, count, ttl)
+            pipe.evalsha(self._advance.sha, 1, nonce_key, count, self._nonce_ttl)
             for key in blocks:
                 pipe.pttl(key)
             stored, fresh, *pttls = await pipe.execute()
@@ -154,9 +222,18 @@ class Authenticator:
             await self.lockout.failed(None)
             raise
 
-    async def check(self, request: Request, *, proxy: bool) -> AuthResult:
+    async def check(self, request: Request, *, proxy: bool, remembered: bool = True) -> AuthResult:
         """The verdict on the request's credentials; every FAILED one is counted
-        (:class:`Lockout`)."""
+        (:class:`Lockout`). Credentials that match the remembered HA1 cost one
+        script (:meth:`proof`; ``remembered`` False when the caller tried it);
+        the full check when Redis does not confirm it."""
+        proof = self.proof(request, proxy=proxy) if remembered else None
+        if proof is not None:
+            username, precondition = proof
+            # Run alone, the script's KEYS[1] (a location, else) is the user's hash again.
+            keys = (precondition.keys[0], *precondition.keys)
+            if await self._proven(keys=keys, args=precondition.args) == b"proven":
+                return AuthResult(Verdict.OK, username)
         try:
             credentials = self.credentials(request, proxy=proxy)
         except ParseError:
@@ -183,7 +260,10 @@ class Authenticator:
         user = self.users.from_hash(credentials.username, stored)
         stored_ha1 = None if user is None else user.ha1.get(algorithm)
         if stored_ha1 is None or not credentials.matches(stored_ha1, request.method):
+            if self._remembered.get((credentials.username, algorithm)) != stored_ha1:
+                self._remember(credentials.username, algorithm, None)  # no longer the stored one
             return await self._failed("credentials", None if user is None else user.username)
+        self._remember(credentials.username, algorithm, stored_ha1)
         if not fresh:
             AUTH_FAILURES.labels("replay").inc()
             return AuthResult(Verdict.STALE)

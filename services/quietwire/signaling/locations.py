@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio as redis
+from redis.commands.core import AsyncScript
 
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
 from quietwire.runtime.redisclient import UNWAITED, Replication
@@ -60,6 +61,24 @@ class OutOfOrder(Exception):
     """A REGISTER older than the binding it would change."""
 
 
+class Unproven(Exception):
+    """A :class:`Precondition` did not hold: nothing was changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Precondition:
+    """What must hold in Redis for an update to be made, checked in its round trip.
+
+    ``script`` is Lua run before the update's own: it reads ``KEYS[2]`` on
+    (``keys``), takes ``args`` off the end of ``ARGV`` (last first), and
+    returns ``{'unproven'}`` to stop before anything is changed.
+    """
+
+    script: str
+    keys: tuple[str, ...]
+    args: tuple[str | int, ...]
+
+
 def binding_id(contact: str, instance: str, reg_id: int) -> str:
     """RFC 5626: one binding per instance and reg-id; otherwise per contact URI."""
     return f"{instance}#{reg_id}" if instance else contact
@@ -92,6 +111,8 @@ class LocationStore:
         #: A REGISTER is answered once its bindings are on the replicas.
         self.replication = replication
         self._update = client.register_script(_UPDATE)
+        #: The update behind each precondition's script (a handful: one per caller).
+        self._guarded: dict[str, AsyncScript] = {}
 
     def _key(self, aor: str) -> str:
         return LOCATION_KEY.format(aor=aor)
@@ -104,8 +125,12 @@ class LocationStore:
         call_id: str = "-",
         cseq: int = 0,
         clear: bool = False,
+        precondition: Precondition | None = None,
     ) -> list[Registration]:
-        """Apply ``changes`` atomically and return the live bindings of ``aor``."""
+        """Apply ``changes`` atomically and return the live bindings of ``aor``.
+
+        With a ``precondition``, it is checked in the same script (one round
+        trip); :class:`Unproven` when it does not hold."""
         args: list[str | bytes | int] = [
             int(time.time() * 1000),
             self.max_expires + 60,
@@ -115,18 +140,37 @@ class LocationStore:
         ]
         for change in changes:
             args += [change.field, encode(change.reg) if change.reg else b""]
-        if changes or clear:
+        keys = [self._key(aor)]
+        script = self._update
+        if precondition is not None:
+            script = self._script(precondition.script)
+            keys += precondition.keys
+            args += precondition.args
+        if (changes or clear) and self.replication.replicas:
             async with self.replication.durable(self.redis) as client:
-                live = await self._update(keys=[self._key(aor)], args=args, client=client)
-        else:  # a lookup (it may drop expired bindings: nothing to keep)
-            live = await self._update(keys=[self._key(aor)], args=args)
+                live = await script(keys=keys, args=args, client=client)
+        else:  # a lookup (it may drop expired bindings: nothing to keep), or no replicas
+            live = await script(keys=keys, args=args)
         if live and live[0] in (b"out-of-order", "out-of-order"):
             raise OutOfOrder(aor)
+        if live and live[0] in (b"unproven", "unproven"):
+            raise Unproven(aor)
         return [decode(v) for v in live]
 
-    async def bindings(self, aor: str) -> list[Registration]:
-        """Live bindings of ``aor``; expired ones are removed on the way."""
-        return await self.update(aor, [])
+    def _script(self, precondition: str) -> AsyncScript:
+        script = self._guarded.get(precondition)
+        if script is None:
+            script = self._guarded[precondition] = self.redis.register_script(
+                precondition + _UPDATE
+            )
+        return script
+
+    async def bindings(
+        self, aor: str, precondition: Precondition | None = None
+    ) -> list[Registration]:
+        """Live bindings of ``aor``; expired ones are removed on the way.
+        :class:`Unproven` when a ``precondition`` does not hold."""
+        return await self.update(aor, [], precondition=precondition)
 
     async def put(self, reg: Registration) -> None:
         field = binding_id(reg.contact, reg.instance_id, reg.reg_id)

@@ -7,7 +7,7 @@ from quietwire.protocols.sip.uri import SipUri
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
 from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.signaling.flows import FlowTable
-from quietwire.signaling.locations import LocationStore
+from quietwire.signaling.locations import LocationStore, Unproven
 from quietwire.signaling.targets import Target
 from quietwire.signaling.users import UserStore
 
@@ -26,9 +26,13 @@ class Locator:
 
     async def bindings(self, uri: SipUri) -> list[Registration] | None:
         """Live bindings for a request URI (AOR or GRUU); None when the user does not exist."""
-        if uri.user is None or await self.users.get(uri.user_unescaped or "") is None:
+        if uri.user is None:
             return None
-        bindings = await self.locations.bindings(uri.aor)
+        try:  # one round trip: the user's existence checked in the lookup
+            existing = self.users.existing(uri.user_unescaped or "")
+            bindings = await self.locations.bindings(uri.aor, existing)
+        except Unproven:
+            return None
         gruu = uri.params.get("gr")
         if gruu:
             bindings = [b for b in bindings if b.instance_id.strip("<>") == gruu]

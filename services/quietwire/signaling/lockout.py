@@ -121,7 +121,7 @@ class Lockout:
         self._blocked: OrderedDict[str, float] = OrderedDict()
 
     def _hashed(self, source: str) -> str:
-        return hmac.new(self._key, source.encode(), hashlib.sha256).hexdigest()[:24]
+        return hmac.digest(self._key, source.encode(), "sha256").hex()[:24]
 
     def blocked(self, address: str) -> bool:
         """Is ``address`` blocked, as far as this replica knows (no Redis)?"""

@@ -8,8 +8,8 @@ back to them.
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -23,7 +23,13 @@ from quietwire.protocols.sip.message import Request, Response, reply
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
 from quietwire.signaling.auth import Authenticator, Verdict
 from quietwire.signaling.flows import Flow
-from quietwire.signaling.locations import Change, LocationStore, OutOfOrder, binding_id
+from quietwire.signaling.locations import (
+    Change,
+    LocationStore,
+    OutOfOrder,
+    Unproven,
+    binding_id,
+)
 
 #: Option tags a REGISTER may Require of us (RFC 5626, RFC 5627, RFC 3327).
 OPTIONS = frozenset({"outbound", "gruu", "path"})
@@ -65,23 +71,68 @@ class Registrar:
             request.contacts  # noqa: B018 - header inspection before auth (RFC 4475 3.1.2.13)
         except ParseError:
             return reply(request, 400, "Bad Contact")
-        result = await self.auth.check(request, proxy=False)
+        proven = await self._proven(flow, request)
+        if proven is not None:
+            return proven
+        result = await self.auth.check(request, proxy=False, remembered=False)
         if result.verdict in (Verdict.CHALLENGE, Verdict.STALE):
             return self.auth.challenge(request, proxy=False, stale=result.verdict is Verdict.STALE)
         if result.verdict is Verdict.FAILED:
             return reply(request, 403, "Forbidden")
         flow.authenticated = True
-        to = request.to
-        if to.uri.user_unescaped != result.username or to.uri.host_key != self.domain.lower():
+        aor = self._own_aor(request, result.username)
+        if aor is None:
             return reply(request, 403, "Only Your Own Address")
-        aor = to.uri.aor
         try:
             bindings, changed = await self._apply(flow, request, aor)
         except _Refused as refused:
             return refused.response
         except OutOfOrder:
             return reply(request, 500, "Out Of Order Register")
-        ok = reply(request, 200, "OK", to_tag=uuid.uuid4().hex[:10])
+        return self._ok(request, aor, bindings, changed)
+
+    async def _proven(self, flow: Flow, request: Request) -> Response | None:
+        """The answer in one Redis round trip, for credentials that verify against
+        the HA1 remembered for them and bindings to add or refresh (the common
+        REGISTER); None for anything else, which :meth:`_handle` then takes
+        the full way (it alone answers failures and refusals)."""
+        proof = self.auth.proof(request, proxy=False)
+        if proof is None:
+            return None
+        username, precondition = proof
+        aor = self._own_aor(request, username)
+        values = request.headers.get_all("Contact")
+        if aor is None or not values or any(v.strip() == "*" for v in values):
+            return None
+        try:
+            changes = self._changes(flow, request, aor, values)
+            bindings = await self.locations.update(
+                aor,
+                changes,
+                call_id=request.call_id,
+                cseq=request.cseq.number,
+                precondition=precondition,
+            )
+        except (_Refused, Unproven):
+            return None
+        except OutOfOrder:  # the precondition held: authenticated
+            flow.authenticated = True
+            return reply(request, 500, "Out Of Order Register")
+        flow.authenticated = True
+        self._watch(flow, aor, changes)
+        return self._ok(request, aor, bindings, True)
+
+    def _own_aor(self, request: Request, username: str | None) -> str | None:
+        """The To's AOR when it is the authenticated user's own, in our domain."""
+        to = request.to
+        if to.uri.user_unescaped != username or to.uri.host_key != self.domain.lower():
+            return None
+        return to.uri.aor
+
+    def _ok(
+        self, request: Request, aor: str, bindings: list[Registration], changed: bool
+    ) -> Response:
+        ok = reply(request, 200, "OK", to_tag=secrets.token_hex(5))
         now = time.time()
         for reg in bindings:
             contact = f"{reg.contact};expires={max(0, int(reg.expires_at_unix - now))}"
@@ -102,14 +153,22 @@ class Registrar:
         Returns the bindings afterwards, and whether the request named contacts.
         """
         values = request.headers.get_all("Contact")
-        call_id, cseq = request.call_id, request.cseq.number
         if not values:
             return await self.locations.bindings(aor), False
-        header_expires = _int(request.headers.get("Expires"), DEFAULT_EXPIRES)
         if any(v.strip() == "*" for v in values):
-            if len(values) != 1 or header_expires != 0:
+            if len(values) != 1 or _int(request.headers.get("Expires"), DEFAULT_EXPIRES) != 0:
                 raise _Refused(reply(request, 400, "Bad Wildcard Contact"))
             return await self.locations.update(aor, [], clear=True), True
+        changes = self._changes(flow, request, aor, values)
+        self._watch(flow, aor, changes)
+        call_id, cseq = request.call_id, request.cseq.number
+        bindings = await self.locations.update(aor, changes, call_id=call_id, cseq=cseq)
+        return bindings, True
+
+    def _changes(self, flow: Flow, request: Request, aor: str, values: list[str]) -> list[Change]:
+        """The binding each Contact value adds, refreshes or removes (``reg`` None).
+        Raises :class:`_Refused` (400, 423) for one we do not take."""
+        header_expires = _int(request.headers.get("Expires"), DEFAULT_EXPIRES)
         now = time.time()
         changes: list[Change] = []
         for value in values:
@@ -140,16 +199,23 @@ class Registrar:
                         replica=self.replica,
                         flow_id=flow.id,
                         expires_at_unix=now + min(expires, MAX_EXPIRES),
-                        call_id=call_id,
-                        cseq=cseq,
+                        call_id=request.call_id,
+                        cseq=request.cseq.number,
                     ),
                 )
             )
-            if (aor, uri, instance, reg_id) not in flow.bindings:
-                flow.bindings.add((aor, uri, instance, reg_id))
-                flow.on_close.append(self._forget(flow, aor, uri, instance, reg_id))
-        bindings = await self.locations.update(aor, changes, call_id=call_id, cseq=cseq)
-        return bindings, True
+        return changes
+
+    def _watch(self, flow: Flow, aor: str, changes: list[Change]) -> None:
+        """Each binding written is dropped when its flow closes (:meth:`_forget`)."""
+        for change in changes:
+            reg = change.reg
+            if reg is None:
+                continue
+            binding = (aor, reg.contact, reg.instance_id, reg.reg_id)
+            if binding not in flow.bindings:
+                flow.bindings.add(binding)
+                flow.on_close.append(self._forget(flow, *binding))
 
     def _forget(
         self, flow: Flow, aor: str, uri: str, instance: str, reg_id: int

@@ -12,6 +12,7 @@ from redis.typing import EncodableT, FieldT
 
 from quietwire.protocols.sip.digest import DigestAlgorithm, ha1
 from quietwire.runtime.redisclient import text
+from quietwire.signaling.locations import Precondition
 
 #: Hash per user: ``ha1_md5`` and/or ``ha1_sha256`` (lowercase hex; only the
 #: configured algorithms'), ``created`` (unix seconds). Accounts have no TTL:
@@ -25,6 +26,8 @@ USER_INDEX_KEY = "qw:{{users:{realm}}}:index"
 #: nothing a phone's UI might mangle.
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MIN_PASSWORD_LENGTH = 8
+#: A :class:`Precondition`: the user whose hash is KEYS[2] exists.
+_EXISTS = "if redis.call('EXISTS', KEYS[2]) == 0 then return {'unproven'} end\n"
 
 
 class UserError(ValueError):
@@ -48,7 +51,7 @@ def check_username(username: str) -> str:
     return username
 
 
-def _ha1_field(algorithm: DigestAlgorithm) -> str:
+def ha1_field(algorithm: DigestAlgorithm) -> str:
     """``ha1_md5``, ``ha1_sha256``."""
     return "ha1_" + algorithm.name.lower().replace("_", "")
 
@@ -84,7 +87,7 @@ class UserStore:
         if len(password) < MIN_PASSWORD_LENGTH:
             raise UserError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
         fields: dict[FieldT, EncodableT] = {
-            _ha1_field(alg): ha1(alg, username, self.realm, password) for alg in self.algorithms
+            ha1_field(alg): ha1(alg, username, self.realm, password) for alg in self.algorithms
         }
         fields["created"] = str(time.time())
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -102,6 +105,10 @@ class UserStore:
             deleted, _ = await pipe.execute()
         return bool(deleted)
 
+    def existing(self, username: str) -> Precondition:
+        """That ``username`` is a user, checked with a location update or lookup."""
+        return Precondition(_EXISTS, (self.key(username),), ())
+
     async def get(self, username: str) -> User | None:
         return self.from_hash(username, await self.redis.hgetall(self.key(username)))
 
@@ -110,7 +117,7 @@ class UserStore:
         raw = {text(k): text(v) for k, v in stored.items()}
         if not raw:
             return None
-        hashes = {alg: raw[_ha1_field(alg)] for alg in DigestAlgorithm if _ha1_field(alg) in raw}
+        hashes = {alg: raw[ha1_field(alg)] for alg in DigestAlgorithm if ha1_field(alg) in raw}
         return User(username, self.realm, hashes, float(raw["created"]))
 
     async def usernames(self) -> list[str]:

@@ -123,7 +123,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 
 
 def is_token(text: str) -> bool:
-    return bool(_TOKEN.match(text))
+    return text in _SPELLED or bool(_TOKEN.match(text))  # a header name we know: a token
 
 
 #: Spellings known at once: each canonical name as itself (the common case).

@@ -10,7 +10,6 @@ server answers with.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -226,7 +225,10 @@ def split_head(data: bytes) -> tuple[bytes, bytes]:
 def _header_lines(head: str) -> list[str]:
     """Lines of the header block with folded continuations joined (RFC 3261 7.3.1)."""
     lines: list[str] = []
-    for raw in re.split(r"\r?\n", head):
+    pieces = head.split("\n")
+    for index, piece in enumerate(pieces):
+        # Line ends are LF or CRLF: the CR before each LF goes (str methods, not re: hot).
+        raw = piece[:-1] if piece.endswith("\r") and index < len(pieces) - 1 else piece
         if "\r" in raw:
             raise ParseError("bare CR in header block")
         if raw[:1] in (" ", "\t"):
@@ -255,9 +257,9 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
         if not colon or not is_token(name):
             raise ParseError("bad header line")
         headers.add(name, value.strip())
-    seen = Counter(name for name, _ in headers)
+    names = [name for name, _ in headers]
     for name in SINGLE:
-        if seen[name] > 1:
+        if names.count(name) > 1:
             raise ParseError(f"more than one {name}")
     length_text = headers.get("Content-Length")
     if length_text is None:
