@@ -12,8 +12,7 @@ from pathlib import Path
 from quietwire.embedded.pki import Pki
 from quietwire.phone.audio import dominant_frequency, tone, write_wav
 from quietwire.phone.call import CallResult, Phone, PhoneOptions
-from quietwire.rpc.keyagreement.v1.keyagreement_pb2 import DialogTags
-from quietwire.signaling.media import Offer
+from quietwire.signaling.media import Offer, Passthrough
 
 from tests.integration.signaling_harness import (
     DOMAIN,
@@ -125,19 +124,11 @@ async def test_users_mark_the_sas_verified_with_a_key(
     assert lines.count("SAS previously verified") == 2
 
 
-class TamperingPlanner:
+class TamperingPlanner(Passthrough):
     """A man in the middle on signaling: rewrites the caller's a=zrtp-hash."""
 
     async def offer(self, offer: Offer) -> bytes:
         return re.sub(rb"zrtp-hash:1\.10 [0-9a-f]{64}", b"zrtp-hash:1.10 " + b"ab" * 32, offer.sdp)
-
-    async def answer(
-        self, call_id: str, sdp: bytes, from_caller: bool = False, *, tags: DialogTags
-    ) -> bytes:
-        return sdp
-
-    async def end(self, call_id: str, tags: DialogTags) -> None:
-        return None
 
 
 async def test_tampered_zrtp_hash_is_never_secure(pki: Pki, one: Replica, tmp_path: Path) -> None:

@@ -172,11 +172,15 @@ class Reconciler:
         snapshot = {r.call_id: r for r in records}
         ends = await self._still_on(decisions.ends, snapshot)
         if self.lost_calls is not None:
+            # A call already given up on (terminated: its move failed) is ended, not moved again.
+            movable = [
+                e for e in ends if e.reason == RELAY_LOST and not snapshot[e.call_id].terminated
+            ]
             lost: dict[str, list[str]] = {}  # by the relay each was lost with
-            for end in (e for e in ends if e.reason == RELAY_LOST):
+            for end in movable:
                 plan = snapshot[end.call_id].plan
                 lost.setdefault(plan.relay.relay_id if plan else "", []).append(end.call_id)
-            ends = [e for e in ends if e.reason != RELAY_LOST]
+            ends = [e for e in ends if e not in movable]
             for relay_id, call_ids in lost.items():
                 await self._guarded("relay-lost", self.lost_calls(relay_id, call_ids))
         for end in ends:
