@@ -130,15 +130,24 @@ async def test_settled_call_forwarded_by_the_kernel(relay: RunningRelay) -> None
     await eventually(callee_latched, 10, "the callee's leg latched")
     a.send(HELLO, to_a)
     assert (got := b.receive()) is not None and got[0] == HELLO
-    for n in range(1, 51):
+
+    def exchange(n: int) -> None:
         a.send(rtp(n, b"a"), to_a)
         got = b.receive()
         assert got is not None and got[0] == rtp(n, b"a") and got[1] == to_b
         b.send(rtp(n, b"b"), to_b)
         got = a.receive()
         assert got is not None and got[0] == rtp(n, b"b") and got[1] == to_a
-    elements = space.run("nft", "list", "map", "ip", TABLE, "to_peer")
-    assert f"{space.outside} . {a.address.port} . {to_a[1]}" in elements
+
+    exchange(1)  # RTP both ways settles the call: the relay programs the kernel
+
+    async def programmed() -> bool:
+        elements = await asyncio.to_thread(space.run, "nft", "list", "map", "ip", TABLE, "to_peer")
+        return f"{space.outside} . {a.address.port} . {to_a[1]}" in elements
+
+    await eventually(programmed, 10, "the call's elements in the kernel's table")
+    for n in range(2, 51):  # the kernel's from now on
+        exchange(n)
 
     stranger.send(rtp(99, b"s"), to_a)
     assert b.receive(0.3) is None
