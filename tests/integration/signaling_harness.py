@@ -17,6 +17,7 @@ from quietwire.phone.useragent import Dialog, UserAgent
 from quietwire.protocols.sip.message import Message, Request
 from quietwire.runtime.service import build_server
 from quietwire.runtime.settings import load_settings
+from quietwire.signaling.media import MediaPlanner
 from quietwire.signaling.service import SignalingService
 from quietwire.signaling.settings import SignalingSettings
 from quietwire.signaling.users import UserStore
@@ -42,6 +43,12 @@ class Replica:
     service: SignalingService
     server: grpc.aio.Server
     port: int
+
+    def plan_with(self, planner: MediaPlanner) -> None:
+        """Let ``planner`` plan this replica's media from now on: the offers the
+        proxy forwards and the answers that come back (``proxy.answers``)."""
+        self.service.proxy.media = planner
+        self.service.proxy.answers.media = planner
 
 
 def replica_settings(pki: Pki, redis_url: str, **overrides: Any) -> SignalingSettings:

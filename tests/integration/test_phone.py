@@ -132,7 +132,7 @@ class TamperingPlanner(Passthrough):
 
 
 async def test_tampered_zrtp_hash_is_never_secure(pki: Pki, one: Replica, tmp_path: Path) -> None:
-    one.service.proxy.media = TamperingPlanner()
+    one.plan_with(TamperingPlanner())
     lines: list[str] = []
     caller, callee = await talk(pki, one.port, tmp_path, lines.append)
     assert callee.secured is None

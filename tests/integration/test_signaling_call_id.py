@@ -47,7 +47,7 @@ class WitnessPlanner:
 
 async def test_each_step_of_a_call_runs_under_its_call_id(pki: Pki, one: Replica) -> None:
     witness = WitnessPlanner()
-    one.service.proxy.media = witness
+    one.plan_with(witness)
     alice, bob = await phone(pki, one.port, "alice"), await phone(pki, one.port, "bob")
     try:
         assert (await bob.register()).status == 200

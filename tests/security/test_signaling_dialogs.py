@@ -301,7 +301,7 @@ async def test_handler_exception_ends_the_transaction_with_500(pki: Pki, one: Re
     transaction freed, the exception counted (and logged at most once a minute)."""
     alice = await registered(pki, one.port, "alice")
     bob = await registered(pki, one.port, "bob")
-    one.service.proxy.media = FailingPlanner("offer")
+    one.plan_with(FailingPlanner("offer"))
     before = handler_errors("request", "RuntimeError")
     for _ in range(3):
         invite = alice.build("INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000, True))
@@ -321,7 +321,7 @@ async def test_exception_on_the_answer_ends_the_call_attempt(pki: Pki, one: Repl
     alice = await registered(pki, one.port, "alice")
     bob = await registered(pki, one.port, "bob")
     planner = FailingPlanner("answer")
-    one.service.proxy.media = planner
+    one.plan_with(planner)
     before = handler_errors("response", "RuntimeError")
     invite = alice.build("INVITE", f"sip:bob@{DOMAIN}", body=sdp("alice", 40000, True))
     invite.headers.add("Content-Type", SDP)

@@ -31,14 +31,17 @@ SDP_A, SDP_B = b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n", b"v=0\r\nm=audio 5000 RTP/A
 
 @dataclass
 class Recorder:
-    """A media planner that plans everything (``planned:`` + the SDP) and notes each call."""
+    """A media planner that plans everything (``planned:`` + the SDP), or gives
+    ``refusal``, and notes each call."""
 
     calls: list[tuple[str, bytes, bool, bool]] = field(default_factory=list)
     offers: list[Offer] = field(default_factory=list)
+    refusal: Refusal | None = None
+    ended: list[str] = field(default_factory=list)
 
     async def offer(self, offer: Offer) -> bytes | Refusal:
         self.offers.append(offer)
-        return b"planned:" + offer.sdp
+        return self.refusal or b"planned:" + offer.sdp
 
     async def answer(
         self,
@@ -50,10 +53,10 @@ class Recorder:
         provisional: bool = False,
     ) -> bytes | Refusal:
         self.calls.append((tags.to_tag, sdp, from_caller, provisional))
-        return b"planned:" + sdp
+        return self.refusal or b"planned:" + sdp
 
     async def end(self, call_id: str, tags: DialogTags) -> None:
-        return None
+        self.ended.append(call_id)
 
 
 def ringing(with_offer: bool = True) -> Context:

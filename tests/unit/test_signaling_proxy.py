@@ -10,6 +10,7 @@ from quietwire.protocols.sip.transaction import ServerKey, ServerNonInviteTransa
 from quietwire.signaling.builders import best_response, cancel_for, forwarded, refused
 from quietwire.signaling.contexts import Context, ServerTable
 from quietwire.signaling.dialogs import Dialog, Party, Side
+from quietwire.signaling.failures import RETRY_AFTER, refusal_answer
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.media import OfferKind, Refusal
 from quietwire.signaling.routing import (
@@ -239,6 +240,14 @@ def test_refusal_carries_a_warning() -> None:
     response = refused(request(), Refusal(488, "quietwire: plain RTP refused"), "example.org")
     assert (response.status, response.reason) == (488, "Not Acceptable Here")
     assert response.headers.get("Warning") == '399 example.org "quietwire: plain RTP refused"'
+
+
+def test_a_planner_away_says_when_to_try_again() -> None:
+    away = refusal_answer(request(), Refusal(503, "quietwire: no relay"), "example.org")
+    assert away.status == 503 and away.headers.get("Retry-After") == str(RETRY_AFTER)
+    assert away.headers.get("Warning") == '399 example.org "quietwire: no relay"'
+    policy = refusal_answer(request(), Refusal(488, "quietwire: plain RTP"), "example.org")
+    assert policy.status == 488 and policy.headers.get("Retry-After") is None
 
 
 # -- response selection (RFC 3261 section 16.7 step 6) ---------------------------------------

@@ -12,7 +12,9 @@ Via, which names the replica whose transaction they belong to.
 
 What to decide lives in :mod:`.routing`, :mod:`.builders` and :mod:`.tokens`;
 the transactions (and a 500 for any request whose handling raises) in
-:mod:`.transactions`. This class looks things up and takes the decisions' turns.
+:mod:`.transactions`; the SDP that comes back in responses (and a PRACK's
+answer), its planning and refusals, in :mod:`.answers`. This class looks things
+up and takes the decisions' turns.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from quietwire.protocols.clock import Clock
 from quietwire.protocols.sip.errors import ParseError
@@ -30,6 +31,7 @@ from quietwire.protocols.sip.transaction import (
     Timeout,
 )
 from quietwire.protocols.sip.uri import SipUri
+from quietwire.signaling.answers import Answers
 from quietwire.signaling.auth import Authenticator, Verdict
 from quietwire.signaling.builders import (
     best_response,
@@ -38,16 +40,10 @@ from quietwire.signaling.builders import (
     refused,
 )
 from quietwire.signaling.contexts import Branch, Context, ServerTable
-from quietwire.signaling.dialogs import Dialog, DialogStore, Leg, Party, Side, other
-from quietwire.signaling.early import (
-    early_party,
-    final_sdp,
-    offer_to_answer,
-    provisional_sdp,
-    strip_sdp,
-)
+from quietwire.signaling.dialogs import Dialog, DialogStore, Party, other
+from quietwire.signaling.early import early_party
 from quietwire.signaling.errorlog import sip_errors
-from quietwire.signaling.failures import RETRY_AFTER
+from quietwire.signaling.failures import refusal_answer
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.locator import Locator
 from quietwire.signaling.media import (
@@ -124,6 +120,15 @@ class Proxy:
         self.tx = Transactions(servers, router, clock, self.errors, self._release)
         #: Requests the platform sends itself (MoveCall's re-INVITEs): their responses.
         self.uac = PlatformRequests(router, address, clock)
+        #: The SDP that comes back (18x, 2xx, a PRACK's answer) and its refusals.
+        self.answers = Answers(
+            address=address,
+            media=media,
+            dialogs=dialogs,
+            tx=self.tx,
+            router=router,
+            end_call=self.terminate,
+        )
 
     @property
     def servers(self) -> ServerTable:
@@ -310,7 +315,7 @@ class Proxy:
         if target is None:
             await self.tx.respond(context, final(request, 404, "No Route To Target"))
             return
-        answer = await self._early_prack_answer(context)
+        answer = await self.answers.prack(context)
         if answer is False:
             return
         offerer = member
@@ -411,7 +416,7 @@ class Proxy:
             Offer(request.call_id, kind, request.body, message_tags(request), from_callee, *parties)
         )
         if isinstance(planned, Refusal):
-            await self.tx.respond(context, _refusal(request, planned, self.address.host))
+            await self.tx.respond(context, refusal_answer(request, planned, self.address.host))
             return False
         request.body = planned
         context.offer_from_callee = from_callee
@@ -446,7 +451,7 @@ class Proxy:
             return
         if status < 200:
             branch.ringing_since = branch.ringing_since or self.clock.now()
-            if upstream.body and not await self._early_sdp(context, branch, upstream):
+            if upstream.body and not await self.answers.provisional(context, branch, upstream):
                 return
             await self.tx.respond(context, upstream)
             return
@@ -454,19 +459,8 @@ class Proxy:
             # The branch stays pending while the planner sees the answer and the
             # dialog is recorded, so the timer loop cannot pick a final response
             # for the context meanwhile; the dialog exists before the caller's ACK.
-            planned = await final_sdp(self.media, context, upstream)
-            if isinstance(planned, Refusal):
-                await self._refuse_answer(context, branch, response, planned)
+            if not await self.answers.final(context, branch, upstream):
                 return
-            if planned is not None:
-                upstream.body = planned
-            dialog, party = context.dialog, context.party
-            if dialog and party and upstream.body and response.cseq.method in OFFERS_IN_DIALOG:
-                upstream.body = continued(upstream.body, dialog.leg(party).sdp)
-            if context.initial_invite:
-                await self._record_dialog(context, branch, response, upstream.body)
-            elif context.party is not None:
-                await self._note_sdp(context, branch, upstream.body)
             branch.final = response
             context.answered = True
             await self.tx.respond(context, upstream)
@@ -478,112 +472,6 @@ class Proxy:
         if status >= 600:
             for other in context.pending:
                 self.tx.cancel_branch(other, "declined")
-
-    async def _early_sdp(self, context: Context, branch: Branch, response: Response) -> bool:
-        """Plan an 18x's SDP (early media, an offer in a reliable 18x: see .early);
-        False when the 18x must not go on (its fork was answered for, refused or is
-        being cancelled: its answer must not take the relay from the call's)."""
-        if branch.final is not None or branch.cancelled or context.answered:
-            return False
-        planned = await provisional_sdp(self.media, context, response)
-        if isinstance(planned, Refusal):
-            await self._refuse_early(context, branch, planned)
-            return False
-        if planned is None:
-            strip_sdp(response)
-        else:
-            response.body = planned
-        return True
-
-    async def _refuse_early(self, context: Context, branch: Branch, refusal: Refusal) -> None:
-        """An early answer (or offer) we refuse: CANCEL its fork, whose answer is the
-        refusal (with its Warning); the caller gets it unless another fork answers."""
-        FORWARDS.labels("INVITE", "early-sdp-refused").inc()
-        self.tx.cancel_branch(branch, refusal.warning)
-        branch.final = _refusal(context.request, refusal, self.address.host)
-        if refusal.status == 503:
-            await self._unavailable(context, branch.final)
-
-    async def _early_prack_answer(self, context: Context) -> bool | None:
-        """A PRACK answering the offer of a reliable 18x (RFC 3262 section 5) is
-        planned like the ACK's answer to a 2xx's offer: True once it is; refused,
-        the PRACK gets the refusal and the ringing call ends (False); None when
-        the request is no such PRACK."""
-        request = context.request
-        ringing = offer_to_answer(self.servers, request)
-        if ringing is None:
-            return None
-        planned = await self.media.answer(
-            request.call_id,
-            request.body,
-            from_caller=True,
-            tags=reversed_tags(request),
-            provisional=True,
-        )
-        if isinstance(planned, Refusal):
-            await self.tx.respond(context, _refusal(request, planned, self.address.host))
-            await self.terminate(request.call_id, planned.warning)
-            return False
-        ringing.early.offer_answered = True
-        request.body = planned
-        return True
-
-    async def _refuse_answer(
-        self, context: Context, branch: Branch, ok: Response, refusal: Refusal
-    ) -> None:
-        """A 2xx whose media we refuse. To an initial INVITE: the callee's dialog
-        exists, so ACK and BYE it. To a re-INVITE (a downgrade mid-call): end the
-        call. Either way the offerer gets the refusal as this branch's answer."""
-        branch.final = _refusal(context.request, refusal, self.address.host)
-        FORWARDS.labels("INVITE", "answer-refused").inc()
-        if not context.initial_invite:
-            await self.terminate(ok.call_id, refusal.warning)
-            return
-        dialog = _dialog(context, branch, ok)
-        if dialog is not None:
-            for message in dialog.refuse_answer(self.address.via, refusal.warning):
-                await self.router.send(branch.target, message)
-        if refusal.status == 503:
-            await self._unavailable(context, branch.final)
-
-    async def _unavailable(self, context: Context, answer: Response) -> None:
-        """Media planning away when an INVITE was answered: the caller hears our own
-        503 with Retry-After now (RFC 3261 section 21.5.4), not the 500 a downstream
-        503 becomes (section 16.7 step 6); other branches are cancelled and the
-        call's media freed (or its end queued for keyagreement's return)."""
-        if context.finished:
-            return
-        context.finished = True
-        for pending in context.pending:
-            self.tx.cancel_branch(pending, "media planning unavailable")
-        await self.tx.respond(context, answer)
-        await self.media.end(context.request.call_id, message_tags(context.request))
-
-    async def _record_dialog(
-        self, context: Context, branch: Branch, ok: Response, answer: bytes
-    ) -> None:
-        """The dialog a 2xx sets up, with the SDP each side was sent (``answer``:
-        the 2xx's as forwarded to the caller, or the one its fork's 18x carried)."""
-        dialog = _dialog(context, branch, ok)
-        if dialog is not None:
-            sent = answer or context.early.sent_to_caller(ok.to.tag or "")
-            caller = Leg(sent, context.request.cseq.number)
-            await self.dialogs.record(
-                replace(dialog, caller_leg=caller, callee_leg=Leg(branch.request.body))
-            )
-
-    async def _note_sdp(self, context: Context, branch: Branch, answer: bytes) -> None:
-        """A 2xx to a phone's in-dialog offer (or request for one): what each side
-        was sent now stands (RFC 3264 section 8)."""
-        party = context.party
-        if party is None or context.request.method not in OFFERS_IN_DIALOG:
-            return
-        if branch.request.body:
-            await self.dialogs.forwarded_sdp(
-                context.request.call_id, other(party), branch.request.body
-            )
-        if answer:
-            await self.dialogs.forwarded_sdp(context.request.call_id, party, answer)
 
     async def terminate(self, call_id: str, reason: str) -> bool:
         """End a call: established, a BYE to each phone; still ringing here, a
@@ -628,27 +516,3 @@ class Proxy:
             if context.initial_invite:
                 # No call: free the relay.
                 await self.media.end(context.request.call_id, message_tags(context.request))
-
-
-def _refusal(request: Request, refusal: Refusal, host: str) -> Response:
-    """A planner's refusal as our answer; a 503 (media planning away, no relay left)
-    says when to try again (RFC 3261 section 21.5.4)."""
-    response = refused(request, refusal, host)
-    if refusal.status == 503:
-        response.headers.add("Retry-After", str(RETRY_AFTER))
-    return response
-
-
-def _dialog(context: Context, branch: Branch, ok: Response) -> Dialog | None:
-    """The dialog a 2xx to an initial INVITE set up (None without both Contacts)."""
-    request = context.request
-    caller_contact = request.headers.get("Contact")
-    callee_contact = ok.headers.get("Contact")
-    if not caller_contact or not callee_contact:
-        return None
-    return Dialog(
-        request.call_id,
-        request.cseq.number,
-        Side(context.upstream.id, caller_contact, request.headers.get("From") or ""),
-        Side(branch.target.flow_id, callee_contact, ok.headers.get("To") or ""),
-    )
