@@ -1,6 +1,7 @@
-"""The proxy's pure pieces: Record-Route tokens, arrival checks, dialog membership,
-what an authenticated user may send, offers in a dialog, messages we build,
-response selection (RFC 3261 section 16.7), transaction caps, the error log."""
+"""The proxy's pure pieces: Record-Route tokens, arrival checks, the domain's own
+answers, dialog membership, what an authenticated user may send, offers in a
+dialog, messages we build, response selection (RFC 3261 section 16.7),
+transaction caps, the error log."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from quietwire.signaling.failures import RETRY_AFTER, refusal_answer
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.media import OfferKind, Refusal
 from quietwire.signaling.routing import (
+    ALLOW,
     ProxyAddress,
     arrival_refusal,
+    domain_answer,
     identity_refusal,
     in_dialog_offer,
     membership,
@@ -114,6 +117,15 @@ def test_double_record_route_when_transports_differ() -> None:
     assert message.headers.get_all("Route") == ["<sip:next.example.net;lr>"]
 
 
+def test_record_route_names_both_flows_for_the_requests_call() -> None:
+    out = request(call_id="c9")
+    TOKENS.record_route(out, "r1.t3", "r2.7", NOW)
+    routes = out.headers.get_all("Record-Route")
+    assert len(routes) == 2  # the sides' transports differ
+    back = TOKENS.take(routed(list(reversed(routes)), call_id="c9"), NOW)
+    assert back == TOKENS.issue("r1.t3", "r2.7", "at", "c9", NOW)
+
+
 def test_foreign_route_is_left_alone() -> None:
     message = routed(["<sip:proxy.example.net;lr>"])
     assert TOKENS.take(message, NOW) is None
@@ -132,6 +144,22 @@ def test_max_forwards_spent_is_483_once_on_arrival() -> None:
     options.headers.set("Max-Forwards", "0")
     assert arrival_refusal(options, US) is None  # ours to answer (RFC 3261 16.3 step 3)
     assert arrival_refusal(request(), US) is None
+
+
+def test_a_method_we_do_not_carry_is_405_with_allow() -> None:
+    refusal = arrival_refusal(request("PUBLISH"), US)
+    assert refusal is not None and refusal.status == 405 and refusal.to.tag
+    assert refusal.headers.get("Allow") == ALLOW
+    assert "REGISTER" in ALLOW and "PUBLISH" not in ALLOW
+
+
+def test_the_domain_answers_options_only() -> None:
+    ok, outcome = domain_answer(request("OPTIONS", "sip:example.org"))
+    assert (ok.status, outcome) == (200, "answered")
+    assert ok.headers.get("Allow") == ALLOW
+    assert ok.headers.get("Supported") == "outbound, gruu, path"
+    missing, outcome = domain_answer(request("MESSAGE", "sip:example.org"))
+    assert (missing.status, outcome) == (404, "not-found")
 
 
 def test_our_own_via_is_a_loop() -> None:

@@ -62,6 +62,7 @@ from quietwire.signaling.routing import (
     Membership,
     ProxyAddress,
     arrival_refusal,
+    domain_answer,
     identity_refusal,
     in_dialog_offer,
     membership,
@@ -74,25 +75,6 @@ from quietwire.signaling.transactions import FORWARDS, Transactions
 from quietwire.signaling.uac import PlatformRequests, with_cseq
 
 log = logging.getLogger(__name__)
-
-#: Methods an in-dialog or initial request may carry through us.
-FORWARDED = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "OPTIONS",
-        "MESSAGE",
-        "INFO",
-        "UPDATE",
-        "PRACK",
-        "NOTIFY",
-        "SUBSCRIBE",
-        "REFER",
-    }
-)
-ALLOW = ", ".join(sorted(FORWARDED | {"REGISTER"}))
 
 
 class Proxy:
@@ -142,11 +124,6 @@ class Proxy:
             await self.tx.cancel(flow, request)
             return
         if await self.tx.absorbed(request):
-            return
-        if request.method not in FORWARDED:
-            not_allowed = final(request, 405, "Method Not Allowed")
-            not_allowed.headers.add("Allow", ALLOW)
-            flow.send_message(not_allowed)
             return
         refusal = arrival_refusal(request, self.address)
         if refusal is not None:
@@ -209,7 +186,7 @@ class Proxy:
             await self._route_in_dialog(context)
             return
         if self.address.addressed_to_us(request):
-            await self._answer_for_domain(context)
+            self.tx.stateless(context, *domain_answer(request))
             return
         if not await self._admitted(context, in_dialog=False):
             return
@@ -242,29 +219,9 @@ class Proxy:
             contact = str(SipUri.parse(reg.contact.strip("<>")))
             out = forwarded(request, contact, self.address.via(target.flow_id))
             if request.method in RECORD_ROUTED:
-                token = self.tokens.issue(
-                    context.upstream.id,
-                    reg.flow_id,
-                    request.from_.tag or "",
-                    request.call_id,
-                    self.wall(),
-                )
-                for route in self.tokens.record_routes(token):
-                    out.headers.add("Record-Route", route, first=True)
+                self.tokens.record_route(out, context.upstream.id, reg.flow_id, self.wall())
             await self.tx.fork(context, target, out)
         await self._check_done(context)
-
-    async def _answer_for_domain(self, context: Context) -> None:
-        """A request for the domain itself: OPTIONS gets our capabilities (RFC 3261
-        section 11), anything else 404."""
-        request = context.request
-        if request.method != "OPTIONS":
-            self.tx.stateless(context, final(request, 404, "Not Found"), "not-found")
-            return
-        ok = final(request, 200, "OK")
-        ok.headers.add("Allow", ALLOW)
-        ok.headers.add("Supported", "outbound, gruu, path")
-        self.tx.stateless(context, ok, "answered")
 
     async def _admitted(self, context: Context, *, in_dialog: bool) -> bool:
         """Authenticated and sending as themselves; False once the request is answered."""

@@ -1,7 +1,9 @@
 """What the proxy decides about a request before any I/O: pure functions.
 
-- :func:`arrival_refusal`: request validation on arrival, once (RFC 3261
-  section 16.3 steps 3 and 4: Max-Forwards, loops), before any branch exists.
+- :func:`arrival_refusal`: request validation on arrival, once (a method we
+  do not carry; RFC 3261 section 16.3 steps 3 and 4: Max-Forwards, loops),
+  before any branch exists.
+- :func:`domain_answer`: what a request for the domain itself gets.
 - :func:`membership`: whether an in-dialog request is the recorded dialog's
   own (Call-ID and both tags, RFC 3261 section 12.2.2) and came on the flow of
   the party it claims to be. Only such a request skips authentication.
@@ -30,6 +32,24 @@ OFFERS_INITIAL = frozenset({"INVITE"})
 OFFERS_IN_DIALOG = frozenset({"INVITE", "UPDATE", "PRACK"})
 #: Requests that create a dialog we stay in (we Record-Route them).
 RECORD_ROUTED = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+#: Methods an in-dialog or initial request may carry through us.
+FORWARDED = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "MESSAGE",
+        "INFO",
+        "UPDATE",
+        "PRACK",
+        "NOTIFY",
+        "SUBSCRIBE",
+        "REFER",
+    }
+)
+ALLOW = ", ".join(sorted(FORWARDED | {"REGISTER"}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +74,13 @@ class ProxyAddress:
 
 
 def arrival_refusal(request: Request, us: ProxyAddress) -> Response | None:
-    """RFC 3261 section 16.3 steps 3 and 4, on arrival: 483 when Max-Forwards is
-    spent (unless the request is ours to answer), 482 when our own Via is in it."""
+    """On arrival: 405 with Allow for a method we do not carry (RFC 3261 section
+    8.2.1); section 16.3 steps 3 and 4: 483 when Max-Forwards is spent (unless
+    the request is ours to answer), 482 when our own Via is in it."""
+    if request.method not in FORWARDED:
+        not_allowed = final(request, 405, "Method Not Allowed")
+        not_allowed.headers.add("Allow", ALLOW)
+        return not_allowed
     forwards = request.headers.get("Max-Forwards")
     if forwards is not None and int(forwards) <= 0 and not us.addressed_to_us(request):
         return final(request, 483, "Too Many Hops")
@@ -65,6 +90,17 @@ def arrival_refusal(request: Request, us: ProxyAddress) -> Response | None:
     ):
         return final(request, 482, "Loop Detected")
     return None
+
+
+def domain_answer(request: Request) -> tuple[Response, str]:
+    """A request for the domain itself, answered statelessly, and its outcome:
+    OPTIONS gets our capabilities (RFC 3261 section 11), anything else 404."""
+    if request.method != "OPTIONS":
+        return final(request, 404, "Not Found"), "not-found"
+    ok = final(request, 200, "OK")
+    ok.headers.add("Allow", ALLOW)
+    ok.headers.add("Supported", "outbound, gruu, path")
+    return ok, "answered"
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,13 @@ class RouteTokens:
         sides = [flow_transport(token.caller), flow_transport(token.callee)]
         return [self._uri(token, transport) for transport in dict.fromkeys(sides)]
 
+    def record_route(self, out: Request, caller: str, callee: str, now: float) -> None:
+        """Put our Record-Route on ``out``, a dialog-creating request forwarded from
+        flow ``caller`` to flow ``callee``: a token for its Call-ID and From tag."""
+        token = self.issue(caller, callee, out.from_.tag or "", out.call_id, now)
+        for route in self.record_routes(token):
+            out.headers.add("Record-Route", route, first=True)
+
     def _uri(self, token: RouteToken, transport: str) -> str:
         return (
             f"<sip:{self.host}:{self.ports[transport]};transport={transport.lower()};lr"
