@@ -278,13 +278,23 @@ class Kamailio(Server):
         try:
             wait_port(self.port, process, "kamailio")
             self._wait_control(process)
-            self._root = process.pid
+            self._process = process
             yield self
         finally:
             stop(process)
 
     def pids(self) -> list[int]:
-        return descendants(self._root)
+        return descendants(self._process.pid)
+
+    def exited(self) -> str | None:
+        """None while it runs; else its exit status and the last alert of its log
+        (e.g. ``child process 123 exited by a signal 11``)."""
+        status = self._process.poll()
+        if status is None:
+            return None
+        log = (self.work / "kamailio.log").read_text(encoding="utf-8", errors="replace")
+        alerts = [line.split(": ", 2)[-1] for line in log.splitlines() if " ALERT: " in line]
+        return f"exit status {status}" + (f", {alerts[0]}" if alerts else "")
 
     def _wait_control(self, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         """Wait until its control socket answers: its processes are all forked by then

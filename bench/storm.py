@@ -77,6 +77,8 @@ class Storm:
     why: dict[str, int] = field(default_factory=dict)
     #: quietwire: phones registered per signaling worker.
     per_worker: Counter[str] = field(default_factory=Counter)
+    #: Why the server died during the storm, if it did.
+    crashed: str = ""
 
     @property
     def rate(self) -> float:
@@ -273,6 +275,10 @@ async def run_kamailio(server: Kamailio, args: argparse.Namespace, ca: Path) -> 
     shm_before = server.shm_used()
     pss_before = pss(server.pids())
     result, held = await storm(server, args.phones, args.concurrency, args.deadline, context)
+    if (why := server.exited()) is not None:
+        result.crashed = why
+        _close(held)
+        return result
     try:
         if result.registered:
             result.memory["shared memory per phone (usrloc + TLS connection)"] = (
@@ -309,6 +315,11 @@ def _median(storms: list[Storm], value: Callable[[Storm], float]) -> float:
     return statistics.median(value(storm) for storm in storms)
 
 
+def completed(storms: list[Storm]) -> list[Storm]:
+    """The storms the server lived through (the others' figures mean nothing)."""
+    return [storm for storm in storms if not storm.crashed]
+
+
 def report(phones: int, cores: list[str], results: dict[str, list[Storm]]) -> None:
     shared = f", sharing core {LOAD_CORE} with the load" if LOAD_CORE in cores else ""
     rounds = max((len(storms) for storms in results.values()), default=0)
@@ -322,14 +333,24 @@ def report(phones: int, cores: list[str], results: dict[str, list[Storm]]) -> No
         f" {'CPU us/phone':>12} {'peak PSS MB':>11}"
     )
     for name, storms in results.items():
-        registered = _median(storms, lambda r: r.registered)
-        print(
-            f"{name:10} {registered:10.0f} {sum(r.failed for r in storms):6d}"
-            f" {_median(storms, lambda r: r.seconds):8.1f} {_median(storms, lambda r: r.rate):8.0f}"
-            f" {_median(storms, lambda r: r.cpu_us):12.0f}"
-            f" {_median(storms, lambda r: r.peak_pss) / 2**20:11.1f}"
-        )
-        why: Counter[str] = sum((Counter(r.why) for r in storms), Counter())
+        whole = completed(storms)
+        if whole:
+            registered, seconds = (
+                _median(whole, lambda r: r.registered),
+                _median(whole, lambda r: r.seconds),
+            )
+            rate, cpu_us = _median(whole, lambda r: r.rate), _median(whole, lambda r: r.cpu_us)
+            peak = _median(whole, lambda r: r.peak_pss) / 2**20
+            print(
+                f"{name:10} {registered:10.0f} {sum(r.failed for r in whole):6d} {seconds:8.1f}"
+                f" {rate:8.0f} {cpu_us:12.0f} {peak:11.1f}"
+            )
+        for crashed in (r for r in storms if r.crashed):
+            print(
+                f"{name:10} crashed during a storm ({crashed.registered} registered,"
+                f" {crashed.failed} failed): {crashed.crashed}"
+            )
+        why: Counter[str] = sum((Counter(r.why) for r in whole), Counter())
         if why:
             print(f"{'':10} failures: {', '.join(f'{k} x{v}' for k, v in sorted(why.items()))}")
         per_worker: Counter[str] = sum((r.per_worker for r in storms), Counter())
@@ -341,13 +362,14 @@ def report(phones: int, cores: list[str], results: dict[str, list[Storm]]) -> No
     ratios = [
         q.cpu_us / k.cpu_us
         for q, k in zip(ours, anchor, strict=False)
-        if q.registered and k.registered
+        if q.registered and k.registered and not (q.crashed or k.crashed)
     ]
     if ratios:
         print(f"quietwire/kamailio CPU per phone: {statistics.median(ratios):.2f}x")
     for name, storms in results.items():
-        for what in storms[0].memory:
-            value = statistics.median(r.memory.get(what, float("nan")) for r in storms)
+        whole = completed(storms)
+        for what in next((r.memory for r in whole if r.memory), {}):
+            value = statistics.median(r.memory.get(what, float("nan")) for r in whole)
             print(f"{name:10} {what}: {value:,.0f} bytes")
     print()
 
@@ -441,7 +463,9 @@ def main() -> int:
             results = run_case(size, given[count], users, args)
             report(size, given[count], results)
             rates[count] = {
-                name: _median(storms, lambda r: r.rate) for name, storms in results.items()
+                name: _median(completed(storms), lambda r: r.rate)
+                for name, storms in results.items()
+                if completed(storms)
             }
         report_scaling(size, rates)
     return 0
