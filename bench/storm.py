@@ -386,7 +386,8 @@ def report_scaling(phones: int, rates: dict[int, dict[str, float]]) -> None:
             for count in counts[1:]
             if rates[first][name] and name in rates[count]
         )
-        print(f"{phones} phones, {name} phones/s over {first} core: {steps}")
+        if steps:
+            print(f"{phones} phones, {name} phones/s over {first} core: {steps}")
     print()
 
 
