@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import subprocess
 import time
@@ -35,6 +36,16 @@ def wait_port(
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not listen on {port}")
+
+
+def wait_ready(ready: int, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    """Wait for the line a quietwire service writes on its ``QW_READY_FD`` once it
+    listens; ``ready`` is our end of that pipe (closed here)."""
+    with os.fdopen(ready, "rb") as pipe:
+        readable, _, _ = select.select([pipe], [], [], timeout)
+        if not (readable and pipe.readline()):
+            process.kill()
+            raise RuntimeError(f"{what} did not listen (exit status {process.wait()})")
 
 
 def descendants(root: int) -> list[int]:

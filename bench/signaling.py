@@ -12,7 +12,9 @@ Both servers get one core (``taskset``); the load (sipp behind stunnel, which
 adds the TLS sipp lacks) runs on the other. For each offered rate we report the
 rate achieved, failures, p50/p99 times, and the server's CPU per operation read
 from /proc (quietwire counts its Redis too). The machine is shared and noisy:
-compare CPU per operation and the ratios, not raw rates.
+compare CPU per operation and the ratios, not raw rates. (:class:`Quietwire`
+and :class:`Kamailio` can be given more cores and workers: ``bench.storm
+--cores``.)
 """
 
 from __future__ import annotations
@@ -27,11 +29,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.processes import cpu_seconds, descendants, free_port, redis_server, wait_port
+from bench.processes import (
+    cpu_seconds,
+    descendants,
+    free_port,
+    redis_server,
+    wait_port,
+    wait_ready,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -96,27 +105,36 @@ class Quietwire(Server):
         env: Mapping[str, str] | None = None,
         wrapper: tuple[str, ...] = (),
         start_timeout: float = 20.0,
+        cores: Sequence[str] = (SERVER_CORE,),
+        workers: int = 1,
     ) -> None:
         """``env``: settings over the benchmark's own (the storm's connection caps);
-        ``wrapper``: a command the service runs under (``bench.instructions``: valgrind)."""
+        ``wrapper``: a command the service runs under (``bench.instructions``: valgrind);
+        ``cores``: where signaling and its Redis run (``taskset``); ``workers``:
+        signaling processes sharing the SIP port (SO_REUSEPORT), as ``quietwire up
+        --signaling N`` runs them, each its own replica."""
         from quietwire.embedded.pki import ensure_pki
+        from quietwire.embedded.up import signaling_names
 
         self.pki = ensure_pki(work / "pki", DOMAIN)
         self.work, self.users, self.env = work, users, dict(env or {})
         self.wrapper, self.start_timeout = wrapper, start_timeout
+        self.cores = ",".join(cores)
+        #: The workers' names, also their replica ids (what their bindings in Redis name).
+        self.workers = signaling_names(workers)
         self.port = free_port()
         self.redis_url = ""
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Quietwire]:
-        with redis_server(self.work, SERVER_CORE) as (redis, redis_port):
+        with redis_server(self.work, self.cores) as (redis, redis_port):
             url = self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
             asyncio.run(add_users(url, self.users))
             env = {**os.environ, "QW_REDIS_URL": url, "QW_SIP_DOMAIN": DOMAIN}
             env.update(
                 {
                     "QW_GRPC_INSECURE": "true",
-                    "QW_GRPC_PORT": str(free_port()),
+                    "QW_GRPC_PORT": "0",
                     "QW_METRICS_PORT": "0",
                     "QW_SIP_BIND": "127.0.0.1",
                     "QW_SIP_PORT": str(self.port),
@@ -130,25 +148,43 @@ class Quietwire(Server):
                     "QW_SIP_MEDIA": "passthrough",
                     "QW_DRAIN_TIMEOUT": "2",
                     "QW_LOG_LEVEL": "warning",
+                    "QW_SIP_REUSE_PORT": "true" if len(self.workers) > 1 else "false",
                     **self.env,
                 }
             )
-            service = subprocess.Popen(
-                [
-                    *("taskset", "-c", SERVER_CORE, *self.wrapper),
-                    *(sys.executable, "-m", "quietwire", "signaling"),
-                ],
-                env=env,
-                stderr=subprocess.DEVNULL,
-            )
+            services: list[subprocess.Popen[bytes]] = []
             try:
-                wait_port(self.port, service, "quietwire signaling", self.start_timeout)
-                self._pids = [redis.pid, service.pid]
+                for name in self.workers:
+                    services.append(self._start(name, env))
+                self._pids = [redis.pid, *(service.pid for service in services)]
                 yield self
             finally:
-                stop(service)
+                for service in services:
+                    stop(service)
+
+    def _start(self, name: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        """One signaling worker, once it listens (it says so on ``QW_READY_FD``)."""
+        read_end, write_end = os.pipe()
+        try:
+            service = subprocess.Popen(
+                [
+                    *("taskset", "-c", self.cores, *self.wrapper),
+                    *(sys.executable, "-m", "quietwire", "signaling"),
+                ],
+                env={**env, "QW_REPLICA_ID": name, "QW_READY_FD": str(write_end)},
+                pass_fds=(write_end,),
+                stderr=subprocess.DEVNULL,
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        wait_ready(read_end, service, f"quietwire {name}", self.start_timeout)
+        return service
 
     def pids(self) -> list[int]:
+        """Redis's, then each worker's."""
         return self._pids
 
 
@@ -188,10 +224,15 @@ class Kamailio(Server):
         pki_dir: Path,
         shm_mb: int = 256,
         pkg_mb: int = 16,
+        cores: Sequence[str] = (SERVER_CORE,),
+        children: int = 1,
     ) -> None:
         """``pkg_mb``: each process's private memory, where the users' lines of the
-        configuration are held (the storm's thousands need more)."""
+        configuration are held (the storm's thousands need more); ``cores``: where
+        it runs (``taskset``); ``children``: its worker processes per transport
+        (``children`` and ``tcp_children``: TLS is served by the latter)."""
         self.work, self.users = work, users
+        self.cores, self.children = ",".join(cores), children
         self.port = free_port()
         self.pki_dir = pki_dir
         self.shm_mb, self.pkg_mb = shm_mb, pkg_mb
@@ -210,13 +251,14 @@ class Kamailio(Server):
         config = (HERE / "kamailio.cfg").read_text(encoding="utf-8")
         config = config.replace("__PORT__", str(self.port)).replace("__TLS_CONFIG__", str(tls))
         config = config.replace("__USERS__", users).replace("__CTL__", str(self.control))
+        config = config.replace("__CHILDREN__", str(self.children))
         path = self.work / "kamailio.cfg"
         path.write_text(config, encoding="utf-8")
         process = subprocess.Popen(
             [
                 "taskset",
                 "-c",
-                SERVER_CORE,
+                self.cores,
                 "kamailio",
                 "-DD",
                 "-E",
@@ -235,13 +277,37 @@ class Kamailio(Server):
         )
         try:
             wait_port(self.port, process, "kamailio")
-            self._root = process.pid
+            self._wait_control(process)
+            self._process = process
             yield self
         finally:
             stop(process)
 
     def pids(self) -> list[int]:
-        return descendants(self._root)
+        return descendants(self._process.pid)
+
+    def exited(self) -> str | None:
+        """None while it runs; else its exit status and the last alert of its log
+        (e.g. ``child process 123 exited by a signal 11``)."""
+        status = self._process.poll()
+        if status is None:
+            return None
+        log = (self.work / "kamailio.log").read_text(encoding="utf-8", errors="replace")
+        alerts = [line.split(": ", 2)[-1] for line in log.splitlines() if " ALERT: " in line]
+        return f"exit status {status}" + (f", {alerts[0]}" if alerts else "")
+
+    def _wait_control(self, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+        """Wait until its control socket answers: its processes are all forked by then
+        (it listens on TLS before; a SIGTERM or a ``kamcmd`` sooner can find it half up)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.shm_used()
+                return
+            except subprocess.CalledProcessError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("kamailio's control socket did not answer") from None
+                time.sleep(0.1)
 
     def shm_used(self) -> int:
         """Bytes of Kamailio's shared memory in use (``core.shmmem`` real_used, over ctl)."""

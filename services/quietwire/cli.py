@@ -2,7 +2,8 @@
 
     quietwire [--config FILE] signaling|keyagreement|relay   run one service
     quietwire [--config FILE] user add|del|list|policy       manage SIP users
-    quietwire up [--state-dir DIR] [--sip-host H] [--sip-port P] [--relays N]   everything, locally
+    quietwire up [--state-dir DIR] [--sip-host H] [--sip-port P] [--relays N] [--signaling N]
+                                             everything, locally
     quietwire pki --dir DIR [--sip-host H] [--grpc-name N]...    development certificates
     quietwire phone call URI | answer | echo --registrar ... --user ...   the softphone
     quietwire calls [CALL_ID]     active calls, their security; one call: where its logs are
@@ -152,23 +153,35 @@ def run_up(args: argparse.Namespace) -> int:
     from quietwire.runtime.logs import configure_logging
 
     configure_logging("up", "info")
-    options = UpOptions(Path(args.state_dir), args.sip_host, args.sip_port, relays=args.relays)
+    options = UpOptions(
+        Path(args.state_dir),
+        args.sip_host,
+        args.sip_port,
+        relays=args.relays,
+        signaling=args.signaling,
+    )
     try:
         return asyncio.run(up(options))
     except (RedisUnavailable, UpFailed) as exc:
         return _failed(args, exc)
 
 
-def _relay_count(value: str) -> int:
-    """``up --relays``: a whole number of relays within what ``up`` can give ports to."""
-    from quietwire.embedded.up import MAX_RELAYS
+def _count(limit: str) -> Callable[[str], int]:
+    """An argparse type for ``up --relays`` and ``--signaling``: a whole number from 1
+    to the bound ``limit`` names in :mod:`quietwire.embedded.up` (imported only by ``up``)."""
 
-    try:
-        count = int(value)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_RELAYS:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_RELAYS}")
+    def count(value: str) -> int:
+        from quietwire.embedded import up
+
+        most: int = getattr(up, limit)
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if not 1 <= number <= most:
+            raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {most}")
+        return number
+
     return count
 
 
@@ -406,7 +419,13 @@ def parser() -> argparse.ArgumentParser:
     embedded.add_argument("--sip-host", default="127.0.0.1", help="host phones register to")
     embedded.add_argument("--sip-port", type=int, default=5061, help="SIP over TLS port")
     embedded.add_argument(
-        "--relays", type=_relay_count, default=1, help="relays to run (1..16, default 1)"
+        "--relays", type=_count("MAX_RELAYS"), default=1, help="relays to run (1..16, default 1)"
+    )
+    embedded.add_argument(
+        "--signaling",
+        type=_count("MAX_SIGNALING"),
+        default=1,
+        help="signaling workers sharing the SIP port, one per core (1..16, default 1)",
     )
     phone_cli.add_parser(commands)
     commands.choices["phone"].set_defaults(func=run_phone)

@@ -73,6 +73,7 @@ async def test_up_healthy_usable_and_leaves_nothing(platform: Platform) -> None:
             assert await serving_status(channel) == SERVING, name
         with urllib.request.urlopen(f"http://{service['metrics']}/metrics", timeout=10) as reply:
             assert f'quietwire_build_info{{service="{name}"' in reply.read().decode()
+    assert status["services"]["signaling"]["replica_id"].startswith("signaling-")
     # The address signaling and `quietwire calls` use is the one keyagreement bound.
     config = yaml.safe_load(platform.config.read_text())
     assert config["keyagreement_target"] == status["services"]["keyagreement"]["grpc"]

@@ -1,5 +1,6 @@
-"""`quietwire up`'s restart schedule, its relays' names and port slices, and
-``--relays`` checked at the command line."""
+"""`quietwire up`'s restart schedule, its relays' and signaling workers' names,
+the relays' port slices, and ``--relays`` and ``--signaling`` checked at the
+command line."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import pytest
 from quietwire import cli
 from quietwire.embedded.children import describe_status
 from quietwire.embedded.supervisor import RESTART_CAP, RESTART_FIRST, RESTART_STABLE, Backoff
-from quietwire.embedded.up import MAX_RELAYS, relay_names, relay_port_range, service_names
+from quietwire.embedded.up import (
+    MAX_RELAYS,
+    MAX_SIGNALING,
+    REGISTRY_IDS,
+    command,
+    relay_names,
+    relay_port_range,
+    service_names,
+    signaling_names,
+)
 
 
 def test_restarts_back_off_to_the_cap_and_reset_after_a_stable_run() -> None:
@@ -36,14 +46,46 @@ def test_relays_are_named_and_given_disjoint_port_slices() -> None:
     assert last[1] <= 39999 and last[1] - last[0] >= 3
 
 
-@pytest.mark.parametrize("value", ["0", "-1", str(MAX_RELAYS + 1), "two"])
-def test_a_bad_relay_count_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_signaling_workers_are_named_and_start_after_keyagreement() -> None:
+    assert signaling_names(1) == ["signaling"]
+    assert signaling_names(3) == ["signaling", "signaling-2", "signaling-3"]
+    assert service_names(2, 2) == ["keyagreement", "relay", "relay-2", "signaling", "signaling-2"]
+    assert service_names(1) == ["keyagreement", "relay", "signaling"]
+
+
+def test_each_run_is_the_command_of_its_service_under_its_registry_setting() -> None:
+    names = service_names(2, 2)
+    assert [command(name) for name in names] == [
+        "keyagreement",
+        "relay",
+        "relay",
+        "signaling",
+        "signaling",
+    ]
+    assert {name: REGISTRY_IDS[command(name)].setting for name in names[1:]} == {
+        "relay": "QW_RELAY_ID",
+        "relay-2": "QW_RELAY_ID",
+        "signaling": "QW_REPLICA_ID",
+        "signaling-2": "QW_REPLICA_ID",
+    }
+
+
+@pytest.mark.parametrize(
+    ("option", "most"), [("--relays", MAX_RELAYS), ("--signaling", MAX_SIGNALING)]
+)
+@pytest.mark.parametrize("value", ["0", "-1", "17", "two", "1.5"])
+def test_a_bad_count_is_a_usage_error(
+    option: str, most: int, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert most == 16
     with pytest.raises(SystemExit) as exited:
-        cli.parser().parse_args(["up", "--relays", value])
+        cli.parser().parse_args(["up", option, value])
     assert exited.value.code == 2
-    assert "--relays: must be a whole number from 1 to 16" in capsys.readouterr().err
+    assert f"{option}: must be a whole number from 1 to 16" in capsys.readouterr().err
 
 
-def test_relays_default_to_one() -> None:
+def test_relays_and_signaling_workers_default_to_one() -> None:
     assert cli.parser().parse_args(["up"]).relays == 1
+    assert cli.parser().parse_args(["up"]).signaling == 1
     assert cli.parser().parse_args(["up", "--relays", "3"]).relays == 3
+    assert cli.parser().parse_args(["up", "--signaling", "16"]).signaling == 16

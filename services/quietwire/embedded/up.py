@@ -2,14 +2,17 @@
 
 The services are keyagreement, ``--relays N`` relays (``relay``, ``relay-2``...,
 each with its own slice of the UDP port range when there are several) and
-signaling. Prints one line starting ``quietwire up:`` once everything is
-healthy; a child that fails before that line fails ``up`` with a message
-naming it. From then on ``up`` supervises its children
+``--signaling N`` signaling workers (``signaling``, ``signaling-2``..., sharing
+the SIP port with SO_REUSEPORT when there are several: the kernel spreads new
+connections over them, one event loop per core). Prints one line starting
+``quietwire up:`` once everything is healthy; a child that fails before that
+line fails ``up`` with a message naming it. From then on ``up`` supervises its children
 (:mod:`quietwire.embedded.supervisor`): one that exits unasked is started again
 with backoff, on the gRPC and metrics ports it had (Redis on its socket, with
-its append-only file; a relay under a new registry id, the dead one's entry
-removed so that keyagreement ends its calls at once), and ``up.json`` shows
-its new pid and its restarts.
+its append-only file; a relay or a signaling worker under a new registry id,
+the dead one's entry removed: keyagreement ends a dead relay's calls at once,
+and no dead signaling replica is left for calls to be handed over to), and
+``up.json`` shows its new pid and its restarts.
 
 On SIGINT/SIGTERM it ends every live call with a BYE to both phones carrying a
 ``Reason`` (:mod:`quietwire.embedded.farewell`), then stops every child it
@@ -36,12 +39,13 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import grpc
+import redis.asyncio as redis
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.exceptions import RedisError
@@ -60,7 +64,7 @@ from quietwire.embedded.supervisor import StartFailed, keep_running
 from quietwire.relay.settings import RelaySettings
 from quietwire.runtime.channels import open_channel
 from quietwire.runtime.redisclient import redis_client
-from quietwire.runtime.registry import RelayRegistry
+from quietwire.runtime.registry import RelayRegistry, ReplicaRegistry
 from quietwire.runtime.settings import load_settings
 from quietwire.runtime.tls import TlsFiles
 from quietwire.signaling.settings import UserAdminSettings
@@ -70,11 +74,14 @@ log = logging.getLogger(__name__)
 
 #: The most relays ``--relays`` may ask for (each gets a slice of the UDP range).
 MAX_RELAYS = 16
+#: The most signaling workers ``--signaling`` may ask for (one per core given to it).
+MAX_SIGNALING = 16
 DEMO_USERS = ("alice", "bob")
 #: Seconds a service gets to drain and stop before it is killed.
 SERVICE_DRAIN = 5.0
 SERVICE_GRACE = 2.0
-#: Seconds to take a dead relay out of the registry before leaving it to its TTL.
+#: Seconds to take a dead relay or signaling worker out of its registry before
+#: leaving it to its TTL.
 FORGET_TIMEOUT = 2.0
 #: The address every service's gRPC and metrics bind and are reached at.
 GRPC_HOST = "127.0.0.1"
@@ -93,16 +100,54 @@ class UpOptions:
     sip_port: int = 5061
     startup_timeout: float = 60.0
     relays: int = 1
+    signaling: int = 1
+
+
+class Registry(Protocol):
+    async def leave(self, member: str, /) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """How the runs of a service that heartbeats into a registry are named there."""
+
+    #: The setting carrying a run's id.
+    setting: str
+    #: Its key in up.json.
+    shown_as: str
+    #: The registry a dead run is taken out of.
+    registry: Callable[[redis.Redis], Registry]
+
+
+#: Per ``quietwire`` subcommand, the services ``up`` gives a registry id each run.
+REGISTRY_IDS = {
+    "relay": Registered("QW_RELAY_ID", "relay_id", RelayRegistry),
+    "signaling": Registered("QW_REPLICA_ID", "replica_id", ReplicaRegistry),
+}
+
+
+def numbered(service: str, count: int) -> list[str]:
+    """``relay``, ``relay-2``, ``relay-3``...: ``count`` runs of ``service``, the first
+    keeping the name of a lone one."""
+    return [service, *(f"{service}-{n}" for n in range(2, count + 1))]
 
 
 def relay_names(relays: int) -> list[str]:
-    """``relay``, ``relay-2``, ``relay-3``...: the first keeps the name of a lone relay."""
-    return ["relay", *(f"relay-{n}" for n in range(2, relays + 1))]
+    return numbered("relay", relays)
 
 
-def service_names(relays: int) -> list[str]:
+def signaling_names(workers: int) -> list[str]:
+    return numbered("signaling", workers)
+
+
+def service_names(relays: int, signaling: int = 1) -> list[str]:
     """Every service, in the order they start; signaling needs keyagreement's address."""
-    return ["keyagreement", *relay_names(relays), "signaling"]
+    return ["keyagreement", *relay_names(relays), *signaling_names(signaling)]
+
+
+def command(name: str) -> str:
+    """The ``quietwire`` subcommand that runs the service ``name`` (``relay-2``: ``relay``)."""
+    return name.partition("-")[0]
 
 
 def relay_port_range(index: int, relays: int) -> tuple[int, int]:
@@ -212,8 +257,9 @@ class Platform:
     ports: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Each service's metrics socket, bound here, handed to every run of it.
     metrics: dict[str, socket.socket] = field(default_factory=dict)
-    #: Each relay's id in the relay registry (a new one each run: see _relay_env).
-    relay_ids: dict[str, str] = field(default_factory=dict)
+    #: Each relay's id in the relay registry and each signaling worker's in the
+    #: replica registry (a new one each run: see _registry_env).
+    registry_ids: dict[str, str] = field(default_factory=dict)
     #: True once the ``quietwire up:`` line could be printed.
     started: bool = False
 
@@ -234,10 +280,10 @@ class Platform:
         services = {
             name: Child(
                 name,
-                [sys.executable, "-m", "quietwire", "--config", config, _command(name)],
+                [sys.executable, "-m", "quietwire", "--config", config, command(name)],
                 {"QW_GRPC_PORT": "0"},
             )
-            for name in service_names(options.relays)
+            for name in service_names(options.relays, options.signaling)
         }
         return cls(options, state, lock, pki, redis_password, redis, redis_url, services)
 
@@ -256,6 +302,10 @@ class Platform:
     @property
     def relays(self) -> list[str]:
         return relay_names(self.options.relays)
+
+    @property
+    def signaling(self) -> list[str]:
+        return signaling_names(self.options.signaling)
 
     def grpc_address(self, name: str) -> str:
         return f"{GRPC_HOST}:{self.ports[name]['grpc_port']}"
@@ -286,17 +336,24 @@ class Platform:
             settings["keyagreement_target"] = self.grpc_address("keyagreement")
         write_private(self.config, yaml.safe_dump(settings, sort_keys=False))
 
+    def _registry_env(self, name: str) -> dict[str, str]:
+        """A relay's or a signaling worker's id in its registry, a fresh one each run:
+        keyagreement tells a relay that died from the one restarted at its address
+        by the id, and the dead run's entry can be taken out (:meth:`_forget`)."""
+        registry_id = f"{name}-{secrets.token_hex(3)}"
+        self.registry_ids[name] = registry_id
+        return {REGISTRY_IDS[command(name)].setting: registry_id}
+
     def _relay_env(self, name: str) -> dict[str, str]:
-        """A relay's own settings: a fresh registry id each run (keyagreement tells
-        a relay that died from the one restarted at its address by the id), and
-        its slice of the UDP range when there are several."""
-        relay_id = f"{name}-{secrets.token_hex(3)}"
-        self.relay_ids[name] = relay_id
-        env = {"QW_RELAY_ID": relay_id}
-        if self.options.relays > 1:
-            low, high = relay_port_range(self.relays.index(name), self.options.relays)
-            env |= {"QW_RELAY_PORT_MIN": str(low), "QW_RELAY_PORT_MAX": str(high)}
-        return env
+        """A relay's own settings: its slice of the UDP range when there are several."""
+        if self.options.relays == 1:
+            return {}
+        low, high = relay_port_range(self.relays.index(name), self.options.relays)
+        return {"QW_RELAY_PORT_MIN": str(low), "QW_RELAY_PORT_MAX": str(high)}
+
+    def _signaling_env(self) -> dict[str, str]:
+        """A signaling worker's own settings: the SIP port shared when there are several."""
+        return {"QW_SIP_REUSE_PORT": "true"} if self.options.signaling > 1 else {}
 
     async def _start_service(self, name: str) -> None:
         """Start one service and wait for the ports it reports.
@@ -314,8 +371,12 @@ class Platform:
         env = {"QW_READY_FD": str(write_end), "QW_METRICS_FD": str(metrics)}
         if name in self.ports:
             env["QW_GRPC_PORT"] = str(self.ports[name]["grpc_port"])
+        if command(name) in REGISTRY_IDS:
+            env |= self._registry_env(name)
         if name in self.relays:
             env |= self._relay_env(name)
+        if name in self.signaling:
+            env |= self._signaling_env()
         try:
             await child.start(env, pass_fds=(write_end, metrics))
         except BaseException:
@@ -327,24 +388,29 @@ class Platform:
 
     async def _restart_service(self, name: str) -> None:
         port = self.ports[name]["grpc_port"]
-        if name in self.relay_ids:
-            await self._forget_relay(self.relay_ids[name])
+        if name in self.registry_ids:
+            await self._forget(name)
         try:
             async with asyncio.timeout(self.options.startup_timeout):
                 await self._start_service(name)
         except UpFailed as exc:  # most likely: another program took its port meanwhile
             raise StartFailed(f"{exc} before it listened again on its gRPC port {port}") from None
 
-    async def _forget_relay(self, relay_id: str) -> None:
-        """Take a dead relay out of the registry, as its heartbeat's TTL would some
-        seconds later: no new call is planned on it meanwhile, and keyagreement
-        ends its calls at its next look ("relay lost")."""
+    async def _forget(self, name: str) -> None:
+        """Take the dead run of ``name`` out of its registry, as its heartbeat's TTL
+        would some seconds later. A relay: no new call is planned on it meanwhile,
+        and keyagreement ends its calls at its next look ("relay lost"). A signaling
+        worker: no request is handed over to it, nor a call's end asked of it."""
         client = redis_client(load_settings(UserAdminSettings, self.config))
+        registry = REGISTRY_IDS[command(name)].registry(client)
         try:
             async with asyncio.timeout(FORGET_TIMEOUT):
-                await RelayRegistry(client).leave(relay_id)
+                await registry.leave(self.registry_ids[name])
         except (RedisError, OSError, TimeoutError) as exc:  # Redis away too: the TTL will do it
-            log.warning("dead relay left in the registry", extra={"error": type(exc).__name__})
+            log.warning(
+                f"dead {command(name)} left in the registry",
+                extra={"child": name, "error": type(exc).__name__},
+            )
         finally:
             await client.aclose()
 
@@ -403,11 +469,11 @@ class Platform:
             "metrics": f"{GRPC_HOST}:{self.ports[name]['metrics_port']}",
             "restarts": child.restarts,
         }
-        if name in self.relays:
-            status["relay_id"] = self.relay_ids[name]
-            if self.options.relays > 1:
-                low, high = relay_port_range(self.relays.index(name), self.options.relays)
-                status["media_ports"] = f"{low}-{high}"
+        if name in self.registry_ids:
+            status[REGISTRY_IDS[command(name)].shown_as] = self.registry_ids[name]
+        if name in self.relays and self.options.relays > 1:
+            low, high = relay_port_range(self.relays.index(name), self.options.relays)
+            status["media_ports"] = f"{low}-{high}"
         return status
 
     def write_status(self) -> None:
@@ -439,7 +505,7 @@ class Platform:
             async with asyncio.timeout_at(deadline):
                 await _all(*(self._start_service(name) for name in ["keyagreement", *self.relays]))
                 self.write_config()  # now with keyagreement's address, for signaling and `calls`
-                await self._start_service("signaling")
+                await _all(*(self._start_service(name) for name in self.signaling))
         except TimeoutError:
             waiting = ", ".join(name for name in self.services if name not in self.ports)
             raise UpFailed(
@@ -484,11 +550,6 @@ class Platform:
             held.close()
         self.status.unlink(missing_ok=True)
         self.lock.close()
-
-
-def _command(name: str) -> str:
-    """The ``quietwire`` subcommand that runs the service ``name``."""
-    return "relay" if name.startswith("relay") else name
 
 
 async def up(options: UpOptions) -> int:
