@@ -196,14 +196,9 @@ class Authenticator:
         that is not the Request-URI (RFC 7616 section 3.4.6).
         """
         header = "Proxy-Authorization" if proxy else "Authorization"
-        # Credentials of another scheme are not ours to judge: without Digest
-        # ones the request is challenged (RFC 3261 section 22.1, RFC 4475 3.3.7).
-        digest = [v for v in request.headers.get_all(header) if is_digest(v)]
-        ours = [
-            credentials
-            for credentials in map(Credentials.parse, digest)
-            if credentials.realm == self.realm
-        ]
+        # Parsed once per message: it is screened, proven and checked.
+        digest = request.view(header, lambda: digest_credentials(request, header))
+        ours = [credentials for credentials in digest if credentials.realm == self.realm]
         if not ours:
             return None
         if len(ours) > 1:
@@ -273,6 +268,14 @@ class Authenticator:
         AUTH_FAILURES.labels(why).inc()
         await self.lockout.failed(account)
         return AuthResult(Verdict.FAILED, account)
+
+
+def digest_credentials(request: Request, header: str) -> list[Credentials]:
+    """Every Digest credential of ``header``, parsed (:class:`ParseError` for a bad one).
+
+    Credentials of another scheme are not ours to judge: without Digest ones
+    the request is challenged (RFC 3261 section 22.1, RFC 4475 section 3.3.7)."""
+    return [Credentials.parse(v) for v in request.headers.get_all(header) if is_digest(v)]
 
 
 def is_digest(value: str) -> bool:

@@ -120,8 +120,11 @@ class _Message:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    def _view(self, name: str, parse: Callable[[], T]) -> T:
-        """A parsed header view, reused until the headers change (the hot path parses once)."""
+    def view(self, name: str, parse: Callable[[], T]) -> T:
+        """``parse()``'s value, remembered under ``name`` until the headers change:
+        each header is parsed once per message however many readers it has (the
+        built-in views here; credentials in :mod:`quietwire.signaling.auth`).
+        ``parse`` must read only the headers; what it raises is not remembered."""
         cached = self._parsed.get(name)
         if cached is not None and cached[0] is self.headers and cached[1] == self.headers.version:
             return cached[2]  # type: ignore[return-value]
@@ -135,23 +138,23 @@ class _Message:
 
     @property
     def cseq(self) -> CSeq:
-        return self._view("cseq", lambda: CSeq.parse(self.headers.get("CSeq") or ""))
+        return self.view("cseq", lambda: CSeq.parse(self.headers.get("CSeq") or ""))
 
     @property
     def vias(self) -> list[Via]:
-        return self._view("vias", lambda: [Via.parse(v) for v in self.headers.get_all("Via")])
+        return self.view("vias", lambda: [Via.parse(v) for v in self.headers.get_all("Via")])
 
     @property
     def from_(self) -> NameAddr:
-        return self._view("from", lambda: NameAddr.parse(self.headers.get("From") or ""))
+        return self.view("from", lambda: NameAddr.parse(self.headers.get("From") or ""))
 
     @property
     def to(self) -> NameAddr:
-        return self._view("to", lambda: NameAddr.parse(self.headers.get("To") or ""))
+        return self.view("to", lambda: NameAddr.parse(self.headers.get("To") or ""))
 
     @property
     def contacts(self) -> list[NameAddr]:
-        return self._view(
+        return self.view(
             "contacts",
             lambda: [
                 NameAddr.parse(v) for v in self.headers.get_all("Contact") if v.strip() != "*"
