@@ -95,6 +95,22 @@ class Headers:
         self.version += 1
         self._items = [(n, v) for n, v in self._items if n != name]
 
+    def replace_first(self, name: str, value: str) -> bool:
+        """Replace the first value of list header ``name`` where it stands (the top
+        Via); the line's other values stay, each on a line of its own after it.
+        False when there is none."""
+        name = canonical_name(name)
+        for index, (n, v) in enumerate(self._items):
+            if n != name:
+                continue
+            values = split_list(v)
+            if values:
+                rest = [(name, other) for other in values[1:]]
+                self._items[index : index + 1] = [(name, value), *rest]
+                self.version += 1
+                return True
+        return False
+
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value of a list header (e.g. the top Via)."""
         values = self.get_all(name)
@@ -160,6 +176,12 @@ class _Message:
                 NameAddr.parse(v) for v in self.headers.get_all("Contact") if v.strip() != "*"
             ],
         )
+
+    def replace_top_via(self, via: Via) -> None:
+        """The top Via replaced in place (RFC 3581 stamping), its parsed view kept."""
+        vias = [via, *self.vias[1:]]
+        if self.headers.replace_first("Via", str(via)):
+            self._parsed["vias"] = (self.headers, self.headers.version, vias)
 
     def _serialize(self, start_line: str) -> bytes:
         """Wire bytes; Content-Length is always written, true to the body, where it was."""
