@@ -90,6 +90,24 @@ def test_split_list_respects_quotes_and_brackets() -> None:
     assert split_list('"a, b" <sip:x;p=1,2>, <sip:y>,,') == ['"a, b" <sip:x;p=1,2>', "<sip:y>"]
 
 
+def test_the_top_via_is_replaced_where_it_stands() -> None:
+    headers = Headers(
+        [
+            ("From", "<sip:a@x>"),
+            ("Via", ""),
+            ("v", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"),
+            ("Via", "SIP/2.0/UDP c;branch=z9hG4bK3"),
+        ]
+    )
+    assert headers.replace_first("Via", "SIP/2.0/UDP a;branch=z9hG4bK1;received=1.2.3.4")
+    assert list(headers)[2:] == [
+        ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1;received=1.2.3.4"),
+        ("Via", "SIP/2.0/UDP b;branch=z9hG4bK2"),
+        ("Via", "SIP/2.0/UDP c;branch=z9hG4bK3"),
+    ]
+    assert not Headers([("To", "<sip:a@x>")]).replace_first("Via", "SIP/2.0/UDP a")
+
+
 def test_headers_list_operations() -> None:
     headers = Headers(
         [

@@ -6,15 +6,36 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from threading import Thread
-from typing import Any
+from typing import Any, Generic, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import Info, make_wsgi_app, start_http_server
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics import MetricWrapperBase
 
 from quietwire import __version__
 
 BUILD = Info("quietwire_build", "quietwire version and service")
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Series(Generic[M]):
+    """The series of a labelled metric, each resolved once: ``series("a").inc()``
+    is ``metric.labels("a").inc()`` without ``labels()``'s checks, lock and
+    tuple on every message. It holds no more series than the metric does."""
+
+    __slots__ = ("_children", "metric")
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
 
 
 @dataclass(slots=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -12,11 +13,14 @@ from urllib.parse import urlsplit
 import grpc
 import redis.asyncio as redis
 from prometheus_client import Counter
+from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.typing import EncodableT
 
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.settings import CommonSettings
@@ -88,6 +92,59 @@ def redis_client(settings: CommonSettings) -> redis.Redis:
 def text(value: bytes | str) -> str:
     """A Redis reply as text (the client returns bytes: values may be protobuf)."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+class LuaScript:
+    """A Lua script run by EVALSHA, loaded again (SCRIPT LOAD) when Redis answers
+    NOSCRIPT: after a restart, a failover or a SCRIPT FLUSH.
+
+    The command is written and its reply read on a connection of the client's
+    pool, lent for that command only, as every command is: not through
+    redis-py's ``register_script`` object and ``execute_command`` (type checks
+    and an import per call, a retry wrapper, observability hooks, reply
+    callbacks), which cost more than the rest of a re-REGISTER's Redis work. A
+    single-connection client (:meth:`Replication.durable`) keeps its own path.
+    """
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        # The name Redis gives a script (EVALSHA), not a safeguard.
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(
+        self, client: redis.Redis, keys: Sequence[str], args: Sequence[EncodableT]
+    ) -> Any:
+        """The script's reply (raw: bytes, ints, lists)."""
+        try:
+            return await self._evalsha(client, keys, args)
+        except NoScriptError:
+            await self.load(client)
+            return await self._evalsha(client, keys, args)
+
+    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[EncodableT]) -> None:
+        """EVALSHA on a pipeline; on :class:`NoScriptError`, :meth:`load` and run it again."""
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def load(self, client: redis.Redis) -> None:
+        await client.script_load(self.source)
+
+    async def _evalsha(
+        self, client: redis.Redis, keys: Sequence[str], args: Sequence[EncodableT]
+    ) -> Any:
+        """One EVALSHA on a connection lent by the pool. A connection whose reply
+        was not read through (a timeout, a cancellation) closes itself (redis-py
+        does it for every command): the next borrower never reads that reply."""
+        if client.connection is not None:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        pool = client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await connection.read_response()
+        finally:
+            await pool.release(connection)
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,7 +109,7 @@ class Answers:
     async def _refuse_early(self, context: Context, branch: Branch, refusal: Refusal) -> None:
         """An early answer (or offer) we refuse: CANCEL its fork, whose answer is the
         refusal (with its Warning); the caller gets it unless another fork answers."""
-        FORWARDS.labels("INVITE", "early-sdp-refused").inc()
+        FORWARDS("INVITE", "early-sdp-refused").inc()
         self.tx.cancel_branch(branch, refusal.warning)
         branch.final = refusal_answer(context.request, refusal, self.address.host)
         if refusal.status == 503:
@@ -122,7 +122,7 @@ class Answers:
         exists, so ACK and BYE it. To a re-INVITE (a downgrade mid-call): end the
         call. Either way the offerer gets the refusal as this branch's answer."""
         branch.final = refusal_answer(context.request, refusal, self.address.host)
-        FORWARDS.labels("INVITE", "answer-refused").inc()
+        FORWARDS("INVITE", "answer-refused").inc()
         if not context.initial_invite:
             await self.end_call(ok.call_id, refusal.warning)
             return

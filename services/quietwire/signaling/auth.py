@@ -41,6 +41,7 @@ from quietwire.protocols.sip.digest import (
 )
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.message import Request, Response, reply
+from quietwire.runtime.redisclient import LuaScript
 from quietwire.signaling.locations import Precondition
 from quietwire.signaling.lockout import Lockout
 from quietwire.signaling.users import UserStore, ha1_field
@@ -105,8 +106,8 @@ class Authenticator:
         self.mint = mint
         self.lockout = lockout
         self.realm = users.realm
-        self._advance = client.register_script(_ADVANCE_NC)
-        self._proven = client.register_script(PROOF_CHECK + "return 'proven'\n")
+        self._advance = LuaScript(_ADVANCE_NC)
+        self._proven = LuaScript(PROOF_CHECK + "return 'proven'\n")
         #: (username, algorithm) → the HA1 last verified against (see the module doc).
         self._remembered: OrderedDict[tuple[str, DigestAlgorithm], str] = OrderedDict()
 
@@ -117,13 +118,12 @@ class Authenticator:
         whether the user or the source is blocked (:class:`Lockout`).
 
         A wrong password thus spends a count of a nonce it could not use anyway.
-        EVALSHA, not the Script object: in a pipeline that costs a SCRIPT EXISTS
-        round trip every time. The script is loaded again if Redis lost it.
+        The script is loaded again if Redis lost it.
         """
         try:
             return await self._pipelined(username, nonce_key, count)
         except NoScriptError:
-            await self.redis.script_load(_ADVANCE_NC)
+            await self._advance.load(self.redis)
             return await self._pipelined(username, nonce_key, count)
 
     def proof(self, request: Request, *, proxy: bool) -> tuple[str, Precondition] | None:
@@ -169,7 +169,7 @@ class Authenticator:
         blocks = self.lockout.block_keys(username)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.users.key(username))
-            pipe.evalsha(self._advance.sha, 1, nonce_key, count, self._nonce_ttl)
+            self._advance.queue(pipe, (nonce_key,), (count, self._nonce_ttl))
             for key in blocks:
                 pipe.pttl(key)
             stored, fresh, *pttls = await pipe.execute()
@@ -196,14 +196,9 @@ class Authenticator:
         that is not the Request-URI (RFC 7616 section 3.4.6).
         """
         header = "Proxy-Authorization" if proxy else "Authorization"
-        # Credentials of another scheme are not ours to judge: without Digest
-        # ones the request is challenged (RFC 3261 section 22.1, RFC 4475 3.3.7).
-        digest = [v for v in request.headers.get_all(header) if is_digest(v)]
-        ours = [
-            credentials
-            for credentials in map(Credentials.parse, digest)
-            if credentials.realm == self.realm
-        ]
+        # Parsed once per message: it is screened, proven and checked.
+        digest = request.view(header, lambda: digest_credentials(request, header))
+        ours = [credentials for credentials in digest if credentials.realm == self.realm]
         if not ours:
             return None
         if len(ours) > 1:
@@ -232,7 +227,7 @@ class Authenticator:
             username, precondition = proof
             # Run alone, the script's KEYS[1] (a location, else) is the user's hash again.
             keys = (precondition.keys[0], *precondition.keys)
-            if await self._proven(keys=keys, args=precondition.args) == b"proven":
+            if await self._proven(self.redis, keys, precondition.args) == b"proven":
                 return AuthResult(Verdict.OK, username)
         try:
             credentials = self.credentials(request, proxy=proxy)
@@ -273,6 +268,14 @@ class Authenticator:
         AUTH_FAILURES.labels(why).inc()
         await self.lockout.failed(account)
         return AuthResult(Verdict.FAILED, account)
+
+
+def digest_credentials(request: Request, header: str) -> list[Credentials]:
+    """Every Digest credential of ``header``, parsed (:class:`ParseError` for a bad one).
+
+    Credentials of another scheme are not ours to judge: without Digest ones
+    the request is challenged (RFC 3261 section 22.1, RFC 4475 section 3.3.7)."""
+    return [Credentials.parse(v) for v in request.headers.get_all(header) if is_digest(v)]
 
 
 def is_digest(value: str) -> bool:

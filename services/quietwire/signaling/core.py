@@ -87,5 +87,4 @@ def stamp_via(flow: Flow, request: Request) -> None:
         params["rport"] = str(port)
         params["received"] = host
     if params:
-        request.headers.pop_first("Via")
-        request.headers.add("Via", str(top.with_params(**params)), first=True)
+        request.replace_top_via(top.with_params(**params))

@@ -47,6 +47,7 @@ from quietwire.protocols.sip.message import (
     parse_message,
     split_head,
 )
+from quietwire.runtime.metrics import Series
 from quietwire.signaling.admission import (
     MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_SOURCE,
@@ -73,11 +74,11 @@ WRITE_AT_ONCE = 65536
 RECENT_ANSWERS = 8
 
 FLOWS = Gauge("quietwire_sip_flows", "Open SIP connections")
-RECEIVED = Counter("quietwire_sip_messages_received", "SIP messages received", ["kind"])
+RECEIVED = Series(Counter("quietwire_sip_messages_received", "SIP messages received", ["kind"]))
 MALFORMED = Counter("quietwire_sip_malformed", "Malformed SIP input", ["action"])
 QUEUE_FULL = Counter("quietwire_sip_send_queue_full", "Messages refused: send queue full")
-RESPONSES = Counter(
-    "quietwire_sip_responses_sent", "SIP responses queued for phones", ["method", "status"]
+RESPONSES = Series(
+    Counter("quietwire_sip_responses_sent", "SIP responses queued for phones", ["method", "status"])
 )
 #: Methods RESPONSES names (RFC 3261's); any other counts as "other", so a
 #: stranger's made-up methods cannot grow the number of series.
@@ -91,7 +92,7 @@ def count_response(response: Response) -> None:
     except ParseError:
         method = "other"
     method = method if method in COUNTED_METHODS else "other"
-    RESPONSES.labels(method, str(response.status)).inc()
+    RESPONSES(method, str(response.status)).inc()
 
 
 @dataclass(eq=False)
@@ -454,7 +455,7 @@ class StreamListener:
             if isinstance(item, Malformed):
                 answer_malformed(flow, item.data, item.error)
                 continue
-            RECEIVED.labels("request" if isinstance(item, Request) else "response").inc()
+            RECEIVED("request" if isinstance(item, Request) else "response").inc()
             try:
                 await self.handler(flow, item)
             except Exception as exc:
@@ -529,7 +530,7 @@ class DatagramListener(asyncio.DatagramProtocol):
         except ParseError as exc:
             answer_malformed(flow, data, exc)
             return
-        RECEIVED.labels("request" if isinstance(message, Request) else "response").inc()
+        RECEIVED("request" if isinstance(message, Request) else "response").inc()
         try:
             self._inbox.put_nowait((flow, message))
         except asyncio.QueueFull:

@@ -9,10 +9,9 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio as redis
-from redis.commands.core import AsyncScript
 
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
-from quietwire.runtime.redisclient import UNWAITED, Replication
+from quietwire.runtime.redisclient import UNWAITED, LuaScript, Replication
 
 #: Hash per AOR: field = binding id (instance + reg-id, or the contact URI),
 #: value = ``<expires ms> <cseq> <call-id>\n`` + a serialized ``Registration``
@@ -110,9 +109,9 @@ class LocationStore:
         self.max_expires = max_expires
         #: A REGISTER is answered once its bindings are on the replicas.
         self.replication = replication
-        self._update = client.register_script(_UPDATE)
+        self._update = LuaScript(_UPDATE)
         #: The update behind each precondition's script (a handful: one per caller).
-        self._guarded: dict[str, AsyncScript] = {}
+        self._guarded: dict[str, LuaScript] = {}
 
     def _key(self, aor: str) -> str:
         return LOCATION_KEY.format(aor=aor)
@@ -148,21 +147,19 @@ class LocationStore:
             args += precondition.args
         if (changes or clear) and self.replication.replicas:
             async with self.replication.durable(self.redis) as client:
-                live = await script(keys=keys, args=args, client=client)
+                live = await script(client, keys, args)
         else:  # a lookup (it may drop expired bindings: nothing to keep), or no replicas
-            live = await script(keys=keys, args=args)
+            live = await script(self.redis, keys, args)
         if live and live[0] in (b"out-of-order", "out-of-order"):
             raise OutOfOrder(aor)
         if live and live[0] in (b"unproven", "unproven"):
             raise Unproven(aor)
         return [decode(v) for v in live]
 
-    def _script(self, precondition: str) -> AsyncScript:
+    def _script(self, precondition: str) -> LuaScript:
         script = self._guarded.get(precondition)
         if script is None:
-            script = self._guarded[precondition] = self.redis.register_script(
-                precondition + _UPDATE
-            )
+            script = self._guarded[precondition] = LuaScript(precondition + _UPDATE)
         return script
 
     async def bindings(

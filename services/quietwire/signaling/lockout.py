@@ -44,6 +44,7 @@ import redis.asyncio as redis
 from prometheus_client import Counter
 
 from quietwire.protocols.clock import Clock
+from quietwire.runtime.redisclient import LuaScript
 from quietwire.signaling.admission import source_key
 from quietwire.signaling.limits import LIMITED
 
@@ -116,7 +117,7 @@ class Lockout:
     ) -> None:
         self.redis, self.realm, self.policy, self.clock = client, realm, policy, clock
         self._key = hmac.new(key, b"quietwire auth lockout", hashlib.sha256).digest()
-        self._fail = client.register_script(_FAIL)
+        self._fail = LuaScript(_FAIL)
         #: Source key → monotonic time its block ends (this replica's view).
         self._blocked: OrderedDict[str, float] = OrderedDict()
 
@@ -190,4 +191,4 @@ class Lockout:
         self, counter: str, block: str, limit: int, window: float, block_for: float
     ) -> int:
         args = [limit, int(window * 1000), int(block_for * 1000)]
-        return int(await self._fail(keys=[counter, block], args=args))
+        return int(await self._fail(self.redis, (counter, block), args))

@@ -335,7 +335,7 @@ class Proxy:
         dialog = await self.dialogs.get(request.call_id)
         party = dialog.party(request) if dialog is not None else None
         if dialog is None or party is None:
-            FORWARDS.labels("ACK", "no-dialog").inc()
+            FORWARDS("ACK", "no-dialog").inc()
             return
         if request.body:
             # The answer to an offer in a 2xx: planned like any answer. An ACK has
@@ -348,7 +348,7 @@ class Proxy:
                 tags=reversed_tags(request),
             )
             if isinstance(planned, Refusal):
-                FORWARDS.labels("ACK", "answer-refused").inc()
+                FORWARDS("ACK", "answer-refused").inc()
                 await self.terminate(request.call_id, planned.warning)
                 return
             request.body = continued(planned, dialog.leg(other(party)).sdp)
@@ -438,7 +438,7 @@ class Proxy:
             return await self._abandon(call_id, reason)
         for flow_id, bye in dialog.byes(self.address.via, reason):
             sent = await self.router.send(Target.of_flow(flow_id), bye)
-            FORWARDS.labels("BYE", "terminated" if sent else "unreachable").inc()
+            FORWARDS("BYE", "terminated" if sent else "unreachable").inc()
         await self.media.end(call_id, dialog_tags(dialog.caller.address, dialog.callee.address))
         log.info("call terminated", extra={"call_id": call_id, "reason": reason})
         return True
@@ -454,7 +454,7 @@ class Proxy:
                 self.tx.cancel_branch(branch, reason)
             refusal = Refusal(488, f"quietwire: call ended: {reason}")
             await self.tx.respond(context, refused(context.request, refusal, self.address.host))
-            FORWARDS.labels("INVITE", "abandoned").inc()
+            FORWARDS("INVITE", "abandoned").inc()
         if not ringing:
             return False
         await self.media.end(call_id, message_tags(ringing[0].request))

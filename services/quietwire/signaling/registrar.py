@@ -21,6 +21,7 @@ from quietwire.protocols.sip.grammar import is_ascii_int
 from quietwire.protocols.sip.headers import NameAddr, quote
 from quietwire.protocols.sip.message import Request, Response, reply
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
+from quietwire.runtime.metrics import Series
 from quietwire.signaling.auth import Authenticator, Verdict
 from quietwire.signaling.flows import Flow
 from quietwire.signaling.locations import (
@@ -37,7 +38,7 @@ MIN_EXPIRES = 60
 DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 3600
 
-REGISTERS = Counter("quietwire_sip_registers", "REGISTER requests by outcome", ["status"])
+REGISTERS = Series(Counter("quietwire_sip_registers", "REGISTER requests by outcome", ["status"]))
 
 
 def pub_gruu(aor: str, instance: str) -> str:
@@ -54,7 +55,7 @@ class Registrar:
 
     async def handle(self, flow: Flow, request: Request) -> Response:
         response = await self._handle(flow, request)
-        REGISTERS.labels(str(response.status)).inc()
+        REGISTERS(str(response.status)).inc()
         return response
 
     async def _handle(self, flow: Flow, request: Request) -> Response:

@@ -27,6 +27,7 @@ from quietwire.protocols.sip.transaction import (
     ServerNonInviteTransaction,
     State,
 )
+from quietwire.runtime.metrics import Series
 from quietwire.signaling.admission import source_key
 from quietwire.signaling.builders import busy, cancel_for, final, with_to_tag
 from quietwire.signaling.contexts import Branch, ClientTx, Context, ServerTable, ServerTx
@@ -40,8 +41,10 @@ TIMER_C = 180.0
 #: Seconds a caller refused by a transaction cap is asked to wait (Retry-After).
 RETRY_AFTER = 5
 
-FORWARDS = Counter(
-    "quietwire_sip_proxied", "Requests proxied, by method and outcome", ["method", "outcome"]
+FORWARDS = Series(
+    Counter(
+        "quietwire_sip_proxied", "Requests proxied, by method and outcome", ["method", "outcome"]
+    )
 )
 
 Work = Coroutine[object, object, None]
@@ -119,7 +122,7 @@ class Transactions:
         context.upstream.send_message(with_to_tag(response))
         context.finished = True
         self.servers.remove(context.key)
-        FORWARDS.labels(context.request.method, outcome).inc()
+        FORWARDS(context.request.method, outcome).inc()
 
     async def guarded(self, context: Context, where: str, work: Work) -> None:
         """Run the handling of ``context``; whatever it raises ends it (:meth:`fail`)."""
@@ -182,10 +185,10 @@ class Transactions:
         tx.to_send.clear()
         if not await self.router.send(target, out):
             branch.final = final(context.request, 480, "Temporarily Unavailable")
-            FORWARDS.labels(out.method, "unreachable").inc()
+            FORWARDS(out.method, "unreachable").inc()
             self.drop_branch(branch)
             return
-        FORWARDS.labels(out.method, "forwarded").inc()
+        FORWARDS(out.method, "forwarded").inc()
 
     def branch_of(self, name: str, method: str) -> tuple[Context, Branch] | None:
         """The live branch a response belongs to (its Via branch and CSeq method)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import functools
 import hashlib
 import hmac
 import os
@@ -163,12 +162,6 @@ class Credentials:
 
     @classmethod
     def parse(cls, value: str) -> Credentials:
-        """:meth:`_parse`, remembered: a request's credentials are read where it is
-        screened and again where it is authenticated."""
-        return _credentials(value)
-
-    @classmethod
-    def _parse(cls, value: str) -> Credentials:
         """The strict grammar of RFC 3261 section 25.1 ``digest-response``, RFC 7616/8760.
 
         Every parameter at most once, each in its form and within its bound
@@ -237,11 +230,6 @@ class Credentials:
 
     def matches(self, stored_ha1: str, method: str) -> bool:
         return hmac.compare_digest(self.expected_response(stored_ha1, method), self.response)
-
-
-@functools.lru_cache(maxsize=256)
-def _credentials(value: str) -> Credentials:
-    return Credentials._parse(value)
 
 
 def client_credentials(

@@ -95,6 +95,22 @@ class Headers:
         self.version += 1
         self._items = [(n, v) for n, v in self._items if n != name]
 
+    def replace_first(self, name: str, value: str) -> bool:
+        """Replace the first value of list header ``name`` where it stands (the top
+        Via); the line's other values stay, each on a line of its own after it.
+        False when there is none."""
+        name = canonical_name(name)
+        for index, (n, v) in enumerate(self._items):
+            if n != name:
+                continue
+            values = split_list(v)
+            if values:
+                rest = [(name, other) for other in values[1:]]
+                self._items[index : index + 1] = [(name, value), *rest]
+                self.version += 1
+                return True
+        return False
+
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value of a list header (e.g. the top Via)."""
         values = self.get_all(name)
@@ -120,8 +136,11 @@ class _Message:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    def _view(self, name: str, parse: Callable[[], T]) -> T:
-        """A parsed header view, reused until the headers change (the hot path parses once)."""
+    def view(self, name: str, parse: Callable[[], T]) -> T:
+        """``parse()``'s value, remembered under ``name`` until the headers change:
+        each header is parsed once per message however many readers it has (the
+        built-in views here; credentials in :mod:`quietwire.signaling.auth`).
+        ``parse`` must read only the headers; what it raises is not remembered."""
         cached = self._parsed.get(name)
         if cached is not None and cached[0] is self.headers and cached[1] == self.headers.version:
             return cached[2]  # type: ignore[return-value]
@@ -135,28 +154,34 @@ class _Message:
 
     @property
     def cseq(self) -> CSeq:
-        return self._view("cseq", lambda: CSeq.parse(self.headers.get("CSeq") or ""))
+        return self.view("cseq", lambda: CSeq.parse(self.headers.get("CSeq") or ""))
 
     @property
     def vias(self) -> list[Via]:
-        return self._view("vias", lambda: [Via.parse(v) for v in self.headers.get_all("Via")])
+        return self.view("vias", lambda: [Via.parse(v) for v in self.headers.get_all("Via")])
 
     @property
     def from_(self) -> NameAddr:
-        return self._view("from", lambda: NameAddr.parse(self.headers.get("From") or ""))
+        return self.view("from", lambda: NameAddr.parse(self.headers.get("From") or ""))
 
     @property
     def to(self) -> NameAddr:
-        return self._view("to", lambda: NameAddr.parse(self.headers.get("To") or ""))
+        return self.view("to", lambda: NameAddr.parse(self.headers.get("To") or ""))
 
     @property
     def contacts(self) -> list[NameAddr]:
-        return self._view(
+        return self.view(
             "contacts",
             lambda: [
                 NameAddr.parse(v) for v in self.headers.get_all("Contact") if v.strip() != "*"
             ],
         )
+
+    def replace_top_via(self, via: Via) -> None:
+        """The top Via replaced in place (RFC 3581 stamping), its parsed view kept."""
+        vias = [via, *self.vias[1:]]
+        if self.headers.replace_first("Via", str(via)):
+            self._parsed["vias"] = (self.headers, self.headers.version, vias)
 
     def _serialize(self, start_line: str) -> bytes:
         """Wire bytes; Content-Length is always written, true to the body, where it was."""
