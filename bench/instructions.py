@@ -55,6 +55,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="REGISTERs per second")
     parser.add_argument("--call-rate", type=float, default=5.0, help="calls per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each count")
+    parser.add_argument(
+        "--dumps", type=Path, help="keep each load's callgrind dump here (for callgrind_annotate)"
+    )
     args = parser.parse_args()
     missing = [
         b for b in ("valgrind", "callgrind_control", "sipp", "stunnel4") if not shutil.which(b)
@@ -83,6 +86,9 @@ def main() -> int:
                     control(pid, "-i", "off")
                 dump = max(work.glob(f"callgrind.{pid}.*"), key=lambda p: p.stat().st_mtime)
                 per_op = instructions(dump) / result.ok if result.ok else float("nan")
+                if args.dumps is not None:
+                    args.dumps.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(dump, args.dumps / f"callgrind.{load.name}")
                 print(
                     f"{load.name}: {per_op / 1e6:.2f} M instructions per operation"
                     f" ({result.ok} ok, {result.failed} failed, {rate:g}/s for {args.seconds:g} s)",
