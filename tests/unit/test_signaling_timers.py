@@ -51,8 +51,8 @@ def setup(transport: str = "TLS") -> tuple[Transactions, FakeClock, Flow, Flow]:
 
 def sent(flow: Flow) -> list[bytes]:
     out = []
-    while not flow.queue.empty():
-        out.append(flow.queue.get_nowait())
+    while flow.backlog:
+        out.append(flow.backlog.popleft())
     return out
 
 

@@ -3,10 +3,12 @@ one signaling replica.
 
 Each accepted connection is a :class:`Flow` with an id unique across
 replicas that also says its transport (``<replica>.<n>`` over TLS,
-``<replica>.t<n>`` over TCP, ``<replica>.u<n>`` for a UDP peer address), a
-bounded send queue drained by one writer task,
-and a framer. Messages go to the handler; a malformed request is answered 400
-when it can be, anything unparsable is counted and, on a stream, ends the
+``<replica>.t<n>`` over TCP, ``<replica>.u<n>`` for a UDP peer address), and
+a bounded backlog for what a slow reader has not taken yet. A stream is an
+:class:`asyncio.Protocol` (:class:`StreamConnection`): bytes are framed as they
+arrive, no reader or writer task, no timer moved per read. Messages go to the
+handler; a malformed request is answered 400 when it can be, anything unparsable
+is counted and, on a stream, ends the
 connection (the framing can no longer be trusted) once its answer is written.
 The listener never stops for one bad peer, and no peer holds more than
 :class:`StreamLimits` allow: connections are capped in total and per source, a
@@ -17,7 +19,6 @@ and a small body is all a message may carry before someone authenticates.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import itertools
 import logging
@@ -25,8 +26,10 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from prometheus_client import Counter, Gauge
 
@@ -100,8 +103,10 @@ class Flow:
     id: str
     transport: str
     remote: tuple[str, int]
-    writer: asyncio.StreamWriter | None
-    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE_LIMIT))
+    #: Where bytes for the peer are written (None: kept in ``backlog``, as in unit tests).
+    wire: asyncio.WriteTransport | None
+    #: Bytes waiting while the connection does not take more (the peer reads slowly).
+    backlog: deque[bytes] = field(default_factory=deque)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     #: Run when the connection ends (the registrar drops the flow's bindings: RFC 5626).
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -109,30 +114,24 @@ class Flow:
     bindings: set[tuple[str, str, str, int]] = field(default_factory=set)
     #: Someone passed digest authentication on this flow: its messages may be larger.
     authenticated: bool = False
+    #: The transport's buffer is over its high-water mark: new bytes wait in ``backlog``.
+    paused: bool = False
+    #: Aborts a closed connection whose last bytes do not leave (FLUSH_TIMEOUT).
+    _linger: asyncio.TimerHandle | None = None
 
     def send(self, data: bytes) -> bool:
-        """Queue bytes for the peer; False when the queue is full or the flow is gone.
-
-        With nothing queued and the connection taking data, they are written at
-        once (the writer task, woken for each message, was most of a reply's cost);
-        otherwise the writer task writes them in order, waiting on the peer.
-        """
+        """Written at once while the connection takes data, else queued in order
+        (SEND_QUEUE_LIMIT at most); False when the queue is full or the flow is gone."""
         if self.closed.is_set():
             return False
-        writer = self.writer
-        if (
-            writer is not None
-            and self.queue.empty()
-            and writer.transport.get_write_buffer_size() < WRITE_AT_ONCE
-            and not writer.transport.is_closing()
-        ):
-            writer.write(data)
+        wire = self.wire
+        if wire is not None and not self.paused and not self.backlog and not wire.is_closing():
+            wire.write(data)
             return True
-        try:
-            self.queue.put_nowait(data)
-        except asyncio.QueueFull:
+        if len(self.backlog) >= SEND_QUEUE_LIMIT:
             QUEUE_FULL.inc()
             return False
+        self.backlog.append(data)
         return True
 
     def send_message(self, message: Message) -> bool:
@@ -141,26 +140,34 @@ class Flow:
             count_response(message)
         return sent
 
-    async def _write_loop(self) -> None:
-        assert self.writer is not None
-        while True:
-            data = await self.queue.get()
-            self.writer.write(data)
-            await self.writer.drain()
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        """The connection takes data again: what waited goes, in order."""
+        self.paused = False
+        while self.backlog and not self.paused and self.wire is not None:
+            self.wire.write(self.backlog.popleft())
 
     def close(self) -> None:
-        self.closed.set()
-        if self.writer is not None:
-            self.writer.close()
-
-    async def flush(self) -> None:
-        """Write what is still queued (the writer task is stopped), for a bounded time."""
-        if self.writer is None:
+        """No more sending; what is queued is still written, for FLUSH_TIMEOUT at most."""
+        if self.closed.is_set():
             return
-        while not self.queue.empty():
-            self.writer.write(self.queue.get_nowait())
-        with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError, OSError):
-            await asyncio.wait_for(self.writer.drain(), FLUSH_TIMEOUT)
+        self.closed.set()
+        wire = self.wire
+        if wire is None or wire.is_closing():
+            return
+        while self.backlog:
+            wire.write(self.backlog.popleft())
+        wire.close()
+        self._linger = asyncio.get_running_loop().call_later(FLUSH_TIMEOUT, wire.abort)
+
+    def lost(self) -> None:
+        """The connection is gone (whoever ended it): nothing more is sent."""
+        self.closed.set()
+        self.backlog.clear()
+        if self._linger is not None:
+            self._linger.cancel()
 
     async def ended(self) -> None:
         """The flow is gone: close it and run its hooks (its bindings go)."""
@@ -348,10 +355,12 @@ class StreamListener:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task of this listener's (cancelled when it closes)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _accept(self, listening: socket.socket) -> None:
         """Admit each connection before anything of it is read: one over a cap is
@@ -370,104 +379,206 @@ class StreamListener:
                 connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
                 connection.close()  # linger 0: a reset
                 continue
-            self._spawn(self._serve(connection, source))
+            self.spawn(self._serve(connection, source))
 
     async def _serve(self, connection: socket.socket, source: str) -> None:
+        """The TLS handshake (bounded); then the connection is a :class:`StreamConnection`."""
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        protocol = asyncio.StreamReaderProtocol(reader)
         try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol, connection, ssl=self.context, **self._handshake
+            await loop.connect_accepted_socket(
+                lambda: StreamConnection(self, source),
+                connection,
+                ssl=self.context,
+                **self._handshake,
             )
         except Exception:  # a failed handshake above all: the connection just goes
             connection.close()
             self.caps.release(source)
-            return
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        try:
-            await self._run(reader, writer)
-        except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
-            writer.transport.abort()
-        except Exception as exc:
-            HANDLER_ERRORS.record("SIP connection", exc)
-            writer.transport.abort()
-        finally:
-            self.caps.release(source)
 
-    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername") or ("", 0)
-        transport = self.transport
-        flow = Flow(self.table.new_id(transport), transport, (str(peer[0]), int(peer[1])), writer)
-        self.table.flows[flow.id] = flow
+
+#: Messages framed and not yet handled on one connection before reading pauses.
+INBOX_LIMIT = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    """The stream can no longer be framed: answer what can be answered, then close."""
+
+    error: ParseError
+    pending: bytes
+
+
+class StreamConnection(asyncio.Protocol):
+    """One accepted SIP connection: bytes are framed as they arrive and the
+    messages handled one after the other, in order, by a task that lives while
+    there are some; answers are written straight to the transport.
+
+    Deadlines without a timer per read: one timer per connection, moved only
+    when a partial message starts (``message_timeout``, which bytes trickled
+    after it do not extend) — otherwise it finds, when it fires, that the
+    connection was busy and sets itself again for the rest of ``idle``.
+    """
+
+    def __init__(self, listener: StreamListener, source: str) -> None:
+        self.listener = listener
+        self.source = source
+        self.limits = listener.limits
+        self.framer = StreamFramer(preauth_body_bytes=listener.limits.preauth_body_bytes)
+        self.loop = asyncio.get_running_loop()
+        self.flow: Flow | None = None
+        self.inbox: deque[Message | KeepAlive | Malformed | _Broken] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.reading = True
+        self.gone = False
+        #: When a message begun must be complete (None: between messages).
+        self.message_deadline: float | None = None
+        self.last_active = self.loop.time()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TLS transport is an asyncio.Transport in all but its class.
+        transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=WRITE_AT_ONCE)
+        peer = transport.get_extra_info("peername") or ("", 0)
+        listener = self.listener
+        self.flow = Flow(
+            listener.table.new_id(listener.transport),
+            listener.transport,
+            (str(peer[0]), int(peer[1])),
+            transport,
+        )
+        listener.table.flows[self.flow.id] = self.flow
         FLOWS.inc()
-        sender = asyncio.create_task(flow._write_loop())
-        framer = StreamFramer(preauth_body_bytes=self.limits.preauth_body_bytes)
-        loop = asyncio.get_running_loop()
-        #: When the message being received must be complete (None: between messages).
-        deadline: float | None = None
-        try:
-            # One timeout for the connection's life, moved for each read (and
-            # off while a message is handled): no task made per read.
-            async with asyncio.timeout(None) as reading:
-                while not flow.closed.is_set():
-                    wait = self.limits.idle
-                    if deadline is not None:
-                        wait = deadline - loop.time()
-                        if wait <= 0:
-                            MALFORMED.labels("timeout").inc()
-                            break
-                    reading.reschedule(loop.time() + wait)
-                    data = await reader.read(65536)
-                    reading.reschedule(None)
-                    if not data:
-                        break
-                    framer.trusted = flow.authenticated
-                    if not await self._receive(flow, framer, data):
-                        break
-                    if not framer.buffered:
-                        deadline = None
-                    elif deadline is None:
-                        deadline = loop.time() + self.limits.message_timeout
-        except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
-            pass
-        finally:
-            self.table.flows.pop(flow.id, None)
-            FLOWS.dec()
-            sender.cancel()
-            with contextlib.suppress(
-                asyncio.CancelledError, ConnectionError, ssl.SSLError, OSError
-            ):
-                await sender
-            await flow.flush()
-            await flow.ended()
+        self.timer = self.loop.call_at(self.last_active + self.limits.idle, self._expire)
 
-    async def _receive(self, flow: Flow, framer: StreamFramer, data: bytes) -> bool:
-        """Handle what ``data`` completes; False when the connection must end."""
+    def data_received(self, data: bytes) -> None:
+        flow = self.flow
+        assert flow is not None
+        self.last_active = self.loop.time()
+        self.framer.trusted = flow.authenticated
         try:
-            items = framer.feed(data)
+            items = self.framer.feed(data)
         except ParseError:
             items = []
-        for item in items:
-            if isinstance(item, KeepAlive):
-                flow.send(PONG)
-                continue
-            if isinstance(item, Malformed):
-                answer_malformed(flow, item.data, item.error)
-                continue
-            RECEIVED("request" if isinstance(item, Request) else "response").inc()
-            try:
-                await self.handler(flow, item)
-            except Exception as exc:
-                HANDLER_ERRORS.record("SIP handler", exc)
-        if framer.error is not None:
+        self.inbox.extend(items)
+        if self.framer.error is not None:
+            self.inbox.append(_Broken(self.framer.error, self.framer.pending()))
+            self._pause()
+        elif not self.framer.buffered:
+            self.message_deadline = None
+        elif self.message_deadline is None:
+            self.message_deadline = self.last_active + self.limits.message_timeout
+            self._set_timer(self.message_deadline)
+        if len(self.inbox) >= INBOX_LIMIT:
+            self._pause()
+        if self.inbox and self.worker is None:
+            self.worker = self.listener.spawn(self._work())
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; what was received is still handled
+
+    def pause_writing(self) -> None:
+        if self.flow is not None:
+            self.flow.pause()
+
+    def resume_writing(self) -> None:
+        if self.flow is not None:
+            self.flow.resume()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.flow is None:  # never made
+            self.listener.caps.release(self.source)
+            return
+        self.flow.lost()
+        if self.worker is None:
+            self.worker = self.listener.spawn(self._work())
+
+    async def _work(self) -> None:
+        """Handle what was framed, in order; at the connection's end, end its flow."""
+        flow = self.flow
+        assert flow is not None
+        try:
+            while self.inbox:
+                await self._handle(flow, self.inbox.popleft())
+                if (
+                    not self.reading
+                    and len(self.inbox) < INBOX_LIMIT // 2
+                    and not flow.closed.is_set()
+                ):
+                    self.reading = True
+                    self._transport().resume_reading()
+        finally:
+            self.worker = None
+            if self.gone:
+                await self._end(flow)
+            elif self.inbox:  # cancelled while messages waited: the connection goes
+                self._transport().abort()
+
+    async def _handle(self, flow: Flow, item: Message | KeepAlive | Malformed | _Broken) -> None:
+        if isinstance(item, KeepAlive):
+            flow.send(PONG)
+        elif isinstance(item, Malformed):
+            answer_malformed(flow, item.data, item.error)
+        elif isinstance(item, _Broken):
             MALFORMED.labels("closed").inc()
-            answer = bad_request_response(framer.pending(), framer.error)
+            answer = bad_request_response(item.pending, item.error)
             if answer is not None:
                 flow.send_message(answer)
-            log.info("malformed SIP stream, closing", extra={"reason": framer.error.reason})
-            return False
-        return True
+            log.info("malformed SIP stream, closing", extra={"reason": item.error.reason})
+            self.inbox.clear()
+            flow.close()
+        elif not flow.closed.is_set():
+            RECEIVED("request" if isinstance(item, Request) else "response").inc()
+            try:
+                await self.listener.handler(flow, item)
+            except Exception as exc:
+                HANDLER_ERRORS.record("SIP handler", exc)
+
+    async def _end(self, flow: Flow) -> None:
+        listener = self.listener
+        if listener.table.flows.pop(flow.id, None) is not None:
+            FLOWS.dec()
+        listener.caps.release(self.source)
+        await flow.ended()
+
+    def _expire(self) -> None:
+        """The connection's timer: a message not whole in time ends it (and is
+        counted); so does ``idle`` of silence with nothing being handled."""
+        now = self.loop.time()
+        if self.message_deadline is not None and now >= self.message_deadline:
+            MALFORMED.labels("timeout").inc()
+            self._pause()
+            if self.flow is not None:
+                self.flow.close()
+            return
+        idle_until = self.last_active + self.limits.idle
+        if self.worker is not None:
+            idle_until = max(idle_until, now + self.limits.idle)
+        if now >= idle_until:
+            self._transport().abort()
+            return
+        self.timer = self.loop.call_at(
+            min(idle_until, self.message_deadline or idle_until), self._expire
+        )
+
+    def _set_timer(self, when: float) -> None:
+        """The timer fires at ``when`` if that is sooner than it would."""
+        if self.timer is None or when < self.timer.when():
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(when, self._expire)
+
+    def _pause(self) -> None:
+        if self.reading:
+            self.reading = False
+            self._transport().pause_reading()
+
+    def _transport(self) -> asyncio.Transport:
+        assert self.flow is not None
+        return cast(asyncio.Transport, self.flow.wire)
 
 
 class DatagramListener(asyncio.DatagramProtocol):
