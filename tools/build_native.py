@@ -12,6 +12,7 @@ headers. Without them this says so and leaves the parser pure Python.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -98,25 +99,40 @@ def build(work: Path) -> dict[str, str]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--into",
+        type=Path,
+        default=TARGET,
+        help="where the libraries and manifest go (an installed quietwire's _native)",
+    )
+    parser.add_argument(
+        "--require", action="store_true", help="fail without a toolchain (an image build)"
+    )
+    args = parser.parse_args()
+    target: Path = args.into.resolve()
     why = toolchain_missing()
     if why is not None:
+        if args.require:
+            print(f"build_native: {why}: cannot compile the SIP parser", file=sys.stderr)
+            return 1
         print(f"build_native: {why}: the SIP parser runs as pure Python", file=sys.stderr)
         return 0
-    shutil.rmtree(TARGET, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
     sources = {m: digest(source(m)) for m in MODULES}  # what is compiled, not what is after
     with tempfile.TemporaryDirectory(prefix="qw-native-") as scratch:
         work = Path(scratch)
         built = build(work)
         for library in built.values():
-            (TARGET / library).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(work / "lib" / library, TARGET / library)
+            (target / library).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(work / "lib" / library, target / library)
     manifest = {
         "cache_tag": sys.implementation.cache_tag,
         "sources": sources,
         "libraries": built,
     }
-    (TARGET / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"build_native: {len(MODULES)} modules compiled into {TARGET.relative_to(ROOT)}")
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"build_native: {len(MODULES)} modules compiled into {target}")
     return 0
 
 
