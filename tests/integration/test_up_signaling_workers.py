@@ -21,8 +21,9 @@ import pytest
 from quietwire.phone.useragent import UserAgent
 from quietwire.runtime.registry import REPLICA_KEY, REPLICAS_KEY
 
-from tests.conftest import Platform, agent, running_platform
-from tests.faults.test_up_supervision import call, child, hang_up, kill, log_lines, restarted
+from tests.conftest import Platform, agent
+from tests.faults.test_up_supervision import call, child, hang_up, kill, restarted
+from tests.support.platforms import log_lines, logged_platform
 from tests.support.wait import wait_until
 
 WORKERS = ("signaling", "signaling-2")
@@ -33,19 +34,9 @@ ATTEMPTS = 30
 
 
 @pytest.fixture(scope="module")
-def workers_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("workers") / "up.log"
-
-
-@pytest.fixture(scope="module")
-def workers(workers_log: Path) -> Iterator[Platform]:
-    """`quietwire up --signaling 2`, its log lines in ``workers_log``."""
-    with (
-        workers_log.open("w") as stderr,
-        running_platform(
-            workers_log.parent, stderr=stderr, up_args=("--signaling", "2")
-        ) as platform,
-    ):
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """`quietwire up --signaling 2`, its log lines kept."""
+    with logged_platform(tmp_path_factory.mktemp("workers"), ("--signaling", "2")) as platform:
         yield platform
 
 
@@ -163,9 +154,7 @@ async def test_phones_spread_over_both_workers_and_call_across_them(workers: Pla
         assert handovers(workers) > before, "the call did not cross workers"
 
 
-async def test_a_killed_worker_comes_back_while_the_other_answers(
-    workers: Platform, workers_log: Path
-) -> None:
+async def test_a_killed_worker_comes_back_while_the_other_answers(workers: Platform) -> None:
     """While ``signaling-2`` is away phones still register (the other worker holds
     the port); it comes back on its gRPC and metrics ports under a new replica id,
     the dead one gone from the registry, and takes connections again."""
@@ -201,7 +190,7 @@ async def test_a_killed_worker_comes_back_while_the_other_answers(
         client.close()
     async with connected() as phones:
         await phone_on(workers, phones, "alice", victim)
-    said = [line["msg"] for line in log_lines(workers_log) if line.get("child") == victim]
+    said = [line["msg"] for line in log_lines(workers) if line.get("child") == victim]
     assert any(
         line.startswith(f"{victim} exited (killed by SIGKILL): restarting in ") for line in said
     )
