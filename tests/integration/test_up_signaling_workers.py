@@ -11,8 +11,10 @@ alone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -22,7 +24,7 @@ from quietwire.phone.useragent import UserAgent
 from quietwire.runtime.registry import REPLICA_KEY, REPLICAS_KEY
 
 from tests.conftest import Platform, agent
-from tests.faults.test_up_supervision import call, child, hang_up, kill, restarted
+from tests.faults.test_up_supervision import call, child, hang_up, hung_up, kill, restarted
 from tests.support.platforms import log_lines, logged_platform
 from tests.support.wait import wait_until
 
@@ -194,3 +196,33 @@ async def test_a_killed_worker_comes_back_while_the_other_answers(workers: Platf
     assert any(
         line.startswith(f"{victim} exited (killed by SIGKILL): restarting in ") for line in said
     )
+
+
+async def test_sigterm_hangs_up_calls_through_a_live_worker(tmp_path: Path) -> None:
+    """The first worker dead when `up` gets SIGTERM: a call's phones, on the other
+    worker, still get their BYE with the Reason, and `up` exits 0."""
+    with logged_platform(tmp_path, ("--signaling", "2")) as platform:
+        phones: list[UserAgent] = []
+        try:
+            alice = await phone_on(platform, phones, "alice", "signaling-2")
+            bob = await phone_on(platform, phones, "bob", "signaling-2")
+            invite, _, _ = await call(alice, bob, 40200)
+            platform.calls_showing(invite.call_id)
+            first = child(platform, "signaling")["pid"]
+            platform.process.send_signal(signal.SIGSTOP)  # so it restarts nothing before it stops
+            try:
+                os.kill(first, signal.SIGKILL)
+                wait_until(
+                    lambda: not listening(platform.sip_port, [first]), 10, "the first worker gone"
+                )
+                platform.process.send_signal(signal.SIGTERM)  # pending until SIGCONT
+            finally:
+                platform.process.send_signal(signal.SIGCONT)
+            reasons = await asyncio.gather(
+                hung_up(alice, invite.call_id, 10), hung_up(bob, invite.call_id, 10)
+            )
+            assert reasons == ['SIP;cause=200;text="platform stopping"'] * 2
+            assert await asyncio.to_thread(platform.process.wait, 30) == 0
+        finally:
+            for ua in phones:
+                await ua.close()
