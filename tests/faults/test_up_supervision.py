@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -35,6 +34,7 @@ from tests.conftest import Platform, agent, running_platform
 from tests.integration.signaling_harness import establish, next_request
 from tests.integration.test_phone_flows import Said, presses_h_after
 from tests.interop.test_relay_calls import sdp
+from tests.support.platforms import log_lines, logged_platform
 from tests.support.wait import wait_until
 
 DOMAIN = "127.0.0.1"
@@ -48,22 +48,10 @@ RESTART_WAIT = 30
 
 
 @pytest.fixture(scope="module")
-def up_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("supervised") / "up.log"
-
-
-@pytest.fixture(scope="module")
-def supervised(up_log: Path) -> Iterator[Platform]:
-    """`quietwire up --relays 2`, its log lines in ``up_log``, for every kill test."""
-    with (
-        up_log.open("w") as stderr,
-        running_platform(up_log.parent, stderr=stderr, up_args=("--relays", "2")) as platform,
-    ):
+def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """`quietwire up --relays 2`, its log lines kept, for every kill test."""
+    with logged_platform(tmp_path_factory.mktemp("supervised"), ("--relays", "2")) as platform:
         yield platform
-
-
-def log_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
 
 
 def child(platform: Platform, name: str) -> dict[str, Any]:
@@ -165,9 +153,7 @@ async def carrier(platform: Platform, call_id: str) -> tuple[str, relay_pb2.Quer
     raise AssertionError(f"no relay carries {call_id}")
 
 
-async def test_a_killed_relay_hangs_up_its_calls_and_comes_back(
-    supervised: Platform, up_log: Path
-) -> None:
+async def test_a_killed_relay_hangs_up_its_calls_and_comes_back(supervised: Platform) -> None:
     """Its calls end with BYE "relay lost" to both phones (they refuse the move to
     the other relay: issue 15, tests/faults/test_migration.py), the other relay
     goes on untouched, and a new call works after the restart."""
@@ -190,7 +176,7 @@ async def test_a_killed_relay_hangs_up_its_calls_and_comes_back(
         again, caller, _ = await call(alice, bob, 40010)
         supervised.calls_showing(again.call_id)
         await hang_up(alice, bob, caller)
-    said = [line["msg"] for line in log_lines(up_log) if line.get("child") == name]
+    said = [line["msg"] for line in log_lines(supervised) if line.get("child") == name]
     assert any(
         line.startswith(f"{name} exited (killed by SIGKILL): restarting in ") for line in said
     )
@@ -324,7 +310,7 @@ def bind(host: str, port: int) -> socket.socket | None:
         return None
 
 
-async def test_a_restart_waits_for_its_port(supervised: Platform, up_log: Path) -> None:
+async def test_a_restart_waits_for_its_port(supervised: Platform) -> None:
     """A relay's gRPC port taken by another program while it was away: `up` says
     so, keeps trying, and the relay comes back on it once it is free."""
     name = "relay-2"
@@ -341,7 +327,7 @@ async def test_a_restart_waits_for_its_port(supervised: Platform, up_log: Path) 
             lambda: any(
                 line["msg"].startswith(f"{name} did not start again")
                 and f"before it listened again on its gRPC port {port}" in line["msg"]
-                for line in log_lines(up_log)
+                for line in log_lines(supervised)
             ),
             RESTART_WAIT,
             "up saying the relay did not start again",
@@ -354,7 +340,7 @@ async def test_a_restart_waits_for_its_port(supervised: Platform, up_log: Path) 
 async def test_sigterm_hangs_up_every_call_with_a_reason(tmp_path: Path) -> None:
     """Both phones get a BYE saying why; `up` exits 0 leaving no process, and the
     next `up` on the same state lists no ghost of the call."""
-    with (tmp_path / "up.log").open("w") as stderr, running_platform(tmp_path, stderr) as platform:
+    with logged_platform(tmp_path) as platform:
         pids = [child(platform, "redis")["pid"]]
         pids += [s["pid"] for s in platform.status()["services"].values()]
         async with phones(platform) as (alice, bob):

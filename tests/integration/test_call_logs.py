@@ -13,10 +13,11 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.conftest import Platform, agent, running_platform
+from tests.conftest import Platform, agent
 from tests.integration.signaling_harness import establish, next_request
 from tests.integration.test_relay_sessions import HELLO, HELLO_HASH
 from tests.interop.test_relay_calls import sdp
+from tests.support.platforms import log_lines, logged_platform, up_log
 
 SDP = "application/sdp"
 #: Seconds without media before the relay reclaims the call (and the platform hangs up).
@@ -34,17 +35,13 @@ def record(platform: Platform, call_id: str) -> dict[str, str]:
 
 
 async def test_a_calls_lines_in_every_service_carry_its_call_id(tmp_path: Path) -> None:
-    logs = tmp_path / "services.log"
     phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # alice's media socket
     phone.bind(("127.0.0.1", 0))
     offer = sdp("alice", phone.getsockname()[1], True).replace(
         ("1.10 " + "cd" * 32).encode(), HELLO_HASH.encode()
     )
-    with (
-        phone,
-        logs.open("w") as stderr,
-        running_platform(tmp_path, stderr=stderr, QW_RELAY_MEDIA_TIMEOUT=MEDIA_TIMEOUT) as platform,
-    ):
+    with phone, logged_platform(tmp_path, QW_RELAY_MEDIA_TIMEOUT=MEDIA_TIMEOUT) as platform:
+        logs = up_log(platform)
         alice, bob = await agent(platform, "alice"), await agent(platform, "bob")
         try:
             assert (await bob.register()).status == 200
@@ -71,7 +68,7 @@ async def test_a_calls_lines_in_every_service_carry_its_call_id(tmp_path: Path) 
             await alice.close()
             await bob.close()
     # The platform has stopped: every line is written.
-    entries = [json.loads(line) for line in logs.read_text().splitlines() if line.startswith("{")]
+    entries = log_lines(platform)
     ours = [e for e in entries if e.get("call_id") == call_id]
     said = {(e["service"], e["msg"]) for e in ours}
     assert {

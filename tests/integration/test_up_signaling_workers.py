@@ -11,8 +11,10 @@ alone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -21,8 +23,9 @@ import pytest
 from quietwire.phone.useragent import UserAgent
 from quietwire.runtime.registry import REPLICA_KEY, REPLICAS_KEY
 
-from tests.conftest import Platform, agent, running_platform
-from tests.faults.test_up_supervision import call, child, hang_up, kill, log_lines, restarted
+from tests.conftest import Platform, agent
+from tests.faults.test_up_supervision import call, child, hang_up, hung_up, kill, restarted
+from tests.support.platforms import log_lines, logged_platform
 from tests.support.wait import wait_until
 
 WORKERS = ("signaling", "signaling-2")
@@ -33,19 +36,9 @@ ATTEMPTS = 30
 
 
 @pytest.fixture(scope="module")
-def workers_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("workers") / "up.log"
-
-
-@pytest.fixture(scope="module")
-def workers(workers_log: Path) -> Iterator[Platform]:
-    """`quietwire up --signaling 2`, its log lines in ``workers_log``."""
-    with (
-        workers_log.open("w") as stderr,
-        running_platform(
-            workers_log.parent, stderr=stderr, up_args=("--signaling", "2")
-        ) as platform,
-    ):
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """`quietwire up --signaling 2`, its log lines kept."""
+    with logged_platform(tmp_path_factory.mktemp("workers"), ("--signaling", "2")) as platform:
         yield platform
 
 
@@ -163,9 +156,7 @@ async def test_phones_spread_over_both_workers_and_call_across_them(workers: Pla
         assert handovers(workers) > before, "the call did not cross workers"
 
 
-async def test_a_killed_worker_comes_back_while_the_other_answers(
-    workers: Platform, workers_log: Path
-) -> None:
+async def test_a_killed_worker_comes_back_while_the_other_answers(workers: Platform) -> None:
     """While ``signaling-2`` is away phones still register (the other worker holds
     the port); it comes back on its gRPC and metrics ports under a new replica id,
     the dead one gone from the registry, and takes connections again."""
@@ -201,7 +192,37 @@ async def test_a_killed_worker_comes_back_while_the_other_answers(
         client.close()
     async with connected() as phones:
         await phone_on(workers, phones, "alice", victim)
-    said = [line["msg"] for line in log_lines(workers_log) if line.get("child") == victim]
+    said = [line["msg"] for line in log_lines(workers) if line.get("child") == victim]
     assert any(
         line.startswith(f"{victim} exited (killed by SIGKILL): restarting in ") for line in said
     )
+
+
+async def test_sigterm_hangs_up_calls_through_a_live_worker(tmp_path: Path) -> None:
+    """The first worker dead when `up` gets SIGTERM: a call's phones, on the other
+    worker, still get their BYE with the Reason, and `up` exits 0."""
+    with logged_platform(tmp_path, ("--signaling", "2")) as platform:
+        phones: list[UserAgent] = []
+        try:
+            alice = await phone_on(platform, phones, "alice", "signaling-2")
+            bob = await phone_on(platform, phones, "bob", "signaling-2")
+            invite, _, _ = await call(alice, bob, 40200)
+            platform.calls_showing(invite.call_id)
+            first = child(platform, "signaling")["pid"]
+            platform.process.send_signal(signal.SIGSTOP)  # so it restarts nothing before it stops
+            try:
+                os.kill(first, signal.SIGKILL)
+                wait_until(
+                    lambda: not listening(platform.sip_port, [first]), 10, "the first worker gone"
+                )
+                platform.process.send_signal(signal.SIGTERM)  # pending until SIGCONT
+            finally:
+                platform.process.send_signal(signal.SIGCONT)
+            reasons = await asyncio.gather(
+                hung_up(alice, invite.call_id, 10), hung_up(bob, invite.call_id, 10)
+            )
+            assert reasons == ['SIP;cause=200;text="platform stopping"'] * 2
+            assert await asyncio.to_thread(platform.process.wait, 30) == 0
+        finally:
+            for ua in phones:
+                await ua.close()

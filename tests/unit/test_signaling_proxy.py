@@ -6,6 +6,7 @@ transaction caps, the error log."""
 from __future__ import annotations
 
 import pytest
+from quietwire.protocols.sip import uri
 from quietwire.protocols.sip.message import Request, Response, parse_message, reply
 from quietwire.protocols.sip.transaction import ServerKey, ServerNonInviteTransaction
 from quietwire.signaling.builders import best_response, cancel_for, forwarded, refused
@@ -71,6 +72,22 @@ def test_token_round_trip_and_direction() -> None:
     assert back == token
     assert back.toward("at") == "r2.7"  # from the caller: to the callee's flow
     assert back.toward("bt") == "r1.1"
+
+
+def test_tokens_taken_stay_out_of_the_cache_of_parsed_uris() -> None:
+    """Each dialog's Route is its own: parsed apart, so dialogs do not fill the
+    cache of URIs that repeat (users, contacts), nor the process's memory."""
+
+    def take(n: int) -> None:
+        token = TOKENS.issue("r1.1", "r2.7", "at", f"cached-{n}", NOW)
+        (route,) = TOKENS.record_routes(token)
+        assert TOKENS.take(routed([route], call_id=f"cached-{n}"), NOW) == token
+
+    take(0)
+    cached = uri._parse.cache_info().currsize
+    for n in range(1, 50):
+        take(n)
+    assert uri._parse.cache_info().currsize == cached
 
 
 def test_token_is_bound_to_its_call_id() -> None:

@@ -1,11 +1,14 @@
 """The proxy's transaction timers run from one heap of deadlines: a tick touches
 only what is due (not every live transaction), contexts are freed when their
-transaction ends, Timer C still cancels a branch ringing too long."""
+transaction ends, Timer C still cancels a branch ringing too long and holds
+nothing of a branch that ended."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 
 import pytest
 from quietwire.protocols.sip.message import Request, Response, reply
@@ -140,3 +143,24 @@ async def test_timer_c_cancels_a_branch_ringing_too_long() -> None:
     assert branch.cancelled
     await asyncio.sleep(0)
     assert any(data.startswith(b"CANCEL ") for data in sent(callee))
+
+
+async def test_timer_c_holds_nothing_of_a_branch_that_ended() -> None:
+    """A call answered at once: once its transactions' timers ran out, nothing of
+    its context waits for the branch's Timer C (three minutes of every call's
+    messages, in a process making calls all day)."""
+    tx, clock, caller, callee = setup()
+    context = tx.open(caller, request())
+    assert context is not None
+    out = request()
+    out.headers.add("Via", "SIP/2.0/TLS r1.example;branch=z9hG4bKout", first=True)
+    await tx.fork(context, Target.of_flow(callee.id), out)
+    (branch,) = context.branches.values()
+    tx.drop_branch(branch)  # answered: the branch and the context are done
+    tx.servers.remove(context.key)
+    held = weakref.ref(context)
+    del context, branch
+    clock.t += 64 * T1  # every transaction timer of theirs is due
+    tx.poll()
+    gc.collect()
+    assert held() is None

@@ -15,8 +15,9 @@ and no dead signaling replica is left for calls to be handed over to), and
 ``up.json`` shows its new pid and its restarts.
 
 On SIGINT/SIGTERM it ends every live call with a BYE to both phones carrying a
-``Reason`` (:mod:`quietwire.embedded.farewell`), then stops every child it
-started (services first, Redis last) so nothing is left running or listening.
+``Reason`` (:mod:`quietwire.embedded.farewell`, through any live signaling
+worker), then stops every child it started (services first, Redis last) so
+nothing is left running or listening.
 
 Each service binds its gRPC port itself (``QW_GRPC_PORT=0`` the first time:
 the kernel picks a free one) and reports it on a pipe (``QW_READY_FD``);
@@ -310,6 +311,15 @@ class Platform:
     def grpc_address(self, name: str) -> str:
         return f"{GRPC_HOST}:{self.ports[name]['grpc_port']}"
 
+    def live_signaling(self) -> dict[str, str]:
+        """Each signaling worker whose process runs: its replica id and gRPC address
+        (one restarting may not answer yet: the farewell then asks another)."""
+        return {
+            self.registry_ids[name]: self.grpc_address(name)
+            for name in self.signaling
+            if name in self.ports and self.services[name].exited() is None
+        }
+
     def write_config(self) -> None:
         """The shared YAML settings of every child; also serves ``quietwire user``/``calls``."""
         host = self.options.sip_host
@@ -540,10 +550,9 @@ class Platform:
 
     async def stop(self) -> None:
         """End the calls (if the platform ever came up), then stop every child."""
-        if self.started and {"keyagreement", "signaling"} <= self.ports.keys():
-            await end_calls(
-                self.grpc_address("keyagreement"), self.grpc_address("signaling"), self.grpc_tls
-            )
+        workers = self.live_signaling()
+        if self.started and "keyagreement" in self.ports and workers:
+            await end_calls(self.grpc_address("keyagreement"), workers, self.grpc_tls)
         await stop_all(list(self.services.values()), SERVICE_DRAIN + SERVICE_GRACE + 5)
         await stop_all([self.redis], 15)
         for held in self.metrics.values():

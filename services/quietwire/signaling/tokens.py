@@ -90,8 +90,8 @@ class RouteTokens:
         routes = request.headers.get_all("Route")
         if not routes:
             return None
-        try:
-            params = NameAddr.parse(routes[0]).uri.params
+        try:  # unique to its dialog: kept out of the shared cache of parsed URIs
+            params = NameAddr.parse(routes[0], shared=False).uri.params
         except ParseError:
             return None
         signature = params.get("qws")

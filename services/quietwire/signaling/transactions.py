@@ -49,8 +49,8 @@ FORWARDS = Series(
 
 Work = Coroutine[object, object, None]
 #: A timer heap entry: deadline, tie-break, the context, and its branch (None:
-#: its server transaction), and whether it is the branch's Timer C.
-Due = tuple[float, int, Context, Branch | None, bool]
+#: its server transaction).
+Due = tuple[float, int, Context, Branch | None]
 
 
 class Transactions:
@@ -68,11 +68,14 @@ class Transactions:
         self.clients: dict[str, tuple[Context, Branch]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._resend: list[Context] = []
-        #: Every deadline a transaction announced (and each ringing branch's
-        #: Timer C): a tick looks only at what is due. Entries of timers stopped
-        #: since are found not due and dropped.
+        #: Every deadline a transaction announced: a tick looks only at what is
+        #: due. Entries of timers stopped since are found not due and dropped.
         self._due: list[Due] = []
         self._order = itertools.count()
+        #: Each INVITE branch's Timer C deadline and the branch's name, looked up
+        #: when due: a branch answered in a second does not keep its whole context
+        #: (requests, responses, transactions) for the three minutes of Timer C.
+        self._timer_c: list[tuple[float, str]] = []
 
     # -- server side -------------------------------------------------------------------
 
@@ -179,7 +182,7 @@ class Transactions:
         branch = Branch(out.vias[0].branch or "", target, tx, out)
         self._watch(tx, context, branch)
         if out.method == "INVITE":
-            self._at(self.clock.now() + TIMER_C, context, branch, timer_c=True)
+            heapq.heappush(self._timer_c, (self.clock.now() + TIMER_C, branch.branch))
         context.branches[branch.branch] = branch
         self.clients[branch.branch] = (context, branch)
         tx.to_send.clear()
@@ -214,10 +217,8 @@ class Transactions:
             self._at(deadline, context, branch)
         tx.on_timer = lambda deadline: self._at(deadline, context, branch)
 
-    def _at(
-        self, deadline: float, context: Context, branch: Branch | None, *, timer_c: bool = False
-    ) -> None:
-        heapq.heappush(self._due, (deadline, next(self._order), context, branch, timer_c))
+    def _at(self, deadline: float, context: Context, branch: Branch | None) -> None:
+        heapq.heappush(self._due, (deadline, next(self._order), context, branch))
 
     def poll(self) -> list[Context]:
         """Run the transaction timers that are due; returns contexts whose branches
@@ -225,15 +226,18 @@ class Transactions:
         touched: list[Context] = []
         now = self.clock.now()
         while self._due and self._due[0][0] <= now:
-            _, _, context, branch, timer_c = heapq.heappop(self._due)
+            _, _, context, branch = heapq.heappop(self._due)
             if branch is None:
                 self._server_due(context)
-            elif timer_c:
-                self._timer_c(context, branch, now)
             elif branch.branch in self.clients:
                 branch.tx.poll()
                 if branch.tx.to_tu or branch.tx.to_send or branch.tx.terminated:
                     touched.append(context)
+        while self._timer_c and self._timer_c[0][0] <= now:
+            _, name = heapq.heappop(self._timer_c)
+            live = self.clients.get(name)
+            if live is not None:
+                self._timer_c_due(live[1], now)
         return list(dict.fromkeys(touched))
 
     def _server_due(self, context: Context) -> None:
@@ -244,17 +248,17 @@ class Transactions:
             self._resend.append(context)  # a final response again, over UDP (timer G)
         self._settle(context)
 
-    def _timer_c(self, context: Context, branch: Branch, now: float) -> None:
+    def _timer_c_due(self, branch: Branch, now: float) -> None:
         """Timer C (RFC 3261 section 16.6 step 11): a branch ringing too long is cancelled.
         Checked TIMER_C after the branch starts, then after it starts ringing."""
-        if branch.branch not in self.clients or branch.cancelled:
+        if branch.cancelled:
             return
         if branch.ringing_since is None:
-            self._at(now + TIMER_C, context, branch, timer_c=True)
+            heapq.heappush(self._timer_c, (now + TIMER_C, branch.branch))
         elif now - branch.ringing_since > TIMER_C:
             self.cancel_branch(branch, "timer C")
         else:
-            self._at(branch.ringing_since + TIMER_C + 1e-3, context, branch, timer_c=True)
+            heapq.heappush(self._timer_c, (branch.ringing_since + TIMER_C + 1e-3, branch.branch))
 
     async def resend(self) -> None:
         """What the server transactions' timers asked to send again."""

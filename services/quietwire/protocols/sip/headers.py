@@ -247,7 +247,9 @@ class NameAddr:
     params: dict[str, str | None] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, value: str) -> NameAddr:
+    def parse(cls, value: str, *, shared: bool = True) -> NameAddr:
+        """``shared``: whether its URI may come from (and go to) the cache of parsed
+        URIs (:meth:`SipUri.parse`)."""
         value = value.strip()
         open_at = _find_unquoted(value, "<")
         if open_at < 0:
@@ -256,7 +258,7 @@ class NameAddr:
             # (RFC 4475 section 3.1.2.13).
             if not uri_text or any(c in uri_text.strip() for c in " ?,"):
                 raise ParseError("bad addr-spec")
-            return cls(SipUri.parse(uri_text), None, parse_params(rest))
+            return cls(SipUri.parse(uri_text, shared=shared), None, parse_params(rest))
         close_at = value.find(">", open_at)
         if close_at < 0:
             raise ParseError("unterminated <URI>")
@@ -272,7 +274,7 @@ class NameAddr:
         rest = value[close_at + 1 :].strip()
         if rest and not rest.startswith(";"):
             raise ParseError("junk after <URI>")
-        return cls(SipUri.parse(inner), display, parse_params(rest))
+        return cls(SipUri.parse(inner, shared=shared), display, parse_params(rest))
 
     @property
     def tag(self) -> str | None:

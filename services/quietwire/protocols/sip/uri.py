@@ -52,10 +52,14 @@ class SipUri:
     raw: str = field(default="", compare=False)
 
     @classmethod
-    def parse(cls, text: str) -> SipUri:
+    def parse(cls, text: str, *, shared: bool = True) -> SipUri:
         """The URI ``text`` names. Parsed URIs are shared (the same text comes back
-        in every message of a transaction and dialog): never change one's ``params``."""
-        return _parse(text)
+        in every message of a transaction and dialog): never change one's ``params``.
+
+        ``shared=False`` parses it anew, outside the cache: for a text that comes
+        back to no other dialog (a Route naming one dialog), which would otherwise
+        push the ones that do (users, phones' contacts) out of it."""
+        return _parse(text) if shared else cls._parse(text)
 
     @classmethod
     def _parse(cls, text: str) -> SipUri:
@@ -126,6 +130,8 @@ class SipUri:
         )
 
 
+#: URIs parsed, by text: repeating ones (users, contacts, request URIs) are many
+#: fewer than this; a URI unique to a dialog is parsed with ``shared=False``.
 @functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> SipUri:
     return SipUri._parse(text)
