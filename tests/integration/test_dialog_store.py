@@ -57,7 +57,7 @@ CHANGES: list[Callable[[DialogStore], Awaitable[object]]] = [
     lambda s: s.forwarded_sdp(CALL, Party.CALLER, b"v=0 moved"),
     lambda s: s.phone_request(CALL, Party.CALLEE, 3),
     lambda s: s.platform_number(CALL, Party.CALLER),
-    lambda s: s.for_bye(in_dialog("BYE", "b", "a"), "elsewhere"),
+    lambda s: s.for_bye(in_dialog("BYE", "b", "a"), CALLEE_FLOW),
 ]
 
 
@@ -98,6 +98,7 @@ async def test_any_other_bye_leaves_the_dialog(
 ) -> None:
     assert await store.for_bye(bye, flow_id) == (DIALOG, False)
     assert await store.get(CALL) == DIALOG
+    assert len(store.copies) == 1  # nothing changed: the caller's ACK still has its copy
 
 
 async def test_a_record_without_its_tags_is_never_taken_by_a_bye(store: DialogStore) -> None:

@@ -330,12 +330,13 @@ class DialogStore:
         it is, in the same round trip, when the BYE is a party's own on that
         party's flow (what :func:`.routing.membership` trusts)."""
         call_id = request.call_id
-        self.copies.drop(call_id)
         args = (call_id, request.from_.tag or "", request.to.tag or "", flow_id)
         reply = await _BYE_SCRIPT(self.redis, _keys(call_id), args)
         if reply is None:
             return None, False
         raw, legs, taken = reply
+        if taken:  # anyone else's BYE changes nothing (a party's own is taken later)
+            self.copies.drop(call_id)
         return _loaded(raw, legs), taken == 1
 
     async def forwarded_sdp(self, call_id: str, to: Party, sdp: bytes) -> None:
