@@ -11,6 +11,7 @@ counted. The replica's heartbeat (``qw:replica``) is no call's."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,7 +40,7 @@ class Commands:
         await self.client.echo(marker)
         commands = []
         while True:
-            entry = await self.monitor.next_command()
+            entry = await asyncio.wait_for(self.monitor.next_command(), 10)
             command = str(entry["command"])
             if command == f"ECHO {marker}":
                 return commands
