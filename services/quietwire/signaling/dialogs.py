@@ -193,7 +193,7 @@ def other(party: Party) -> Party:
 
 
 #: Every script below takes KEYS dialog, legs (one slot: the Call-ID is their
-#: hash tag) and replies with what it read raw.
+#: hash tag); what they read comes back raw.
 
 #: ARGV ttl, the record (JSON), then the legs' field, value pairs: both written.
 _RECORD = """
@@ -269,16 +269,6 @@ _BYE_SCRIPT = LuaScript(_BYE)
 _SET_SCRIPT = LuaScript(_SET)
 _NOTE_SCRIPT = LuaScript(_NOTE)
 _TAKE_NUMBER_SCRIPT = LuaScript(_TAKE_NUMBER)
-#: Every script of the store (what a caller may load ahead).
-SCRIPTS = (
-    _RECORD_SCRIPT,
-    _GET_SCRIPT,
-    _TAKE_SCRIPT,
-    _BYE_SCRIPT,
-    _SET_SCRIPT,
-    _NOTE_SCRIPT,
-    _TAKE_NUMBER_SCRIPT,
-)
 
 
 class DialogStore:
@@ -328,14 +318,16 @@ class DialogStore:
     async def for_bye(self, request: Request, flow_id: str) -> tuple[Dialog | None, bool]:
         """The dialog of a BYE arriving on ``flow_id``, and whether it was taken:
         it is, in the same round trip, when the BYE is a party's own on that
-        party's flow (what :func:`.routing.membership` trusts)."""
+        party's flow (what :func:`.routing.membership` trusts). Any other BYE
+        changes nothing here, the copy included: a party's own from another
+        flow is taken (:meth:`take`) once it is authenticated."""
         call_id = request.call_id
         args = (call_id, request.from_.tag or "", request.to.tag or "", flow_id)
         reply = await _BYE_SCRIPT(self.redis, _keys(call_id), args)
         if reply is None:
             return None, False
         raw, legs, taken = reply
-        if taken:  # anyone else's BYE changes nothing (a party's own is taken later)
+        if taken:
             self.copies.drop(call_id)
         return _loaded(raw, legs), taken == 1
 
