@@ -235,6 +235,45 @@ async def test_stranger_bye_does_not_end_the_call(platform: Platform) -> None:
         await store.aclose()
 
 
+async def test_the_callers_copy_of_the_dialog_serves_no_one_else(pki: Pki, one: Replica) -> None:
+    """Between bob's 200 and alice's ACK, a stranger on another connection sends
+    an ACK and a BYE with the call's Call-ID, both tags and its Record-Route:
+    neither is routed from the replica's copy of the dialog (the copy waits for
+    alice's ACK on her own connection), the BYE is challenged and takes nothing."""
+    alice = await registered(pki, one.port, "alice")
+    bob = await registered(pki, one.port, "bob")
+    stranger = await phone(pki, one.port, "carol", "no password sent")
+    copies = one.service.proxy.dialogs.copies
+    invite = alice.build("INVITE", f"sip:bob@{DOMAIN}")
+    sending = asyncio.create_task(alice.send(invite))
+    incoming = await next_request(bob, "INVITE")
+    ok = bob.answer(incoming, 200, "OK")
+    ok.headers.set("Record-Route", ", ".join(incoming.headers.get_all("Record-Route")))
+    await bob.connection.send(ok)
+    exchange = await sending
+    assert exchange.final is not None and exchange.final.status == 200
+    caller = alice.dialog_from_response(invite, exchange.final)
+    cseq = exchange.final.cseq.number
+    assert len(copies) == 1
+
+    forged = await stranger._send_once(alice.in_dialog(caller, "BYE"), 5)
+    assert forged.final is not None and forged.final.status == 407
+    assert await one.service.proxy.dialogs.get(caller.call_id) is not None
+    # An ACK cannot be challenged: with the call's token it goes on as before,
+    # read from Redis; the copy is not spent on it.
+    await stranger.connection.send(alice.in_dialog(caller, "ACK", cseq=cseq))
+    await next_request(bob, "ACK")
+    assert len(copies) == 1
+
+    await alice.connection.send(alice.in_dialog(caller, "ACK", cseq=cseq))
+    await next_request(bob, "ACK")
+    assert len(copies) == 0
+    await delivered_next(alice, bob, alice.in_dialog(caller, "BYE"))
+    assert await one.service.proxy.dialogs.get(caller.call_id) is None
+    for ua in (alice, bob, stranger):
+        await ua.close()
+
+
 # -- finding 3: a request whose handling raises ---------------------------------------
 
 

@@ -15,6 +15,11 @@ their CSeq raised by an offset (and their responses given back the phone's
 number), so the other phone still sees numbers that go up (RFC 3261 section
 12.2.2) — what a B2BUA does. Both updates are atomic scripts, so a phone's
 request racing the platform's never gets the same number.
+
+Every read and write is one Lua script (one round trip). A party's BYE on its
+own flow is checked and takes the record in the same script; the caller's ACK
+of the 2xx is routed from a one-use local copy of what this replica recorded
+(:mod:`.ackcopies`), without reading Redis.
 """
 
 from __future__ import annotations
@@ -23,20 +28,24 @@ import enum
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as redis
-from redis.commands.core import AsyncScript
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT
 
+from quietwire.protocols.clock import Clock, MonotonicClock
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.headers import NameAddr, Via
 from quietwire.protocols.sip.message import Request
 from quietwire.protocols.sip.transaction import BRANCH_COOKIE
-from quietwire.runtime.redisclient import UNWAITED, Replication, text
+from quietwire.runtime.redisclient import UNWAITED, LuaScript, Replication, text
+from quietwire.signaling.ackcopies import AckCopies
 
-#: String per established call: a JSON :class:`Dialog`. TTL: DIALOG_TTL.
+#: String per established call: JSON, ``call_id``, ``cseq``, ``caller`` and
+#: ``callee`` (each a :class:`Side`'s ``flow_id``, ``contact``, ``address``) and
+#: ``caller_tag``, ``callee_tag`` (their tags, for the BYE script; absent from
+#: records written before them). TTL: DIALOG_TTL.
 DIALOG_KEY = "qw:dialog:{{{call_id}}}"
 #: The longest call we can still end from the platform.
 #: Long: a call is ended by its BYE, or by keyagreement when its media stops
@@ -70,13 +79,15 @@ class Side:
     flow_id: str
     contact: str
     address: str
+    #: The tag of ``address`` (None: it has none or does not parse), parsed once.
+    tag: str | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def tag(self) -> str | None:
+    def __post_init__(self) -> None:
         try:
-            return NameAddr.parse(self.address).tag
+            tag = NameAddr.parse(self.address).tag
         except ParseError:
-            return None
+            tag = None
+        object.__setattr__(self, "tag", tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +131,10 @@ class Dialog:
             if from_tag == self.side(party).tag and to_tag == self.side(other).tag:
                 return party
         return None
+
+    def callers_own(self, request: Request, flow_id: str) -> bool:
+        """``request`` is the caller's in this dialog and came on the caller's flow."""
+        return self.party(request) is Party.CALLER and self.caller.flow_id == flow_id
 
     def byes(self, via: ViaFor, reason: str) -> list[tuple[str, Request]]:
         """A BYE to each side (its flow id first), each as if sent by the other side."""
@@ -177,117 +192,213 @@ def other(party: Party) -> Party:
     return Party.CALLEE if party is Party.CALLER else Party.CALLER
 
 
-#: KEYS dialog, legs; ARGV field, value...: set while the dialog exists (1), else 0.
+#: Every script below takes KEYS dialog, legs (one slot: the Call-ID is their
+#: hash tag); what they read comes back raw.
+
+#: ARGV ttl, the record (JSON), then the legs' field, value pairs: both written.
+_RECORD = """
+redis.call('set', KEYS[1], ARGV[2], 'ex', ARGV[1])
+redis.call('del', KEYS[2])
+redis.call('hset', KEYS[2], unpack(ARGV, 3))
+redis.call('expire', KEYS[2], ARGV[1])
+return 1
+"""
+#: The record and its legs ({record or false, {field, value...}}), left in place.
+_GET = """
+return {redis.call('get', KEYS[1]), redis.call('hgetall', KEYS[2])}
+"""
+#: The record and its legs, removed (nil: no record).
+_TAKE = """
+local record = redis.call('getdel', KEYS[1])
+local legs = redis.call('hgetall', KEYS[2])
+redis.call('del', KEYS[2])
+if not record then return nil end
+return {record, legs}
+"""
+#: ARGV Call-ID, From tag, To tag, flow id of a BYE: the record and its legs
+#: and 1 when the BYE is a party's own (Call-ID and both tags, caller first, as
+#: Dialog.party) on that party's flow (as membership), the record then removed;
+#: 0 and the record left otherwise (nil: no record). A record without the tags
+#: (written before they were) is never taken here.
+_BYE = """
+local raw = redis.call('get', KEYS[1])
+if not raw then return nil end
+local legs = redis.call('hgetall', KEYS[2])
+local ok, record = pcall(cjson.decode, raw)
+if ok and type(record) == 'table' and record.call_id == ARGV[1]
+    and ARGV[2] ~= '' and ARGV[3] ~= '' then
+  local party
+  if ARGV[2] == record.caller_tag and ARGV[3] == record.callee_tag then
+    party = record.caller
+  elseif ARGV[2] == record.callee_tag and ARGV[3] == record.caller_tag then
+    party = record.callee
+  end
+  if type(party) == 'table' and party.flow_id == ARGV[4] then
+    redis.call('del', KEYS[1], KEYS[2])
+    return {raw, legs, 1}
+  end
+end
+return {raw, legs, 0}
+"""
+#: ARGV field, value...: set while the dialog exists (1), else 0.
 _SET = """
 if redis.call('exists', KEYS[1]) == 0 then return 0 end
 redis.call('hset', KEYS[2], unpack(ARGV))
 return 1
 """
-#: KEYS dialog, legs; ARGV party, number: a phone's request: its number noted,
-#: the offset to add returned (-1: no such dialog).
+#: ARGV party, number: a phone's request: its number noted, the offset to add
+#: returned (-1: no such dialog).
 _NOTE = """
 if redis.call('exists', KEYS[1]) == 0 then return -1 end
 redis.call('hset', KEYS[2], ARGV[1] .. '.cseq', ARGV[2])
 return tonumber(redis.call('hget', KEYS[2], ARGV[1] .. '.offset') or '0')
 """
-#: KEYS dialog, legs; ARGV party: a number the platform takes in ``party``'s
-#: direction, one above the last that phone's requests were forwarded with; the
-#: phone's later requests go above it (-1: no such dialog).
+#: ARGV party: a number the platform takes in ``party``'s direction, one above
+#: the last that phone's requests were forwarded with; the phone's later
+#: requests go above it (-1: no such dialog).
 _TAKE_NUMBER = """
 if redis.call('exists', KEYS[1]) == 0 then return -1 end
 local offset = redis.call('hincrby', KEYS[2], ARGV[1] .. '.offset', 1)
 return tonumber(redis.call('hget', KEYS[2], ARGV[1] .. '.cseq') or '0') + offset
 """
 
+_RECORD_SCRIPT = LuaScript(_RECORD)
+_GET_SCRIPT = LuaScript(_GET)
+_TAKE_SCRIPT = LuaScript(_TAKE)
+_BYE_SCRIPT = LuaScript(_BYE)
+_SET_SCRIPT = LuaScript(_SET)
+_NOTE_SCRIPT = LuaScript(_NOTE)
+_TAKE_NUMBER_SCRIPT = LuaScript(_TAKE_NUMBER)
+
 
 class DialogStore:
-    def __init__(self, client: redis.Redis, replication: Replication = UNWAITED) -> None:
+    """The dialogs in Redis, and one-use local copies of those this replica
+    recorded, for their callers' ACKs (:mod:`.ackcopies`). Every change made
+    through the store drops the dialog's copy."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        replication: Replication = UNWAITED,
+        clock: Clock | None = None,
+    ) -> None:
         self.redis = client
         #: A recorded call is on the replicas before its 2xx goes on.
         self.replication = replication
-        self._set = client.register_script(_SET)
-        self._note = client.register_script(_NOTE)
-        self._take_number = client.register_script(_TAKE_NUMBER)
+        self.copies = AckCopies(clock or MonotonicClock())
 
     async def record(self, dialog: Dialog) -> None:
-        key = DIALOG_KEY.format(call_id=dialog.call_id)
-        legs = LEGS_KEY.format(call_id=dialog.call_id)
-        fields: dict[FieldT, EncodableT] = {
-            f"{party.value}.{name}": value
-            for party in Party
-            for name, value in asdict(dialog.leg(party)).items()
-        }
-        record = {k: v for k, v in asdict(dialog).items() if not k.endswith("_leg")}
-        async with (
-            self.replication.durable(self.redis) as client,
-            client.pipeline(transaction=True) as pipe,
-        ):
-            pipe.set(key, json.dumps(record), ex=DIALOG_TTL)
-            pipe.delete(legs)
-            pipe.hset(legs, mapping=fields)
-            pipe.expire(legs, DIALOG_TTL)
-            await pipe.execute()
+        """Write the dialog of a 2xx this replica forwards, and keep its copy."""
+        self.copies.drop(dialog.call_id)
+        args: list[EncodableT] = [DIALOG_TTL, _record(dialog)]
+        for party, leg in ((Party.CALLER, dialog.caller_leg), (Party.CALLEE, dialog.callee_leg)):
+            name = party.value
+            args += (f"{name}.sdp", leg.sdp, f"{name}.cseq", leg.cseq, f"{name}.offset", leg.offset)
+        async with self.replication.durable(self.redis) as client:
+            await _RECORD_SCRIPT(client, _keys(dialog.call_id), args)
+        self.copies.keep(dialog)
 
     async def get(self, call_id: str) -> Dialog | None:
         """The call's record, left in place."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(DIALOG_KEY.format(call_id=call_id))
-            pipe.hgetall(LEGS_KEY.format(call_id=call_id))
-            raw, legs = await pipe.execute()
+        raw, legs = await _GET_SCRIPT(self.redis, _keys(call_id), ())
         return _loaded(raw, legs)
 
     async def take(self, call_id: str) -> Dialog | None:
         """The call's record, removed (whoever takes it ends the call)."""
-        legs = LEGS_KEY.format(call_id=call_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.getdel(DIALOG_KEY.format(call_id=call_id))
-            pipe.hgetall(legs)
-            pipe.delete(legs)
-            raw, fields, _ = await pipe.execute()
-        return _loaded(raw, fields)
+        self.copies.drop(call_id)
+        reply = await _TAKE_SCRIPT(self.redis, _keys(call_id), ())
+        return None if reply is None else _loaded(*reply)
+
+    async def for_ack(self, request: Request, flow_id: str) -> Dialog | None:
+        """The dialog of an ACK of a 2xx arriving on ``flow_id``: the local copy
+        when it is the caller's ACK on the caller's flow (used up), else Redis's."""
+        copy = self.copies.use(request, flow_id)
+        return copy if copy is not None else await self.get(request.call_id)
+
+    async def for_bye(self, request: Request, flow_id: str) -> tuple[Dialog | None, bool]:
+        """The dialog of a BYE arriving on ``flow_id``, and whether it was taken:
+        it is, in the same round trip, when the BYE is a party's own on that
+        party's flow (what :func:`.routing.membership` trusts). Any other BYE
+        changes nothing here, the copy included: a party's own from another
+        flow is taken (:meth:`take`) once it is authenticated."""
+        call_id = request.call_id
+        args = (call_id, request.from_.tag or "", request.to.tag or "", flow_id)
+        reply = await _BYE_SCRIPT(self.redis, _keys(call_id), args)
+        if reply is None:
+            return None, False
+        raw, legs, taken = reply
+        if taken:
+            self.copies.drop(call_id)
+        return _loaded(raw, legs), taken == 1
 
     async def forwarded_sdp(self, call_id: str, to: Party, sdp: bytes) -> None:
         """``sdp`` went to party ``to`` (an offer or answer that took effect)."""
-        await self._run(self._set, call_id, f"{to.value}.sdp", sdp)
+        await self._change(_SET_SCRIPT, call_id, f"{to.value}.sdp", sdp)
 
     async def phone_request(self, call_id: str, party: Party, number: int) -> int | None:
         """Party's own request numbered ``number``: noted, and the offset to add to
         it returned (None when the dialog is gone)."""
-        offset = int(await self._run(self._note, call_id, party.value, number))
+        offset = int(await self._change(_NOTE_SCRIPT, call_id, party.value, number))
         return None if offset < 0 else offset
 
     async def platform_number(self, call_id: str, sender: Party) -> int | None:
         """A CSeq number for a request the platform sends as ``sender`` (None when
         the dialog is gone)."""
-        number = int(await self._run(self._take_number, call_id, sender.value))
+        number = int(await self._change(_TAKE_NUMBER_SCRIPT, call_id, sender.value))
         return None if number < 0 else number
 
-    async def _run(self, script: AsyncScript, call_id: str, *args: str | bytes | int) -> Any:
-        keys = [DIALOG_KEY.format(call_id=call_id), LEGS_KEY.format(call_id=call_id)]
-        return await script(keys=keys, args=list(args))
+    async def _change(self, script: LuaScript, call_id: str, *args: str | bytes | int) -> Any:
+        self.copies.drop(call_id)
+        return await script(self.redis, _keys(call_id), args)
 
 
-def _loaded(raw: bytes | str | None, legs: dict[bytes, bytes] | None = None) -> Dialog | None:
+def _keys(call_id: str) -> tuple[str, str]:
+    return DIALOG_KEY.format(call_id=call_id), LEGS_KEY.format(call_id=call_id)
+
+
+def _record(dialog: Dialog) -> str:
+    """The record's JSON: both sides, and both tags for the BYE script."""
+    caller, callee = dialog.caller, dialog.callee
+    return json.dumps(
+        {
+            "call_id": dialog.call_id,
+            "cseq": dialog.cseq,
+            "caller": _side(caller),
+            "callee": _side(callee),
+            "caller_tag": caller.tag or "",
+            "callee_tag": callee.tag or "",
+        }
+    )
+
+
+def _side(side: Side) -> dict[str, str]:
+    return {"flow_id": side.flow_id, "contact": side.contact, "address": side.address}
+
+
+def _loaded(raw: bytes | None, legs: list[bytes]) -> Dialog | None:
+    """A record and its legs as the scripts give them (the legs as field, value...)."""
     if raw is None:
         return None
-    data = json.loads(text(raw))
-    fields = {text(k): v for k, v in (legs or {}).items()}
+    data = json.loads(raw)
+    fields = {text(legs[i]): legs[i + 1] for i in range(0, len(legs), 2)}
     return Dialog(
         data["call_id"],
         int(data["cseq"]),
-        Side(**data["caller"]),
-        Side(**data["callee"]),
+        _loaded_side(data["caller"]),
+        _loaded_side(data["callee"]),
         _leg(fields, Party.CALLER),
         _leg(fields, Party.CALLEE),
     )
 
 
-def _leg(fields: dict[str, bytes], party: Party) -> Leg:
-    def number(name: str) -> int:
-        return int(fields.get(f"{party.value}.{name}") or 0)
+def _loaded_side(data: dict[str, str]) -> Side:
+    return Side(data["flow_id"], data["contact"], data["address"])
 
-    sdp = fields.get(f"{party.value}.sdp") or b""
-    return Leg(sdp if isinstance(sdp, bytes) else sdp.encode(), number("cseq"), number("offset"))
+
+def _leg(fields: dict[str, bytes], party: Party) -> Leg:
+    name = party.value
+    cseq, offset = fields.get(f"{name}.cseq"), fields.get(f"{name}.offset")
+    return Leg(fields.get(f"{name}.sdp") or b"", int(cseq or 0), int(offset or 0))
 
 
 def new_branch() -> str:

@@ -132,7 +132,7 @@ class Proxy:
             return
         if request.method == "ACK":
             try:
-                await self._forward_ack(request)
+                await self._forward_ack(flow, request)
             except Exception as exc:
                 self.errors.record("ACK", exc)
             return
@@ -258,7 +258,8 @@ class Proxy:
 
     async def _route_in_dialog(self, context: Context) -> None:
         request = context.request
-        dialog = await self.dialogs.get(request.call_id)
+        token = self.tokens.take(request, self.wall())
+        dialog, taken = await self._in_dialog_record(context, token)
         member = membership(dialog, request, context.upstream.id)
         if not member.trusted:
             if not await self._admitted(context, in_dialog=True):
@@ -267,7 +268,6 @@ class Proxy:
                 await self.tx.respond(context, final(request, 403, "Not Your Dialog"))
                 return
         await self._trying(context)
-        token = self.tokens.take(request, self.wall())
         target = await self._in_dialog_target(request, token)
         if target is None:
             await self.tx.respond(context, final(request, 404, "No Route To Target"))
@@ -296,10 +296,22 @@ class Proxy:
             if out.body and request.method in OFFERS_IN_DIALOG:
                 out.body = continued(out.body, dialog.leg(other(member.party)).sdp)
         if request.method == "BYE" and member.party is not None:
-            await self.dialogs.take(request.call_id)  # the call's own BYE ends it
+            if not taken:  # the call's own BYE ends it
+                await self.dialogs.take(request.call_id)
             await self.media.end(request.call_id, message_tags(request))
         await self.tx.fork(context, target, out)
         await self._check_done(context)
+
+    async def _in_dialog_record(
+        self, context: Context, token: RouteToken | None
+    ) -> tuple[Dialog | None, bool]:
+        """The recorded dialog of an in-dialog request, and whether it was taken
+        already: a BYE with our Route token (so it will be forwarded) that is a
+        party's own on its flow takes it in the same round trip as the check."""
+        request = context.request
+        if request.method == "BYE" and token is not None:
+            return await self.dialogs.for_bye(request, context.upstream.id)
+        return await self.dialogs.get(request.call_id), False
 
     async def _renumber(self, out: Request, dialog: Dialog, party: Party) -> None:
         """A phone's in-dialog request, its CSeq raised above the numbers the
@@ -325,14 +337,15 @@ class Proxy:
                 target = Target(bindings[0].replica, bindings[0].flow_id)
         return target
 
-    async def _forward_ack(self, request: Request) -> None:
+    async def _forward_ack(self, flow: Flow, request: Request) -> None:
         """The ACK of a 2xx: end to end, no transaction (RFC 3261 section 16.11).
         It cannot be challenged, so it goes only with a token of its own Call-ID
-        and only in the recorded dialog whose tags it carries."""
+        and only in the recorded dialog whose tags it carries (the caller's on
+        its flow, just after the 2xx: from this replica's copy of the dialog)."""
         token = self.tokens.take(request, self.wall())
         if token is None:
             return
-        dialog = await self.dialogs.get(request.call_id)
+        dialog = await self.dialogs.for_ack(request, flow.id)
         party = dialog.party(request) if dialog is not None else None
         if dialog is None or party is None:
             FORWARDS("ACK", "no-dialog").inc()

@@ -136,7 +136,7 @@ class SignalingService(RedisBackedService):
             ),
             auth=auth,
             locator=Locator(self.replica, self.users, self.locations, self.replicas, self.flows),
-            dialogs=DialogStore(self.redis, self.replication),
+            dialogs=DialogStore(self.redis, self.replication, clock),
             router=Router(self.replica, self.flows, self.peers),
             media=self.media,
             tokens=RouteTokens(secret, settings.sip_domain, listening_ports(settings), DIALOG_TTL),
