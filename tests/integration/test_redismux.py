@@ -16,8 +16,8 @@ import pytest
 from quietwire.runtime.redisclient import NO_RETRY, LuaScript, MultiplexedRedis, redis_client
 from quietwire.runtime.settings import CommonSettings, load_settings
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.conftest import RedisServer, start_redis, stop_redis
@@ -25,6 +25,8 @@ from tests.support.wait import until
 
 ECHO = LuaScript("return {KEYS[1], ARGV[1]}")
 FAILS = LuaScript("return redis.error_reply('no such thing')")
+#: An error redis-py takes for a connection's (it disconnects on it).
+LOADING = LuaScript("return redis.error_reply('LOADING pretended')")
 #: Busy for a while before it answers (Lua cannot sleep).
 SLOW = LuaScript("local n = 0 for i = 1, 50000000 do n = n + 1 end return 'slow'")
 #: Concurrent commands of the load tests.
@@ -81,6 +83,16 @@ async def test_an_error_reply_fails_only_its_own_command(redis_url: str) -> None
                 assert isinstance(reply, ResponseError) and "no such thing" in str(reply)
             else:
                 assert reply == echoed(n)
+
+
+async def test_a_connection_error_reply_gives_the_connection_up(redis_url: str) -> None:
+    async with client_for(redis_url) as client:
+        assert isinstance(client, MultiplexedRedis)
+        assert await echo(client, 0) == echoed(0)
+        with pytest.raises(BusyLoadingError, match="pretended"):
+            await LOADING(client, (), ())
+        assert not client.multiplexer.connected
+        assert await echo(client, 1) == echoed(1)
 
 
 async def test_scripts_lost_by_redis_are_loaded_again_under_load(redis_url: str) -> None:

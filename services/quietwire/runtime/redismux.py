@@ -151,13 +151,15 @@ class _Link:
                 while reply is not _INCOMPLETE:
                     if not waiting:
                         raise RedisConnectionError("a reply no command waits for")
-                    future = waiting.popleft()
-                    if isinstance(reply, ResponseError):
-                        self._check_demoted(reply)
+                    if isinstance(reply, RedisError):
+                        self._check_error(reply)  # raised: its command fails with the others
+                        future = waiting.popleft()
                         if not future.done():
                             future.set_exception(reply)
-                    elif not future.done():
-                        future.set_result(reply)
+                    else:
+                        future = waiting.popleft()
+                        if not future.done():
+                            future.set_result(reply)
                     reply = parser.gets()
                 self._since = self._loop.time()
         except RedisError as error:
@@ -165,10 +167,14 @@ class _Link:
         except OSError as error:
             self.fail(self._lost(error))
 
-    def _check_demoted(self, reply: ResponseError) -> None:
-        """A Sentinel master's connection whose server became a replica: the
-        connection is lost (redis-py's ``SentinelManagedConnection``), so the
-        next connect asks the Sentinels for the new master."""
+    def _check_error(self, reply: RedisError) -> None:
+        """Raise when an error reply means the connection is unusable: a
+        :class:`~redis.exceptions.ConnectionError` of redis-py's (LOADING,
+        NOAUTH…), on which redis-py disconnects; a Sentinel master's server
+        become a replica, lost as redis-py's ``SentinelManagedConnection`` loses
+        it, so that the next connect asks the Sentinels for the new master."""
+        if not isinstance(reply, ResponseError):
+            raise reply
         if self._demotable and (
             isinstance(reply, ReadOnlyError)
             or str(reply).startswith(DEMOTED_MASTER_UNBLOCKED_ERROR)
