@@ -154,7 +154,14 @@ async def test_a_restarted_redis_is_noticed_before_the_next_command(tmp_path: Pa
         assert await echo(client, 1) == echoed(1)
 
 
-async def test_a_frozen_redis_times_out_every_command_then_serves_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "size",
+    [1, 16384],
+    ids=["small", "past the socket buffers"],  # 1,000 x 16 KiB: the writers wait to drain
+)
+async def test_a_frozen_redis_times_out_every_command_then_serves_again(
+    tmp_path: Path, size: int
+) -> None:
     timeout = 0.5
     async with private_redis(tmp_path) as servers:
         pool = BlockingConnectionPool.from_url(
@@ -166,8 +173,9 @@ async def test_a_frozen_redis_times_out_every_command_then_serves_again(tmp_path
             os.kill(servers[0].process.pid, signal.SIGSTOP)
             loop = asyncio.get_running_loop()
             started = loop.time()
+            payload = "x" * size
             replies = await asyncio.gather(
-                *(echo(client, n) for n in range(100)), return_exceptions=True
+                *(ECHO(client, ("k",), (payload,)) for _ in range(1000)), return_exceptions=True
             )
             assert loop.time() - started < timeout * 3
             assert all(isinstance(reply, RedisTimeoutError) for reply in replies), replies
