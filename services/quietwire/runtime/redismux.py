@@ -29,6 +29,7 @@ Failures keep redis-py's meaning, so callers answer SIP as before:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,8 @@ from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import DEMOTED_MASTER_UNBLOCKED_ERROR
 from redis.typing import EncodableT
+
+log = logging.getLogger(__name__)
 
 #: Bytes asked of the socket per read (replies of many commands at once).
 READ_SIZE = 65536
@@ -166,6 +169,9 @@ class _Link:
             self.fail(error)
         except OSError as error:
             self.fail(self._lost(error))
+        except Exception as error:  # a fault of ours: no command may wait on this link
+            log.exception("Redis reader failed")
+            self.fail(RedisConnectionError(f"reader failed: {error!r}"))
 
     def _check_error(self, reply: RedisError) -> None:
         """Raise when an error reply means the connection is unusable: a
