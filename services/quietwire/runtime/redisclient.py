@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 #: CSeq check would then answer a REGISTER 500). The request is answered 503
 #: with Retry-After at once and the phone repeats it, as SIP expects. Nothing
 #: is lost by it: the pool reconnects a connection found dead before it lends
-#: it, and a Sentinel-managed connection asks the Sentinels for the master at
+#: it (the multiplexed connection of :class:`LuaScript` is given up as soon as
+#: Redis closes it), and a Sentinel-managed connection asks the Sentinels for the master at
 #: every connect, so the first request after a promotion reaches the new master.
 #: Explicit, as redis-py's defaults have changed between releases.
 NO_RETRY = Retry(NoBackoff(), 0)
