@@ -257,15 +257,18 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
 
-def start_redis(directory: Path, *args: str, config: Path | None = None) -> RedisServer:
-    """A redis-server on a free loopback port; ``args`` add or override options.
+def start_redis(
+    directory: Path, *args: str, config: Path | None = None, port: int | None = None
+) -> RedisServer:
+    """A redis-server on ``port`` (by default a free loopback port); ``args`` add or
+    override options.
 
     ``config`` is a configuration file put first (Sentinel mode needs one).
     """
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server not found: install the Debian package redis-server")
-    port = free_port()
+    port = port or free_port()
     first = [str(config)] if config is not None else []
     process = subprocess.Popen(
         [

@@ -1,5 +1,6 @@
-"""LuaScript against a real redis-server: EVALSHA on a lent connection, loaded
-again after NOSCRIPT, and a connection whose reply was not read never lent again."""
+"""LuaScript against a real redis-server: EVALSHA on the multiplexed connection
+(or a single-connection client's own), loaded again after NOSCRIPT, and a reply
+given up on never read by the next command."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ async def test_an_error_reply_leaves_the_connection_in_step(redis_url: str) -> N
 
 async def test_an_unread_reply_never_reaches_the_next_command(redis_url: str) -> None:
     """A script given up on (cancelled while Redis runs it) leaves its reply on
-    the wire: that connection is closed, so the next command reads its own."""
+    the wire: it is read and dropped, so the next command reads its own."""
     async with client_for(redis_url) as client:
         slow = asyncio.ensure_future(SLOW(client, (), ()))
         with contextlib.suppress(TimeoutError):

@@ -8,15 +8,24 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 from quietwire.embedded.pki import ensure_pki
-from quietwire.runtime.redisclient import UNREPLICATED, Replication, redis_client, redis_ready
+from quietwire.runtime.redisclient import (
+    UNREPLICATED,
+    LuaScript,
+    Replication,
+    redis_client,
+    redis_ready,
+)
 from quietwire.runtime.settings import CommonSettings, SettingsError, load_settings
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.conftest import RedisServer, free_port, start_redis, stop_redis
 from tests.support.replication import SlowLink, link_up, start_replica
 from tests.support.wait import eventually
 
 PASSWORD = "sentinel-test-password"
+#: The value of a key, read by a Lua script.
+ECHO = LuaScript("return redis.call('GET', KEYS[1])")
 
 
 async def test_sentinel_names_the_master(tmp_path: Path) -> None:
@@ -39,6 +48,8 @@ async def test_sentinel_names_the_master(tmp_path: Path) -> None:
         client = redis_client(settings)
         assert await redis_ready(client)
         await client.set("qw:test", b"through sentinel")
+        # A Lua script on the multiplexed connection: AUTH and the database are the pool's.
+        assert await ECHO(client, ("qw:test",), ()) == b"through sentinel"
         await client.aclose()
         direct = redis_sync.Redis(port=master.port, password=PASSWORD, db=3)
         assert direct.get("qw:test") == b"through sentinel"
@@ -72,10 +83,13 @@ async def test_tls_verified_against_the_configured_ca(tmp_path: Path) -> None:
         trusted = redis_client(load_settings(CommonSettings, redis_url=url, redis_tls_ca=pki.ca))
         assert await redis_ready(trusted)
         await trusted.set("qw:tls", b"1")
+        assert await ECHO(trusted, ("qw:tls",), ()) == b"1"
         await trusted.aclose()
 
         untrusted = redis_client(load_settings(CommonSettings, redis_url=url))
         assert not await redis_ready(untrusted)
+        with pytest.raises(RedisConnectionError):
+            await ECHO(untrusted, ("qw:tls",), ())
         await untrusted.aclose()
     finally:
         stop_redis(server)

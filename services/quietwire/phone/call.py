@@ -194,6 +194,8 @@ class Phone:
         return await self._talk(media, remote, dialog)
 
     async def _talk(self, media: MediaSession, remote: Remote, dialog: Dialog) -> CallResult:
+        ua = self.ua
+        assert ua is not None
         result = CallResult(call_id=dialog.call_id)
         hung_up = asyncio.Event()
         watcher = asyncio.create_task(self._watch(dialog, media, hung_up))
@@ -220,6 +222,7 @@ class Phone:
                 # once, each answers the other's BYE while its own is pending.
                 await self._hang_up(dialog)
         finally:
+            ua.ended.add(dialog.call_id)  # from now on the UA answers its BYEs 481
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -3,7 +3,8 @@
 Over one TLS connection, so there are no retransmissions: a request waits for
 its final response, provisional ones are kept, and one 401/407 challenge is
 answered with the user's credentials. Requests from the network land in
-:attr:`UserAgent.requests`.
+:attr:`UserAgent.requests`, but a BYE of a call already ended (:attr:`UserAgent.ended`),
+which is answered 481 (RFC 3261 section 15.1.2).
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class UserAgent:
         self._pending: dict[ClientKey, tuple[Exchange, asyncio.Future[Response]]] = {}
         #: The INVITE in flight per Call-ID, as last sent (what a CANCEL must match).
         self.inviting: dict[str, Request] = {}
+        #: Call-IDs of the calls that ended here: a BYE still arriving for one
+        #: (the peer hung up as we did, and its BYE came after ours was answered)
+        #: is answered 481, not left for a call that no longer reads requests.
+        self.ended: set[str] = set()
         self._cseq = 0
         self._nc = 0
         self._dispatcher = asyncio.create_task(self._dispatch())
@@ -97,7 +102,11 @@ class UserAgent:
         while True:
             message = await self.connection.incoming.get()
             if isinstance(message, Request):
-                self.requests.put_nowait(message)
+                if message.method == "BYE" and message.call_id in self.ended:
+                    gone = self.answer(message, 481, "Call/Transaction Does Not Exist")
+                    await self.connection.send(gone)
+                else:
+                    self.requests.put_nowait(message)
                 continue
             with contextlib.suppress(ValueError, IndexError):
                 found = self._pending.get(ClientKey.of(message))

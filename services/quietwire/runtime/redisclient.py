@@ -7,7 +7,8 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import grpc
@@ -23,6 +24,7 @@ from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 from quietwire.runtime.health import ReadinessCheck
+from quietwire.runtime.redismux import Multiplexer, pack
 from quietwire.runtime.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ log = logging.getLogger(__name__)
 #: CSeq check would then answer a REGISTER 500). The request is answered 503
 #: with Retry-After at once and the phone repeats it, as SIP expects. Nothing
 #: is lost by it: the pool reconnects a connection found dead before it lends
-#: it, and a Sentinel-managed connection asks the Sentinels for the master at
+#: it (the multiplexed connection of :class:`LuaScript` is given up as soon as
+#: Redis closes it), and a Sentinel-managed connection asks the Sentinels for the master at
 #: every connect, so the first request after a promotion reaches the new master.
 #: Explicit, as redis-py's defaults have changed between releases.
 NO_RETRY = Retry(NoBackoff(), 0)
@@ -46,11 +49,25 @@ UNREPLICATED = Counter(
 )
 
 
+class MultiplexedRedis(redis.Redis):
+    """redis-py's pooled client, with a :class:`Multiplexer` on one of its pool's
+    connections for the hot commands (:class:`LuaScript`)."""
+
+    @cached_property
+    def multiplexer(self) -> Multiplexer:
+        return Multiplexer(self.connection_pool)
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if "multiplexer" in self.__dict__:
+            await self.multiplexer.aclose()
+        await super().aclose(close_connection_pool)
+
+
 def redis_client(settings: CommonSettings) -> redis.Redis:
     """A pooled client for ``QW_REDIS_URL`` (or the master the Sentinels name).
 
     Commands time out rather than hang; TLS verifies the server against
-    ``QW_REDIS_TLS_CA`` when it is set.
+    ``QW_REDIS_TLS_CA`` when it is set. It is a :class:`MultiplexedRedis`.
     """
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     options: dict[str, Any] = {
@@ -71,7 +88,7 @@ def redis_client(settings: CommonSettings) -> redis.Redis:
         # up to 5 s (a registration storm), rather than failing with "Too many
         # connections".
         pool = redis.BlockingConnectionPool.from_url(settings.redis_url, timeout=5.0, **options)
-        client: redis.Redis = redis.Redis.from_pool(pool)
+        client: redis.Redis = MultiplexedRedis.from_pool(pool)
         return client
     if tls:
         options["ssl"] = True
@@ -85,7 +102,9 @@ def redis_client(settings: CommonSettings) -> redis.Redis:
         username=url.username,
         **options,
     )
-    master: redis.Redis = sentinel.master_for(settings.redis_sentinel_master)
+    master: redis.Redis = sentinel.master_for(
+        settings.redis_sentinel_master, redis_class=MultiplexedRedis
+    )
     return master
 
 
@@ -94,16 +113,24 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _multiplexed(client: redis.Redis) -> TypeGuard[MultiplexedRedis]:
+    """Whether ``client`` pipelines on its multiplexer: a pooled :class:`MultiplexedRedis`
+    (not the single-connection client of :meth:`Replication.durable`)."""
+    return isinstance(client, MultiplexedRedis) and client.connection is None
+
+
 class LuaScript:
     """A Lua script run by EVALSHA, loaded again (SCRIPT LOAD) when Redis answers
     NOSCRIPT: after a restart, a failover or a SCRIPT FLUSH.
 
-    The command is written and its reply read on a connection of the client's
-    pool, lent for that command only, as every command is: not through
-    redis-py's ``register_script`` object and ``execute_command`` (type checks
-    and an import per call, a retry wrapper, observability hooks, reply
-    callbacks), which cost more than the rest of a re-REGISTER's Redis work. A
-    single-connection client (:meth:`Replication.durable`) keeps its own path.
+    On a :class:`MultiplexedRedis` the command is packed once and pipelined on
+    the connection its :class:`~quietwire.runtime.redismux.Multiplexer` shares
+    between concurrent requests: not through redis-py's ``register_script``
+    object, ``execute_command`` and a connection lent by the pool per command
+    (type checks, a retry wrapper, observability hooks, the pool's lock and
+    health check, each argument encoded in Python), which cost more than the
+    rest of a re-REGISTER's Redis work. A single-connection client
+    (:meth:`Replication.durable`), or any other, runs it through redis-py.
     """
 
     __slots__ = ("sha", "source")
@@ -128,23 +155,19 @@ class LuaScript:
         pipe.evalsha(self.sha, len(keys), *keys, *args)
 
     async def load(self, client: redis.Redis) -> None:
-        await client.script_load(self.source)
+        if _multiplexed(client):
+            await client.multiplexer.execute(pack("SCRIPT", "LOAD", self.source))
+        else:
+            await client.script_load(self.source)
 
     async def _evalsha(
         self, client: redis.Redis, keys: Sequence[str], args: Sequence[EncodableT]
     ) -> Any:
-        """One EVALSHA on a connection lent by the pool. A connection whose reply
-        was not read through (a timeout, a cancellation) closes itself (redis-py
-        does it for every command): the next borrower never reads that reply."""
-        if client.connection is not None:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        pool = client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-            return await connection.read_response()
-        finally:
-            await pool.release(connection)
+        if _multiplexed(client):
+            return await client.multiplexer.execute(
+                pack("EVALSHA", self.sha, len(keys), *keys, *args)
+            )
+        return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 @dataclass(frozen=True, slots=True)
