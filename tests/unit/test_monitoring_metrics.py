@@ -6,11 +6,12 @@ import socket
 from pathlib import Path
 
 from cryptography import x509
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 from quietwire.embedded.pki import ensure_pki
 from quietwire.protocols.sip.message import Request, Response, parse_message, reply
 from quietwire.relay.metrics import publish_capacity
 from quietwire.relay.ports import PortPool
+from quietwire.runtime.metrics import Series
 from quietwire.runtime.tls import TlsFiles, publish_expiry, server_credentials
 from quietwire.signaling.flows import Flow
 
@@ -107,3 +108,18 @@ def test_a_response_that_cannot_be_queued_is_not_counted() -> None:
     assert isinstance(response, Response)
     assert not flow.send_message(response)
     assert _sent("BYE", "481") == before
+
+
+def test_series_counted_without_a_lock_are_what_a_scrape_reads() -> None:
+    counter = Counter("quietwire_test_series", "test", ["kind"], registry=None)
+    registry = CollectorRegistry()
+    registry.register(counter)
+    series = Series(counter)
+    series("a").inc()
+    series("a").inc(2)
+    counter.labels("a").inc()  # the same series, the long way
+    series("b").inc()
+    assert series("a") is series("a")
+    assert registry.get_sample_value("quietwire_test_series_total", {"kind": "a"}) == 4
+    assert registry.get_sample_value("quietwire_test_series_total", {"kind": "b"}) == 1
+    assert b'quietwire_test_series_total{kind="a"} 4.0' in generate_latest(registry)

@@ -6,36 +6,68 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from threading import Thread
-from typing import Any, Generic, TypeVar
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import Info, make_wsgi_app, start_http_server
+from prometheus_client import Counter, Info, make_wsgi_app, start_http_server
 from prometheus_client.exposition import ThreadingWSGIServer
-from prometheus_client.metrics import MetricWrapperBase
 
 from quietwire import __version__
 
 BUILD = Info("quietwire_build", "quietwire version and service")
 
-M = TypeVar("M", bound=MetricWrapperBase)
+
+class Count:
+    """One series of a counter, counted without a lock.
+
+    prometheus_client takes a mutex for every increment (its metrics may be
+    shared by threads); a series counted once per SIP message on the event loop
+    thread does not need one. This value takes the place of the series' own
+    (``Counter`` keeps it in ``_value`` and reads it when scraped): increments
+    come from the event loop thread only, and the scrape thread reads a float,
+    which it sees whole.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self.value = value
+
+    def get(self) -> float:
+        return self.value
+
+    def set_exemplar(self, exemplar: object) -> None:
+        """Exemplars are not kept."""
+
+    def get_exemplar(self) -> None:
+        return None
 
 
-class Series(Generic[M]):
-    """The series of a labelled metric, each resolved once: ``series("a").inc()``
-    is ``metric.labels("a").inc()`` without ``labels()``'s checks, lock and
-    tuple on every message. It holds no more series than the metric does."""
+class Series:
+    """The series of a labelled counter, each resolved once and counted without a
+    lock (:class:`Count`): ``series("a").inc()`` is ``counter.labels("a").inc()``
+    without ``labels()``'s checks and tuple nor the increment's mutex. Every
+    increment of these series must come from the event loop thread. It holds no
+    more series than the counter does."""
 
-    __slots__ = ("_children", "metric")
+    __slots__ = ("_counts", "metric")
 
-    def __init__(self, metric: M) -> None:
+    def __init__(self, metric: Counter) -> None:
         self.metric = metric
-        self._children: dict[tuple[str, ...], M] = {}
+        self._counts: dict[tuple[str, ...], Count] = {}
 
-    def __call__(self, *values: str) -> M:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self.metric.labels(*values)
-        return child
+    def __call__(self, *values: str) -> Count:
+        count = self._counts.get(values)
+        if count is None:
+            count = self._counts[values] = Count()
+            self.metric.labels(*values)._value = count  # what the series reports
+        return count
 
 
 @dataclass(slots=True)
