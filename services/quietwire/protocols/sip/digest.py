@@ -57,10 +57,11 @@ _TCHARS = r"[A-Za-z0-9.!%*_+`'~-]+"
 #: HTAB, escaped or not, so none reaches a Redis key or a log line). Possessive
 #: (Python 3.11): runs of plain characters taken whole, never backtracked into (the
 #: two branches start differently, so there is only ever one way to match).
+#: Group 1 is the whole item, for ``findall`` to tell where each one is.
 _PARAM = re.compile(
-    rf"[ \t]*({_TCHARS})[ \t]*=[ \t]*"
+    rf"([ \t]*({_TCHARS})[ \t]*=[ \t]*"
     rf'(?:({_TCHARS})|"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]++|\\[\x20-\x7e])*+)")'
-    r"[ \t]*(,|\Z)"
+    r"[ \t]*(,|\Z))"
 )
 _SCHEME = re.compile(r"[ \t]*[Dd][Ii][Gg][Ee][Ss][Tt][ \t]+")
 _LHEX = re.compile(r"[0-9a-f]+")
@@ -81,14 +82,19 @@ def _digest_params(value: str) -> dict[str, tuple[str, bool]]:
         raise ParseError("not a Digest credential")
     rest = value[scheme.end() :].rstrip(" \t")
     params: dict[str, tuple[str, bool]] = {}
-    pos, end = 0, len(rest)
-    while pos < end:
-        match = _PARAM.match(rest, pos)
-        if match is None or (match.group(4) == "," and match.end() == end):
+    # One scan for every item; each must start where the one before ended (an
+    # item ending in a comma is found there exactly when its text is there), the
+    # last at the end and without a comma.
+    consumed, end = 0, len(rest)
+    for item, name, token, quoted_text, comma in _PARAM.findall(rest):
+        if not (rest.startswith(item, consumed) if comma else consumed + len(item) == end):
             raise ParseError("bad Digest parameter")
-        name = match.group(1).lower()
-        quoted = match.group(3) is not None
-        raw = _unescape(match.group(3)) if quoted else match.group(2)
+        consumed += len(item)
+        if consumed == end and comma:
+            raise ParseError("bad Digest parameter")
+        name = name.lower()
+        quoted = token == ""  # a token is never empty: the quoted-string matched
+        raw = _unescape(quoted_text) if quoted else token
         if name in params:
             raise ParseError("duplicate Digest parameter")
         if len(raw) > LIMITS.get(name, MAX_VALUE):
@@ -96,7 +102,8 @@ def _digest_params(value: str) -> dict[str, tuple[str, bool]]:
         params[name] = (raw, quoted)
         if len(params) > MAX_PARAMS:
             raise ParseError("too many Digest parameters")
-        pos = match.end()
+    if consumed != end:
+        raise ParseError("bad Digest parameter")
     return params
 
 
@@ -145,7 +152,7 @@ class Challenge:
         return "Digest " + ", ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Credentials:
     """An ``Authorization`` / ``Proxy-Authorization`` value, digest scheme."""
 
@@ -159,6 +166,32 @@ class Credentials:
     cnonce: str | None = None
     nc: str | None = None
     opaque: str | None = None
+
+    def __init__(
+        self,
+        username: str,
+        realm: str,
+        nonce: str,
+        uri: str,
+        response: str,
+        algorithm: DigestAlgorithm = DigestAlgorithm.MD5,
+        qop: str | None = None,
+        cnonce: str | None = None,
+        nc: str | None = None,
+        opaque: str | None = None,
+    ) -> None:
+        # Written out: compiled with the module, where the generated one would
+        # run interpreted (a credential is parsed with every request that has one).
+        object.__setattr__(self, "username", username)
+        object.__setattr__(self, "realm", realm)
+        object.__setattr__(self, "nonce", nonce)
+        object.__setattr__(self, "uri", uri)
+        object.__setattr__(self, "response", response)
+        object.__setattr__(self, "algorithm", algorithm)
+        object.__setattr__(self, "qop", qop)
+        object.__setattr__(self, "cnonce", cnonce)
+        object.__setattr__(self, "nc", nc)
+        object.__setattr__(self, "opaque", opaque)
 
     @classmethod
     def parse(cls, value: str) -> Credentials:

@@ -15,7 +15,9 @@ section 4.4.1: CRLFCRLF ping, CRLF pong) are reported, not parsed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Final
 
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.grammar import ascii_int
@@ -109,7 +111,7 @@ class StreamFramer:
             return None
         if end > self.max_header_bytes:
             raise ParseError("headers too large")
-        length = _content_length(bytes(buffer[:end]))
+        length = _content_length(buffer, end)
         limit = self.max_body_bytes
         if self.preauth_body_bytes is not None and not self.trusted:
             limit = min(limit, self.preauth_body_bytes)
@@ -126,11 +128,18 @@ class StreamFramer:
             return Malformed(data, exc)
 
 
-def _content_length(head: bytes) -> int:
-    """Content-Length of a header block: required on streams (RFC 3261 section
-    18.3), exactly once (RFC 4475 section 3.3.9)."""
+def _content_length(buffer: bytearray, end: int) -> int:
+    """Content-Length of the header block ``buffer[:end]``: required on streams
+    (RFC 3261 section 18.3), exactly once (RFC 4475 section 3.3.9)."""
+    # One header that could name Content-Length, spelled plainly: read it from
+    # the bytes. Anything else (none, several, whitespace or a value the plain
+    # form does not cover) takes the line-by-line path, which decides the same.
+    if len(_ANY_LENGTH.findall(buffer, 0, end)) == 1:
+        plain = _PLAIN_LENGTH.search(buffer, 0, end)
+        if plain is not None:
+            return ascii_int(plain.group(1).decode("ascii"), "Content-Length")
     lengths: list[bytes] = []
-    for line in head.split(b"\r\n")[1:]:
+    for line in bytes(buffer[:end]).split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
         if colon and canonical_name(name.strip().decode("latin-1")) == "Content-Length":
             lengths.append(value.strip())
@@ -139,3 +148,13 @@ def _content_length(head: bytes) -> int:
     if len(lengths) > 1:
         raise ParseError("more than one Content-Length")
     return ascii_int(lengths[0].decode("latin-1"), "Content-Length")
+
+
+#: Every line the line-by-line path could take for Content-Length (its name,
+#: stripped of ASCII whitespace as bytes.strip does, is ``Content-Length`` or
+#: ``l`` in any case), maybe more: a line starts after a CRLF.
+_ANY_LENGTH: Final = re.compile(rb"\r\n[\t-\r ]*(?:content-length|l)[\t-\r ]*:", re.IGNORECASE)
+#: One such line in its plain form: the name at the line's start, digits.
+_PLAIN_LENGTH: Final = re.compile(
+    rb"\r\n(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*(?:\r\n|\Z)", re.IGNORECASE
+)

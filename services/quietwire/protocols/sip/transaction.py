@@ -55,13 +55,20 @@ class Timeout:
     timer: Timer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ServerKey:
     """What matches a request to a server transaction (RFC 3261 section 17.2.3)."""
 
     branch: str
     sent_by: str
     method: str
+
+    def __init__(self, branch: str, sent_by: str, method: str) -> None:
+        # Written out: compiled with the module, where the generated one would
+        # run interpreted (a key is made for every request).
+        object.__setattr__(self, "branch", branch)
+        object.__setattr__(self, "sent_by", sent_by)
+        object.__setattr__(self, "method", method)
 
     @classmethod
     def of(cls, request: Request) -> ServerKey:
@@ -71,12 +78,16 @@ class ServerKey:
         return cls(via.branch or "", sent_by, method)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ClientKey:
     """What matches a response to a client transaction (RFC 3261 section 17.1.3)."""
 
     branch: str
     method: str
+
+    def __init__(self, branch: str, method: str) -> None:
+        object.__setattr__(self, "branch", branch)
+        object.__setattr__(self, "method", method)
 
     @classmethod
     def of(cls, message: Message) -> ClientKey:
