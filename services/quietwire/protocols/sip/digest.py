@@ -16,8 +16,10 @@ import os
 import re
 import struct
 from dataclasses import dataclass, replace
+from typing import Final
 
 from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.headers import is_token
 from quietwire.protocols.sip.uri import SipUri
 
 
@@ -64,13 +66,21 @@ _PARAM = re.compile(
     r"[ \t]*(,|\Z))"
 )
 _SCHEME = re.compile(r"[ \t]*[Dd][Ii][Gg][Ee][Ss][Tt][ \t]+")
-_LHEX = re.compile(r"[0-9a-f]+")
 _QUOTED_PAIR = re.compile(r"\\(.)")
-_NC = re.compile(r"[0-9a-f]{8}")
+_REQUIRED: Final = ("username", "realm", "nonce", "uri", "response")
+_NOT_EMPTY: Final = ("username", "realm", "nonce", "uri", "cnonce")
+#: ``nc-value = 8LHEX`` (RFC 3261 section 25.1).
+NC_LENGTH: Final = 8
 
 
-def _digest_params(value: str) -> dict[str, tuple[str, bool]]:
-    """``Digest`` LWS ``name=value`` list: name → (value unescaped, was quoted).
+def _is_lhex(text: str) -> bool:
+    """``1*LHEX``: lower-case hex digits (RFC 3261 section 25.1)."""
+    return text != "" and text.strip("0123456789abcdef") == ""
+
+
+def _digest_params(value: str) -> tuple[dict[str, str], set[str]]:
+    """``Digest`` LWS ``name=value`` list: name → value (unescaped), and the
+    names whose value was written as a token rather than a quoted-string.
 
     Duplicated names, empty list items, a value past its bound and anything
     outside the grammar raise :class:`ParseError`.
@@ -81,10 +91,32 @@ def _digest_params(value: str) -> dict[str, tuple[str, bool]]:
     if scheme is None:
         raise ParseError("not a Digest credential")
     rest = value[scheme.end() :].rstrip(" \t")
-    params: dict[str, tuple[str, bool]] = {}
-    # One scan for every item; each must start where the one before ended (an
-    # item ending in a comma is found there exactly when its text is there), the
-    # last at the end and without a comma.
+    items = _plain_items(rest) if rest.isprintable() and "\\" not in rest else None
+    if items is None:
+        items = _grammar_items(rest)
+    params: dict[str, str] = {}
+    tokens: set[str] = set()
+    for name, raw, quoted in items:
+        name = name.lower()
+        if name in params:
+            raise ParseError("duplicate Digest parameter")
+        if len(raw) > LIMITS.get(name, MAX_VALUE):
+            raise ParseError(f"Digest {name} too long")
+        params[name] = raw
+        if not quoted:
+            tokens.add(name)
+        if len(params) > MAX_PARAMS:
+            raise ParseError("too many Digest parameters")
+    return params, tokens
+
+
+def _grammar_items(rest: str) -> list[tuple[str, str, bool]]:
+    """Each ``name=value`` of ``rest`` by :data:`_PARAM`: (name, value unescaped, was quoted).
+
+    Each item must start where the one before ended (an item ending in a comma
+    is found there exactly when its text is there), the last at the end and
+    without a comma."""
+    items: list[tuple[str, str, bool]] = []
     consumed, end = 0, len(rest)
     for item, name, token, quoted_text, comma in _PARAM.findall(rest):
         if not (rest.startswith(item, consumed) if comma else consumed + len(item) == end):
@@ -92,19 +124,51 @@ def _digest_params(value: str) -> dict[str, tuple[str, bool]]:
         consumed += len(item)
         if consumed == end and comma:
             raise ParseError("bad Digest parameter")
-        name = name.lower()
-        quoted = token == ""  # a token is never empty: the quoted-string matched
-        raw = _unescape(quoted_text) if quoted else token
-        if name in params:
-            raise ParseError("duplicate Digest parameter")
-        if len(raw) > LIMITS.get(name, MAX_VALUE):
-            raise ParseError(f"Digest {name} too long")
-        params[name] = (raw, quoted)
-        if len(params) > MAX_PARAMS:
-            raise ParseError("too many Digest parameters")
+        if token:
+            items.append((name, token, False))
+        else:  # a token is never empty: the quoted-string matched
+            items.append((name, _unescape(quoted_text), True))
     if consumed != end:
         raise ParseError("bad Digest parameter")
-    return params
+    return items
+
+
+def _plain_items(rest: str) -> list[tuple[str, str, bool]] | None:
+    """What :func:`_grammar_items` finds, for text with no quoted-pair and no
+    control character (tab included): read with ``str.find``, as a regex scan
+    costs more than the rest of the parse. None at anything else, where the
+    regex decides (and names the error)."""
+    items: list[tuple[str, str, bool]] = []
+    pos, end = 0, len(rest)
+    while pos < end:
+        eq = rest.find("=", pos)
+        if eq < 0:
+            return None
+        name = rest[pos:eq].strip(" ")
+        start = eq + 1
+        while start < end and rest[start] == " ":
+            start += 1
+        if start < end and rest[start] == '"':
+            close = rest.find('"', start + 1)
+            if close < 0:
+                return None
+            raw = rest[start + 1 : close]
+            quoted, after = True, close + 1
+        else:
+            comma = rest.find(",", start)
+            raw = rest[start : end if comma < 0 else comma].rstrip(" ")
+            if not is_token(raw):
+                return None
+            quoted, after = False, start + len(raw)
+        while after < end and rest[after] == " ":
+            after += 1
+        if not is_token(name) or (after < end and rest[after] != ","):
+            return None
+        items.append((name, raw, quoted))
+        pos = after + 1
+        if pos == end:  # a comma ends the text
+            return None
+    return items
 
 
 def _unescape(quoted: str) -> str:
@@ -204,42 +268,43 @@ class Credentials:
         algorithm we do not implement (``-sess``, SHA-512-256), ``userhash`` or
         ``username*`` is refused with 403: we never offered them.
         """
-        params = _digest_params(value)
+        text, tokens = _digest_params(value)
         for name in _QUOTED:
-            if name in params and not params[name][1]:
+            if name in tokens:
                 raise ParseError(f"Digest {name} must be a quoted string")
-        text = {name: raw for name, (raw, _) in params.items()}
         if "username*" in text or text.get("userhash", "false").lower() != "false":
             raise ParseError("Digest username* and userhash not offered", 403)
-        missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in text]
+        missing = [k for k in _REQUIRED if k not in text]
         if missing:
             raise ParseError(f"Digest credentials lack {', '.join(missing)}")
-        for name in ("username", "realm", "nonce", "uri", "cnonce"):
-            if name in text and not text[name]:
+        for name in _NOT_EMPTY:
+            if text.get(name) == "":
                 raise ParseError(f"empty Digest {name}")
         algorithm = _algorithm(text.get("algorithm", "MD5"), 403)
-        if not _LHEX.fullmatch(text["response"]) or len(text["response"]) != algorithm.hex_length:
+        response = text["response"]
+        if not _is_lhex(response) or len(response) != algorithm.hex_length:
             raise ParseError("bad Digest response")
         qop = text.get("qop")
+        cnonce, nc = text.get("cnonce"), text.get("nc")
         if qop is None:
-            if "cnonce" in text or "nc" in text:
+            if cnonce is not None or nc is not None:
                 raise ParseError("Digest cnonce or nc without qop")
         elif qop.lower() != "auth":
             raise ParseError("Digest qop not offered", 403)
-        elif "cnonce" not in text or "nc" not in text:
+        elif cnonce is None or nc is None:
             raise ParseError("Digest qop without cnonce or nc")
-        elif not _NC.fullmatch(text["nc"]) or text["nc"] == "00000000":
+        elif len(nc) != NC_LENGTH or not _is_lhex(nc) or nc == "00000000":
             raise ParseError("bad Digest nc")
         return cls(
             text["username"],
             text["realm"],
             text["nonce"],
             text["uri"],
-            text["response"],
+            response,
             algorithm,
             qop,
-            text.get("cnonce"),
-            text.get("nc"),
+            cnonce,
+            nc,
             text.get("opaque"),
         )
 
@@ -310,7 +375,7 @@ def format_credentials(credentials: Credentials) -> str:
 
 def parse_challenge(value: str) -> Challenge:
     """A ``WWW-Authenticate`` / ``Proxy-Authenticate`` value (the phone's side)."""
-    params = {name: raw for name, (raw, _) in _digest_params(value).items()}
+    params, _ = _digest_params(value)
     if "realm" not in params or "nonce" not in params:
         raise ParseError("Digest challenge lacks realm or nonce")
     return Challenge(

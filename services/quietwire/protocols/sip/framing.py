@@ -15,7 +15,6 @@ section 4.4.1: CRLFCRLF ping, CRLF pong) are reported, not parsed.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -111,7 +110,7 @@ class StreamFramer:
             return None
         if end > self.max_header_bytes:
             raise ParseError("headers too large")
-        length = _content_length(buffer, end)
+        length = _content_length(bytes(buffer[:end]))
         limit = self.max_body_bytes
         if self.preauth_body_bytes is not None and not self.trusted:
             limit = min(limit, self.preauth_body_bytes)
@@ -128,18 +127,13 @@ class StreamFramer:
             return Malformed(data, exc)
 
 
-def _content_length(buffer: bytearray, end: int) -> int:
-    """Content-Length of the header block ``buffer[:end]``: required on streams
-    (RFC 3261 section 18.3), exactly once (RFC 4475 section 3.3.9)."""
-    # One header that could name Content-Length, spelled plainly: read it from
-    # the bytes. Anything else (none, several, whitespace or a value the plain
-    # form does not cover) takes the line-by-line path, which decides the same.
-    if len(_ANY_LENGTH.findall(buffer, 0, end)) == 1:
-        plain = _PLAIN_LENGTH.search(buffer, 0, end)
-        if plain is not None:
-            return ascii_int(plain.group(1).decode("ascii"), "Content-Length")
+def _content_length(head: bytes) -> int:
+    """Content-Length of a header block: required on streams (RFC 3261 section
+    18.3), exactly once (RFC 4475 section 3.3.9)."""
     lengths: list[bytes] = []
-    for line in bytes(buffer[:end]).split(b"\r\n")[1:]:
+    for line in head.split(b"\r\n")[1:]:
+        if line[:1] not in _MAY_NAME_LENGTH:
+            continue  # no closer look at lines that cannot name it (hot)
         name, colon, value = line.partition(b":")
         if colon and canonical_name(name.strip().decode("latin-1")) == "Content-Length":
             lengths.append(value.strip())
@@ -150,11 +144,8 @@ def _content_length(buffer: bytearray, end: int) -> int:
     return ascii_int(lengths[0].decode("latin-1"), "Content-Length")
 
 
-#: Every line the line-by-line path could take for Content-Length (its name,
-#: stripped of ASCII whitespace as bytes.strip does, is ``Content-Length`` or
-#: ``l`` in any case), maybe more: a line starts after a CRLF.
-_ANY_LENGTH: Final = re.compile(rb"\r\n[\t-\r ]*(?:content-length|l)[\t-\r ]*:", re.IGNORECASE)
-#: One such line in its plain form: the name at the line's start, digits.
-_PLAIN_LENGTH: Final = re.compile(
-    rb"\r\n(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*(?:\r\n|\Z)", re.IGNORECASE
+#: How a line naming Content-Length can start: ``Content-Length`` or ``l`` in
+#: any case, maybe after whitespace (what ``bytes.strip`` takes away).
+_MAY_NAME_LENGTH: Final = frozenset(
+    {b"C", b"c", b"L", b"l", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"}
 )

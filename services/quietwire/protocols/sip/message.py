@@ -335,18 +335,15 @@ def split_head(data: bytes) -> tuple[bytes, bytes]:
 
 def _header_lines(head: str) -> list[str]:
     """Lines of the header block with folded continuations joined (RFC 3261 7.3.1)."""
-    crlf = head.count("\r\n")
-    if (
-        head.count("\r") == crlf
-        and head.count("\n") == crlf
-        and "\n " not in head
-        and "\n\t" not in head
-        and head[:1] not in (" ", "\t")
-    ):
-        # Every line ends in CRLF, no bare CR, no folding: nothing to join (the
-        # common case, checked once on the whole block).
-        return head.split("\r\n")
-    lines: list[str] = []
+    lines = head.split("\r\n")
+    for line in lines:
+        if "\r" in line or "\n" in line or line[:1] == " " or line[:1] == "\t":
+            break
+    else:
+        # Every line ends in CRLF, no bare CR or LF, no folding: nothing to join
+        # (the common case).
+        return lines
+    lines = []
     pieces = head.split("\n")
     for index, piece in enumerate(pieces):
         # Line ends are LF or CRLF: the CR before each LF goes (str methods, not re: hot).
