@@ -43,15 +43,15 @@ class DigestAlgorithm(enum.Enum):
 #: Upper bounds on parameter values, in characters. The RFCs leave them open;
 #: these are far above what phones send (our nonces are 38) and keep what a
 #: stranger makes us hash, compare and look up small.
-LIMITS = {"uri": 1024, "response": 64, "nc": 8}
-MAX_VALUE = 256
+LIMITS: Final = {"uri": 1024, "response": 64, "nc": 8}
+MAX_VALUE: Final = 256
 #: At most this many parameters, and this many characters in a whole credential.
-MAX_PARAMS = 16
-MAX_CREDENTIALS = 4096
+MAX_PARAMS: Final = 16
+MAX_CREDENTIALS: Final = 4096
 #: Parameters that RFC 3261 section 25.1 (and RFC 7616 section 3.4) write only
 #: as quoted strings; ``algorithm``, ``qop`` and ``nc`` are tokens, accepted
 #: quoted too (RFC 7235 section 2.1: a parameter value is a token or a quoted-string).
-_QUOTED = ("username", "realm", "nonce", "uri", "response", "cnonce", "opaque")
+_QUOTED: Final = ("username", "realm", "nonce", "uri", "response", "cnonce", "opaque")
 #: RFC 3261 ``token`` (RFC 7230 ``1*tchar``).
 _TCHARS = r"[A-Za-z0-9.!%*_+`'~-]+"
 #: One ``auth-param`` and what follows it: a comma or the end (RFC 3261 section 25.1
@@ -60,13 +60,13 @@ _TCHARS = r"[A-Za-z0-9.!%*_+`'~-]+"
 #: (Python 3.11): runs of plain characters taken whole, never backtracked into (the
 #: two branches start differently, so there is only ever one way to match).
 #: Group 1 is the whole item, for ``findall`` to tell where each one is.
-_PARAM = re.compile(
+_PARAM: Final = re.compile(
     rf"([ \t]*({_TCHARS})[ \t]*=[ \t]*"
     rf'(?:({_TCHARS})|"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]++|\\[\x20-\x7e])*+)")'
     r"[ \t]*(,|\Z))"
 )
-_SCHEME = re.compile(r"[ \t]*[Dd][Ii][Gg][Ee][Ss][Tt][ \t]+")
-_QUOTED_PAIR = re.compile(r"\\(.)")
+_SCHEME: Final = re.compile(r"[ \t]*[Dd][Ii][Gg][Ee][Ss][Tt][ \t]+")
+_QUOTED_PAIR: Final = re.compile(r"\\(.)")
 _REQUIRED: Final = ("username", "realm", "nonce", "uri", "response")
 _NOT_EMPTY: Final = ("username", "realm", "nonce", "uri", "cnonce")
 #: ``nc-value = 8LHEX`` (RFC 3261 section 25.1).
@@ -75,7 +75,10 @@ NC_LENGTH: Final = 8
 
 def _is_lhex(text: str) -> bool:
     """``1*LHEX``: lower-case hex digits (RFC 3261 section 25.1)."""
-    return text != "" and text.strip("0123456789abcdef") == ""
+    return text != "" and _LHEX.issuperset(text)
+
+
+_LHEX: Final = frozenset("0123456789abcdef")
 
 
 def _digest_params(value: str) -> tuple[dict[str, str], set[str]]:
@@ -183,7 +186,7 @@ def _algorithm(name: str, status: int) -> DigestAlgorithm:
     return algorithm
 
 
-_ALGORITHMS = {algorithm.value: algorithm for algorithm in DigestAlgorithm}
+_ALGORITHMS: Final = {algorithm.value: algorithm for algorithm in DigestAlgorithm}
 
 
 def ha1(algorithm: DigestAlgorithm, username: str, realm: str, password: str) -> str:

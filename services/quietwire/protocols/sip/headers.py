@@ -17,7 +17,7 @@ from quietwire.protocols.sip.grammar import ascii_int
 from quietwire.protocols.sip.uri import SipUri
 
 #: Compact forms (RFC 3261 section 7.3.3 and the extensions that define one).
-COMPACT = {
+COMPACT: Final = {
     "i": "Call-ID",
     "m": "Contact",
     "e": "Content-Encoding",
@@ -92,9 +92,9 @@ _KNOWN = [
     "Warning",
     "WWW-Authenticate",
 ]
-_CANONICAL = {name.lower(): name for name in _KNOWN}
+_CANONICAL: Final = {name.lower(): name for name in _KNOWN}
 #: Headers whose values are comma-separated lists (RFC 3261 section 7.3.1).
-LIST_HEADERS = frozenset(
+LIST_HEADERS: Final = frozenset(
     {
         "Accept",
         "Accept-Encoding",
@@ -125,8 +125,11 @@ TOKEN_CHARS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 
 
 def is_token(text: str) -> bool:
-    # Nothing left once every token character is stripped from both ends (str
-    # methods, not re: hot).
+    # ASCII letters and digits only (most tokens: a table lookup per character),
+    # or nothing left once every token character is stripped from both ends
+    # (str methods, not re: hot).
+    if text.isalnum():
+        return text.isascii()
     return text != "" and text.strip(TOKEN_CHARS) == ""
 
 
@@ -183,7 +186,7 @@ def unquote(text: str) -> str:
     return _QUOTED_PAIR.sub(r"\1", inner) if "\\" in inner else inner
 
 
-_QUOTED_PAIR = re.compile(r"\\(.)")
+_QUOTED_PAIR: Final = re.compile(r"\\(.)")
 
 
 def quote(text: str) -> str:
@@ -318,7 +321,7 @@ def _find_unquoted(text: str, char: str) -> int:
     return next((i for i, ch in _unquoted(text) if ch == char), -1)
 
 
-_VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9-]+)\s+(.+)$", re.S)
+_VIA: Final = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9-]+)\s+(.+)$", re.S)
 #: Transports as ``Via.parse`` returns them (upper case), spelled so on the wire.
 _TRANSPORTS: Final = frozenset({"TLS", "TCP", "UDP", "SCTP", "WS", "WSS", "DTLS-SCTP", "TLS-SCTP"})
 
@@ -381,7 +384,7 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.host}{port}{format_params(self.params)}"
 
 
-MAX_CSEQ = 2**31 - 1
+MAX_CSEQ: Final = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -28,18 +28,18 @@ from quietwire.protocols.sip.headers import (
 )
 from quietwire.protocols.sip.uri import SipUri
 
-SIP_VERSION = "SIP/2.0"
+SIP_VERSION: Final = "SIP/2.0"
 #: Headers every request must carry (RFC 3261 section 8.1.1); Max-Forwards is
 #: added by proxies when a 2543-era client forgets it.
-MANDATORY = ("To", "From", "CSeq", "Call-ID", "Via")
+MANDATORY: Final = ("To", "From", "CSeq", "Call-ID", "Via")
 #: Headers a message carries at most once (RFC 3261 section 20; RFC 4475
 #: sections 3.3.8 and 3.3.9: more than one is a 400).
-SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length")
-_STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9]) (.*)$")
-_REQUEST_LINE = re.compile(r"^(\S+) (\S+) (SIP/[0-9]+\.[0-9]+)$", re.ASCII)
+SINGLE: Final = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length")
+_STATUS_LINE: Final = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9]) (.*)$")
+_REQUEST_LINE: Final = re.compile(r"^(\S+) (\S+) (SIP/[0-9]+\.[0-9]+)$", re.ASCII)
 #: RFC 3261 section 25.1: ``callid = word [ "@" word ]``.
 _WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
-_CALL_ID = re.compile(rf"{_WORD}(?:@{_WORD})?")
+_CALL_ID: Final = re.compile(rf"{_WORD}(?:@{_WORD})?")
 _SINGLE: Final = frozenset(SINGLE)
 #: What parse_message remembers the first value of, for _validate.
 _TRACKED: Final = frozenset(SINGLE + MANDATORY)
@@ -301,7 +301,7 @@ class Response(_Message):
 Message = Request | Response
 
 #: Headers a response copies from its request (RFC 3261 section 8.2.6.2).
-RESPONSE_COPIES = ("Via", "From", "To", "Call-ID", "CSeq")
+RESPONSE_COPIES: Final = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
 def reply(request: Request, status: int, reason: str, to_tag: str | None = None) -> Response:
@@ -413,14 +413,19 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Message:
         if not match:
             raise ParseError("bad status line")
         return Response(headers, body, int(match.group(1)), match.group(2))
-    match = _REQUEST_LINE.match(line)
-    if not match:
-        raise ParseError("bad request line")
-    method, uri, version = match.groups()
-    if version != SIP_VERSION:
-        raise ParseError("SIP version not supported", 505)
-    if not is_token(method):
-        raise ParseError("bad method")
+    method, _, rest = line.partition(" ")
+    uri, _, version = rest.partition(" ")
+    # The usual line ("METHOD uri SIP/2.0", one space each, nothing unprintable)
+    # without the regex, which decides anything else.
+    if not (version == SIP_VERSION and is_token(method) and uri.isprintable() and uri):
+        match = _REQUEST_LINE.match(line)
+        if not match:
+            raise ParseError("bad request line")
+        method, uri, version = match.groups()
+        if version != SIP_VERSION:
+            raise ParseError("SIP version not supported", 505)
+        if not is_token(method):
+            raise ParseError("bad method")
     parsed = SipUri.parse(uri)  # 416 for a scheme we do not serve
     if parsed.headers is not None:
         # RFC 3261 section 19.1.1 (table 1), RFC 4475 section 3.1.2.11.

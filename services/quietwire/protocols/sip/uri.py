@@ -12,21 +12,22 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Final
 from urllib.parse import unquote
 
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.grammar import ascii_int
 
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?)$")
-SCHEMES = ("sip", "sips")
+_HOST: Final = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?)$")
+SCHEMES: Final = ("sip", "sips")
 #: RFC 3986 section 3.1 (RFC 3261 section 25.1 ``scheme``).
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _ESCAPED = r"%[0-9A-Fa-f]{2}"
 _UNRESERVED = r"[A-Za-z0-9\-_.!~*'()]"
 #: RFC 3261 section 25.1: ``user`` and ``password`` (``?``, ``;`` and ``/`` are
 #: legal in a user part, RFC 4475 section 3.1.1.2).
-_USER = re.compile(rf"(?:{_UNRESERVED}|{_ESCAPED}|[&=+$,;?/])+")
-_PASSWORD = re.compile(rf"(?:{_UNRESERVED}|{_ESCAPED}|[&=+$,])*")
+_USER: Final = re.compile(rf"(?:{_UNRESERVED}|{_ESCAPED}|[&=+$,;?/])+")
+_PASSWORD: Final = re.compile(rf"(?:{_UNRESERVED}|{_ESCAPED}|[&=+$,])*")
 
 
 def _split_params(text: str) -> dict[str, str | None]:
