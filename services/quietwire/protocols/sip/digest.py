@@ -65,7 +65,7 @@ _PARAM: Final = re.compile(
     rf'(?:({_TCHARS})|"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]++|\\[\x20-\x7e])*+)")'
     r"[ \t]*(,|\Z))"
 )
-_SCHEME: Final = re.compile(r"[ \t]*[Dd][Ii][Gg][Ee][Ss][Tt][ \t]+")
+_BLANKS: Final = frozenset({" ", "\t"})
 _QUOTED_PAIR: Final = re.compile(r"\\(.)")
 _REQUIRED: Final = ("username", "realm", "nonce", "uri", "response")
 _NOT_EMPTY: Final = ("username", "realm", "nonce", "uri", "cnonce")
@@ -90,10 +90,11 @@ def _digest_params(value: str) -> tuple[dict[str, str], set[str]]:
     """
     if len(value) > MAX_CREDENTIALS:
         raise ParseError("Digest credentials too long")
-    scheme = _SCHEME.match(value)
-    if scheme is None:
+    # `[ \t]* "Digest" [ \t]+` in any case (str methods, not re: hot).
+    scheme = value.lstrip(" \t")
+    if not (scheme[:6].isascii() and scheme[:6].lower() == "digest" and scheme[6:7] in _BLANKS):
         raise ParseError("not a Digest credential")
-    rest = value[scheme.end() :].rstrip(" \t")
+    rest = scheme[6:].strip(" \t")
     items = _plain_items(rest) if rest.isprintable() and "\\" not in rest else None
     if items is None:
         items = _grammar_items(rest)

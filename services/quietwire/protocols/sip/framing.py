@@ -135,11 +135,10 @@ def _content_length(head: bytes) -> int:
     # Latin-1: one character per byte, and str operations compile to direct calls.
     for line in head.decode("latin-1").split("\r\n")[1:]:
         first = line[:1]
-        if first in _LENGTH_INITIALS:
-            if line[:14].lower() != "content-length":
-                continue  # Call-ID, Contact, CSeq... (hot: no closer look)
-        elif first not in _MAY_START_LENGTH:
+        if first not in _MAY_START_LENGTH:
             continue
+        if (first == "C" or first == "c") and line[:14].lower() != "content-length":
+            continue  # Call-ID, Contact, CSeq... (hot: no closer look)
         name, colon, value = line.partition(":")
         if colon and canonical_name(name.strip(_ASCII_WHITESPACE)) == "Content-Length":
             lengths.append(value.strip(_ASCII_WHITESPACE))
@@ -151,7 +150,6 @@ def _content_length(head: bytes) -> int:
 
 
 _ASCII_WHITESPACE: Final = " \t\n\r\x0b\x0c"
-_LENGTH_INITIALS: Final = ("C", "c")
-#: How else a line naming Content-Length can start: ``l`` in either case, or
-#: whitespace before the name.
-_MAY_START_LENGTH: Final = ("L", "l", " ", "\t", "\n", "\r", "\x0b", "\x0c")
+#: How a line naming Content-Length can start: ``Content-Length`` or ``l`` in
+#: any case, maybe after whitespace.
+_MAY_START_LENGTH: Final = frozenset({"C", "c", "L", "l", " ", "\t", "\n", "\r", "\x0b", "\x0c"})

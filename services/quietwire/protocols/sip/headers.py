@@ -120,17 +120,20 @@ LIST_HEADERS: Final = frozenset(
         "Warning",
     }
 )
-#: The characters of RFC 3261 section 25.1 ``token``: alphanum and ``-.!%*_+`'~``.
-TOKEN_CHARS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~"  # noqa: S105
 
 
 def is_token(text: str) -> bool:
-    # ASCII letters and digits only (most tokens: a table lookup per character),
-    # or nothing left once every token character is stripped from both ends
-    # (str methods, not re: hot).
+    """RFC 3261 section 25.1 ``token``: ``1*(alphanum / "-" / "." / "!" / "%" /
+    "*" / "_" / "+" / "`" / "'" / "~")``."""
+    # ASCII letters and digits, the marks counted as letters (str methods, not
+    # re: hot; most tokens have no mark).
     if text.isalnum():
         return text.isascii()
-    return text != "" and text.strip(TOKEN_CHARS) == ""
+    return text.translate(_TOKEN_MARKS_AS_LETTERS).isalnum() and text.isascii()
+
+
+#: The token characters other than letters and digits, each mapped to a letter.
+_TOKEN_MARKS_AS_LETTERS: Final = str.maketrans("-.!%*_+`'~", "aaaaaaaaaa")
 
 
 #: Spellings known at once: each canonical name as itself (the common case; a
@@ -350,18 +353,7 @@ class Via:
     @classmethod
     def parse(cls, value: str) -> Via:
         value = value.strip()
-        # The common spelling ("SIP/2.0/TLS host...", one space) without the regex.
-        transport, _, rest = value[8:].partition(" ")
-        if not (
-            value.startswith("SIP/2.0/")
-            and transport in _TRANSPORTS
-            and rest
-            and not rest[0].isspace()
-        ):
-            match = _VIA.match(value)
-            if not match:
-                raise ParseError("bad Via")
-            transport, rest = match.group(1).upper(), match.group(2)
+        transport, rest = _plain_sent_protocol(value) or _sent_protocol(value)
         sent_by, _, param_text = rest.partition(";")
         sent_by = sent_by.strip()
         try:
@@ -382,6 +374,23 @@ class Via:
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""
         return f"SIP/2.0/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+
+def _sent_protocol(value: str) -> tuple[str, str]:
+    """The transport (upper case) of a stripped Via value and what follows it."""
+    match = _VIA.match(value)
+    if not match:
+        raise ParseError("bad Via")
+    return match.group(1).upper(), match.group(2)
+
+
+def _plain_sent_protocol(value: str) -> tuple[str, str] | None:
+    """:func:`_sent_protocol` of the common spelling ("SIP/2.0/TLS host...", one
+    space) without the regex; None for any other."""
+    transport, _, rest = value[8:].partition(" ")
+    if value.startswith("SIP/2.0/") and transport in _TRANSPORTS and rest and not rest[0].isspace():
+        return transport, rest
+    return None
 
 
 MAX_CSEQ: Final = 2**31 - 1

@@ -338,12 +338,15 @@ def _header_lines(head: str) -> list[str]:
     lines = head.split("\r\n")
     for line in lines:
         if "\r" in line or "\n" in line or line[:1] == " " or line[:1] == "\t":
-            break
-    else:
-        # Every line ends in CRLF, no bare CR or LF, no folding: nothing to join
-        # (the common case).
-        return lines
-    lines = []
+            return _folded_lines(head)
+    # Every line ends in CRLF, no bare CR or LF, no folding: nothing to join
+    # (the common case).
+    return lines
+
+
+def _folded_lines(head: str) -> list[str]:
+    """:func:`_header_lines` of any block: LF or CRLF line ends, folding."""
+    lines: list[str] = []
     pieces = head.split("\n")
     for index, piece in enumerate(pieces):
         # Line ends are LF or CRLF: the CR before each LF goes (str methods, not re: hot).
@@ -413,24 +416,35 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Message:
         if not match:
             raise ParseError("bad status line")
         return Response(headers, body, int(match.group(1)), match.group(2))
-    method, _, rest = line.partition(" ")
-    uri, _, version = rest.partition(" ")
-    # The usual line ("METHOD uri SIP/2.0", one space each, nothing unprintable)
-    # without the regex, which decides anything else.
-    if not (version == SIP_VERSION and is_token(method) and uri.isprintable() and uri):
-        match = _REQUEST_LINE.match(line)
-        if not match:
-            raise ParseError("bad request line")
-        method, uri, version = match.groups()
-        if version != SIP_VERSION:
-            raise ParseError("SIP version not supported", 505)
-        if not is_token(method):
-            raise ParseError("bad method")
+    method, uri = _plain_request_line(line) or _request_line(line)
     parsed = SipUri.parse(uri)  # 416 for a scheme we do not serve
     if parsed.headers is not None:
         # RFC 3261 section 19.1.1 (table 1), RFC 4475 section 3.1.2.11.
         raise ParseError("headers in Request-URI")
     return Request(headers, body, method, uri)
+
+
+def _request_line(line: str) -> tuple[str, str]:
+    """The method and Request-URI of a request line (RFC 3261 section 7.1)."""
+    match = _REQUEST_LINE.match(line)
+    if not match:
+        raise ParseError("bad request line")
+    method, uri, version = match.groups()
+    if version != SIP_VERSION:
+        raise ParseError("SIP version not supported", 505)
+    if not is_token(method):
+        raise ParseError("bad method")
+    return method, uri
+
+
+def _plain_request_line(line: str) -> tuple[str, str] | None:
+    """:func:`_request_line` of the usual line ("METHOD uri SIP/2.0", one space
+    each, nothing unprintable) without the regex; None for any other."""
+    method, _, rest = line.partition(" ")
+    uri, _, version = rest.partition(" ")
+    if version == SIP_VERSION and is_token(method) and uri.isprintable() and uri:
+        return method, uri
+    return None
 
 
 def _validate(message: Message, first: dict[str, str]) -> None:
