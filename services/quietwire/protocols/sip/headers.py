@@ -125,15 +125,16 @@ LIST_HEADERS: Final = frozenset(
 def is_token(text: str) -> bool:
     """RFC 3261 section 25.1 ``token``: ``1*(alphanum / "-" / "." / "!" / "%" /
     "*" / "_" / "+" / "`" / "'" / "~")``."""
-    # ASCII letters and digits, the marks counted as letters (str methods, not
-    # re: hot; most tokens have no mark).
-    if text.isalnum():
+    # str methods, not re (hot): ASCII letters and digits, maybe with the usual
+    # marks (branches, addresses); else nothing left once every token character
+    # is stripped from both ends.
+    if text.isalnum() or text.replace("-", "").replace(".", "").isalnum():
         return text.isascii()
-    return text.translate(_TOKEN_MARKS_AS_LETTERS).isalnum() and text.isascii()
+    return text != "" and text.strip(_TCHARS) == ""
 
 
-#: The token characters other than letters and digits, each mapped to a letter.
-_TOKEN_MARKS_AS_LETTERS: Final = str.maketrans("-.!%*_+`'~", "aaaaaaaaaa")
+#: RFC 3261 section 25.1: the characters of a ``token``.
+_TCHARS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~"
 
 
 #: Spellings known at once: each canonical name as itself (the common case; a

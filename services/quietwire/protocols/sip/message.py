@@ -159,9 +159,9 @@ class _Message:
         each header is parsed once per message however many readers it has (the
         built-in views here; credentials in :mod:`quietwire.signaling.auth`).
         ``parse`` must read only the headers; what it raises is not remembered."""
-        cached = self._cached(name)
-        if cached is not None:
-            return cached  # type: ignore[return-value]
+        cached = self._parsed.get(name)
+        if cached is not None and cached[0] is self.headers and cached[1] == self.headers.version:
+            return cached[2]  # type: ignore[return-value]
         value = parse()
         self._remember(name, value)
         return value
@@ -307,21 +307,22 @@ RESPONSE_COPIES: Final = ("Via", "From", "To", "Call-ID", "CSeq")
 def reply(request: Request, status: int, reason: str, to_tag: str | None = None) -> Response:
     """A response to ``request``; ``to_tag`` is added to To when it has none."""
     items: list[tuple[str, str]] = []
-    request_items = request.headers._items
     for name in RESPONSE_COPIES:
-        for n, value in request_items:
+        for n, value in request.headers:
             if n != name:
                 continue
             if name == "Via":
                 items += [(name, part) for part in split_list(value)]
                 continue
-            if name == "To" and to_tag:
-                # The first To is the one the `to` view holds (parsed once).
-                first = not any(n == "To" for n, _ in items)
-                if (request.to if first else NameAddr.parse(value)).tag is None:
-                    value = f"{value};tag={to_tag}"
+            if name == "To" and to_tag and _tag(request, value) is None:
+                value = f"{value};tag={to_tag}"
             items.append((name, value))
     return Response(_headers_of(items), status=status, reason=reason)
+
+
+def _tag(request: Request, to: str) -> str | None:
+    """The tag of a To value of ``request``; the first one's as the `to` view has it."""
+    return (request.to if to is request.headers.get("To") else NameAddr.parse(to)).tag
 
 
 def split_head(data: bytes) -> tuple[bytes, bytes]:
