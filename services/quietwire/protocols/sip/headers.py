@@ -289,7 +289,7 @@ class NameAddr:
             bare = uri_text.strip()
             if not uri_text or " " in bare or "?" in bare or "," in bare:
                 raise ParseError("bad addr-spec")
-            return cls(SipUri.parse(uri_text), None, parse_params(rest))
+            return NameAddr(SipUri.parse(uri_text), None, parse_params(rest))
         close_at = value.find(">", open_at)
         if close_at < 0:
             raise ParseError("unterminated <URI>")
@@ -305,7 +305,7 @@ class NameAddr:
         rest = value[close_at + 1 :].strip()
         if rest and not rest.startswith(";"):
             raise ParseError("junk after <URI>")
-        return cls(SipUri.parse(inner), display, parse_params(rest))
+        return NameAddr(SipUri.parse(inner), display, parse_params(rest))
 
     @property
     def tag(self) -> str | None:
@@ -363,7 +363,7 @@ class Via:
             raise ParseError("bad Via sent-by") from exc
         if uri.user is not None or uri.params:
             raise ParseError("bad Via sent-by")
-        return cls(transport, uri.host, uri.port, parse_params(param_text))
+        return Via(transport, uri.host, uri.port, parse_params(param_text))
 
     @property
     def branch(self) -> str | None:
@@ -411,7 +411,7 @@ class CSeq:
         parts = value.split()
         if len(parts) != 2 or not is_token(parts[1]):
             raise ParseError("bad CSeq")
-        return cls(ascii_int(parts[0], "CSeq", MAX_CSEQ), parts[1])
+        return CSeq(ascii_int(parts[0], "CSeq", MAX_CSEQ), parts[1])
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"

@@ -307,8 +307,9 @@ RESPONSE_COPIES: Final = ("Via", "From", "To", "Call-ID", "CSeq")
 def reply(request: Request, status: int, reason: str, to_tag: str | None = None) -> Response:
     """A response to ``request``; ``to_tag`` is added to To when it has none."""
     items: list[tuple[str, str]] = []
+    request_items = request.headers._items  # a list: iterated without the iterator protocol
     for name in RESPONSE_COPIES:
-        for n, value in request.headers:
+        for n, value in request_items:
             if n != name:
                 continue
             if name == "Via":

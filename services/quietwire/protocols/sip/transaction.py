@@ -75,7 +75,7 @@ class ServerKey:
         via = request.vias[0]
         method = "INVITE" if request.method == "ACK" else request.method
         sent_by = f"{via.host.lower()}:{via.port or ''}"
-        return cls(via.branch or "", sent_by, method)
+        return ServerKey(via.branch or "", sent_by, method)
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -91,7 +91,7 @@ class ClientKey:
 
     @classmethod
     def of(cls, message: Message) -> ClientKey:
-        return cls(message.vias[0].branch or "", message.cseq.method)
+        return ClientKey(message.vias[0].branch or "", message.cseq.method)
 
 
 def ack_for(invite: Request, response: Response) -> Request:

@@ -81,7 +81,7 @@ class SipUri:
             if not _USER.fullmatch(user) or not _PASSWORD.fullmatch(password or ""):
                 raise ParseError("bad URI userinfo")
         host, port = _host_port(hostport)
-        return cls(
+        return SipUri(
             scheme, host, user, password, port, _split_params(param_text), headers or None, text
         )
 
