@@ -286,10 +286,9 @@ class NameAddr:
             uri_text, _, rest = value.partition(";")
             # RFC 3261 section 20.10: a URI holding "?" or "," must be in <>
             # (RFC 4475 section 3.1.2.13).
-            bare = uri_text.strip()
-            if not uri_text or " " in bare or "?" in bare or "," in bare:
+            if not uri_text or any(c in uri_text.strip() for c in " ?,"):
                 raise ParseError("bad addr-spec")
-            return NameAddr(SipUri.parse(uri_text), None, parse_params(rest))
+            return cls(SipUri.parse(uri_text), None, parse_params(rest))
         close_at = value.find(">", open_at)
         if close_at < 0:
             raise ParseError("unterminated <URI>")
@@ -305,7 +304,7 @@ class NameAddr:
         rest = value[close_at + 1 :].strip()
         if rest and not rest.startswith(";"):
             raise ParseError("junk after <URI>")
-        return NameAddr(SipUri.parse(inner), display, parse_params(rest))
+        return cls(SipUri.parse(inner), display, parse_params(rest))
 
     @property
     def tag(self) -> str | None:
