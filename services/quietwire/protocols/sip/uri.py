@@ -40,7 +40,7 @@ def _split_params(text: str) -> dict[str, str | None]:
     return params
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SipUri:
     scheme: str
     host: str
@@ -84,6 +84,28 @@ class SipUri:
         return SipUri(
             scheme, host, user, password, port, _split_params(param_text), headers or None, text
         )
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        user: str | None = None,
+        password: str | None = None,
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        headers: str | None = None,
+        raw: str = "",
+    ) -> None:
+        # Written out: compiled with the module, where the generated one would
+        # run interpreted (a URI not in the cache is parsed with its message).
+        object.__setattr__(self, "scheme", scheme)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "password", password)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "params", {} if params is None else params)
+        object.__setattr__(self, "headers", headers)
+        object.__setattr__(self, "raw", raw)
 
     @property
     def user_unescaped(self) -> str | None:
