@@ -16,8 +16,10 @@ import os
 import re
 import struct
 from dataclasses import dataclass, replace
+from typing import Final
 
 from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.headers import is_token
 from quietwire.protocols.sip.uri import SipUri
 
 
@@ -41,15 +43,15 @@ class DigestAlgorithm(enum.Enum):
 #: Upper bounds on parameter values, in characters. The RFCs leave them open;
 #: these are far above what phones send (our nonces are 38) and keep what a
 #: stranger makes us hash, compare and look up small.
-LIMITS = {"uri": 1024, "response": 64, "nc": 8}
-MAX_VALUE = 256
+LIMITS: Final = {"uri": 1024, "response": 64, "nc": 8}
+MAX_VALUE: Final = 256
 #: At most this many parameters, and this many characters in a whole credential.
-MAX_PARAMS = 16
-MAX_CREDENTIALS = 4096
+MAX_PARAMS: Final = 16
+MAX_CREDENTIALS: Final = 4096
 #: Parameters that RFC 3261 section 25.1 (and RFC 7616 section 3.4) write only
 #: as quoted strings; ``algorithm``, ``qop`` and ``nc`` are tokens, accepted
 #: quoted too (RFC 7235 section 2.1: a parameter value is a token or a quoted-string).
-_QUOTED = ("username", "realm", "nonce", "uri", "response", "cnonce", "opaque")
+_QUOTED: Final = ("username", "realm", "nonce", "uri", "response", "cnonce", "opaque")
 #: RFC 3261 ``token`` (RFC 7230 ``1*tchar``).
 _TCHARS = r"[A-Za-z0-9.!%*_+`'~-]+"
 #: One ``auth-param`` and what follows it: a comma or the end (RFC 3261 section 25.1
@@ -57,47 +59,120 @@ _TCHARS = r"[A-Za-z0-9.!%*_+`'~-]+"
 #: HTAB, escaped or not, so none reaches a Redis key or a log line). Possessive
 #: (Python 3.11): runs of plain characters taken whole, never backtracked into (the
 #: two branches start differently, so there is only ever one way to match).
-_PARAM = re.compile(
-    rf"[ \t]*({_TCHARS})[ \t]*=[ \t]*"
+#: Group 1 is the whole item, for ``findall`` to tell where each one is.
+_PARAM: Final = re.compile(
+    rf"([ \t]*({_TCHARS})[ \t]*=[ \t]*"
     rf'(?:({_TCHARS})|"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]++|\\[\x20-\x7e])*+)")'
-    r"[ \t]*(,|\Z)"
+    r"[ \t]*(,|\Z))"
 )
-_SCHEME = re.compile(r"[ \t]*[Dd][Ii][Gg][Ee][Ss][Tt][ \t]+")
-_LHEX = re.compile(r"[0-9a-f]+")
-_QUOTED_PAIR = re.compile(r"\\(.)")
-_NC = re.compile(r"[0-9a-f]{8}")
+_BLANKS: Final = frozenset({" ", "\t"})
+_QUOTED_PAIR: Final = re.compile(r"\\(.)")
+_REQUIRED: Final = ("username", "realm", "nonce", "uri", "response")
+_NOT_EMPTY: Final = ("username", "realm", "nonce", "uri", "cnonce")
+#: ``nc-value = 8LHEX`` (RFC 3261 section 25.1).
+NC_LENGTH: Final = 8
 
 
-def _digest_params(value: str) -> dict[str, tuple[str, bool]]:
-    """``Digest`` LWS ``name=value`` list: name → (value unescaped, was quoted).
+def _is_lhex(text: str) -> bool:
+    """``1*LHEX``: lower-case hex digits (RFC 3261 section 25.1)."""
+    return _LHEX.fullmatch(text) is not None  # fewer instructions than str methods here
+
+
+_LHEX: Final = re.compile(r"[0-9a-f]+")
+
+
+def _digest_params(value: str) -> tuple[dict[str, str], set[str]]:
+    """``Digest`` LWS ``name=value`` list: name → value (unescaped), and the
+    names whose value was written as a token rather than a quoted-string.
 
     Duplicated names, empty list items, a value past its bound and anything
     outside the grammar raise :class:`ParseError`.
     """
     if len(value) > MAX_CREDENTIALS:
         raise ParseError("Digest credentials too long")
-    scheme = _SCHEME.match(value)
-    if scheme is None:
+    # `[ \t]* "Digest" [ \t]+` in any case (str methods, not re: hot).
+    scheme = value.lstrip(" \t")
+    if not (scheme[:6].isascii() and scheme[:6].lower() == "digest" and scheme[6:7] in _BLANKS):
         raise ParseError("not a Digest credential")
-    rest = value[scheme.end() :].rstrip(" \t")
-    params: dict[str, tuple[str, bool]] = {}
-    pos, end = 0, len(rest)
-    while pos < end:
-        match = _PARAM.match(rest, pos)
-        if match is None or (match.group(4) == "," and match.end() == end):
-            raise ParseError("bad Digest parameter")
-        name = match.group(1).lower()
-        quoted = match.group(3) is not None
-        raw = _unescape(match.group(3)) if quoted else match.group(2)
+    rest = scheme[6:].strip(" \t")
+    items = _plain_items(rest) if rest.isprintable() and "\\" not in rest else None
+    if items is None:
+        items = _grammar_items(rest)
+    params: dict[str, str] = {}
+    tokens: set[str] = set()
+    for name, raw, quoted in items:
+        name = name.lower()
         if name in params:
             raise ParseError("duplicate Digest parameter")
         if len(raw) > LIMITS.get(name, MAX_VALUE):
             raise ParseError(f"Digest {name} too long")
-        params[name] = (raw, quoted)
+        params[name] = raw
+        if not quoted:
+            tokens.add(name)
         if len(params) > MAX_PARAMS:
             raise ParseError("too many Digest parameters")
-        pos = match.end()
-    return params
+    return params, tokens
+
+
+def _grammar_items(rest: str) -> list[tuple[str, str, bool]]:
+    """Each ``name=value`` of ``rest`` by :data:`_PARAM`: (name, value unescaped, was quoted).
+
+    Each item must start where the one before ended (an item ending in a comma
+    is found there exactly when its text is there), the last at the end and
+    without a comma."""
+    items: list[tuple[str, str, bool]] = []
+    consumed, end = 0, len(rest)
+    for item, name, token, quoted_text, comma in _PARAM.findall(rest):
+        if not (rest.startswith(item, consumed) if comma else consumed + len(item) == end):
+            raise ParseError("bad Digest parameter")
+        consumed += len(item)
+        if consumed == end and comma:
+            raise ParseError("bad Digest parameter")
+        if token:
+            items.append((name, token, False))
+        else:  # a token is never empty: the quoted-string matched
+            items.append((name, _unescape(quoted_text), True))
+    if consumed != end:
+        raise ParseError("bad Digest parameter")
+    return items
+
+
+def _plain_items(rest: str) -> list[tuple[str, str, bool]] | None:
+    """What :func:`_grammar_items` finds, for text with no quoted-pair and no
+    control character (tab included): read with ``str.find``, as a regex scan
+    costs more than the rest of the parse. None at anything else, where the
+    regex decides (and names the error)."""
+    items: list[tuple[str, str, bool]] = []
+    pos, end = 0, len(rest)
+    while pos < end:
+        eq = rest.find("=", pos)
+        if eq < 0:
+            return None
+        name = rest[pos:eq].strip(" ")
+        start = eq + 1
+        while start < end and rest[start] == " ":
+            start += 1
+        if start < end and rest[start] == '"':
+            close = rest.find('"', start + 1)
+            if close < 0:
+                return None
+            raw = rest[start + 1 : close]
+            quoted, after = True, close + 1
+        else:
+            comma = rest.find(",", start)
+            raw = rest[start : end if comma < 0 else comma].rstrip(" ")
+            if not is_token(raw):
+                return None
+            quoted, after = False, start + len(raw)
+        while after < end and rest[after] == " ":
+            after += 1
+        if not is_token(name) or (after < end and rest[after] != ","):
+            return None
+        items.append((name, raw, quoted))
+        pos = after + 1
+        if pos == end:  # a comma ends the text
+            return None
+    return items
 
 
 def _unescape(quoted: str) -> str:
@@ -112,7 +187,7 @@ def _algorithm(name: str, status: int) -> DigestAlgorithm:
     return algorithm
 
 
-_ALGORITHMS = {algorithm.value: algorithm for algorithm in DigestAlgorithm}
+_ALGORITHMS: Final = {algorithm.value: algorithm for algorithm in DigestAlgorithm}
 
 
 def ha1(algorithm: DigestAlgorithm, username: str, realm: str, password: str) -> str:
@@ -145,7 +220,7 @@ class Challenge:
         return "Digest " + ", ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Credentials:
     """An ``Authorization`` / ``Proxy-Authorization`` value, digest scheme."""
 
@@ -160,6 +235,32 @@ class Credentials:
     nc: str | None = None
     opaque: str | None = None
 
+    def __init__(
+        self,
+        username: str,
+        realm: str,
+        nonce: str,
+        uri: str,
+        response: str,
+        algorithm: DigestAlgorithm = DigestAlgorithm.MD5,
+        qop: str | None = None,
+        cnonce: str | None = None,
+        nc: str | None = None,
+        opaque: str | None = None,
+    ) -> None:
+        # Written out: compiled with the module, where the generated one would
+        # run interpreted (a credential is parsed with every request that has one).
+        object.__setattr__(self, "username", username)
+        object.__setattr__(self, "realm", realm)
+        object.__setattr__(self, "nonce", nonce)
+        object.__setattr__(self, "uri", uri)
+        object.__setattr__(self, "response", response)
+        object.__setattr__(self, "algorithm", algorithm)
+        object.__setattr__(self, "qop", qop)
+        object.__setattr__(self, "cnonce", cnonce)
+        object.__setattr__(self, "nc", nc)
+        object.__setattr__(self, "opaque", opaque)
+
     @classmethod
     def parse(cls, value: str) -> Credentials:
         """The strict grammar of RFC 3261 section 25.1 ``digest-response``, RFC 7616/8760.
@@ -171,42 +272,43 @@ class Credentials:
         algorithm we do not implement (``-sess``, SHA-512-256), ``userhash`` or
         ``username*`` is refused with 403: we never offered them.
         """
-        params = _digest_params(value)
+        text, tokens = _digest_params(value)
         for name in _QUOTED:
-            if name in params and not params[name][1]:
+            if name in tokens:
                 raise ParseError(f"Digest {name} must be a quoted string")
-        text = {name: raw for name, (raw, _) in params.items()}
         if "username*" in text or text.get("userhash", "false").lower() != "false":
             raise ParseError("Digest username* and userhash not offered", 403)
-        missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in text]
+        missing = [k for k in _REQUIRED if k not in text]
         if missing:
             raise ParseError(f"Digest credentials lack {', '.join(missing)}")
-        for name in ("username", "realm", "nonce", "uri", "cnonce"):
-            if name in text and not text[name]:
+        for name in _NOT_EMPTY:
+            if text.get(name) == "":
                 raise ParseError(f"empty Digest {name}")
         algorithm = _algorithm(text.get("algorithm", "MD5"), 403)
-        if not _LHEX.fullmatch(text["response"]) or len(text["response"]) != algorithm.hex_length:
+        response = text["response"]
+        if not _is_lhex(response) or len(response) != algorithm.hex_length:
             raise ParseError("bad Digest response")
         qop = text.get("qop")
+        cnonce, nc = text.get("cnonce"), text.get("nc")
         if qop is None:
-            if "cnonce" in text or "nc" in text:
+            if cnonce is not None or nc is not None:
                 raise ParseError("Digest cnonce or nc without qop")
         elif qop.lower() != "auth":
             raise ParseError("Digest qop not offered", 403)
-        elif "cnonce" not in text or "nc" not in text:
+        elif cnonce is None or nc is None:
             raise ParseError("Digest qop without cnonce or nc")
-        elif not _NC.fullmatch(text["nc"]) or text["nc"] == "00000000":
+        elif len(nc) != NC_LENGTH or not _is_lhex(nc) or nc == "00000000":
             raise ParseError("bad Digest nc")
-        return cls(
+        return Credentials(
             text["username"],
             text["realm"],
             text["nonce"],
             text["uri"],
-            text["response"],
+            response,
             algorithm,
             qop,
-            text.get("cnonce"),
-            text.get("nc"),
+            cnonce,
+            nc,
             text.get("opaque"),
         )
 
@@ -277,7 +379,7 @@ def format_credentials(credentials: Credentials) -> str:
 
 def parse_challenge(value: str) -> Challenge:
     """A ``WWW-Authenticate`` / ``Proxy-Authenticate`` value (the phone's side)."""
-    params = {name: raw for name, (raw, _) in _digest_params(value).items()}
+    params, _ = _digest_params(value)
     if "realm" not in params or "nonce" not in params:
         raise ParseError("Digest challenge lacks realm or nonce")
     return Challenge(

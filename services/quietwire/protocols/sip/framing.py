@@ -16,18 +16,19 @@ section 4.4.1: CRLFCRLF ping, CRLF pong) are reported, not parsed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.grammar import ascii_int
 from quietwire.protocols.sip.headers import canonical_name
 from quietwire.protocols.sip.message import Message, parse_message
 
-MAX_HEADER_BYTES = 16 * 1024
-MAX_BODY_BYTES = 64 * 1024
+MAX_HEADER_BYTES: Final = 16 * 1024
+MAX_BODY_BYTES: Final = 64 * 1024
 #: The body a message may carry before anyone on the stream has authenticated.
-PREAUTH_BODY_BYTES = 4 * 1024
-PING = b"\r\n\r\n"
-PONG = b"\r\n"
+PREAUTH_BODY_BYTES: Final = 4 * 1024
+PING: Final = b"\r\n\r\n"
+PONG: Final = b"\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +129,27 @@ class StreamFramer:
 
 def _content_length(head: bytes) -> int:
     """Content-Length of a header block: required on streams (RFC 3261 section
-    18.3), exactly once (RFC 4475 section 3.3.9)."""
-    lengths: list[bytes] = []
-    for line in head.split(b"\r\n")[1:]:
-        name, colon, value = line.partition(b":")
-        if colon and canonical_name(name.strip().decode("latin-1")) == "Content-Length":
-            lengths.append(value.strip())
+    18.3), exactly once (RFC 4475 section 3.3.9). Lines end at CRLF, names are
+    stripped of ASCII whitespace (as ``bytes.strip`` does)."""
+    lengths: list[str] = []
+    # Latin-1: one character per byte, and str operations compile to direct calls.
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        first = line[:1]
+        if first not in _MAY_START_LENGTH:
+            continue
+        if (first == "C" or first == "c") and line[:14].lower() != "content-length":
+            continue  # Call-ID, Contact, CSeq... (hot: no closer look)
+        name, colon, value = line.partition(":")
+        if colon and canonical_name(name.strip(_ASCII_WHITESPACE)) == "Content-Length":
+            lengths.append(value.strip(_ASCII_WHITESPACE))
     if not lengths:
         raise ParseError("Content-Length required on stream transports")
     if len(lengths) > 1:
         raise ParseError("more than one Content-Length")
-    return ascii_int(lengths[0].decode("latin-1"), "Content-Length")
+    return ascii_int(lengths[0], "Content-Length")
+
+
+_ASCII_WHITESPACE: Final = " \t\n\r\x0b\x0c"
+#: How a line naming Content-Length can start: ``Content-Length`` or ``l`` in
+#: any case, maybe after whitespace.
+_MAY_START_LENGTH: Final = frozenset({"C", "c", "L", "l", " ", "\t", "\n", "\r", "\x0b", "\x0c"})

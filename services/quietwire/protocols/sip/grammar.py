@@ -7,18 +7,19 @@ wire text unchecked.
 
 from __future__ import annotations
 
-import re
+from typing import Final
 
 from quietwire.protocols.sip.errors import ParseError
 
-_DIGITS = re.compile(r"[0-9]{1,10}")
 #: RFC 3261 section 20.19 and 20.22: delta-seconds and the like are 32-bit.
-MAX_UINT32 = 2**32 - 1
+MAX_UINT32: Final = 2**32 - 1
+#: Most digits ``ascii_int`` reads (a 32-bit value has ten).
+MAX_DIGITS: Final = 10
 
 
 def ascii_int(text: str, what: str, maximum: int = MAX_UINT32) -> int:
     """``1*DIGIT`` (at most ten) as an int no greater than ``maximum``, or :class:`ParseError`."""
-    if not _DIGITS.fullmatch(text):
+    if not is_ascii_int(text):
         raise ParseError(f"bad {what}")
     value = int(text)
     if value > maximum:
@@ -27,4 +28,5 @@ def ascii_int(text: str, what: str, maximum: int = MAX_UINT32) -> int:
 
 
 def is_ascii_int(text: str) -> bool:
-    return _DIGITS.fullmatch(text) is not None
+    """``1*DIGIT``, at most ten: ``isdigit`` is ASCII ``0-9`` on ASCII text."""
+    return 0 < len(text) <= MAX_DIGITS and text.isascii() and text.isdigit()

@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.grammar import ascii_int
 from quietwire.protocols.sip.headers import (
     LIST_HEADERS,
+    SPELLED,
     CSeq,
     NameAddr,
     Via,
@@ -27,18 +28,21 @@ from quietwire.protocols.sip.headers import (
 )
 from quietwire.protocols.sip.uri import SipUri
 
-SIP_VERSION = "SIP/2.0"
+SIP_VERSION: Final = "SIP/2.0"
 #: Headers every request must carry (RFC 3261 section 8.1.1); Max-Forwards is
 #: added by proxies when a 2543-era client forgets it.
-MANDATORY = ("To", "From", "CSeq", "Call-ID", "Via")
+MANDATORY: Final = ("To", "From", "CSeq", "Call-ID", "Via")
 #: Headers a message carries at most once (RFC 3261 section 20; RFC 4475
 #: sections 3.3.8 and 3.3.9: more than one is a 400).
-SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length")
-_STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9]) (.*)$")
-_REQUEST_LINE = re.compile(r"^(\S+) (\S+) (SIP/[0-9]+\.[0-9]+)$", re.ASCII)
+SINGLE: Final = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length")
+_STATUS_LINE: Final = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9]) (.*)$")
+_REQUEST_LINE: Final = re.compile(r"^(\S+) (\S+) (SIP/[0-9]+\.[0-9]+)$", re.ASCII)
 #: RFC 3261 section 25.1: ``callid = word [ "@" word ]``.
 _WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
-_CALL_ID = re.compile(rf"{_WORD}(?:@{_WORD})?")
+_CALL_ID: Final = re.compile(rf"{_WORD}(?:@{_WORD})?")
+_SINGLE: Final = frozenset(SINGLE)
+#: What parse_message remembers the first value of, for _validate.
+_TRACKED: Final = frozenset(SINGLE + MANDATORY)
 
 
 class Headers:
@@ -125,16 +129,30 @@ class Headers:
         return values[0]
 
 
+def _headers_of(items: list[tuple[str, str]]) -> Headers:
+    """Headers holding ``items`` as they are: their names already canonical."""
+    headers = Headers()
+    headers._items = items
+    return headers
+
+
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Message:
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     _parsed: dict[str, tuple[Headers, int, object]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+
+    def __init__(self, headers: Headers | None = None, body: bytes = b"") -> None:
+        # Written out (in Request and Response too): compiled with the module,
+        # where the generated one would run interpreted.
+        self.headers = Headers() if headers is None else headers
+        self.body = body
+        self._parsed = {}
 
     def view(self, name: str, parse: Callable[[], T]) -> T:
         """``parse()``'s value, remembered under ``name`` until the headers change:
@@ -145,8 +163,20 @@ class _Message:
         if cached is not None and cached[0] is self.headers and cached[1] == self.headers.version:
             return cached[2]  # type: ignore[return-value]
         value = parse()
-        self._parsed[name] = (self.headers, self.headers.version, value)
+        self._remember(name, value)
         return value
+
+    def _cached(self, name: str) -> object | None:
+        """What :meth:`view` remembers under ``name`` for these headers as they are, or None."""
+        cached = self._parsed.get(name)
+        if cached is not None and cached[0] is self.headers and cached[1] == self.headers.version:
+            return cached[2]
+        return None
+
+    def _remember(self, name: str, value: object) -> None:
+        self._parsed[name] = (self.headers, self.headers.version, value)
+
+    # The built-in views: each as `view` would do it, without a closure per read (hot).
 
     @property
     def call_id(self) -> str:
@@ -154,49 +184,85 @@ class _Message:
 
     @property
     def cseq(self) -> CSeq:
-        return self.view("cseq", lambda: CSeq.parse(self.headers.get("CSeq") or ""))
+        cached = self._cached("cseq")
+        if isinstance(cached, CSeq):
+            return cached
+        cseq = CSeq.parse(self.headers.get("CSeq") or "")
+        self._remember("cseq", cseq)
+        return cseq
 
     @property
     def vias(self) -> list[Via]:
-        return self.view("vias", lambda: [Via.parse(v) for v in self.headers.get_all("Via")])
+        cached = self._cached("vias")
+        if isinstance(cached, list):
+            return cached
+        vias = [Via.parse(v) for v in self.headers.get_all("Via")]
+        self._remember("vias", vias)
+        return vias
 
     @property
     def from_(self) -> NameAddr:
-        return self.view("from", lambda: NameAddr.parse(self.headers.get("From") or ""))
+        return self._name_addr("from", "From")
 
     @property
     def to(self) -> NameAddr:
-        return self.view("to", lambda: NameAddr.parse(self.headers.get("To") or ""))
+        return self._name_addr("to", "To")
+
+    def _name_addr(self, view: str, name: str) -> NameAddr:
+        cached = self._cached(view)
+        if isinstance(cached, NameAddr):
+            return cached
+        value = NameAddr.parse(self.headers.get(name) or "")
+        self._remember(view, value)
+        return value
 
     @property
     def contacts(self) -> list[NameAddr]:
-        return self.view(
-            "contacts",
-            lambda: [
-                NameAddr.parse(v) for v in self.headers.get_all("Contact") if v.strip() != "*"
-            ],
-        )
+        cached = self._cached("contacts")
+        if isinstance(cached, list):
+            return cached
+        contacts = [NameAddr.parse(v) for v in self.headers.get_all("Contact") if v.strip() != "*"]
+        self._remember("contacts", contacts)
+        return contacts
 
     def replace_top_via(self, via: Via) -> None:
         """The top Via replaced in place (RFC 3581 stamping), its parsed view kept."""
         vias = [via, *self.vias[1:]]
         if self.headers.replace_first("Via", str(via)):
-            self._parsed["vias"] = (self.headers, self.headers.version, vias)
+            self._remember("vias", vias)
 
     def _serialize(self, start_line: str) -> bytes:
         """Wire bytes; Content-Length is always written, true to the body, where it was."""
         length = f"Content-Length: {len(self.body)}"
         lines = [start_line]
-        lines += [length if n == "Content-Length" else f"{n}: {v}" for n, v in self.headers]
-        if "Content-Length" not in self.headers:
+        written = False
+        for n, v in self.headers:
+            if n == "Content-Length":
+                lines.append(length)
+                written = True
+            else:
+                lines.append(f"{n}: {v}")
+        if not written:
             lines.append(length)
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("utf-8") + self.body
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Request(_Message):
     method: str = "OPTIONS"
     uri: str = ""
+
+    def __init__(
+        self,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        method: str = "OPTIONS",
+        uri: str = "",
+    ) -> None:
+        _Message.__init__(self, headers, body)  # not super(): slots=True makes a new class
+        self.method = method
+        self.uri = uri
 
     @property
     def request_uri(self) -> SipUri:
@@ -209,10 +275,21 @@ class Request(_Message):
         return Request(self.headers.copy(), self.body, self.method, self.uri)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Response(_Message):
     status: int = 200
     reason: str = "OK"
+
+    def __init__(
+        self,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        status: int = 200,
+        reason: str = "OK",
+    ) -> None:
+        _Message.__init__(self, headers, body)  # not super(): slots=True makes a new class
+        self.status = status
+        self.reason = reason
 
     def serialize(self) -> bytes:
         return self._serialize(f"{SIP_VERSION} {self.status} {self.reason}")
@@ -224,18 +301,29 @@ class Response(_Message):
 Message = Request | Response
 
 #: Headers a response copies from its request (RFC 3261 section 8.2.6.2).
-RESPONSE_COPIES = ("Via", "From", "To", "Call-ID", "CSeq")
+RESPONSE_COPIES: Final = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
 def reply(request: Request, status: int, reason: str, to_tag: str | None = None) -> Response:
     """A response to ``request``; ``to_tag`` is added to To when it has none."""
-    response = Response(status=status, reason=reason)
+    items: list[tuple[str, str]] = []
+    request_items = request.headers._items  # a list: iterated without the iterator protocol
     for name in RESPONSE_COPIES:
-        for value in request.headers.get_all(name):
-            if name == "To" and to_tag and NameAddr.parse(value).tag is None:
+        for n, value in request_items:
+            if n != name:
+                continue
+            if name == "Via":
+                items += [(name, part) for part in split_list(value)]
+                continue
+            if name == "To" and to_tag and _tag(request, value) is None:
                 value = f"{value};tag={to_tag}"
-            response.headers.add(name, value)
-    return response
+            items.append((name, value))
+    return Response(_headers_of(items), status=status, reason=reason)
+
+
+def _tag(request: Request, to: str) -> str | None:
+    """The tag of a To value of ``request``; the first one's as the `to` view has it."""
+    return (request.to if to is request.headers.get("To") else NameAddr.parse(to)).tag
 
 
 def split_head(data: bytes) -> tuple[bytes, bytes]:
@@ -249,6 +337,17 @@ def split_head(data: bytes) -> tuple[bytes, bytes]:
 
 def _header_lines(head: str) -> list[str]:
     """Lines of the header block with folded continuations joined (RFC 3261 7.3.1)."""
+    lines = head.split("\r\n")
+    for line in lines:
+        if "\r" in line or "\n" in line or line[:1] == " " or line[:1] == "\t":
+            return _folded_lines(head)
+    # Every line ends in CRLF, no bare CR or LF, no folding: nothing to join
+    # (the common case).
+    return lines
+
+
+def _folded_lines(head: str) -> list[str]:
+    """:func:`_header_lines` of any block: LF or CRLF line ends, folding."""
     lines: list[str] = []
     pieces = head.split("\n")
     for index, piece in enumerate(pieces):
@@ -275,18 +374,32 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
     lines = _header_lines(head)
     if not lines or not lines[0]:
         raise ParseError("empty message")
-    headers = Headers()
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        name = name.strip()
-        if not colon or not is_token(name):
+    items: list[tuple[str, str]] = []
+    # The first value of each header validation reads (SINGLE and MANDATORY), and
+    # which SINGLE headers came more than once: one pass, no lookups after it.
+    first: dict[str, str] = {}
+    repeated: set[str] = set()
+    for index in range(1, len(lines)):
+        name, colon, value = lines[index].partition(":")
+        canonical = SPELLED.get(name)  # the usual spelling: a token, canonical
+        if canonical is None:
+            name = name.strip()
+            if not is_token(name):
+                raise ParseError("bad header line")
+            canonical = canonical_name(name)
+        if not colon:
             raise ParseError("bad header line")
-        headers.add(name, value.strip())
-    names = [name for name, _ in headers]
+        value = value.strip()
+        if canonical in _TRACKED:
+            if canonical not in first:
+                first[canonical] = value
+            elif canonical in _SINGLE:
+                repeated.add(canonical)
+        items.append((canonical, value))
     for name in SINGLE:
-        if names.count(name) > 1:
+        if name in repeated:
             raise ParseError(f"more than one {name}")
-    length_text = headers.get("Content-Length")
+    length_text = first.get("Content-Length")
     if length_text is None:
         body = rest if datagram else b""
     else:
@@ -294,8 +407,8 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
         if length > len(rest):
             raise ParseError("Content-Length beyond the data")
         body = rest[:length]
-    message = _start_line(lines[0], headers, body)
-    _validate(message)
+    message = _start_line(lines[0], _headers_of(items), body)
+    _validate(message, first)
     return message
 
 
@@ -305,6 +418,16 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Message:
         if not match:
             raise ParseError("bad status line")
         return Response(headers, body, int(match.group(1)), match.group(2))
+    method, uri = _plain_request_line(line) or _request_line(line)
+    parsed = SipUri.parse(uri)  # 416 for a scheme we do not serve
+    if parsed.headers is not None:
+        # RFC 3261 section 19.1.1 (table 1), RFC 4475 section 3.1.2.11.
+        raise ParseError("headers in Request-URI")
+    return Request(headers, body, method, uri)
+
+
+def _request_line(line: str) -> tuple[str, str]:
+    """The method and Request-URI of a request line (RFC 3261 section 7.1)."""
     match = _REQUEST_LINE.match(line)
     if not match:
         raise ParseError("bad request line")
@@ -313,18 +436,25 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Message:
         raise ParseError("SIP version not supported", 505)
     if not is_token(method):
         raise ParseError("bad method")
-    parsed = SipUri.parse(uri)  # 416 for a scheme we do not serve
-    if parsed.headers is not None:
-        # RFC 3261 section 19.1.1 (table 1), RFC 4475 section 3.1.2.11.
-        raise ParseError("headers in Request-URI")
-    return Request(headers, body, method, uri)
+    return method, uri
 
 
-def _validate(message: Message) -> None:
+def _plain_request_line(line: str) -> tuple[str, str] | None:
+    """:func:`_request_line` of the usual line ("METHOD uri SIP/2.0", one space
+    each, nothing unprintable) without the regex; None for any other."""
+    method, _, rest = line.partition(" ")
+    uri, _, version = rest.partition(" ")
+    if version == SIP_VERSION and is_token(method) and uri.isprintable() and uri:
+        return method, uri
+    return None
+
+
+def _validate(message: Message, first: dict[str, str]) -> None:
+    """``first``: the first value of each SINGLE and MANDATORY header present."""
     for name in MANDATORY:
-        if message.headers.get(name) is None:
+        if name not in first:
             raise ParseError(f"missing {name}")
-    if not _CALL_ID.fullmatch(message.call_id):
+    if not _CALL_ID.fullmatch(first["Call-ID"]):
         raise ParseError("bad Call-ID")
     cseq = message.cseq
     if isinstance(message, Request) and cseq.method != message.method:
@@ -332,6 +462,6 @@ def _validate(message: Message) -> None:
     message.vias  # noqa: B018 - every Via must parse
     message.from_  # noqa: B018
     message.to  # noqa: B018
-    max_forwards = message.headers.get("Max-Forwards")
+    max_forwards = first.get("Max-Forwards")
     if max_forwards is not None:
         ascii_int(max_forwards, "Max-Forwards", 255)

@@ -55,7 +55,7 @@ class Timeout:
     timer: Timer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ServerKey:
     """What matches a request to a server transaction (RFC 3261 section 17.2.3)."""
 
@@ -63,24 +63,35 @@ class ServerKey:
     sent_by: str
     method: str
 
+    def __init__(self, branch: str, sent_by: str, method: str) -> None:
+        # Written out: compiled with the module, where the generated one would
+        # run interpreted (a key is made for every request).
+        object.__setattr__(self, "branch", branch)
+        object.__setattr__(self, "sent_by", sent_by)
+        object.__setattr__(self, "method", method)
+
     @classmethod
     def of(cls, request: Request) -> ServerKey:
         via = request.vias[0]
         method = "INVITE" if request.method == "ACK" else request.method
         sent_by = f"{via.host.lower()}:{via.port or ''}"
-        return cls(via.branch or "", sent_by, method)
+        return ServerKey(via.branch or "", sent_by, method)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ClientKey:
     """What matches a response to a client transaction (RFC 3261 section 17.1.3)."""
 
     branch: str
     method: str
 
+    def __init__(self, branch: str, method: str) -> None:
+        object.__setattr__(self, "branch", branch)
+        object.__setattr__(self, "method", method)
+
     @classmethod
     def of(cls, message: Message) -> ClientKey:
-        return cls(message.vias[0].branch or "", message.cseq.method)
+        return ClientKey(message.vias[0].branch or "", message.cseq.method)
 
 
 def ack_for(invite: Request, response: Response) -> Request:

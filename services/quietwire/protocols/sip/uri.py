@@ -12,21 +12,22 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Final
 from urllib.parse import unquote
 
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.grammar import ascii_int
 
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?)$")
-SCHEMES = ("sip", "sips")
+_HOST: Final = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?)$")
+SCHEMES: Final = ("sip", "sips")
 #: RFC 3986 section 3.1 (RFC 3261 section 25.1 ``scheme``).
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _ESCAPED = r"%[0-9A-Fa-f]{2}"
 _UNRESERVED = r"[A-Za-z0-9\-_.!~*'()]"
 #: RFC 3261 section 25.1: ``user`` and ``password`` (``?``, ``;`` and ``/`` are
 #: legal in a user part, RFC 4475 section 3.1.1.2).
-_USER = re.compile(rf"(?:{_UNRESERVED}|{_ESCAPED}|[&=+$,;?/])+")
-_PASSWORD = re.compile(rf"(?:{_UNRESERVED}|{_ESCAPED}|[&=+$,])*")
+_USER: Final = re.compile(rf"(?:{_UNRESERVED}|{_ESCAPED}|[&=+$,;?/])+")
+_PASSWORD: Final = re.compile(rf"(?:{_UNRESERVED}|{_ESCAPED}|[&=+$,])*")
 
 
 def _split_params(text: str) -> dict[str, str | None]:
@@ -39,7 +40,7 @@ def _split_params(text: str) -> dict[str, str | None]:
     return params
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SipUri:
     scheme: str
     host: str
@@ -84,9 +85,31 @@ class SipUri:
             if not _USER.fullmatch(user) or not _PASSWORD.fullmatch(password or ""):
                 raise ParseError("bad URI userinfo")
         host, port = _host_port(hostport)
-        return cls(
+        return SipUri(
             scheme, host, user, password, port, _split_params(param_text), headers or None, text
         )
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        user: str | None = None,
+        password: str | None = None,
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        headers: str | None = None,
+        raw: str = "",
+    ) -> None:
+        # Written out: compiled with the module, where the generated one would
+        # run interpreted (a URI not in the cache is parsed with its message).
+        object.__setattr__(self, "scheme", scheme)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "password", password)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "params", {} if params is None else params)
+        object.__setattr__(self, "headers", headers)
+        object.__setattr__(self, "raw", raw)
 
     @property
     def user_unescaped(self) -> str | None:
