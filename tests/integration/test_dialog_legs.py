@@ -5,40 +5,16 @@ up; nothing is left or created once the call's record is taken."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-import redis.asyncio as redis
 from quietwire.signaling.dialogs import (
     DIALOG_TTL,
     LEGS_KEY,
-    Dialog,
     DialogStore,
-    Leg,
     Party,
-    Side,
 )
+
+from tests.integration.conftest import DIALOG
 
 CALLER, CALLEE = Party.CALLER, Party.CALLEE
-DIALOG = Dialog(
-    "call-legs",
-    20,
-    Side("r.1", "<sip:alice@192.0.2.1>", "<sip:alice@d>;tag=a"),
-    Side("r.2", "<sip:bob@192.0.2.2>", "<sip:bob@d>;tag=b"),
-    Leg(b"v=0 answer", 20),
-    Leg(b"v=0 offer"),
-)
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[DialogStore]:
-    client = redis.from_url(redis_url)
-    try:
-        made = DialogStore(client)
-        await made.record(DIALOG)
-        yield made
-    finally:
-        await client.aclose()
 
 
 async def test_the_legs_come_back_with_the_dialog(store: DialogStore) -> None:

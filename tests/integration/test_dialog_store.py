@@ -5,14 +5,13 @@ BYE on its own flow checked and taken in one script, anything else left."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
-import redis.asyncio as redis
 from quietwire.protocols.sip.message import Request
 from quietwire.signaling.dialogs import DIALOG_KEY, LEGS_KEY, DialogStore, Party
 
-from tests.integration.test_dialog_legs import DIALOG
+from tests.integration.conftest import DIALOG
 from tests.unit.test_signaling_proxy import request
 
 CALL = DIALOG.call_id
@@ -22,17 +21,6 @@ CALLER_FLOW, CALLEE_FLOW = DIALOG.caller.flow_id, DIALOG.callee.flow_id
 def in_dialog(method: str, from_tag: str | None = "a", to_tag: str = "b") -> Request:
     from_ = "<sip:x@d>" if from_tag is None else f"<sip:x@d>;tag={from_tag}"
     return request(method, from_=from_, to=f"<sip:y@d>;tag={to_tag}", call_id=CALL)
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[DialogStore]:
-    client = redis.from_url(redis_url)
-    try:
-        made = DialogStore(client)
-        await made.record(DIALOG)
-        yield made
-    finally:
-        await client.aclose()
 
 
 async def forget(store: DialogStore) -> None:

@@ -6,27 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
-from quietwire.runtime.redisclient import LuaScript, redis_client
-from quietwire.runtime.settings import CommonSettings, load_settings
-from redis.asyncio import Redis
+from quietwire.runtime.redisclient import LuaScript
 from redis.exceptions import ResponseError
+
+from tests.support.redis import client_for
 
 ECHO = LuaScript("return {KEYS[1], ARGV[1]}")
 #: Busy for a while before it answers (Lua cannot sleep).
 SLOW = LuaScript("local n = 0 for i = 1, 50000000 do n = n + 1 end return 'slow'")
 FAILS = LuaScript("return redis.error_reply('no such thing')")
-
-
-@contextlib.asynccontextmanager
-async def client_for(redis_url: str) -> AsyncIterator[Redis]:
-    client = redis_client(load_settings(CommonSettings, redis_url=redis_url))
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_a_script_is_loaded_again_when_redis_lost_it(redis_url: str) -> None:

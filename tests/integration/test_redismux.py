@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from quietwire.runtime.redisclient import NO_RETRY, LuaScript, MultiplexedRedis, redis_client
-from quietwire.runtime.settings import CommonSettings, load_settings
+from quietwire.runtime.redisclient import NO_RETRY, LuaScript, MultiplexedRedis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.conftest import RedisServer, start_redis, stop_redis
+from tests.support.redis import client_for
 from tests.support.wait import until
 
 ECHO = LuaScript("return {KEYS[1], ARGV[1]}")
@@ -31,15 +31,6 @@ LOADING = LuaScript("return redis.error_reply('LOADING pretended')")
 SLOW = LuaScript("local n = 0 for i = 1, 50000000 do n = n + 1 end return 'slow'")
 #: Concurrent commands of the load tests.
 MANY = 3000
-
-
-@contextlib.asynccontextmanager
-async def client_for(redis_url: str) -> AsyncIterator[Redis]:
-    client = redis_client(load_settings(CommonSettings, redis_url=redis_url))
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @contextlib.asynccontextmanager

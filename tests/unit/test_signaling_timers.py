@@ -13,7 +13,7 @@ import weakref
 import pytest
 from quietwire.protocols.sip.message import Request, Response, reply
 from quietwire.protocols.sip.transaction import T1, ClientInviteTransaction
-from quietwire.signaling.contexts import ServerTable
+from quietwire.signaling.contexts import Branch, Context, ServerTable
 from quietwire.signaling.errorlog import ErrorLog
 from quietwire.signaling.flows import Flow, FlowTable
 from quietwire.signaling.targets import Router, Target
@@ -57,6 +57,17 @@ def sent(flow: Flow) -> list[bytes]:
     while flow.backlog:
         out.append(flow.backlog.popleft())
     return out
+
+
+async def forked(tx: Transactions, caller: Flow, callee: Flow) -> tuple[Context, Branch]:
+    """An INVITE from ``caller`` with its one branch forwarded to ``callee``."""
+    context = tx.open(caller, request())
+    assert context is not None
+    out = request()
+    out.headers.add("Via", "SIP/2.0/TLS r1.example;branch=z9hG4bKout", first=True)
+    await tx.fork(context, Target.of_flow(callee.id), out)
+    (branch,) = context.branches.values()
+    return context, branch
 
 
 async def test_a_tick_polls_only_transactions_whose_timers_are_due(
@@ -121,17 +132,12 @@ async def test_over_udp_timer_g_resends_and_timer_h_frees() -> None:
 
 async def test_timer_c_cancels_a_branch_ringing_too_long() -> None:
     tx, clock, caller, callee = setup()
-    context = tx.open(caller, request())
-    assert context is not None
-    out = request()
-    out.headers.add("Via", "SIP/2.0/TLS r1.example;branch=z9hG4bKout", first=True)
-    await tx.fork(context, Target.of_flow(callee.id), out)
-    (branch,) = context.branches.values()
+    _, branch = await forked(tx, caller, callee)
     sent(callee)
     clock.t += 60.0
     ringing = Response(status=180, reason="Ringing")
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        for value in out.headers.get_all(name):
+        for value in branch.request.headers.get_all(name):
             ringing.headers.add(name, value)
     branch.tx.receive(ringing)
     branch.ringing_since = clock.now()
@@ -150,12 +156,7 @@ async def test_timer_c_holds_nothing_of_a_branch_that_ended() -> None:
     its context waits for the branch's Timer C (three minutes of every call's
     messages, in a process making calls all day)."""
     tx, clock, caller, callee = setup()
-    context = tx.open(caller, request())
-    assert context is not None
-    out = request()
-    out.headers.add("Via", "SIP/2.0/TLS r1.example;branch=z9hG4bKout", first=True)
-    await tx.fork(context, Target.of_flow(callee.id), out)
-    (branch,) = context.branches.values()
+    context, branch = await forked(tx, caller, callee)
     tx.drop_branch(branch)  # answered: the branch and the context are done
     tx.servers.remove(context.key)
     held = weakref.ref(context)
