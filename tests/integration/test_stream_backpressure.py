@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+from collections.abc import Callable
 
 from prometheus_client import REGISTRY
 from quietwire.protocols.sip.message import Message, Request, reply
@@ -44,15 +45,24 @@ async def test_a_peer_that_does_not_read_holds_a_bounded_backlog() -> None:
 
     listener = StreamListener(FlowTable("r1"), answer, None)
     port = await listener.start("127.0.0.1", 0)
+    # A bare socket, read only when the test says so (a StreamReader would read
+    # ahead into its own buffer and take the pressure off).
     peer = socket.socket()
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     peer.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(peer, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=peer)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(peer, ("127.0.0.1", port))
     dropped_before = queue_full()
+
+    async def read_until(done: Callable[[bytes], bool]) -> bytes:
+        received = b""
+        while not done(received):
+            received += await asyncio.wait_for(loop.sock_recv(peer, 65536), 10)
+        return received
+
     try:
-        writer.write(b"".join(options(n) for n in range(1, REQUESTS + 1)))
-        await writer.drain()  # every request is read: the server goes on reading
+        # Every request is read (the listener goes on reading while it cannot write).
+        await loop.sock_sendall(peer, b"".join(options(n) for n in range(1, REQUESTS + 1)))
 
         async def backlog_full() -> bool:
             return bool(flows) and len(flows[0].backlog) == SEND_QUEUE_LIMIT and flows[0].paused
@@ -64,18 +74,15 @@ async def test_a_peer_that_does_not_read_holds_a_bounded_backlog() -> None:
 
         await eventually(dropped, 20, "answers past the cap dropped and counted")
         # The peer reads now: what was kept arrives, in order, and the backlog empties.
-        received = b""
-        while flows[0].backlog or flows[0].paused or not received.endswith(b"\r\n\r\n"):
-            received += await asyncio.wait_for(reader.read(65536), 10)
+        received = await read_until(
+            lambda data: not (flows[0].backlog or flows[0].paused) and data.endswith(b"\r\n\r\n")
+        )
         numbers = [int(n) for n in re.findall(rb"CSeq: (\d+) OPTIONS", received)]
         assert numbers == sorted(numbers) and numbers[0] == 1
         assert SEND_QUEUE_LIMIT < len(numbers) < REQUESTS
         # And the connection still serves.
-        writer.write(options(REQUESTS + 1))
-        await writer.drain()
-        tail = b""
-        while f"CSeq: {REQUESTS + 1} OPTIONS".encode() not in tail:
-            tail += await asyncio.wait_for(reader.read(65536), 10)
+        await loop.sock_sendall(peer, options(REQUESTS + 1))
+        await read_until(lambda data: f"CSeq: {REQUESTS + 1} OPTIONS".encode() in data)
     finally:
-        writer.close()
+        peer.close()
         await listener.close()
