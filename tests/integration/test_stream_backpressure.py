@@ -86,3 +86,38 @@ async def test_a_peer_that_does_not_read_holds_a_bounded_backlog() -> None:
     finally:
         peer.close()
         await listener.close()
+
+
+async def test_a_request_sent_just_before_the_peer_closes_is_still_handled() -> None:
+    """A phone that sends its BYE and closes at once: the BYE still goes on, even
+    while the request before it is being handled when the connection ends."""
+    handled = asyncio.Event()
+    closed_meanwhile = asyncio.Event()
+
+    async def note(flow: Flow, message: Message) -> None:
+        if message.cseq.number == 1:
+            await closed_meanwhile.wait()
+        else:
+            handled.set()
+
+    table = FlowTable("r1")
+    listener = StreamListener(table, note, None)
+
+    async def no_flows() -> bool:
+        flows = list(table.flows.values())
+        return bool(flows) and all(flow.closed.is_set() for flow in flows)
+
+    port = await listener.start("127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+    peer = socket.socket()
+    peer.setblocking(False)
+    try:
+        await loop.sock_connect(peer, ("127.0.0.1", port))
+        await loop.sock_sendall(peer, options(1) + options(2))
+        peer.close()
+        await eventually(no_flows, 10, "the connection gone")
+        closed_meanwhile.set()
+        await asyncio.wait_for(handled.wait(), 10)
+    finally:
+        peer.close()
+        await listener.close()

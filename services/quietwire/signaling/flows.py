@@ -530,7 +530,7 @@ class StreamConnection(asyncio.Protocol):
             log.info("malformed SIP stream, closing", extra={"reason": item.error.reason})
             self.inbox.clear()
             flow.close()
-        elif not flow.closed.is_set():
+        else:  # also once the peer has gone: a BYE sent just before it closed still counts
             RECEIVED("request" if isinstance(item, Request) else "response").inc()
             try:
                 await self.listener.handler(flow, item)
