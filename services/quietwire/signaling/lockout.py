@@ -33,6 +33,7 @@ next requests without asking Redis.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
@@ -44,6 +45,7 @@ import redis.asyncio as redis
 from prometheus_client import Counter
 
 from quietwire.protocols.clock import Clock
+from quietwire.protocols.hmac_sha256 import HmacSha256
 from quietwire.runtime.redisclient import LuaScript
 from quietwire.signaling.admission import source_key
 from quietwire.signaling.limits import LIMITED
@@ -116,13 +118,15 @@ class Lockout:
         self, client: redis.Redis, realm: str, key: bytes, policy: LockoutPolicy, clock: Clock
     ) -> None:
         self.redis, self.realm, self.policy, self.clock = client, realm, policy, clock
-        self._key = hmac.new(key, b"quietwire auth lockout", hashlib.sha256).digest()
+        self._mac = HmacSha256(hmac.new(key, b"quietwire auth lockout", hashlib.sha256).digest())
+        #: Every authenticated request asks for its source's block key, for a handful of sources.
+        self._source_block_key = functools.lru_cache(maxsize=4096)(self._hashed_block_key)
         self._fail = LuaScript(_FAIL)
         #: Source key → monotonic time its block ends (this replica's view).
         self._blocked: OrderedDict[str, float] = OrderedDict()
 
     def _hashed(self, source: str) -> str:
-        return hmac.digest(self._key, source.encode(), "sha256").hex()[:24]
+        return self._mac.digest(source.encode()).hex()[:24]
 
     def blocked(self, address: str) -> bool:
         """Is ``address`` blocked, as far as this replica knows (no Redis)?"""
@@ -149,7 +153,10 @@ class Lockout:
         source = current_source.get()
         if source is None:
             return (user,)
-        return (user, SOURCE_BLOCK_KEY.format(source=self._hashed(source_key(source))))
+        return (user, self._source_block_key(source))
+
+    def _hashed_block_key(self, source: str) -> str:
+        return SOURCE_BLOCK_KEY.format(source=self._hashed(source_key(source)))
 
     def refused(self, pttls: list[int]) -> bool:
         """From the PTTLs of :meth:`block_keys`: is the user or the source blocked?"""

@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass, replace
 from typing import Final
 
+from quietwire.protocols.hmac_sha256 import HmacSha256
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.headers import is_token
 from quietwire.protocols.sip.uri import SipUri
@@ -404,14 +405,14 @@ class NonceMint:
     """
 
     def __init__(self, secret: bytes, lifetime: float = 300.0) -> None:
-        self.secret = secret
+        #: HMAC-SHA-256 under the secret, over a label naming this layout: a nonce
+        #: of the earlier layout (no algorithm; from a replica not yet upgraded)
+        #: is not ours, so it is challenged again rather than refused.
+        self._hmac = HmacSha256(secret, _NONCE_LABEL)
         self.lifetime = lifetime
 
     def _mac(self, body: bytes) -> bytes:
-        """The MAC, over a label naming this layout: a nonce of the earlier layout
-        (no algorithm; from a replica not yet upgraded) is not ours, so it is
-        challenged again rather than refused."""
-        return hmac.digest(self.secret, _NONCE_LABEL + body, "sha256")[:12]
+        return self._hmac.digest(body)[:12]
 
     def mint(self, now: float, algorithm: DigestAlgorithm) -> str:
         body = struct.pack("!QB", int(now * 1000), _NONCE_CODES[algorithm]) + os.urandom(7)
