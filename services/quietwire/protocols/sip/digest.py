@@ -7,7 +7,6 @@ formatted here; :class:`NonceMint` makes nonces that expire without storage.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import enum
 import hashlib
@@ -32,8 +31,10 @@ class DigestAlgorithm(enum.Enum):
 
     def hash(self, data: str) -> str:
         """``H(data)``: lowercase hex of the algorithm over the UTF-8 bytes."""
-        name = "md5" if self is DigestAlgorithm.MD5 else "sha256"
-        return hashlib.new(name, data.encode("utf-8"), usedforsecurity=False).hexdigest()
+        raw = data.encode("utf-8")
+        if self is DigestAlgorithm.MD5:  # hashlib.new would look the name up each time
+            return hashlib.md5(raw, usedforsecurity=False).hexdigest()
+        return hashlib.sha256(raw, usedforsecurity=False).hexdigest()
 
     @property
     def hex_length(self) -> int:
@@ -415,17 +416,14 @@ class NonceMint:
         return self._hmac.digest(body)[:12]
 
     def mint(self, now: float, algorithm: DigestAlgorithm) -> str:
-        body = struct.pack("!QB", int(now * 1000), _NONCE_CODES[algorithm]) + os.urandom(7)
-        return base64.urlsafe_b64encode(body + self._mac(body)).decode().rstrip("=")
+        body = _NONCE_HEAD.pack(int(now * 1000), _NONCE_CODES[algorithm]) + os.urandom(7)
+        return nonce_text(body + self._mac(body))
 
     def check(self, nonce: str, now: float, algorithm: DigestAlgorithm) -> NonceCheck:
-        try:
-            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
-        except (ValueError, binascii.Error):
+        raw = nonce_bytes(nonce)
+        if raw is None or len(raw) != 28 or not hmac.compare_digest(self._mac(raw[:16]), raw[16:]):
             return NonceCheck.FORGED
-        if len(raw) != 28 or not hmac.compare_digest(self._mac(raw[:16]), raw[16:]):
-            return NonceCheck.FORGED
-        millis, code = struct.unpack("!QB", raw[:9])
+        millis, code = _NONCE_HEAD.unpack_from(raw)
         if code != _NONCE_CODES[algorithm]:
             return NonceCheck.OTHER_ALGORITHM
         issued = millis / 1000
@@ -436,6 +434,27 @@ class NonceMint:
 
 _NONCE_CODES = {DigestAlgorithm.MD5: 1, DigestAlgorithm.SHA_256: 2}
 _NONCE_LABEL = b"quietwire digest nonce, algorithm bound:"
+#: A nonce's time in ms and its algorithm's code.
+_NONCE_HEAD: Final = struct.Struct("!QB")
+#: The base64 alphabet to base64url's and back (RFC 4648 section 5).
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
+
+
+def nonce_text(raw: bytes) -> str:
+    """``raw`` in base64url without padding (what ``base64.urlsafe_b64encode``
+    and ``rstrip("=")`` give, with no Python-level helper in between)."""
+    return binascii.b2a_base64(raw, newline=False).rstrip(b"=").translate(_TO_URLSAFE).decode()
+
+
+def nonce_bytes(text: str) -> bytes | None:
+    """What ``base64.urlsafe_b64decode`` gives for ``text`` padded to whole
+    quanta (characters outside the alphabet skipped), None where it raises."""
+    try:
+        padded = (text + "=" * (-len(text) % 4)).encode("ascii")
+        return binascii.a2b_base64(padded.translate(_FROM_URLSAFE))
+    except ValueError:  # binascii.Error and UnicodeEncodeError are ValueErrors
+        return None
 
 
 class NonceCheck(enum.Enum):

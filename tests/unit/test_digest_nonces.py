@@ -1,0 +1,56 @@
+"""Nonce text is read and written as ``base64``'s url-safe functions do.
+
+:func:`nonce_text` and :func:`nonce_bytes` call ``binascii`` directly; a
+nonce a replica of the earlier code minted, or refused, must fare the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from quietwire.protocols.sip.digest import (
+    DigestAlgorithm,
+    NonceCheck,
+    NonceMint,
+    nonce_bytes,
+    nonce_text,
+)
+
+
+def _urlsafe_decoded(text: str) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, binascii.Error):
+        return None
+
+
+@given(st.binary(max_size=40))
+def test_nonce_text_as_urlsafe_b64encode(raw: bytes) -> None:
+    assert nonce_text(raw) == base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert nonce_bytes(nonce_text(raw)) == raw
+
+
+_NONCE_PIECES = st.sampled_from(
+    ["A", "z", "0", "-", "_", "+", "/", "=", "==", " ", "!", ".", "\n", "é", "\x00", "AAAA"]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_NONCE_PIECES, max_size=45).map("".join))
+def test_nonce_bytes_as_urlsafe_b64decode(text: str) -> None:
+    assert nonce_bytes(text) == _urlsafe_decoded(text)
+
+
+@given(st.integers(min_value=0, max_value=37), st.sampled_from("!.=+/ é"))
+def test_a_minted_nonce_with_a_character_added(where: int, extra: str) -> None:
+    """base64 decoding skips characters outside the alphabet: such a nonce still
+    reads as the one minted, as it did (its text, hashed into the response and
+    naming its count in Redis, is what differs)."""
+    mint = NonceMint(b"k" * 32)
+    nonce = mint.mint(1000.0, DigestAlgorithm.MD5)
+    changed = nonce[:where] + extra + nonce[where:]
+    same = _urlsafe_decoded(changed) == _urlsafe_decoded(nonce)
+    assert (mint.check(changed, 1000.0, DigestAlgorithm.MD5) is NonceCheck.FRESH) == same
