@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import functools
 import hashlib
 import hmac
 import os
@@ -29,6 +30,8 @@ class DigestAlgorithm(enum.Enum):
     MD5 = "MD5"
     SHA_256 = "SHA-256"
 
+    _value_: str
+
     def hash(self, data: str) -> str:
         """``H(data)``: lowercase hex of the algorithm over the UTF-8 bytes."""
         raw = data.encode("utf-8")
@@ -40,6 +43,17 @@ class DigestAlgorithm(enum.Enum):
     def hex_length(self) -> int:
         """Characters of a ``response`` (RFC 8760 section 2.3: the hash's length in LHEX)."""
         return 32 if self is DigestAlgorithm.MD5 else 64
+
+    @property
+    def token(self) -> str:
+        """The parameter value: ``value`` without the Python-level property
+        lookup of ``enum`` (every challenge writes it)."""
+        return self._value_
+
+    @property
+    def nonce_code(self) -> int:
+        """The byte naming the algorithm in a :class:`NonceMint` nonce."""
+        return 1 if self is DigestAlgorithm.MD5 else 2
 
 
 #: Upper bounds on parameter values, in characters. The RFCs leave them open;
@@ -197,6 +211,14 @@ def ha1(algorithm: DigestAlgorithm, username: str, realm: str, password: str) ->
     return algorithm.hash(f"{username}:{realm}:{password}")
 
 
+@functools.lru_cache(maxsize=256)
+def _ha2(algorithm: str, method: str, uri: str) -> str:
+    """``HA2 = H(method ":" uri)`` (RFC 7616 section 3.4.3), remembered: a
+    registrar's REGISTERs all name one ``uri``, and a phone's requests a few.
+    Keyed by the algorithm's token, which hashes in C (an enum member in Python)."""
+    return _ALGORITHMS[algorithm].hash(f"{method}:{uri}")
+
+
 def _kd(algorithm: DigestAlgorithm, secret: str, data: str) -> str:
     return algorithm.hash(f"{secret}:{data}")
 
@@ -213,13 +235,12 @@ class Challenge:
     qop: str = "auth"
 
     def __str__(self) -> str:
-        parts = [f'realm="{self.realm}"', f'nonce="{self.nonce}"']
-        if self.opaque is not None:
-            parts.append(f'opaque="{self.opaque}"')
-        parts += [f"algorithm={self.algorithm.value}", f'qop="{self.qop}"']
-        if self.stale:
-            parts.append("stale=TRUE")
-        return "Digest " + ", ".join(parts)
+        opaque = "" if self.opaque is None else f', opaque="{self.opaque}"'
+        stale = ", stale=TRUE" if self.stale else ""
+        return (
+            f'Digest realm="{self.realm}", nonce="{self.nonce}"{opaque}, '
+            f'algorithm={self.algorithm.token}, qop="{self.qop}"{stale}'
+        )
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -325,7 +346,7 @@ class Credentials:
 
     def expected_response(self, stored_ha1: str, method: str) -> str:
         """``response`` for ``stored_ha1`` (RFC 7616 section 3.4.1; RFC 2069 without qop)."""
-        ha2 = self.algorithm.hash(f"{method}:{self.uri}")
+        ha2 = _ha2(self.algorithm.token, method, self.uri)
         if self.qop == "auth":
             return _kd(
                 self.algorithm, stored_ha1, f"{self.nonce}:{self.nc}:{self.cnonce}:{self.qop}:{ha2}"
@@ -416,7 +437,7 @@ class NonceMint:
         return self._hmac.digest(body)[:12]
 
     def mint(self, now: float, algorithm: DigestAlgorithm) -> str:
-        body = _NONCE_HEAD.pack(int(now * 1000), _NONCE_CODES[algorithm]) + os.urandom(7)
+        body = _NONCE_HEAD.pack(int(now * 1000), algorithm.nonce_code) + os.urandom(7)
         return nonce_text(body + self._mac(body))
 
     def check(self, nonce: str, now: float, algorithm: DigestAlgorithm) -> NonceCheck:
@@ -424,7 +445,7 @@ class NonceMint:
         if raw is None or len(raw) != 28 or not hmac.compare_digest(self._mac(raw[:16]), raw[16:]):
             return NonceCheck.FORGED
         millis, code = _NONCE_HEAD.unpack_from(raw)
-        if code != _NONCE_CODES[algorithm]:
+        if code != algorithm.nonce_code:
             return NonceCheck.OTHER_ALGORITHM
         issued = millis / 1000
         if not issued - 5 <= now <= issued + self.lifetime:
@@ -432,7 +453,6 @@ class NonceMint:
         return NonceCheck.FRESH
 
 
-_NONCE_CODES = {DigestAlgorithm.MD5: 1, DigestAlgorithm.SHA_256: 2}
 _NONCE_LABEL = b"quietwire digest nonce, algorithm bound:"
 #: A nonce's time in ms and its algorithm's code.
 _NONCE_HEAD: Final = struct.Struct("!QB")

@@ -1,7 +1,8 @@
-"""Nonce text is read and written as ``base64``'s url-safe functions do.
+"""The digest module's fast paths give what the plain code they replaced gave.
 
 :func:`nonce_text` and :func:`nonce_bytes` call ``binascii`` directly; a
 nonce a replica of the earlier code minted, or refused, must fare the same.
+A challenge is written in one f-string, and HA2 is remembered.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import binascii
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from quietwire.protocols.sip.digest import (
+    Challenge,
+    Credentials,
     DigestAlgorithm,
     NonceCheck,
     NonceMint,
@@ -54,3 +57,45 @@ def test_a_minted_nonce_with_a_character_added(where: int, extra: str) -> None:
     changed = nonce[:where] + extra + nonce[where:]
     same = _urlsafe_decoded(changed) == _urlsafe_decoded(nonce)
     assert (mint.check(changed, 1000.0, DigestAlgorithm.MD5) is NonceCheck.FRESH) == same
+
+
+def _challenge_as_first_written(c: Challenge) -> str:
+    parts = [f'realm="{c.realm}"', f'nonce="{c.nonce}"']
+    if c.opaque is not None:
+        parts.append(f'opaque="{c.opaque}"')
+    parts += [f"algorithm={c.algorithm.value}", f'qop="{c.qop}"']
+    if c.stale:
+        parts.append("stale=TRUE")
+    return "Digest " + ", ".join(parts)
+
+
+@given(
+    st.builds(
+        Challenge,
+        st.text(max_size=8),
+        st.text(max_size=8),
+        st.sampled_from(DigestAlgorithm),
+        st.none() | st.text(max_size=8),
+        st.booleans(),
+        st.sampled_from(["auth", "auth-int"]),
+    )
+)
+def test_challenge_as_first_written(challenge: Challenge) -> None:
+    assert str(challenge) == _challenge_as_first_written(challenge)
+
+
+@given(
+    st.sampled_from(DigestAlgorithm),
+    st.lists(
+        st.tuples(st.sampled_from(["REGISTER", "INVITE"]), st.sampled_from(["sip:a", "sip:b"]))
+    ),
+)
+def test_expected_response_with_ha2_remembered(
+    algorithm: DigestAlgorithm, requests: list[tuple[str, str]]
+) -> None:
+    """RFC 7616 section 3.4.1, written out, for requests that repeat a method and uri."""
+    for method, uri in requests:
+        c = Credentials("u", "r", "n", uri, "", algorithm, "auth", "c", "00000001")
+        ha2 = algorithm.hash(f"{method}:{uri}")
+        expected = algorithm.hash(f"ha1:n:00000001:c:auth:{ha2}")
+        assert c.expected_response("ha1", method) == expected
