@@ -108,8 +108,9 @@ class Authenticator:
         self.realm = users.realm
         self._advance = LuaScript(_ADVANCE_NC)
         self._proven = LuaScript(PROOF_CHECK + "return 'proven'\n")
-        #: (username, algorithm) → the HA1 last verified against (see the module doc).
-        self._remembered: OrderedDict[tuple[str, DigestAlgorithm], str] = OrderedDict()
+        #: (username, algorithm token) → the HA1 last verified against (see the module
+        #: doc). The token, not the member: an enum member hashes in Python.
+        self._remembered: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     async def _lookup(
         self, username: str, nonce_key: str, count: int
@@ -136,7 +137,7 @@ class Authenticator:
         if credentials is None or credentials.algorithm not in self.algorithms:
             return None
         algorithm, username = credentials.algorithm, credentials.username
-        remembered = self._remembered.get((username, algorithm))
+        remembered = self._remembered.get((username, algorithm.token))
         if remembered is None or not credentials.matches(remembered, request.method):
             return None
         if self.mint.check(credentials.nonce, time.time(), algorithm) is not NonceCheck.FRESH:
@@ -154,7 +155,7 @@ class Authenticator:
         return int(self.mint.lifetime) + 10
 
     def _remember(self, username: str, algorithm: DigestAlgorithm, ha1: str | None) -> None:
-        key = (username, algorithm)
+        key = (username, algorithm.token)
         if ha1 is None:
             self._remembered.pop(key, None)
             return
@@ -255,7 +256,7 @@ class Authenticator:
         user = self.users.from_hash(credentials.username, stored)
         stored_ha1 = None if user is None else user.ha1.get(algorithm)
         if stored_ha1 is None or not credentials.matches(stored_ha1, request.method):
-            if self._remembered.get((credentials.username, algorithm)) != stored_ha1:
+            if self._remembered.get((credentials.username, algorithm.token)) != stored_ha1:
                 self._remember(credentials.username, algorithm, None)  # no longer the stored one
             return await self._failed("credentials", None if user is None else user.username)
         self._remember(credentials.username, algorithm, stored_ha1)

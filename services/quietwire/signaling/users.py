@@ -53,7 +53,7 @@ def check_username(username: str) -> str:
 
 def ha1_field(algorithm: DigestAlgorithm) -> str:
     """``ha1_md5``, ``ha1_sha256``."""
-    return "ha1_" + algorithm.name.lower().replace("_", "")
+    return "ha1_" + algorithm.token.lower().replace("-", "")  # not .name: a Python property
 
 
 class UserStore:
