@@ -12,6 +12,7 @@ import binascii
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from quietwire.protocols.sip import digest
 from quietwire.protocols.sip.digest import (
     Challenge,
     Credentials,
@@ -99,3 +100,12 @@ def test_expected_response_with_ha2_remembered(
         ha2 = algorithm.hash(f"{method}:{uri}")
         expected = algorithm.hash(f"ha1:n:00000001:c:auth:{ha2}")
         assert c.expected_response("ha1", method) == expected
+
+
+_CHARACTERS = [chr(code) for code in range(0x3100)] + ["\U0001d7d8", "\U0001f600", "\u2028"]
+
+
+def test_plain_as_isprintable_without_backslash() -> None:
+    for c in _CHARACTERS:
+        for text in (c, f"a{c}b", f"é{c}"):
+            assert digest._plain(text) == (text.isprintable() and "\\" not in text), repr(text)

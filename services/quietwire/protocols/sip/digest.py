@@ -111,7 +111,7 @@ def _digest_params(value: str) -> tuple[dict[str, str], set[str]]:
     if not (scheme[:6].isascii() and scheme[:6].lower() == "digest" and scheme[6:7] in _BLANKS):
         raise ParseError("not a Digest credential")
     rest = scheme[6:].strip(" \t")
-    items = _plain_items(rest) if rest.isprintable() and "\\" not in rest else None
+    items = _plain_items(rest) if _plain(rest) else None
     if items is None:
         items = _grammar_items(rest)
     params: dict[str, str] = {}
@@ -128,6 +128,19 @@ def _digest_params(value: str) -> tuple[dict[str, str], set[str]]:
         if len(params) > MAX_PARAMS:
             raise ParseError("too many Digest parameters")
     return params, tokens
+
+
+def _plain(text: str) -> bool:
+    """No control character and no backslash (``isprintable()``, without ``\\``).
+    ASCII text is read as bytes: ``str.isprintable`` asks the Unicode database
+    about each character, and costs more than the rest of the parse's scans."""
+    if not text.isascii():
+        return text.isprintable() and "\\" not in text
+    raw = text.encode("ascii")
+    return len(raw.translate(None, _CONTROLS_AND_BACKSLASH)) == len(raw)
+
+
+_CONTROLS_AND_BACKSLASH: Final = bytes(range(0x20)) + b"\x7f\\"
 
 
 def _grammar_items(rest: str) -> list[tuple[str, str, bool]]:
