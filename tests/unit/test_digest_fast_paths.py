@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -109,3 +110,22 @@ def test_plain_as_isprintable_without_backslash() -> None:
     for c in _CHARACTERS:
         for text in (c, f"a{c}b", f"é{c}"):
             assert digest._plain(text) == (text.isprintable() and "\\" not in text), repr(text)
+
+
+def test_challenge_init_as_declared() -> None:
+    """Challenge's __init__ is written out (the generated one runs interpreted)."""
+    declared = dataclasses.fields(Challenge)
+    given_all = Challenge("r", "n", DigestAlgorithm.SHA_256, "o", True, "auth-int")
+    assert [getattr(given_all, f.name) for f in declared] == [
+        "r",
+        "n",
+        DigestAlgorithm.SHA_256,
+        "o",
+        True,
+        "auth-int",
+    ]
+    defaults = Challenge("r", "n")
+    assert [getattr(defaults, f.name) for f in declared[2:]] == [f.default for f in declared[2:]]
+    assert dataclasses.replace(given_all, stale=False) == Challenge(
+        "r", "n", DigestAlgorithm.SHA_256, "o", False, "auth-int"
+    )

@@ -236,7 +236,7 @@ def _kd(algorithm: DigestAlgorithm, secret: str, data: str) -> str:
     return algorithm.hash(f"{secret}:{data}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Challenge:
     """A ``WWW-Authenticate`` / ``Proxy-Authenticate`` value (RFC 3261 22.4, RFC 8760)."""
 
@@ -246,6 +246,23 @@ class Challenge:
     opaque: str | None = None
     stale: bool = False
     qop: str = "auth"
+
+    def __init__(
+        self,
+        realm: str,
+        nonce: str,
+        algorithm: DigestAlgorithm = DigestAlgorithm.MD5,
+        opaque: str | None = None,
+        stale: bool = False,
+        qop: str = "auth",
+    ) -> None:
+        # Written out, as Credentials' (every challenge sent makes one).
+        object.__setattr__(self, "realm", realm)
+        object.__setattr__(self, "nonce", nonce)
+        object.__setattr__(self, "algorithm", algorithm)
+        object.__setattr__(self, "opaque", opaque)
+        object.__setattr__(self, "stale", stale)
+        object.__setattr__(self, "qop", qop)
 
     def __str__(self) -> str:
         opaque = "" if self.opaque is None else f', opaque="{self.opaque}"'
