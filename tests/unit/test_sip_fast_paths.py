@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from quietwire.protocols.sip import digest, framing, headers, message
 from quietwire.protocols.sip.errors import ParseError
@@ -157,7 +157,8 @@ def _credentials(messages: list[bytes]) -> Iterator[str]:
 
 
 def _assert_digest_items_as_grammar(rest: str) -> None:
-    plain = digest._plain_items(rest)
+    """As _digest_params reads: the plain reader only for plain text."""
+    plain = digest._plain_items(rest) if digest._plain(rest) else None
     if plain is not None:
         assert plain == digest._grammar_items(rest)
 
@@ -181,6 +182,7 @@ _DIGEST_PIECES = st.sampled_from(
 
 @settings(max_examples=1000, deadline=None)
 @given(st.lists(_DIGEST_PIECES, max_size=14).map("".join))
+@example('username="a\\"')  # a quoted-pair: the plain reader would end the string there
 def test_generated_digest_items_as_grammar(rest: str) -> None:
     _assert_digest_items_as_grammar(rest.rstrip(" \t"))
 
