@@ -7,7 +7,7 @@ command itself. A :class:`Multiplexer` instead borrows ONE connection from the
 client's pool, so its address, AUTH, TLS and, under Sentinel, the master's
 discovery at connect stay redis-py's, and writes each command on it packed at
 once by hiredis. Replies come back in the order the commands were sent (RESP),
-so a queue of futures in send order and one reader resolve them.
+so a queue of futures in send order resolves them as their bytes arrive.
 
 Failures keep redis-py's meaning, so callers answer SIP as before:
 
@@ -46,9 +46,6 @@ from redis.typing import EncodableT
 
 log = logging.getLogger(__name__)
 
-#: Bytes asked of the socket per read (replies of many commands at once).
-READ_SIZE = 65536
-
 #: Bytes waiting to be sent past which a writer waits for the socket to drain.
 HIGH_WATER = 1 << 20
 
@@ -74,9 +71,17 @@ def pack(*args: EncodableT) -> bytes:
         return bytes(hiredis.pack_command(encoded))  # type: ignore[arg-type]
 
 
-class _Link:
+class _Link(asyncio.Protocol):
     """One borrowed connection: commands written on it, their futures in send
-    order, the reader that resolves them and the watchdog of their timeout."""
+    order, the parser that resolves them as the bytes arrive and the watchdog of
+    their timeout.
+
+    The link is the protocol of the connection's transport while it lends it:
+    each reply resolves its
+    command's future straight from ``data_received``, with no reader task to
+    wake in between. What the transport says of flow control and of its end is
+    passed on to redis-py's own protocol, so its ``drain`` and ``disconnect``
+    work as they did."""
 
     def __init__(
         self,
@@ -89,9 +94,9 @@ class _Link:
         assert reader is not None and writer is not None  # a lent connection is connected
         self.connection = connection
         self.failure: RedisError | None = None
-        self._stream = reader
         self._writer = writer
         self._transport = writer.transport
+        self._streams: Any = self._transport.get_protocol()
         self._loop = asyncio.get_running_loop()
         self._timeout = timeout
         self._lost_callback = lost
@@ -107,13 +112,14 @@ class _Link:
             replyError=BaseParser.parse_error,
             notEnoughData=_INCOMPLETE,
         )
-        self.reading = self._loop.create_task(self._read())
+        self._ended = reader.at_eof()
+        self._transport.set_protocol(self)
+        if self._ended:  # closed by Redis between the pool's check and now
+            self.fail(RedisConnectionError("Connection closed by server."))
 
     @property
     def usable(self) -> bool:
-        return (
-            self.failure is None and not self._stream.at_eof() and not self._transport.is_closing()
-        )
+        return self.failure is None and not self._ended and not self._transport.is_closing()
 
     async def send(self, packed: bytes) -> Any:
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -142,36 +148,55 @@ class _Link:
         else:
             self._watchdog = self._loop.call_later(self._timeout - late, self._watch)
 
-    async def _read(self) -> None:
-        stream, parser, waiting = self._stream, self._parser, self._waiting
+    def data_received(self, data: bytes) -> None:
+        if self.failure is not None:
+            return
         try:
-            while True:
-                data = await stream.read(READ_SIZE)
-                if not data:
-                    raise RedisConnectionError("Connection closed by server.")
-                parser.feed(data)
-                reply = parser.gets()
-                while reply is not _INCOMPLETE:
-                    if not waiting:
-                        raise RedisConnectionError("a reply no command waits for")
-                    if isinstance(reply, RedisError):
-                        self._check_error(reply)  # raised: its command fails with the others
-                        future = waiting.popleft()
-                        if not future.done():
-                            future.set_exception(reply)
-                    else:
-                        future = waiting.popleft()
-                        if not future.done():
-                            future.set_result(reply)
-                    reply = parser.gets()
-                self._since = self._loop.time()
+            self._resolve(data)
         except RedisError as error:
             self.fail(error)
-        except OSError as error:
-            self.fail(self._lost(error))
         except Exception as error:  # a fault of ours: no command may wait on this link
             log.exception("Redis reader failed")
             self.fail(RedisConnectionError(f"reader failed: {error!r}"))
+
+    def _resolve(self, data: bytes) -> None:
+        """Each complete reply in ``data`` (and what came before it) to its command."""
+        parser, waiting = self._parser, self._waiting
+        parser.feed(data)
+        reply = parser.gets()
+        while reply is not _INCOMPLETE:
+            if not waiting:
+                raise RedisConnectionError("a reply no command waits for")
+            if isinstance(reply, RedisError):
+                self._check_error(reply)  # raised: its command fails with the others
+                future = waiting.popleft()
+                if not future.done():
+                    future.set_exception(reply)
+            else:
+                future = waiting.popleft()
+                if not future.done():
+                    future.set_result(reply)
+            reply = parser.gets()
+        self._since = self._loop.time()
+
+    def eof_received(self) -> bool:
+        self._ended = True
+        self.fail(RedisConnectionError("Connection closed by server."))
+        return False
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._ended = True
+        if isinstance(error, OSError):
+            self.fail(self._lost(error))
+        else:
+            self.fail(RedisConnectionError("Connection closed by server."))
+        self._streams.connection_lost(error)
+
+    def pause_writing(self) -> None:
+        self._streams.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._streams.resume_writing()
 
     def _check_error(self, reply: RedisError) -> None:
         """Raise when an error reply means the connection is unusable: a
@@ -207,8 +232,6 @@ class _Link:
             future = self._waiting.popleft()
             if not future.done():
                 future.set_exception(type(error)(*error.args))
-        if self.reading is not asyncio.current_task():
-            self.reading.cancel()
         self._transport.abort()
         self._lost_callback(self)
 
