@@ -52,3 +52,13 @@ async def test_nothing_outlives_the_taken_dialog(store: DialogStore) -> None:
     await store.forwarded_sdp(call, CALLER, b"v=0 late")
     assert not await store.redis.exists(LEGS_KEY.format(call_id=call))
     assert await store.get(call) is None
+
+
+async def test_a_new_record_replaces_every_leg_field(store: DialogStore) -> None:
+    call = DIALOG.call_id
+    await store.forwarded_sdp(call, CALLEE, b"v=0 moved")
+    await store.platform_number(call, CALLER)
+    await store.phone_request(call, CALLEE, 7)
+    await store.record(DIALOG)
+    assert await store.get(call) == DIALOG
+    assert await store.redis.hlen(LEGS_KEY.format(call_id=call)) == 6

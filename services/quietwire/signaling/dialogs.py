@@ -196,9 +196,11 @@ def other(party: Party) -> Party:
 #: hash tag); what they read comes back raw.
 
 #: ARGV ttl, the record (JSON), then the legs' field, value pairs: both written.
+#: The pairs are every field a leg has (DialogStore.record), so the HSET replaces
+#: whatever the legs held: no DEL first (each redis.call costs Redis's Lua more
+#: than the command it runs).
 _RECORD = """
 redis.call('set', KEYS[1], ARGV[2], 'ex', ARGV[1])
-redis.call('del', KEYS[2])
 redis.call('hset', KEYS[2], unpack(ARGV, 3))
 redis.call('expire', KEYS[2], ARGV[1])
 return 1

@@ -22,36 +22,61 @@ LOCATION_KEY = "qw:loc:{{{aor}}}"
 #: Apply a REGISTER's changes and return the live bindings, in one round trip.
 #: KEYS[1]: the AOR hash. ARGV[1]: now in ms, ARGV[2]: key TTL, ARGV[3]: the
 #: REGISTER's Call-ID, ARGV[4]: its CSeq, ARGV[5]: "1" to clear first, then
-#: (field, value) pairs, an empty value removing the field. Returns the live
-#: values, or {"out-of-order"} without changing anything when a binding
-#: already holds a newer CSeq of the same Call-ID (RFC 3261 section 10.3 step 7).
+#: (field, value) pairs, one per field, a value live (written) or empty (the
+#: field removed). Returns the live values, or {"out-of-order"} without
+#: changing anything when a binding already holds a newer CSeq of the same
+#: Call-ID (RFC 3261 section 10.3 step 7).
+#:
+#: Redis's Lua hashes every string that enters it whole, and each redis.call,
+#: table, capture and tonumber costs more than the command it runs, so: the
+#: hash is read once (the order check and the expiry sweep share the HGETALL),
+#: new values are answered from ARGV, numbers are parsed only when compared,
+#: and a single change (a REGISTER's usual one) is compared without a table.
+#: The key's TTL is renewed when a binding is written: it already outlives every
+#: binding written before, so a lookup or a removal leaves it.
 _UPDATE = """
-local now, call_id, cseq = tonumber(ARGV[1]), ARGV[3], tonumber(ARGV[4])
-if ARGV[5] == '1' then redis.call('DEL', KEYS[1]) end
-for i = 6, #ARGV, 2 do
-  local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if old then
-    local _, seen, cid = string.match(old, '^(%d+) (%d+) (%S+)\\n')
-    if cid == call_id and tonumber(seen) >= cseq then return {'out-of-order'} end
+local key, call_id, single = KEYS[1], ARGV[3], ARGV[6]
+local all, live, changes, gone, now, cseq = {}, {}
+if #ARGV > 7 then
+  changes = {}
+  for i = 6, #ARGV, 2 do changes[ARGV[i]] = true end
+end
+if ARGV[5] == '1' then redis.call('DEL', key) else all = redis.call('HGETALL', key) end
+for i = 1, #all, 2 do
+  local field, value = all[i], all[i + 1]
+  local changed
+  if changes then changed = changes[field] else changed = field == single end
+  if changed then
+    local seen, cid = string.match(value, '^%d+ (%d+) (%S+)\\n')
+    if cid == call_id then
+      cseq = cseq or tonumber(ARGV[4])
+      if tonumber(seen) >= cseq then return {'out-of-order'} end
+    end
+  else
+    now = now or tonumber(ARGV[1])
+    local expires = tonumber(string.match(value, '^(%d+) '))
+    if expires and expires > now then
+      live[#live + 1] = value
+    else
+      gone = gone or {}
+      gone[#gone + 1] = field
+    end
   end
 end
+if gone then
+  for i = 1, #gone, 1000 do redis.call('HDEL', key, unpack(gone, i, math.min(i + 999, #gone))) end
+end
+local written = false
 for i = 6, #ARGV, 2 do
   if ARGV[i + 1] == '' then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('HDEL', key, ARGV[i])
   else
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+    live[#live + 1] = ARGV[i + 1]
+    written = true
   end
 end
-local all, live = redis.call('HGETALL', KEYS[1]), {}
-for i = 1, #all, 2 do
-  local expires = tonumber(string.match(all[i + 1], '^(%d+) '))
-  if expires and expires > now then
-    table.insert(live, all[i + 1])
-  else
-    redis.call('HDEL', KEYS[1], all[i])
-  end
-end
-if #live > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if written then redis.call('EXPIRE', key, ARGV[2]) end
 return live
 """
 
@@ -84,7 +109,7 @@ def binding_id(contact: str, instance: str, reg_id: int) -> str:
 
 
 def encode(reg: Registration) -> bytes:
-    prefix = f"{int(reg.expires_at_unix * 1000)} {reg.cseq} {reg.call_id or '-'}\n"
+    prefix = f"{_expires_ms(reg)} {reg.cseq} {reg.call_id or '-'}\n"
     return prefix.encode() + reg.SerializeToString()
 
 
@@ -99,6 +124,23 @@ class Change:
 
     field: str
     reg: Registration | None
+
+
+def _final(changes: list[Change], now_ms: int) -> dict[str, Registration | None]:
+    """Each field's last change, in the order fields first appear (what writing
+    them one by one leaves); a binding already expired at ``now_ms`` is removed,
+    not written. The script then needs neither a table of fields nor a parse
+    of each new value."""
+    final: dict[str, Registration | None] = {}
+    for change in changes:
+        reg = change.reg
+        final[change.field] = reg if reg is not None and _expires_ms(reg) > now_ms else None
+    return final
+
+
+def _expires_ms(reg: Registration) -> int:
+    """The expiry the value's prefix carries (:func:`encode`)."""
+    return int(reg.expires_at_unix * 1000)
 
 
 class LocationStore:
@@ -130,15 +172,16 @@ class LocationStore:
 
         With a ``precondition``, it is checked in the same script (one round
         trip); :class:`Unproven` when it does not hold."""
+        now = int(time.time() * 1000)
         args: list[str | bytes | int] = [
-            int(time.time() * 1000),
+            now,
             self.max_expires + 60,
             call_id or "-",
             cseq,
             "1" if clear else "0",
         ]
-        for change in changes:
-            args += [change.field, encode(change.reg) if change.reg else b""]
+        for field, reg in _final(changes, now).items():
+            args += [field, encode(reg) if reg is not None else b""]
         keys = [self._key(aor)]
         script = self._update
         if precondition is not None:
