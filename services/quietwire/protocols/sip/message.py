@@ -146,6 +146,9 @@ class _Message:
     _parsed: dict[str, tuple[Headers, int, object]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _views: dict[str, tuple[object, object]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __init__(self, headers: Headers | None = None, body: bytes = b"") -> None:
         # Written out (in Request and Response too): compiled with the module,
@@ -153,30 +156,43 @@ class _Message:
         self.headers = Headers() if headers is None else headers
         self.body = body
         self._parsed = {}
+        self._views = {}
 
     def view(self, name: str, parse: Callable[[], T]) -> T:
         """``parse()``'s value, remembered under ``name`` until the headers change:
-        each header is parsed once per message however many readers it has (the
-        built-in views here; credentials in :mod:`quietwire.signaling.auth`).
+        each header is parsed once per message however many readers it has
+        (credentials in :mod:`quietwire.signaling.auth`).
         ``parse`` must read only the headers; what it raises is not remembered."""
         cached = self._parsed.get(name)
         if cached is not None and cached[0] is self.headers and cached[1] == self.headers.version:
             return cached[2]  # type: ignore[return-value]
         value = parse()
-        self._remember(name, value)
+        self._parsed[name] = (self.headers, self.headers.version, value)
         return value
 
-    def _cached(self, name: str) -> object | None:
-        """What :meth:`view` remembers under ``name`` for these headers as they are, or None."""
-        cached = self._parsed.get(name)
-        if cached is not None and cached[0] is self.headers and cached[1] == self.headers.version:
-            return cached[2]
+    # The built-in views (Via, CSeq, From, To, Contact) are remembered with the
+    # header text they were parsed from, and hold while that text does: a Via
+    # stamped or added leaves From and To parsed, and a copy or a reply starts
+    # with what its original had parsed (the same text comes back in them).
+    # Parsed values are shared between those messages: never change one.
+
+    def _fresh(self, view: str, source: object) -> object | None:
+        """The value of ``view`` parsed from ``source`` (its header text), or None."""
+        cached = self._views.get(view)
+        if cached is not None and cached[0] == source:
+            return cached[1]
         return None
 
-    def _remember(self, name: str, value: object) -> None:
-        self._parsed[name] = (self.headers, self.headers.version, value)
+    def _keep(self, view: str, source: object, value: object) -> None:
+        self._views[view] = (source, value)
 
-    # The built-in views: each as `view` would do it, without a closure per read (hot).
+    def _inherit(self, other: _Message) -> None:
+        """Start from what ``other`` has parsed (kept only while the text is the same)."""
+        self._views = dict(other._views)
+
+    def _values(self, name: str) -> list[str]:
+        """Every line's value of ``name`` (canonical), unsplit: what a list view is parsed from."""
+        return [v for n, v in self.headers._items if n == name]
 
     @property
     def call_id(self) -> str:
@@ -184,20 +200,22 @@ class _Message:
 
     @property
     def cseq(self) -> CSeq:
-        cached = self._cached("cseq")
+        text = self.headers.get("CSeq") or ""
+        cached = self._fresh("cseq", text)
         if isinstance(cached, CSeq):
             return cached
-        cseq = CSeq.parse(self.headers.get("CSeq") or "")
-        self._remember("cseq", cseq)
+        cseq = CSeq.parse(text)
+        self._keep("cseq", text, cseq)
         return cseq
 
     @property
     def vias(self) -> list[Via]:
-        cached = self._cached("vias")
+        lines = self._values("Via")
+        cached = self._fresh("vias", lines)
         if isinstance(cached, list):
             return cached
-        vias = [Via.parse(v) for v in self.headers.get_all("Via")]
-        self._remember("vias", vias)
+        vias = [Via.parse(v) for line in lines for v in split_list(line)]
+        self._keep("vias", lines, vias)
         return vias
 
     @property
@@ -209,27 +227,31 @@ class _Message:
         return self._name_addr("to", "To")
 
     def _name_addr(self, view: str, name: str) -> NameAddr:
-        cached = self._cached(view)
+        text = self.headers.get(name) or ""
+        cached = self._fresh(view, text)
         if isinstance(cached, NameAddr):
             return cached
-        value = NameAddr.parse(self.headers.get(name) or "")
-        self._remember(view, value)
+        value = NameAddr.parse(text)
+        self._keep(view, text, value)
         return value
 
     @property
     def contacts(self) -> list[NameAddr]:
-        cached = self._cached("contacts")
+        lines = self._values("Contact")
+        cached = self._fresh("contacts", lines)
         if isinstance(cached, list):
             return cached
-        contacts = [NameAddr.parse(v) for v in self.headers.get_all("Contact") if v.strip() != "*"]
-        self._remember("contacts", contacts)
+        contacts = [
+            NameAddr.parse(v) for line in lines for v in split_list(line) if v.strip() != "*"
+        ]
+        self._keep("contacts", lines, contacts)
         return contacts
 
     def replace_top_via(self, via: Via) -> None:
         """The top Via replaced in place (RFC 3581 stamping), its parsed view kept."""
         vias = [via, *self.vias[1:]]
         if self.headers.replace_first("Via", str(via)):
-            self._remember("vias", vias)
+            self._keep("vias", self._values("Via"), vias)
 
     def _serialize(self, start_line: str) -> bytes:
         """Wire bytes; Content-Length is always written, true to the body, where it was."""
@@ -272,7 +294,9 @@ class Request(_Message):
         return self._serialize(f"{self.method} {self.uri} {SIP_VERSION}")
 
     def copy(self) -> Request:
-        return Request(self.headers.copy(), self.body, self.method, self.uri)
+        out = Request(self.headers.copy(), self.body, self.method, self.uri)
+        out._inherit(self)
+        return out
 
 
 @dataclass(slots=True, init=False)
@@ -295,7 +319,9 @@ class Response(_Message):
         return self._serialize(f"{SIP_VERSION} {self.status} {self.reason}")
 
     def copy(self) -> Response:
-        return Response(self.headers.copy(), self.body, self.status, self.reason)
+        out = Response(self.headers.copy(), self.body, self.status, self.reason)
+        out._inherit(self)
+        return out
 
 
 Message = Request | Response
@@ -318,7 +344,9 @@ def reply(request: Request, status: int, reason: str, to_tag: str | None = None)
             if name == "To" and to_tag and _tag(request, value) is None:
                 value = f"{value};tag={to_tag}"
             items.append((name, value))
-    return Response(_headers_of(items), status=status, reason=reason)
+    response = Response(_headers_of(items), status=status, reason=reason)
+    response._inherit(request)
+    return response
 
 
 def _tag(request: Request, to: str) -> str | None:
