@@ -144,6 +144,15 @@ def test_parsed_headers_are_reused_while_their_text_holds() -> None:
     assert len(request.vias) == 1
 
 
+def test_set_replaces_every_value_where_the_first_stood() -> None:
+    headers = Headers([("To", "a"), ("Route", "<sip:r1>"), ("From", "b"), ("route", "<sip:r2>")])
+    headers.set("Route", "<sip:r3>")
+    headers.set("Expires", "60")
+    assert list(headers) == [("To", "a"), ("Route", "<sip:r3>"), ("From", "b"), ("Expires", "60")]
+    headers.remove("to")
+    assert list(headers) == [("Route", "<sip:r3>"), ("From", "b"), ("Expires", "60")]
+
+
 def test_request_serializes_its_content_length() -> None:
     request = parse_message(CPARAM01)
     assert isinstance(request, Request)

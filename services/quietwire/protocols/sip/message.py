@@ -62,7 +62,7 @@ class Headers:
         return isinstance(name, str) and self.get(name) is not None
 
     def copy(self) -> Headers:
-        return Headers(list(self._items))
+        return _headers_of(list(self._items))  # names already canonical
 
     def get(self, name: str) -> str | None:
         name = canonical_name(name)
@@ -89,15 +89,26 @@ class Headers:
 
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` by one value, where the first one was."""
-        name = canonical_name(name)
-        index = next((i for i, (n, _) in enumerate(self._items) if n == name), None)
-        self.remove(name)
-        self._items.insert(len(self._items) if index is None else index, (name, value))
+        self._put(canonical_name(name), [value])
 
     def remove(self, name: str) -> None:
-        name = canonical_name(name)
+        self._put(canonical_name(name), [])
+
+    def _put(self, name: str, values: list[str]) -> None:
+        """Every ``name`` (canonical) replaced by ``values``, where the first one was
+        (at the end when there was none): one pass over the headers."""
+        kept: list[tuple[str, str]] = []
+        at = -1
+        for item in self._items:
+            if item[0] != name:
+                kept.append(item)
+            elif at < 0:
+                at = len(kept)
+        if at < 0:
+            at = len(kept)
+        kept[at:at] = [(name, value) for value in values]
+        self._items = kept
         self.version += 1
-        self._items = [(n, v) for n, v in self._items if n != name]
 
     def replace_first(self, name: str, value: str) -> bool:
         """Replace the first value of list header ``name`` where it stands (the top
@@ -116,16 +127,12 @@ class Headers:
         return False
 
     def pop_first(self, name: str) -> str | None:
-        """Remove and return the first value of a list header (e.g. the top Via)."""
+        """Remove and return the first value of a list header (e.g. the top Via); the
+        others stay where the first line was, one a line."""
         values = self.get_all(name)
         if not values:
             return None
-        canonical = canonical_name(name)
-        rest = values[1:]
-        index = next(i for i, (n, _) in enumerate(self._items) if n == canonical)
-        self.remove(canonical)
-        for offset, value in enumerate(rest):
-            self._items.insert(index + offset, (canonical, value))
+        self._put(canonical_name(name), values[1:])
         return values[0]
 
 
