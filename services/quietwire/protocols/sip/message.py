@@ -372,13 +372,32 @@ def split_head(data: bytes) -> tuple[bytes, bytes]:
 
 def _header_lines(head: str) -> list[str]:
     """Lines of the header block with folded continuations joined (RFC 3261 7.3.1)."""
+    lines = _plain_lines(head)
+    return _folded_lines(head) if lines is None else lines
+
+
+def _plain_lines(head: str) -> list[str] | None:
+    """The lines of a header block in which every line ends in CRLF, with no bare
+    CR or LF and no folding: nothing to join (the common case); else None."""
     lines = head.split("\r\n")
     for line in lines:
         if "\r" in line or "\n" in line or line[:1] == " " or line[:1] == "\t":
-            return _folded_lines(head)
-    # Every line ends in CRLF, no bare CR or LF, no folding: nothing to join
-    # (the common case).
+            return None
     return lines
+
+
+def plain_head(head: bytes) -> list[str] | None:
+    """The lines of a header block (the bytes before CRLF CRLF) as :func:`parse_message`
+    reads them, when they need nothing but a split: UTF-8, nothing before the start
+    line, :func:`_plain_lines`. None for any other block (the general path reads it).
+    A stream framer looks for Content-Length in these, then hands them to
+    :func:`parse_lines`: the block is decoded and split once."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = _plain_lines(text)
+    return lines if lines is not None and lines[0] else None
 
 
 def _folded_lines(head: str) -> list[str]:
@@ -406,7 +425,12 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
         head = head_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ParseError("headers are not UTF-8") from exc
-    lines = _header_lines(head)
+    return parse_lines(_header_lines(head), rest, datagram=datagram)
+
+
+def parse_lines(lines: list[str], rest: bytes, *, datagram: bool) -> Message:
+    """The message of header ``lines`` (unfolded, the start line first) and ``rest``,
+    what follows the empty line; :func:`parse_message` once the block is split."""
     if not lines or not lines[0]:
         raise ParseError("empty message")
     items: list[tuple[str, str]] = []
