@@ -89,6 +89,13 @@ def test_header_lines_as_folding_path() -> None:
         assert _outcome(message._header_lines, head) == _outcome(message._folded_lines, head)
 
 
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(["\r\n", "\r", "\n", " ", "\t", "a", "b:", "\r\n "]), max_size=12))
+def test_generated_header_lines_as_folding_path(pieces: list[str]) -> None:
+    head = "".join(pieces)
+    assert _outcome(message._header_lines, head) == _outcome(message._folded_lines, head)
+
+
 def _content_length_every_line(head: bytes) -> int:
     """The framer's rule as first written: every line after the start line looked at."""
     lengths: list[bytes] = []
