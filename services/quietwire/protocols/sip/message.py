@@ -262,19 +262,21 @@ class _Message:
 
     def _serialize(self, start_line: str) -> bytes:
         """Wire bytes; Content-Length is always written, true to the body, where it was."""
-        length = f"Content-Length: {len(self.body)}"
-        lines = [start_line]
+        length = str(len(self.body))
+        # One join of every piece (no string per line); the list iterated as a list.
+        parts = [start_line, "\r\n"]
         written = False
-        for n, v in self.headers:
-            if n == "Content-Length":
-                lines.append(length)
-                written = True
-            else:
-                lines.append(f"{n}: {v}")
+        for name, value in self.headers._items:
+            if name == "Content-Length":
+                value, written = length, True
+            parts.append(name)
+            parts.append(": ")
+            parts.append(value)
+            parts.append("\r\n")
         if not written:
-            lines.append(length)
-        lines.append("\r\n")
-        return "\r\n".join(lines).encode("utf-8") + self.body
+            parts.append(f"Content-Length: {length}\r\n")
+        parts.append("\r\n")
+        return "".join(parts).encode("utf-8") + self.body
 
 
 @dataclass(slots=True, init=False)
