@@ -6,7 +6,7 @@ import pytest
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.framing import KeepAlive, Malformed, StreamFramer
 from quietwire.protocols.sip.headers import CSeq, NameAddr, Via, split_list
-from quietwire.protocols.sip.message import Headers, Request, parse_message
+from quietwire.protocols.sip.message import Headers, Request, parse_message, reply
 from quietwire.protocols.sip.uri import SipUri
 
 from tests.vectors.rfc4475 import CPARAM01, WSINV
@@ -123,6 +123,34 @@ def test_headers_list_operations() -> None:
     ]
     headers.add("Via", "SIP/2.0/TLS proxy;branch=z9hG4bK0", first=True)
     assert Via.parse(headers.get_all("Via")[0]).host == "proxy"
+
+
+def test_parsed_headers_are_reused_while_their_text_holds() -> None:
+    request = parse_message(REGISTER)
+    assert isinstance(request, Request)
+    sender, cseq = request.from_, request.cseq
+    request.replace_top_via(request.vias[0].with_params(received="10.0.0.9"))
+    copied, answer = request.copy(), reply(request, 200, "OK", "t1")
+    assert copied.from_ is answer.from_ is request.from_ is sender
+    assert copied.cseq is answer.cseq is cseq
+    assert answer.vias[0] is request.vias[0]
+    assert answer.vias[0].params["received"] == "10.0.0.9"
+    assert answer.to.tag == "t1"
+    copied.headers.set("From", "<sip:bob@127.0.0.1>;tag=b2")
+    copied.headers.add("Via", "SIP/2.0/TLS proxy;branch=z9hG4bK0", first=True)
+    assert (copied.from_.uri.user, copied.from_.tag) == ("bob", "b2")
+    assert [via.host for via in copied.vias] == ["proxy", "127.0.0.1"]
+    assert request.from_ is sender
+    assert len(request.vias) == 1
+
+
+def test_set_replaces_every_value_where_the_first_stood() -> None:
+    headers = Headers([("To", "a"), ("Route", "<sip:r1>"), ("From", "b"), ("route", "<sip:r2>")])
+    headers.set("Route", "<sip:r3>")
+    headers.set("Expires", "60")
+    assert list(headers) == [("To", "a"), ("Route", "<sip:r3>"), ("From", "b"), ("Expires", "60")]
+    headers.remove("to")
+    assert list(headers) == [("Route", "<sip:r3>"), ("From", "b"), ("Expires", "60")]
 
 
 def test_request_serializes_its_content_length() -> None:

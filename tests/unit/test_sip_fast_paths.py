@@ -89,6 +89,13 @@ def test_header_lines_as_folding_path() -> None:
         assert _outcome(message._header_lines, head) == _outcome(message._folded_lines, head)
 
 
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(["\r\n", "\r", "\n", " ", "\t", "a", "b:", "\r\n "]), max_size=12))
+def test_generated_header_lines_as_folding_path(pieces: list[str]) -> None:
+    head = "".join(pieces)
+    assert _outcome(message._header_lines, head) == _outcome(message._folded_lines, head)
+
+
 def _content_length_every_line(head: bytes) -> int:
     """The framer's rule as first written: every line after the start line looked at."""
     lengths: list[bytes] = []
@@ -146,6 +153,51 @@ _LINE_PIECES = st.sampled_from(
 def test_generated_content_length_as_every_line(lines: list[str]) -> None:
     head = "\r\n".join(["INVITE sip:a@b SIP/2.0", *lines]).encode("latin-1")
     _assert_content_length_as_every_line(head)
+
+
+def _summary(outcome: object) -> object:
+    """A parsed message as what a reader sees of it (Headers have no ``==``)."""
+    if isinstance(outcome, message.Request | message.Response):
+        return (outcome.serialize(), list(outcome.headers), outcome.body)
+    return outcome
+
+
+def _assert_plain_head_as_general_path(data: bytes) -> bool:
+    """What the framer does with a block :func:`message.plain_head` splits is what
+    it does with any block; False when the block is not one of those."""
+    end = data.find(b"\r\n\r\n")
+    lines = message.plain_head(data[:end]) if end >= 0 else None
+    if lines is None:
+        return False
+    length = _outcome(framing._length_in, lines)
+    assert length == _outcome(framing._content_length, data[:end])
+    if isinstance(length, int):
+        whole = data[: end + 4 + length]
+        fast = _outcome(
+            lambda rest: message.parse_lines(lines, rest, datagram=False), whole[end + 4 :]
+        )
+        general = _outcome(lambda whole: message.parse_message(whole, datagram=False), whole)
+        assert _summary(fast) == _summary(general)
+    return True
+
+
+def test_plain_head_as_general_path() -> None:
+    plain = [data for data in VARIANTS if _assert_plain_head_as_general_path(data)]
+    assert 0 < len(plain) < len(VARIANTS)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(_LINE_PIECES, st.sampled_from(["\u212a", "\u0130", "\u017f"])), max_size=6
+        ).map("".join),
+        max_size=6,
+    )
+)
+def test_generated_plain_head_as_general_path(lines: list[str]) -> None:
+    head = "\r\n".join(["INVITE sip:a@b SIP/2.0", *lines]).encode()
+    _assert_plain_head_as_general_path(head + b"\r\n\r\nbody")
 
 
 def _credentials(messages: list[bytes]) -> Iterator[str]:

@@ -21,7 +21,7 @@ from typing import Final
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.grammar import ascii_int
 from quietwire.protocols.sip.headers import canonical_name
-from quietwire.protocols.sip.message import Message, parse_message
+from quietwire.protocols.sip.message import Message, parse_lines, parse_message, plain_head
 
 MAX_HEADER_BYTES: Final = 16 * 1024
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -110,7 +110,9 @@ class StreamFramer:
             return None
         if end > self.max_header_bytes:
             raise ParseError("headers too large")
-        length = _content_length(bytes(buffer[:end]))
+        head = bytes(buffer[:end])
+        lines = plain_head(head)
+        length = _content_length(head) if lines is None else _length_in(lines)
         limit = self.max_body_bytes
         if self.preauth_body_bytes is not None and not self.trusted:
             limit = min(limit, self.preauth_body_bytes)
@@ -122,7 +124,9 @@ class StreamFramer:
         data = bytes(buffer[:total])
         del buffer[:total]
         try:
-            return parse_message(data, datagram=False)
+            if lines is None:
+                return parse_message(data, datagram=False)
+            return parse_lines(lines, data[end + 4 :], datagram=False)
         except ParseError as exc:
             return Malformed(data, exc)
 
@@ -131,9 +135,18 @@ def _content_length(head: bytes) -> int:
     """Content-Length of a header block: required on streams (RFC 3261 section
     18.3), exactly once (RFC 4475 section 3.3.9). Lines end at CRLF, names are
     stripped of ASCII whitespace (as ``bytes.strip`` does)."""
-    lengths: list[str] = []
     # Latin-1: one character per byte, and str operations compile to direct calls.
-    for line in head.decode("latin-1").split("\r\n")[1:]:
+    return _length_in(head.decode("latin-1").split("\r\n"))
+
+
+def _length_in(lines: list[str]) -> int:
+    """:func:`_content_length` of a block split at CRLF (the start line first),
+    decoded as Latin-1 or, as :func:`plain_head` has it, UTF-8: the same, since
+    a Content-Length line is ASCII either way and no other character lowers to
+    one of its name's letters."""
+    lengths: list[str] = []
+    for index in range(1, len(lines)):
+        line = lines[index]
         first = line[:1]
         if first not in _MAY_START_LENGTH:
             continue

@@ -62,7 +62,7 @@ class Headers:
         return isinstance(name, str) and self.get(name) is not None
 
     def copy(self) -> Headers:
-        return Headers(list(self._items))
+        return _headers_of(list(self._items))  # names already canonical
 
     def get(self, name: str) -> str | None:
         name = canonical_name(name)
@@ -89,15 +89,26 @@ class Headers:
 
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` by one value, where the first one was."""
-        name = canonical_name(name)
-        index = next((i for i, (n, _) in enumerate(self._items) if n == name), None)
-        self.remove(name)
-        self._items.insert(len(self._items) if index is None else index, (name, value))
+        self._put(canonical_name(name), [value])
 
     def remove(self, name: str) -> None:
-        name = canonical_name(name)
+        self._put(canonical_name(name), [])
+
+    def _put(self, name: str, values: list[str]) -> None:
+        """Every ``name`` (canonical) replaced by ``values``, where the first one was
+        (at the end when there was none): one pass over the headers."""
+        kept: list[tuple[str, str]] = []
+        at = -1
+        for item in self._items:
+            if item[0] != name:
+                kept.append(item)
+            elif at < 0:
+                at = len(kept)
+        if at < 0:
+            at = len(kept)
+        kept[at:at] = [(name, value) for value in values]
+        self._items = kept
         self.version += 1
-        self._items = [(n, v) for n, v in self._items if n != name]
 
     def replace_first(self, name: str, value: str) -> bool:
         """Replace the first value of list header ``name`` where it stands (the top
@@ -116,16 +127,12 @@ class Headers:
         return False
 
     def pop_first(self, name: str) -> str | None:
-        """Remove and return the first value of a list header (e.g. the top Via)."""
+        """Remove and return the first value of a list header (e.g. the top Via); the
+        others stay where the first line was, one a line."""
         values = self.get_all(name)
         if not values:
             return None
-        canonical = canonical_name(name)
-        rest = values[1:]
-        index = next(i for i, (n, _) in enumerate(self._items) if n == canonical)
-        self.remove(canonical)
-        for offset, value in enumerate(rest):
-            self._items.insert(index + offset, (canonical, value))
+        self._put(canonical_name(name), values[1:])
         return values[0]
 
 
@@ -146,6 +153,9 @@ class _Message:
     _parsed: dict[str, tuple[Headers, int, object]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _views: dict[str, tuple[object, object]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __init__(self, headers: Headers | None = None, body: bytes = b"") -> None:
         # Written out (in Request and Response too): compiled with the module,
@@ -153,30 +163,43 @@ class _Message:
         self.headers = Headers() if headers is None else headers
         self.body = body
         self._parsed = {}
+        self._views = {}
 
     def view(self, name: str, parse: Callable[[], T]) -> T:
         """``parse()``'s value, remembered under ``name`` until the headers change:
-        each header is parsed once per message however many readers it has (the
-        built-in views here; credentials in :mod:`quietwire.signaling.auth`).
+        each header is parsed once per message however many readers it has
+        (credentials in :mod:`quietwire.signaling.auth`).
         ``parse`` must read only the headers; what it raises is not remembered."""
         cached = self._parsed.get(name)
         if cached is not None and cached[0] is self.headers and cached[1] == self.headers.version:
             return cached[2]  # type: ignore[return-value]
         value = parse()
-        self._remember(name, value)
+        self._parsed[name] = (self.headers, self.headers.version, value)
         return value
 
-    def _cached(self, name: str) -> object | None:
-        """What :meth:`view` remembers under ``name`` for these headers as they are, or None."""
-        cached = self._parsed.get(name)
-        if cached is not None and cached[0] is self.headers and cached[1] == self.headers.version:
-            return cached[2]
+    # The built-in views (Via, CSeq, From, To, Contact) are remembered with the
+    # header text they were parsed from, and hold while that text does: a Via
+    # stamped or added leaves From and To parsed, and a copy or a reply starts
+    # with what its original had parsed (the same text comes back in them).
+    # Parsed values are shared between those messages: never change one.
+
+    def _fresh(self, view: str, source: object) -> object | None:
+        """The value of ``view`` parsed from ``source`` (its header text), or None."""
+        cached = self._views.get(view)
+        if cached is not None and cached[0] == source:
+            return cached[1]
         return None
 
-    def _remember(self, name: str, value: object) -> None:
-        self._parsed[name] = (self.headers, self.headers.version, value)
+    def _keep(self, view: str, source: object, value: object) -> None:
+        self._views[view] = (source, value)
 
-    # The built-in views: each as `view` would do it, without a closure per read (hot).
+    def _inherit(self, other: _Message) -> None:
+        """Start from what ``other`` has parsed (kept only while the text is the same)."""
+        self._views = dict(other._views)
+
+    def _values(self, name: str) -> list[str]:
+        """Every line's value of ``name`` (canonical), unsplit: what a list view is parsed from."""
+        return [v for n, v in self.headers._items if n == name]
 
     @property
     def call_id(self) -> str:
@@ -184,20 +207,22 @@ class _Message:
 
     @property
     def cseq(self) -> CSeq:
-        cached = self._cached("cseq")
+        text = self.headers.get("CSeq") or ""
+        cached = self._fresh("cseq", text)
         if isinstance(cached, CSeq):
             return cached
-        cseq = CSeq.parse(self.headers.get("CSeq") or "")
-        self._remember("cseq", cseq)
+        cseq = CSeq.parse(text)
+        self._keep("cseq", text, cseq)
         return cseq
 
     @property
     def vias(self) -> list[Via]:
-        cached = self._cached("vias")
+        lines = self._values("Via")
+        cached = self._fresh("vias", lines)
         if isinstance(cached, list):
             return cached
-        vias = [Via.parse(v) for v in self.headers.get_all("Via")]
-        self._remember("vias", vias)
+        vias = [Via.parse(v) for line in lines for v in split_list(line)]
+        self._keep("vias", lines, vias)
         return vias
 
     @property
@@ -209,43 +234,49 @@ class _Message:
         return self._name_addr("to", "To")
 
     def _name_addr(self, view: str, name: str) -> NameAddr:
-        cached = self._cached(view)
+        text = self.headers.get(name) or ""
+        cached = self._fresh(view, text)
         if isinstance(cached, NameAddr):
             return cached
-        value = NameAddr.parse(self.headers.get(name) or "")
-        self._remember(view, value)
+        value = NameAddr.parse(text)
+        self._keep(view, text, value)
         return value
 
     @property
     def contacts(self) -> list[NameAddr]:
-        cached = self._cached("contacts")
+        lines = self._values("Contact")
+        cached = self._fresh("contacts", lines)
         if isinstance(cached, list):
             return cached
-        contacts = [NameAddr.parse(v) for v in self.headers.get_all("Contact") if v.strip() != "*"]
-        self._remember("contacts", contacts)
+        contacts = [
+            NameAddr.parse(v) for line in lines for v in split_list(line) if v.strip() != "*"
+        ]
+        self._keep("contacts", lines, contacts)
         return contacts
 
     def replace_top_via(self, via: Via) -> None:
         """The top Via replaced in place (RFC 3581 stamping), its parsed view kept."""
         vias = [via, *self.vias[1:]]
         if self.headers.replace_first("Via", str(via)):
-            self._remember("vias", vias)
+            self._keep("vias", self._values("Via"), vias)
 
     def _serialize(self, start_line: str) -> bytes:
         """Wire bytes; Content-Length is always written, true to the body, where it was."""
-        length = f"Content-Length: {len(self.body)}"
-        lines = [start_line]
+        length = str(len(self.body))
+        # One join of every piece (no string per line); the list iterated as a list.
+        parts = [start_line, "\r\n"]
         written = False
-        for n, v in self.headers:
-            if n == "Content-Length":
-                lines.append(length)
-                written = True
-            else:
-                lines.append(f"{n}: {v}")
+        for name, value in self.headers._items:
+            if name == "Content-Length":
+                value, written = length, True
+            parts.append(name)
+            parts.append(": ")
+            parts.append(value)
+            parts.append("\r\n")
         if not written:
-            lines.append(length)
-        lines.append("\r\n")
-        return "\r\n".join(lines).encode("utf-8") + self.body
+            parts.append(f"Content-Length: {length}\r\n")
+        parts.append("\r\n")
+        return "".join(parts).encode("utf-8") + self.body
 
 
 @dataclass(slots=True, init=False)
@@ -272,7 +303,9 @@ class Request(_Message):
         return self._serialize(f"{self.method} {self.uri} {SIP_VERSION}")
 
     def copy(self) -> Request:
-        return Request(self.headers.copy(), self.body, self.method, self.uri)
+        out = Request(self.headers.copy(), self.body, self.method, self.uri)
+        out._inherit(self)
+        return out
 
 
 @dataclass(slots=True, init=False)
@@ -295,7 +328,9 @@ class Response(_Message):
         return self._serialize(f"{SIP_VERSION} {self.status} {self.reason}")
 
     def copy(self) -> Response:
-        return Response(self.headers.copy(), self.body, self.status, self.reason)
+        out = Response(self.headers.copy(), self.body, self.status, self.reason)
+        out._inherit(self)
+        return out
 
 
 Message = Request | Response
@@ -318,7 +353,9 @@ def reply(request: Request, status: int, reason: str, to_tag: str | None = None)
             if name == "To" and to_tag and _tag(request, value) is None:
                 value = f"{value};tag={to_tag}"
             items.append((name, value))
-    return Response(_headers_of(items), status=status, reason=reason)
+    response = Response(_headers_of(items), status=status, reason=reason)
+    response._inherit(request)
+    return response
 
 
 def _tag(request: Request, to: str) -> str | None:
@@ -337,13 +374,32 @@ def split_head(data: bytes) -> tuple[bytes, bytes]:
 
 def _header_lines(head: str) -> list[str]:
     """Lines of the header block with folded continuations joined (RFC 3261 7.3.1)."""
+    lines = _plain_lines(head)
+    return _folded_lines(head) if lines is None else lines
+
+
+def _plain_lines(head: str) -> list[str] | None:
+    """The lines of a header block in which every line ends in CRLF, with no bare
+    CR or LF and no folding: nothing to join (the common case); else None."""
     lines = head.split("\r\n")
     for line in lines:
         if "\r" in line or "\n" in line or line[:1] == " " or line[:1] == "\t":
-            return _folded_lines(head)
-    # Every line ends in CRLF, no bare CR or LF, no folding: nothing to join
-    # (the common case).
+            return None
     return lines
+
+
+def plain_head(head: bytes) -> list[str] | None:
+    """The lines of a header block (the bytes before CRLF CRLF) as :func:`parse_message`
+    reads them, when they need nothing but a split: UTF-8, nothing before the start
+    line, :func:`_plain_lines`. None for any other block (the general path reads it).
+    A stream framer looks for Content-Length in these, then hands them to
+    :func:`parse_lines`: the block is decoded and split once."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = _plain_lines(text)
+    return lines if lines is not None and lines[0] else None
 
 
 def _folded_lines(head: str) -> list[str]:
@@ -371,7 +427,12 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
         head = head_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ParseError("headers are not UTF-8") from exc
-    lines = _header_lines(head)
+    return parse_lines(_header_lines(head), rest, datagram=datagram)
+
+
+def parse_lines(lines: list[str], rest: bytes, *, datagram: bool) -> Message:
+    """The message of header ``lines`` (unfolded, the start line first) and ``rest``,
+    what follows the empty line; :func:`parse_message` once the block is split."""
     if not lines or not lines[0]:
         raise ParseError("empty message")
     items: list[tuple[str, str]] = []

@@ -36,8 +36,14 @@ def _split_params(text: str) -> dict[str, str | None]:
         if not part:
             continue
         name, eq, value = part.partition("=")
-        params[unquote(name).lower()] = unquote(value) if eq else None
+        params[_unescaped(name).lower()] = _unescaped(value) if eq else None
     return params
+
+
+def _unescaped(text: str) -> str:
+    """``text`` with its %XX escapes decoded; ``unquote`` (interpreted, slow) only
+    when there is one."""
+    return unquote(text) if "%" in text else text
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -113,7 +119,7 @@ class SipUri:
 
     @property
     def user_unescaped(self) -> str | None:
-        return None if self.user is None else unquote(self.user)
+        return None if self.user is None else _unescaped(self.user)
 
     @property
     def host_key(self) -> str:
