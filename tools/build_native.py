@@ -36,8 +36,8 @@ TARGET = SOURCES / "quietwire" / "_native"
 #: The modules compiled: every module a REGISTER or a call's messages run through
 #: in the signaling service, from a flow's bytes to Redis and back (issue 14:
 #: interpreted bytecode was most of its CPU per operation). All are mypy-strict.
-#: What runs once (settings, service start, gRPC servicers) or per moved call
-#: (migration, uac) stays Python.
+#: What runs once (settings, service start, gRPC servicers), in the background
+#: (heartbeats) or per moved call (migration) stays Python.
 MODULES = (
     # The SIP parser and transactions: sans I/O.
     "quietwire.protocols.clock",
@@ -72,8 +72,10 @@ MODULES = (
     "quietwire.signaling.failures",
     "quietwire.signaling.answers",
     "quietwire.signaling.transactions",
+    "quietwire.signaling.uac",
     "quietwire.signaling.users",
     "quietwire.signaling.locations",
+    "quietwire.signaling.locator",
     "quietwire.signaling.auth",
     "quietwire.signaling.registrar",
     "quietwire.signaling.proxy",
