@@ -1,8 +1,8 @@
 # One image for every quietwire service; the command picks the service:
 #   docker run quietwire:dev signaling | keyagreement | relay
 # Build stage: a venv with quietwire and exactly the packages of uv.lock (the
-# same lock `make setup` installs; no second resolution), its SIP parser compiled
-# with the locked mypyc (tools/image-venv). Final stage: that venv on a slim
+# same lock `make setup` installs; no second resolution), its signaling hot path
+# compiled with the locked mypyc (tools/image-venv). Final stage: that venv on a slim
 # Python, no pip, no uv, no compilers, a non-root user.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -18,8 +18,9 @@ BENCH_DEB_PACKAGES := kamailio kamailio-tls-modules rtpengine-daemon
 # helm, docker-compose and checkov for the deployment checks (tools/deploy-tools).
 TOOLS ?= .tools
 STATE_DIR ?= .quietwire
-# The SIP parser's modules compiled with mypyc (tools/build_native.py).
+# The signaling hot path compiled with mypyc (tools/build_native.py), and its sources.
 NATIVE := services/quietwire/_native/manifest.json
+NATIVE_SOURCES := $(shell $(PYTHON) tools/build_native.py --sources)
 SIP_HOST ?= 127.0.0.1
 SIP_PORT ?= 5061
 # `make fuzz`: each target for this many inputs, or this many seconds, whichever first.
@@ -40,10 +41,10 @@ test: lock-check setup deploy-tools protos-check lint
 
 setup: $(VENV)/.installed $(NATIVE) debs
 
-# The SIP parser compiled with mypyc (part of the locked mypy): used only while
+# The hot path compiled with mypyc (part of the locked mypy): used only while
 # built from the sources as they are (services/quietwire/native.py), pure
 # Python otherwise; QW_NATIVE=0 turns it off.
-$(NATIVE): $(VENV)/.installed tools/build_native.py $(wildcard services/quietwire/protocols/sip/*.py)
+$(NATIVE): $(VENV)/.installed tools/build_native.py $(NATIVE_SOURCES)
 	$(BIN)/python tools/build_native.py
 
 # uv itself, pinned by hash (tools/uv.txt), in a bootstrap venv of its own:

@@ -1,13 +1,21 @@
-"""Compile the SIP parser (``quietwire.protocols.sip``) with mypyc; `make setup` runs this.
+"""Compile the signaling hot path (:data:`MODULES`) with mypyc; `make setup` runs this.
 
-The extension modules go to ``services/quietwire/_native`` (not into git), with a
-manifest of the sources they were built from. :mod:`quietwire.native` loads them
-in place of those sources only while every source is still exactly that; so an
-edited parser, a machine without a C compiler or ``QW_NATIVE=0`` simply runs the
-pure-Python modules, which stay the reference (and what fuzzing instruments).
+Which modules and why: :data:`MODULES`, the SIP parser and every module a
+REGISTER or a call's messages run through in the signaling service (issue 14:
+interpreted bytecode was most of its CPU per operation). The extension modules
+go to ``services/quietwire/_native`` (not into git), with a manifest of the
+sources they were built from. :mod:`quietwire.native` loads them in place of
+those sources only while every one of them is still exactly that; so one edited
+module, a machine without a C compiler or ``QW_NATIVE=0`` simply runs all of
+them as Python, which stays the reference (and what fuzzing instruments).
+
+Compiled classes cannot be subclassed, monkeypatched or given new attributes by
+Python code, and compiled coroutines must not await while they handle an
+exception (quietwire/runtime/aio.py; tests/unit/test_native_sources.py checks).
 
 mypyc comes with mypy (locked in uv.lock); it needs a C compiler and the Python
-headers. Without them this says so and leaves the parser pure Python.
+headers. Without them this says so and leaves those modules pure Python.
+`--sources` prints the source files (the Makefile's prerequisites).
 """
 
 from __future__ import annotations
@@ -25,8 +33,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "services"
 TARGET = SOURCES / "quietwire" / "_native"
-#: The modules compiled: the parser's hot path, sans I/O and mypy-strict.
+#: The modules compiled: every module a REGISTER or a call's messages run through
+#: in the signaling service, from a flow's bytes to Redis and back (issue 14:
+#: interpreted bytecode was most of its CPU per operation). All are mypy-strict.
+#: What runs once (settings, service start, gRPC servicers), in the background
+#: (heartbeats) or per moved call (migration) stays Python.
 MODULES = (
+    # The SIP parser and transactions: sans I/O.
+    "quietwire.protocols.clock",
     "quietwire.protocols.sip.errors",
     "quietwire.protocols.sip.grammar",
     "quietwire.protocols.sip.headers",
@@ -35,6 +49,37 @@ MODULES = (
     "quietwire.protocols.sip.framing",
     "quietwire.protocols.sip.digest",
     "quietwire.protocols.sip.transaction",
+    "quietwire.protocols.sip.extensions",
+    # Redis: the multiplexed connection and the Lua scripts on it.
+    "quietwire.runtime.aio",
+    "quietwire.runtime.metrics",
+    "quietwire.runtime.redismux",
+    "quietwire.runtime.redisclient",
+    # Signaling: flows, limits, digest, registrar, proxy, dialogs.
+    "quietwire.signaling.admission",
+    "quietwire.signaling.limits",
+    "quietwire.signaling.lockout",
+    "quietwire.signaling.flows",
+    "quietwire.signaling.tokens",
+    "quietwire.signaling.media",
+    "quietwire.signaling.builders",
+    "quietwire.signaling.dialogs",
+    "quietwire.signaling.early",
+    "quietwire.signaling.targets",
+    "quietwire.signaling.contexts",
+    "quietwire.signaling.routing",
+    "quietwire.signaling.ackcopies",
+    "quietwire.signaling.failures",
+    "quietwire.signaling.answers",
+    "quietwire.signaling.transactions",
+    "quietwire.signaling.uac",
+    "quietwire.signaling.users",
+    "quietwire.signaling.locations",
+    "quietwire.signaling.locator",
+    "quietwire.signaling.auth",
+    "quietwire.signaling.registrar",
+    "quietwire.signaling.proxy",
+    "quietwire.signaling.core",
 )
 
 
@@ -109,14 +154,20 @@ def main() -> int:
     parser.add_argument(
         "--require", action="store_true", help="fail without a toolchain (an image build)"
     )
+    parser.add_argument(
+        "--sources", action="store_true", help="print the compiled source files and stop"
+    )
     args = parser.parse_args()
+    if args.sources:
+        print(" ".join(str(source(m).relative_to(ROOT)) for m in MODULES))
+        return 0
     target: Path = args.into.resolve()
     why = toolchain_missing()
     if why is not None:
         if args.require:
-            print(f"build_native: {why}: cannot compile the SIP parser", file=sys.stderr)
+            print(f"build_native: {why}: cannot compile the hot path", file=sys.stderr)
             return 1
-        print(f"build_native: {why}: the SIP parser runs as pure Python", file=sys.stderr)
+        print(f"build_native: {why}: the hot path runs as pure Python", file=sys.stderr)
         return 0
     shutil.rmtree(target, ignore_errors=True)
     sources = {m: digest(source(m)) for m in MODULES}  # what is compiled, not what is after

@@ -1,14 +1,17 @@
-"""The SIP parser compiled with mypyc, used only when built from these very sources.
+"""The signaling hot path compiled with mypyc, used only when built from these very sources.
 
-``tools/build_native.py`` (run by `make setup`) compiles the parser's modules
-into ``_native/`` beside this file, with a manifest of each source's SHA-256
-and of the libraries built (a module and its ``<module>__mypyc`` group library).
-:func:`install` (at ``import quietwire``) puts a finder first on
+``tools/build_native.py`` (run by `make setup`) compiles its ``MODULES`` (the
+SIP parser, the signaling modules a REGISTER or a call runs through, the Redis
+client under them: most of signaling's CPU per operation was interpreted
+bytecode) into ``_native/`` beside this file, with a manifest of each source's
+SHA-256 and of the libraries built (a module and its ``<module>__mypyc`` group
+library). :func:`install` (at ``import quietwire``) puts a finder first on
 ``sys.meta_path`` that loads those libraries instead of the sources, if and only
 if every source still hashes as the manifest says and the Python is the one
-they were built for. Otherwise nothing changes: the pure-Python modules run
-(an edited parser is never shadowed by a stale build). ``QW_NATIVE=0`` turns
-it off (fuzzing instruments Python bytecode, not compiled code).
+they were built for. Otherwise nothing changes: all of them run as Python (one
+edited module is never shadowed by a stale build, nor mixed with the others'
+compiled code). ``QW_NATIVE=0`` turns it off (fuzzing instruments Python
+bytecode, not compiled code).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def fresh_libraries(native: Path = NATIVE, sources: Path = PACKAGE.parent) -> di
 
 
 def install() -> bool:
-    """Load the compiled parser from now on, when it is fresh; whether it is."""
+    """Load the compiled modules from now on, when they are fresh; whether they are."""
     if os.environ.get("QW_NATIVE", "1") == "0":
         return False
     libraries = fresh_libraries()
@@ -72,5 +75,5 @@ def install() -> bool:
     return bool(libraries)
 
 
-#: Whether this process runs the compiled parser.
+#: Whether this process runs the compiled modules.
 ACTIVE = install()

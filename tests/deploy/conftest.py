@@ -30,9 +30,10 @@ def tool(name: str) -> Path:
     return path
 
 
-def run(*args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run(*args: str | Path, timeout: float = 300, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    command = [str(a) for a in args]
     return subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, timeout=300, check=False, **kwargs
+        command, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
     )
 
 

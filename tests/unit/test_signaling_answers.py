@@ -167,7 +167,7 @@ async def rig(refusal: Refusal | None = None, message: Request | None = None) ->
     answers = Answers(
         address=US,
         media=planner,
-        dialogs=dialogs,  # type: ignore[arg-type]
+        dialogs=dialogs,
         tx=tx,
         router=tx.router,
         end_call=end_call,

@@ -10,25 +10,17 @@ import asyncio
 from quietwire.protocols.clock import MonotonicClock
 from quietwire.protocols.sip.message import Message, Response, reply
 from quietwire.signaling.dialogs import Dialog, Party, Side
-from quietwire.signaling.flows import FlowTable
 from quietwire.signaling.routing import ProxyAddress
-from quietwire.signaling.targets import Router, Target
+from quietwire.signaling.targets import Target
 from quietwire.signaling.uac import PlatformRequests
 
 ADDRESS = ProxyAddress("d", "proxy.example", {"TLS": 5061, "TCP": 5060, "UDP": 5060}, "r1")
 
 
-class NoPeers:
-    async def write(self, target: Target, data: bytes) -> bool:
-        return False
+class Recorded:
+    """A router (:class:`~quietwire.signaling.uac.Sender`) that keeps what it sends."""
 
-    async def receive(self, replica: str, data: bytes) -> bool:
-        return False
-
-
-class Recorded(Router):
     def __init__(self) -> None:
-        super().__init__("r1", FlowTable("r1"), NoPeers())
         self.sent: list[Message] = []
         self.arrived = asyncio.Event()
 

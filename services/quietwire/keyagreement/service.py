@@ -25,8 +25,8 @@ from quietwire.keyagreement.userpolicies import UserPolicies
 from quietwire.rpc.keyagreement.v1 import keyagreement_pb2_grpc
 from quietwire.runtime.channels import ChannelPool
 from quietwire.runtime.outbox import EndOutbox
-from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import RelayRegistry, ReplicaRegistry
+from quietwire.runtime.service import RedisBackedService
 
 
 class KeyAgreementService(RedisBackedService):

@@ -35,8 +35,8 @@ from quietwire.relay.settings import RelaySettings
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
 from quietwire.runtime.errorlog import ErrorLog
 from quietwire.runtime.health import ReadinessCheck
-from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import RelayEntry, RelayRegistry
+from quietwire.runtime.service import RedisBackedService
 from quietwire.runtime.settings import SettingsError, env_name
 from quietwire.runtime.streams import stream_log_fields
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, TypeGuard
+from types import TracebackType
+from typing import Any, TypeGuard, TypeVar
 from urllib.parse import urlsplit
 
-import grpc
 import redis.asyncio as redis
 from prometheus_client import Counter
 from redis.asyncio.client import Pipeline
@@ -23,11 +21,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
-from quietwire.runtime.health import ReadinessCheck
+from quietwire.runtime.aio import finally_await
 from quietwire.runtime.redismux import Multiplexer, pack
 from quietwire.runtime.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: A command is never retried by the client: a write whose connection broke
 #: may already be applied, and a retry would apply it twice (the registrar's
@@ -51,15 +51,20 @@ UNREPLICATED = Counter(
 
 class MultiplexedRedis(redis.Redis):
     """redis-py's pooled client, with a :class:`Multiplexer` on one of its pool's
-    connections for the hot commands (:class:`LuaScript`)."""
+    connections for the hot commands (:class:`LuaScript`), made at its first use."""
 
-    @cached_property
+    _multiplexer: Multiplexer | None = None
+
+    @property
     def multiplexer(self) -> Multiplexer:
-        return Multiplexer(self.connection_pool)
+        # Not a cached_property: compiled by mypyc, that would be a plain property.
+        if self._multiplexer is None:
+            self._multiplexer = Multiplexer(self.connection_pool)
+        return self._multiplexer
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        if "multiplexer" in self.__dict__:
-            await self.multiplexer.aclose()
+        if self._multiplexer is not None:
+            await self._multiplexer.aclose()
         await super().aclose(close_connection_pool)
 
 
@@ -147,8 +152,9 @@ class LuaScript:
         try:
             return await self._evalsha(client, keys, args)
         except NoScriptError:
-            await self.load(client)
-            return await self._evalsha(client, keys, args)
+            pass  # loaded again after the handler (runtime/aio.py says why)
+        await self.load(client)
+        return await self._evalsha(client, keys, args)
 
     def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[EncodableT]) -> None:
         """EVALSHA on a pipeline; on :class:`NoScriptError`, :meth:`load` and run it again."""
@@ -168,6 +174,13 @@ class LuaScript:
                 pack("EVALSHA", self.sha, len(keys), *keys, *args)
             )
         return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+async def executed(pipe: Pipeline) -> list[Any]:
+    """The replies of ``pipe``, whose connection then goes back: what ``async with
+    pipe`` does, for compiled modules, which must not await on the way out of an
+    exception (runtime/aio.py says why)."""
+    return await finally_await(pipe.execute(), lambda _: pipe.aclose())
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,24 +208,16 @@ class Replication:
     def of(cls, settings: CommonSettings) -> Replication:
         return cls(settings.redis_wait_replicas, settings.redis_wait_timeout)
 
-    @asynccontextmanager
-    async def durable(self, client: redis.Redis) -> AsyncIterator[redis.Redis]:
+    def durable(self, client: redis.Redis) -> Durable:
         """A client for the block's writes; on leaving, they are on the replicas
         (or the shortfall is counted). Without replicas to wait for: ``client``."""
-        if not self.replicas:
-            yield client
-            return
-        async with client.client() as one:
-            connection = one.connection
-            assert connection is not None  # a single-connection client holds one once entered
-            yield one
-            acked = await self._wait(connection)
-        if acked < self.replicas:
-            UNREPLICATED.inc()
-            log.warning(
-                "write not confirmed by the replicas",
-                extra={"replicas": acked, "wanted": self.replicas},
-            )
+        return Durable(self, client)
+
+    async def durably(self, client: redis.Redis, write: Callable[[redis.Redis], Awaitable[T]]) -> T:
+        """``write`` in a :meth:`durable` block, for compiled modules: their
+        ``async with`` must not await on the way out of an exception (runtime/aio.py)."""
+        block = self.durable(client)
+        return await finally_await(write(await block.__aenter__()), block.close)
 
     async def _wait(self, connection: AbstractConnection) -> int:
         """WAIT on the connection that made the writes. Never on another: a WAIT
@@ -227,6 +232,58 @@ class Replication:
         return int(await connection.read_response(timeout=self.timeout + WAIT_SLACK))
 
 
+class Durable:
+    """The block of :meth:`Replication.durable`: its writes go on one connection,
+    which WAITs for the replicas when the block ends without an error.
+
+    A class rather than an ``asynccontextmanager``: mypyc compiles no async
+    generator (this module is compiled, tools/build_native.py)."""
+
+    def __init__(self, replication: Replication, client: redis.Redis) -> None:
+        self.replication = replication
+        self.client = client
+        #: The single-connection client of the block, when there are replicas to wait for.
+        self.one: redis.Redis | None = None
+
+    async def __aenter__(self) -> redis.Redis:
+        if not self.replication.replicas:
+            return self.client
+        self.one = await self.client.client().__aenter__()
+        return self.one
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close(error)
+
+    async def close(self, failure: BaseException | None) -> None:
+        """The end of the block, ``failure`` what it raised: WAIT for the
+        replicas after writes that all happened; the connection goes back."""
+        one = self.one
+        if one is None:
+            return
+        if failure is not None:  # the writes did not all happen: nothing to wait for
+            await self._release(one)
+            return
+        connection = one.connection
+        assert connection is not None  # a single-connection client holds one once entered
+        replication = self.replication
+        acked = await finally_await(replication._wait(connection), lambda _: self._release(one))
+        if acked < replication.replicas:
+            UNREPLICATED.inc()
+            log.warning(
+                "write not confirmed by the replicas",
+                extra={"replicas": acked, "wanted": replication.replicas},
+            )
+
+    @staticmethod
+    async def _release(one: redis.Redis) -> None:
+        await one.__aexit__(None, None, None)  # type: ignore[no-untyped-call]  # redis-py's
+
+
 #: Writes answered without waiting for replicas (a single Redis).
 UNWAITED = Replication()
 
@@ -237,32 +294,3 @@ async def redis_ready(client: redis.Redis) -> bool:
         return bool(await client.ping())
     except (redis.RedisError, OSError):
         return False
-
-
-class RedisBackedService:
-    """Base of services whose one hard dependency is Redis.
-
-    Gives the :class:`quietwire.runtime.service.Service` defaults: readiness
-    follows Redis, nothing to drain, the pool closed at the end.
-    """
-
-    grpc_services: tuple[str, ...] = ()
-
-    def __init__(self, settings: CommonSettings) -> None:
-        self.redis = redis_client(settings)
-        self.replication = Replication.of(settings)
-
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        """Register gRPC servicers; none by default."""
-
-    async def start(self) -> None:
-        """Start background work; none by default."""
-
-    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
-        return {"redis": lambda: redis_ready(self.redis)}
-
-    async def drain(self, timeout: float) -> None:
-        """Nothing in progress to wait for by default."""
-
-    async def close(self) -> None:
-        await self.redis.aclose()

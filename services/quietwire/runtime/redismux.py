@@ -44,6 +44,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import DEMOTED_MASTER_UNBLOCKED_ERROR
 from redis.typing import EncodableT
 
+from quietwire.runtime.aio import finally_await
+
 log = logging.getLogger(__name__)
 
 #: Bytes waiting to be sent past which a writer waits for the socket to drain.
@@ -289,10 +291,7 @@ class Multiplexer:
         task.add_done_callback(self._returning.discard)
 
     async def _give_back(self, connection: AbstractConnection) -> None:
-        try:
-            await connection.disconnect()
-        finally:
-            await self._pool.release(connection)
+        await finally_await(connection.disconnect(), lambda _: self._pool.release(connection))
 
     async def aclose(self) -> None:
         """Fail what is in flight and give the connection back."""

@@ -24,7 +24,8 @@ from quietwire.runtime.channels import server_options
 from quietwire.runtime.health import HealthMonitor, ReadinessCheck
 from quietwire.runtime.interceptors import CallIdServerInterceptor
 from quietwire.runtime.metrics import start_metrics
-from quietwire.runtime.settings import ServiceSettings, SettingsError, env_name
+from quietwire.runtime.redisclient import Replication, redis_client, redis_ready
+from quietwire.runtime.settings import CommonSettings, ServiceSettings, SettingsError, env_name
 from quietwire.runtime.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,35 @@ class Service(Protocol):
         """Stop taking new work; return when work in progress ends or ``timeout`` passes."""
 
     async def close(self) -> None: ...
+
+
+class RedisBackedService:
+    """Base of services whose one hard dependency is Redis.
+
+    Gives the :class:`quietwire.runtime.service.Service` defaults: readiness
+    follows Redis, nothing to drain, the pool closed at the end.
+    """
+
+    grpc_services: tuple[str, ...] = ()
+
+    def __init__(self, settings: CommonSettings) -> None:
+        self.redis = redis_client(settings)
+        self.replication = Replication.of(settings)
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Register gRPC servicers; none by default."""
+
+    async def start(self) -> None:
+        """Start background work; none by default."""
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        return {"redis": lambda: redis_ready(self.redis)}
+
+    async def drain(self, timeout: float) -> None:
+        """Nothing in progress to wait for by default."""
+
+    async def close(self) -> None:
+        await self.redis.aclose()
 
 
 def _bound(server: grpc.aio.Server, address: str, setting: str, tls: TlsFiles | None) -> int:

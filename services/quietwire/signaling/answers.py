@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Protocol
 
 from quietwire.protocols.sip.message import Response
 from quietwire.signaling.contexts import Branch, Context
-from quietwire.signaling.dialogs import Dialog, DialogStore, Leg, Party, Side, other
+from quietwire.signaling.dialogs import Dialog, Leg, Party, Side, other
 from quietwire.signaling.early import final_sdp, offer_to_answer, provisional_sdp, strip_sdp
 from quietwire.signaling.failures import refusal_answer
 from quietwire.signaling.media import MediaPlanner, Refusal, message_tags, reversed_tags
@@ -30,13 +31,22 @@ from quietwire.signaling.transactions import FORWARDS, Transactions
 EndCall = Callable[[str, str], Awaitable[bool]]
 
 
+class DialogNotes(Protocol):
+    """Where the dialogs a 2xx sets up go, and the SDP each phone then holds: a
+    :class:`~quietwire.signaling.dialogs.DialogStore`."""
+
+    async def record(self, dialog: Dialog) -> None: ...
+
+    async def forwarded_sdp(self, call_id: str, to: Party, sdp: bytes) -> None: ...
+
+
 class Answers:
     def __init__(
         self,
         *,
         address: ProxyAddress,
         media: MediaPlanner,
-        dialogs: DialogStore,
+        dialogs: DialogNotes,
         tx: Transactions,
         router: Router,
         end_call: EndCall,

@@ -41,7 +41,7 @@ from quietwire.protocols.sip.digest import (
 )
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.message import Request, Response, reply
-from quietwire.runtime.redisclient import LuaScript
+from quietwire.runtime.redisclient import LuaScript, executed
 from quietwire.signaling.locations import Precondition
 from quietwire.signaling.lockout import Lockout
 from quietwire.signaling.users import UserStore, ha1_field
@@ -125,8 +125,9 @@ class Authenticator:
         try:
             return await self._pipelined(username, nonce_key, count)
         except NoScriptError:
-            await self._advance.load(self.redis)
-            return await self._pipelined(username, nonce_key, count)
+            pass  # loaded again after the handler (runtime/aio.py says why)
+        await self._advance.load(self.redis)
+        return await self._pipelined(username, nonce_key, count)
 
     def proof(self, request: Request, *, proxy: bool) -> tuple[str, Precondition] | None:
         """The username and what Redis must confirm, when the request's credentials
@@ -169,12 +170,12 @@ class Authenticator:
         self, username: str, nonce_key: str, count: int
     ) -> tuple[Mapping[bytes | str, bytes | str], int, bool]:
         blocks = self.lockout.block_keys(username)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.users.key(username))
-            self._advance.queue(pipe, (nonce_key,), (count, self._nonce_ttl))
-            for key in blocks:
-                pipe.pttl(key)
-            stored, fresh, *pttls = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.users.key(username))
+        self._advance.queue(pipe, (nonce_key,), (count, self._nonce_ttl))
+        for key in blocks:
+            pipe.pttl(key)
+        stored, fresh, *pttls = await executed(pipe)
         return stored, int(fresh), self.lockout.refused([int(ms) for ms in pttls])
 
     def challenge(self, request: Request, *, proxy: bool, stale: bool = False) -> Response:
@@ -214,10 +215,12 @@ class Authenticator:
         :class:`ParseError` (what to answer), and counts it as a failure."""
         try:
             self.credentials(request, proxy=request.method != "REGISTER")
-        except ParseError:
-            AUTH_FAILURES.labels("malformed").inc()
-            await self.lockout.failed(None)
-            raise
+            return
+        except ParseError as exc:
+            malformed = exc
+        AUTH_FAILURES.labels("malformed").inc()
+        await self.lockout.failed(None)  # after the handler (runtime/aio.py says why)
+        raise malformed
 
     async def check(self, request: Request, *, proxy: bool, remembered: bool = True) -> AuthResult:
         """The verdict on the request's credentials; every FAILED one is counted
@@ -232,8 +235,10 @@ class Authenticator:
             if await self._proven(self.redis, keys, precondition.args) == b"proven":
                 return AuthResult(Verdict.OK, username)
         try:
-            credentials = self.credentials(request, proxy=proxy)
+            credentials, malformed = self.credentials(request, proxy=proxy), False
         except ParseError:
+            credentials, malformed = None, True
+        if malformed:  # counted after the handler (runtime/aio.py says why)
             return await self._failed("malformed", None)
         if credentials is None:
             return AuthResult(Verdict.CHALLENGE)

@@ -296,8 +296,10 @@ class DialogStore:
         for party, leg in ((Party.CALLER, dialog.caller_leg), (Party.CALLEE, dialog.callee_leg)):
             name = party.value
             args += (f"{name}.sdp", leg.sdp, f"{name}.cseq", leg.cseq, f"{name}.offset", leg.offset)
-        async with self.replication.durable(self.redis) as client:
-            await _RECORD_SCRIPT(client, _keys(dialog.call_id), args)
+        keys = _keys(dialog.call_id)
+        await self.replication.durably(
+            self.redis, lambda client: _RECORD_SCRIPT(client, keys, args)
+        )
         self.copies.keep(dialog)
 
     async def get(self, call_id: str) -> Dialog | None:

@@ -50,6 +50,7 @@ from quietwire.protocols.sip.message import (
     parse_message,
     split_head,
 )
+from quietwire.runtime.aio import finally_await
 from quietwire.runtime.metrics import Series
 from quietwire.signaling.admission import (
     MAX_CONNECTIONS,
@@ -368,12 +369,12 @@ class StreamListener:
         its first byte (a ClientHello read by a plain reader first is lost)."""
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                connection, peer = await loop.sock_accept(listening)
-            except OSError as exc:
-                if exc.errno in OUT_OF_RESOURCES:
+            accepted = await accept(loop, listening)
+            if isinstance(accepted, OSError):
+                if accepted.errno in OUT_OF_RESOURCES:
                     await asyncio.sleep(ACCEPT_BACKOFF)  # as asyncio's own accept loop does
                 continue  # e.g. the peer reset before we accepted
+            connection, peer = accepted
             source = self.caps.admit(str(peer[0]))
             if source is None:
                 connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
@@ -394,6 +395,17 @@ class StreamListener:
         except Exception:  # a failed handshake above all: the connection just goes
             connection.close()
             self.caps.release(source)
+
+
+async def accept(
+    loop: asyncio.AbstractEventLoop, listening: socket.socket
+) -> tuple[socket.socket, Any] | OSError:
+    """The next connection, or why there was none: handled by the caller, not in
+    an ``except`` block that awaits (runtime/aio.py says why)."""
+    try:
+        return await loop.sock_accept(listening)
+    except OSError as exc:
+        return exc
 
 
 #: Messages framed and not yet handled on one connection before reading pauses.
@@ -500,22 +512,21 @@ class StreamConnection(asyncio.Protocol):
         """Handle what was framed, in order; at the connection's end, end its flow."""
         flow = self.flow
         assert flow is not None
-        try:
-            while self.inbox:
-                await self._handle(flow, self.inbox.popleft())
-                if (
-                    not self.reading
-                    and len(self.inbox) < INBOX_LIMIT // 2
-                    and not flow.closed.is_set()
-                ):
-                    self.reading = True
-                    self._transport().resume_reading()
-        finally:
-            self.worker = None
-            if self.gone:
-                await self._end(flow)
-            elif self.inbox:  # cancelled while messages waited: the connection goes
-                self._transport().abort()
+        await finally_await(self._drain(flow), lambda _: self._finish(flow))
+
+    async def _drain(self, flow: Flow) -> None:
+        while self.inbox:
+            await self._handle(flow, self.inbox.popleft())
+            if not self.reading and len(self.inbox) < INBOX_LIMIT // 2 and not flow.closed.is_set():
+                self.reading = True
+                self._transport().resume_reading()
+
+    async def _finish(self, flow: Flow) -> None:
+        self.worker = None
+        if self.gone:
+            await self._end(flow)
+        elif self.inbox:  # cancelled while messages waited: the connection goes
+            self._transport().abort()
 
     async def _handle(self, flow: Flow, item: Message | KeepAlive | Malformed | _Broken) -> None:
         if isinstance(item, KeepAlive):

@@ -189,8 +189,9 @@ class LocationStore:
             keys += precondition.keys
             args += precondition.args
         if (changes or clear) and self.replication.replicas:
-            async with self.replication.durable(self.redis) as client:
-                live = await script(client, keys, args)
+            live = await self.replication.durably(
+                self.redis, lambda client: script(client, keys, args)
+            )
         else:  # a lookup (it may drop expired bindings: nothing to keep), or no replicas
             live = await script(self.redis, keys, args)
         if live and live[0] in (b"out-of-order", "out-of-order"):

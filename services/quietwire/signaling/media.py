@@ -272,9 +272,10 @@ class KeyAgreementPlanner:
         request = pb.EndCallRequest(call_id=call_id, tags=tags)
         try:
             await self.stub.EndCall(request, timeout=PLAN_TIMEOUT)
+            return
         except grpc.aio.AioRpcError as exc:
             log.warning("EndCall failed", extra={"code": exc.code().name})
-            await self._queue(request)
+        await self._queue(request)  # after the handler (runtime/aio.py says why)
 
     async def _queue(self, request: pb.EndCallRequest) -> None:
         """Keep an undelivered EndCall for keyagreement's return (it ends the call then)."""

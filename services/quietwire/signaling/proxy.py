@@ -177,8 +177,10 @@ class Proxy:
     async def _handle(self, context: Context) -> None:
         try:
             await self._route(context)
+            return
         except ParseError as exc:  # a header read only now: the answer the parser gives
-            await self.tx.respond(context, final(context.request, exc.status, exc.reason[:60]))
+            answer = final(context.request, exc.status, exc.reason[:60])
+        await self.tx.respond(context, answer)  # after the handler (runtime/aio.py says why)
 
     async def _route(self, context: Context) -> None:
         request = context.request

@@ -28,8 +28,8 @@ from quietwire.runtime import tls
 from quietwire.runtime.errorlog import ErrorLog
 from quietwire.runtime.health import ReadinessCheck
 from quietwire.runtime.outbox import EndOutbox
-from quietwire.runtime.redisclient import RedisBackedService
 from quietwire.runtime.registry import ReplicaRegistry
+from quietwire.runtime.service import RedisBackedService
 from quietwire.runtime.settings import SettingsError, env_name
 from quietwire.signaling.admission import ConnectionCaps
 from quietwire.signaling.auth import Authenticator

@@ -129,11 +129,14 @@ class Transactions:
 
     async def guarded(self, context: Context, where: str, work: Work) -> None:
         """Run the handling of ``context``; whatever it raises ends it (:meth:`fail`)."""
+        failure: Exception | None = None
         try:
             await work
         except Exception as exc:
             self.errors.record(where, exc)
-            await self.fail(context, exc)
+            failure = exc  # ended after the handler (runtime/aio.py says why)
+        if failure is not None:
+            await self.fail(context, failure)
         self._settle(context)
 
     def _settle(self, context: Context) -> None:

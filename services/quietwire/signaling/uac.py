@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from quietwire.protocols.clock import Clock
 from quietwire.protocols.sip.errors import ParseError
@@ -25,7 +26,7 @@ from quietwire.signaling.builders import cancel_for
 from quietwire.signaling.contexts import ClientTx
 from quietwire.signaling.flows import reliable
 from quietwire.signaling.routing import ProxyAddress
-from quietwire.signaling.targets import Router, Target
+from quietwire.signaling.targets import Target
 
 #: Platform requests waiting for their answer at once, at most.
 MAX_PENDING = 4096
@@ -55,6 +56,14 @@ def ack_of_2xx(invite: Request, ok: Response, via: str) -> Request:
     return ack
 
 
+class Sender(Protocol):
+    """Where the requests go: a :class:`~quietwire.signaling.targets.Router`."""
+
+    async def send(self, target: Target, message: Message) -> bool:
+        """Write ``message`` on the target flow; False if it is gone or full."""
+        ...
+
+
 @dataclass(eq=False)
 class _Pending:
     tx: ClientTx
@@ -62,7 +71,7 @@ class _Pending:
 
 
 class PlatformRequests:
-    def __init__(self, router: Router, address: ProxyAddress, clock: Clock) -> None:
+    def __init__(self, router: Sender, address: ProxyAddress, clock: Clock) -> None:
         self.router, self.address, self.clock = router, address, clock
         self._waiting: dict[str, _Pending] = {}
 

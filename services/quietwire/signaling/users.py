@@ -11,7 +11,7 @@ import redis.asyncio as redis
 from redis.typing import EncodableT, FieldT
 
 from quietwire.protocols.sip.digest import DigestAlgorithm, ha1
-from quietwire.runtime.redisclient import text
+from quietwire.runtime.redisclient import executed, text
 from quietwire.signaling.locations import Precondition
 
 #: Hash per user: ``ha1_md5`` and/or ``ha1_sha256`` (lowercase hex; only the
@@ -90,19 +90,19 @@ class UserStore:
             ha1_field(alg): ha1(alg, username, self.realm, password) for alg in self.algorithms
         }
         fields["created"] = str(time.time())
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key(username))
-            pipe.hset(self.key(username), mapping=fields)
-            pipe.sadd(self._index, username)
-            _, _, added = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.key(username))
+        pipe.hset(self.key(username), mapping=fields)
+        pipe.sadd(self._index, username)
+        _, _, added = await executed(pipe)
         return bool(added)
 
     async def delete(self, username: str) -> bool:
         """Remove a user; True if it existed."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key(username))
-            pipe.srem(self._index, username)
-            deleted, _ = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.key(username))
+        pipe.srem(self._index, username)
+        deleted, _ = await executed(pipe)
         return bool(deleted)
 
     def existing(self, username: str) -> Precondition:

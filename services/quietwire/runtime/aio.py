@@ -1,0 +1,35 @@
+"""``try``/``finally`` with an ``await`` in the ``finally``, for modules compiled with mypyc.
+
+mypyc (tools/build_native.py) mishandles a coroutine that suspends while it
+handles an exception (an ``await`` in an ``except`` or ``finally`` block, or in
+the ``__aexit__`` of an ``async with`` left by an exception) when that exception
+came through an awaited future, as every I/O error does: it stays in the
+thread's handled-exception state (``sys.exc_info()``) after the block, and a
+later compiled ``finally`` that awaits raises it again, out of unrelated code.
+So compiled modules never await in those places (tests/unit/test_native_sources.py
+checks): they note the exception, leave the handler, and await after it, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def finally_await(
+    work: Awaitable[T], cleanup: Callable[[BaseException | None], Awaitable[object]]
+) -> T:
+    """``await work``, then ``await cleanup(what work raised, or None)`` whatever
+    happened, then ``work``'s result or exception: ``try``/``finally``, with the
+    cleanup run outside the exception handler."""
+    failure: BaseException | None = None
+    try:
+        result = await work
+    except BaseException as error:  # raised again below, once cleaned up
+        failure = error
+    await cleanup(failure)
+    if failure is not None:
+        raise failure
+    return result
