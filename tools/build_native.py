@@ -129,6 +129,9 @@ def build(work: Path) -> dict[str, str]:
                 str(work / "lib"),
                 "--build-temp",
                 str(work / "tmp"),
+                # The modules' C compiles side by side, one per core.
+                "--parallel",
+                str(os.cpu_count() or 1),
             ],
         )
     finally:
