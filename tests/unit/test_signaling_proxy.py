@@ -5,6 +5,9 @@ transaction caps, the error log."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 from quietwire.protocols.sip import uri
 from quietwire.protocols.sip.message import Request, Response, parse_message, reply
@@ -72,6 +75,18 @@ def test_token_round_trip_and_direction() -> None:
     assert back == token
     assert back.toward("at") == "r2.7"  # from the caller: to the callee's flow
     assert back.toward("bt") == "r1.1"
+
+
+def test_token_signature_is_the_hmac_of_its_labelled_fields() -> None:
+    """The signature replicas have always written (a rolling upgrade keeps every
+    dialog's route): HMAC-SHA-256 over the label and the length-prefixed fields."""
+    token = TOKENS.issue("r1.1", "r2.7", "at", "c1", NOW)
+    (route,) = TOKENS.record_routes(token)
+    fields = ("c1", "r1.1", "r2.7", "at", str(token.expires))
+    data = b"quietwire record-route v2\x00" + b"".join(f"{len(f)}:{f}".encode() for f in fields)
+    expected = hmac.new(KEY, data, hashlib.sha256).hexdigest()[:32]
+    assert f";qws={expected}>" in route
+    assert token.sign(TOKENS.mac) == expected
 
 
 def test_tokens_taken_stay_out_of_the_cache_of_parsed_uris() -> None:

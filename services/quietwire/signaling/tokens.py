@@ -13,10 +13,10 @@ Pure: no I/O; time comes in as an argument.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from quietwire.protocols.hmac_sha256 import HmacSha256
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.headers import NameAddr
 from quietwire.protocols.sip.message import Request
@@ -42,10 +42,12 @@ class RouteToken:
         """The flow a request goes down: the callee's when the caller sends it."""
         return self.callee if from_tag == self.ftag else self.caller
 
-    def sign(self, key: bytes) -> str:
+    def sign(self, mac: HmacSha256) -> str:
+        """HMAC-SHA-256 of the fields under the label, ``mac`` keyed with the
+        label folded in (:meth:`RouteTokens.mac`), hex, cut to SIGNATURE_HEX."""
         fields = (self.call_id, self.caller, self.callee, self.ftag, str(self.expires))
-        data = _LABEL + b"".join(f"{len(f)}:{f}".encode() for f in fields)
-        return hmac.new(key, data, hashlib.sha256).hexdigest()[:SIGNATURE_HEX]
+        data = b"".join(f"{len(f)}:{f}".encode() for f in fields)
+        return mac.digest(data).hex()[:SIGNATURE_HEX]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,12 @@ class RouteTokens:
     ports: dict[str, int]
     #: Seconds a token works after it is issued: the longest dialog we route.
     lifetime: int
+    #: ``key`` keyed once, the label folded in: a token is signed or checked per
+    #: dialog-forming or in-dialog request.
+    mac: HmacSha256 = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mac", HmacSha256(self.key, _LABEL))
 
     def issue(self, caller: str, callee: str, ftag: str, call_id: str, now: float) -> RouteToken:
         return RouteToken(caller, callee, ftag, call_id, int(now) + self.lifetime)
@@ -81,7 +89,7 @@ class RouteTokens:
         return (
             f"<sip:{self.host}:{self.ports[transport]};transport={transport.lower()};lr"
             f";qwa={token.caller};qwb={token.callee};ftag={token.ftag}"
-            f";qwe={token.expires};qws={token.sign(self.key)}>"
+            f";qwe={token.expires};qws={token.sign(self.mac)}>"
         )
 
     def take(self, request: Request, now: float) -> RouteToken | None:
@@ -113,6 +121,6 @@ class RouteTokens:
             request.call_id,
             int(expires),
         )
-        if not hmac.compare_digest(token.sign(self.key), signature):
+        if not hmac.compare_digest(token.sign(self.mac), signature):
             return None
         return token
