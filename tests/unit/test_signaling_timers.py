@@ -1,5 +1,6 @@
-"""The proxy's transaction timers run from one heap of deadlines: a tick touches
-only what is due (not every live transaction), contexts are freed when their
+"""The proxy's transaction timers run from one heap of deadlines: a wakeup touches
+only what is due (not every live transaction), the process sleeps while nothing
+is due and wakes once per slot of deadlines, contexts are freed when their
 transaction ends, Timer C still cancels a branch ringing too long and holds
 nothing of a branch that ended."""
 
@@ -8,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from typing import TypeVar
 
+from quietwire.protocols.clock import Clock, MonotonicClock
 from quietwire.protocols.sip.message import Request, Response, reply
 from quietwire.protocols.sip.transaction import T1
 from quietwire.signaling.contexts import Branch, Context, ServerTable
 from quietwire.signaling.errorlog import ErrorLog
 from quietwire.signaling.flows import Flow, FlowTable
 from quietwire.signaling.targets import Router, Target
-from quietwire.signaling.transactions import TIMER_C, Transactions
+from quietwire.signaling.transactions import LONG_SLOT, SHORT_SLOT, TIMER_C, Transactions
 
 from tests.support.clock import FakeClock
 from tests.unit.test_signaling_proxy import request
@@ -46,7 +49,13 @@ class CountingClock(FakeClock):
 
 
 def setup(transport: str = "TLS") -> tuple[Transactions, CountingClock, Flow, Flow]:
-    clock = CountingClock(1000.0)
+    return setup_on(CountingClock(1000.0), transport)
+
+
+C = TypeVar("C", bound=Clock)
+
+
+def setup_on(clock: C, transport: str) -> tuple[Transactions, C, Flow, Flow]:
     flows = FlowTable("r1")
     caller = Flow(flows.new_id(transport), transport, ("192.0.2.1", 5061), None)
     callee = Flow(flows.new_id(), "TLS", ("192.0.2.2", 5061), None)
@@ -101,6 +110,56 @@ async def test_a_tick_polls_only_transactions_whose_timers_are_due() -> None:
     touched = tx.poll()
     assert len(touched) == 50 and clock.reads == reads + 1 + 50
     assert all(b.tx.terminated for c in touched for b in c.branches.values())
+
+
+async def waiting(tx: Transactions) -> asyncio.Task[None]:
+    """The timer loop's wait, started and parked on its future."""
+    task = asyncio.create_task(tx.due())
+    await asyncio.sleep(0)
+    assert not task.done()
+    return task
+
+
+async def test_nothing_due_no_wakeup_set() -> None:
+    tx, _, caller, _ = setup()
+    task = await waiting(tx)
+    assert tx.wakeup is None  # no tick: asleep until a deadline is announced
+    context = tx.open(caller, request("MESSAGE"))
+    assert context is not None
+    await tx.respond(context, reply(context.request, 200, "OK"))  # TLS: no timer left
+    assert tx.wakeup is None and not task.done()
+    task.cancel()
+
+
+async def test_wait_timers_share_a_one_second_slot_retransmissions_fifty_ms() -> None:
+    tx, clock, caller, callee = setup("UDP")
+    clock.t = 1000.3
+    task = await waiting(tx)
+    await forked(tx, caller, callee)  # Timer B (64*T1) of a branch over TLS, Timer C
+    assert tx.wakeup == 1033.0 == (1000.3 + 64 * T1) // LONG_SLOT * LONG_SLOT + LONG_SLOT
+    await forked(tx, caller, callee, "c2")  # another call's in the same second: same slot
+    assert tx.wakeup == 1033.0
+    udp = tx.open(caller, request(call_id="c3"))
+    assert udp is not None
+    await tx.respond(udp, reply(udp.request, 486, "Busy Here"))  # Timer G (T1) over UDP
+    assert tx.wakeup is not None and 1000.8 <= tx.wakeup < 1000.8 + SHORT_SLOT
+    task.cancel()
+
+
+async def test_the_wait_ends_at_a_deadline_and_the_poll_runs_its_timer() -> None:
+    """Real clock and loop: the answer over UDP is sent again at Timer G (T1)."""
+    tx, clock, caller, _ = setup_on(MonotonicClock(), "UDP")
+    context = tx.open(caller, request())
+    assert context is not None
+    await tx.respond(context, reply(context.request, 486, "Busy Here"))
+    started = clock.now()
+    assert len(sent(caller)) == 1
+    await asyncio.wait_for(tx.due(), 10 * T1)
+    assert clock.now() >= started + T1
+    tx.poll()
+    await tx.resend()
+    assert [data[:21] for data in sent(caller)] == [b"SIP/2.0 486 Busy Here"]  # Timer G
+    assert tx.wakeup is None
 
 
 async def test_a_context_answered_over_tls_is_freed_without_a_tick() -> None:

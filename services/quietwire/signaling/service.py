@@ -56,7 +56,6 @@ from quietwire.signaling.users import UserStore
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 3.0
-TIMER_TICK = 0.05
 #: Seconds a UDP peer without bindings is remembered after its last datagram.
 UDP_IDLE = 120.0
 
@@ -233,10 +232,10 @@ class SignalingService(RedisBackedService):
 
     async def _timers(self) -> None:
         while True:
-            await asyncio.sleep(TIMER_TICK)
+            await self.proxy.tx.due()
             try:
                 await self.proxy.run_timers()
-            except Exception as exc:  # counted; logged once a minute, not every tick
+            except Exception as exc:  # counted; logged once a minute, not every time
                 self.proxy.errors.record("timers", exc)
 
     async def _watch_certificate(self) -> None:

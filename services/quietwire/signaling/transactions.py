@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Coroutine
 
 from prometheus_client import Counter
@@ -40,6 +41,15 @@ from quietwire.signaling.targets import Router, Target
 TIMER_C = 180.0
 #: Seconds a caller refused by a transaction cap is asked to wait (Retry-After).
 RETRY_AFTER = 5
+#: How late a timer may run. Deadlines are gathered into slots, one wakeup per
+#: slot that holds a deadline and none while nothing is due: a retransmission
+#: timer (T1..T2) into 50 ms, a wait timer (Timer B, F, H, L, M: 64*T1; Timer C)
+#: into a second, so a call's half-dozen 32 s deadlines do not each wake the
+#: process again (most were stopped long before: their entries are dropped then).
+SHORT_SLOT = 0.05
+LONG_SLOT = 1.0
+#: A deadline this far ahead or more is a wait timer's.
+LONG_AHEAD = 8.0
 
 FORWARDS = Series(
     Counter(
@@ -68,7 +78,7 @@ class Transactions:
         self.clients: dict[str, tuple[Context, Branch]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._resend: list[Context] = []
-        #: Every deadline a transaction announced: a tick looks only at what is
+        #: Every deadline a transaction announced: a wakeup looks only at what is
         #: due. Entries of timers stopped since are found not due and dropped.
         self._due: list[Due] = []
         self._order = itertools.count()
@@ -76,6 +86,10 @@ class Transactions:
         #: when due: a branch answered in a second does not keep its whole context
         #: (requests, responses, transactions) for the three minutes of Timer C.
         self._timer_c: list[tuple[float, str]] = []
+        #: :meth:`due`'s waiter, and the slot its loop timer is set for.
+        self._waiter: asyncio.Future[None] | None = None
+        self._alarm: asyncio.TimerHandle | None = None
+        self._armed = math.inf
 
     # -- server side -------------------------------------------------------------------
 
@@ -185,7 +199,9 @@ class Transactions:
         branch = Branch(out.vias[0].branch or "", target, tx, out)
         self._watch(tx, context, branch)
         if out.method == "INVITE":
-            heapq.heappush(self._timer_c, (self.clock.now() + TIMER_C, branch.branch))
+            deadline = self.clock.now() + TIMER_C
+            heapq.heappush(self._timer_c, (deadline, branch.branch))
+            self._wake_by(deadline)
         context.branches[branch.branch] = branch
         self.clients[branch.branch] = (context, branch)
         tx.to_send.clear()
@@ -222,6 +238,54 @@ class Transactions:
 
     def _at(self, deadline: float, context: Context, branch: Branch | None) -> None:
         heapq.heappush(self._due, (deadline, next(self._order), context, branch))
+        self._wake_by(deadline)
+
+    async def due(self) -> None:
+        """Returns once a deadline on the heaps has come (its slot's): the caller
+        then runs :meth:`poll` and :meth:`resend`. While nothing is due the
+        process sleeps: no tick."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        heads = [due[0][0] for due in (self._due, self._timer_c) if due]
+        if heads:
+            self._wake_by(min(heads))
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            self._disarm()
+
+    def _wake_by(self, deadline: float) -> None:
+        """Set :meth:`due`'s loop timer for the slot of ``deadline`` unless it is
+        set for that slot or an earlier one (or nobody waits: :meth:`due` looks
+        at the heaps when it starts)."""
+        if self._waiter is None:
+            return
+        now = self.clock.now()
+        width = LONG_SLOT if deadline - now >= LONG_AHEAD else SHORT_SLOT
+        slot = math.ceil(deadline / width) * width if deadline > now else now
+        if slot >= self._armed:
+            return
+        self._disarm()
+        self._armed = slot
+        # A millisecond late rather than early: the loop's clock counts milliseconds.
+        delay = slot - now + 1e-3
+        self._alarm = asyncio.get_running_loop().call_later(delay, self._ring)
+
+    @property
+    def wakeup(self) -> float | None:
+        """The slot :meth:`due` will return at (on :attr:`clock`); None: asleep
+        until a deadline is announced, or nobody waits."""
+        return None if self._alarm is None else self._armed
+
+    def _ring(self) -> None:
+        self._alarm, self._armed = None, math.inf
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _disarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+        self._alarm, self._armed = None, math.inf
 
     def poll(self) -> list[Context]:
         """Run the transaction timers that are due; returns contexts whose branches
@@ -258,10 +322,13 @@ class Transactions:
             return
         if branch.ringing_since is None:
             heapq.heappush(self._timer_c, (now + TIMER_C, branch.branch))
+            self._wake_by(now + TIMER_C)
         elif now - branch.ringing_since > TIMER_C:
             self.cancel_branch(branch, "timer C")
         else:
-            heapq.heappush(self._timer_c, (branch.ringing_since + TIMER_C + 1e-3, branch.branch))
+            deadline = branch.ringing_since + TIMER_C + 1e-3
+            heapq.heappush(self._timer_c, (deadline, branch.branch))
+            self._wake_by(deadline)
 
     async def resend(self) -> None:
         """What the server transactions' timers asked to send again."""
