@@ -1,6 +1,8 @@
 """A re-REGISTER answered in one Redis round trip (the HA1 a replica remembers,
-signaling/auth.py) lets through nothing the stored HA1 would not: a new password,
-a deleted user, a block made elsewhere, a replayed nonce-count."""
+signaling/auth.py), and a proxied request authenticated in the round trip of the
+callee's lookup, let through nothing the stored HA1 would not: a new password,
+a deleted user, a block made elsewhere, a replayed nonce-count; a callee who
+does not exist is still a 404."""
 
 from __future__ import annotations
 
@@ -66,11 +68,22 @@ async def test_a_reregister_is_one_round_trip(alice: UserAgent, client: redis.Re
 
 
 async def test_the_proxy_checks_the_remembered_ha1(alice: UserAgent, client: redis.Redis) -> None:
-    """One HGET of the stored HA1 (the full check reads the whole user)."""
-    before = await calls(client, "hget")
+    """One HGET of the stored HA1 (the full check reads the whole user), in the
+    script that looks the callee up: one round trip for both."""
+    before, scripts = await calls(client, "hget"), await calls(client)
     answer = await attempt(alice, alice.build("OPTIONS", f"sip:bob@{DOMAIN}"))
-    assert answer is not None and answer.status not in (403, 407)
+    assert answer is not None and answer.status == 480  # bob has no binding
     assert await calls(client, "hget") - before == 1
+    assert await calls(client) - scripts == 1
+
+
+async def test_a_callee_who_does_not_exist_is_not_found(
+    alice: UserAgent, client: redis.Redis
+) -> None:
+    """The lookup with the proof finds no user: nothing spent, the full way says 404
+    (not a challenge for a nonce-count the failed script used up)."""
+    answer = await attempt(alice, alice.build("OPTIONS", f"sip:nobody@{DOMAIN}"))
+    assert answer is not None and answer.status == 404
 
 
 @pytest.mark.parametrize("method", ["REGISTER", "OPTIONS"])
@@ -112,10 +125,15 @@ async def test_a_user_blocked_elsewhere_is_refused(
     assert answer is not None and answer.status == 403
 
 
-async def test_a_replayed_nonce_count_is_not_taken(alice: UserAgent) -> None:
-    request = register(alice)
+@pytest.mark.parametrize("method", ["REGISTER", "OPTIONS"])
+async def test_a_replayed_nonce_count_is_not_taken(alice: UserAgent, method: str) -> None:
+    request = (
+        register(alice) if method == "REGISTER" else alice.build("OPTIONS", f"sip:bob@{DOMAIN}")
+    )
     value = credential((await challenges(alice, request))[0], alice, request)
     first = await send_with(alice, request, value)
-    assert first is not None and first.status == 200
-    again = await send_with(alice, request, value)
-    assert again is not None and again.status == 401  # stale: challenged afresh
+    assert first is not None and first.status in (200, 480)
+    again = await send_with(alice, request.copy(), value)
+    assert again is not None and again.status in (401, 407)  # stale: challenged afresh
+    header = "WWW-Authenticate" if method == "REGISTER" else "Proxy-Authenticate"
+    assert "stale=true" in str(again.headers.get(header)).lower()

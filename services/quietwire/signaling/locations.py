@@ -102,6 +102,15 @@ class Precondition:
     keys: tuple[str, ...]
     args: tuple[str | int, ...]
 
+    def then(self, other: Precondition) -> Precondition:
+        """This check and then ``other``'s, in one script; what either stops
+        changes nothing of the other's. This one must take its keys off the end
+        of KEYS and no args (as :meth:`.users.UserStore.existing` does), so
+        ``other`` finds its own as it would alone."""
+        if self.args:
+            raise ValueError("only a precondition without args goes first")
+        return Precondition(self.script + other.script, (*other.keys, *self.keys), other.args)
+
 
 def binding_id(contact: str, instance: str, reg_id: int) -> str:
     """RFC 5626: one binding per instance and reg-id; otherwise per contact URI."""

@@ -7,7 +7,7 @@ from quietwire.protocols.sip.uri import SipUri
 from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
 from quietwire.runtime.registry import ReplicaRegistry
 from quietwire.signaling.flows import FlowTable
-from quietwire.signaling.locations import LocationStore, Unproven
+from quietwire.signaling.locations import LocationStore, Precondition, Unproven
 from quietwire.signaling.targets import Target
 from quietwire.signaling.users import UserStore
 
@@ -24,19 +24,30 @@ class Locator:
         self.replica = replica
         self.users, self.locations, self.replicas, self.flows = users, locations, replicas, flows
 
-    async def bindings(self, uri: SipUri) -> list[Registration] | None:
-        """Live bindings for a request URI (AOR or GRUU); None when the user does not exist."""
+    async def bindings(
+        self, uri: SipUri, proof: Precondition | None = None
+    ) -> list[Registration] | None:
+        """Live bindings for a request URI (AOR or GRUU); None when the user does not exist.
+
+        One round trip: the user's existence checked in the lookup, and the
+        caller's ``proof`` with it if given (:meth:`.auth.Authenticator.proof`:
+        an INVITE's credentials, their nonce count spent only if all holds).
+        None then also when the proof does not hold, nothing changed: the caller
+        takes the full way (the full check, then this without a proof), which
+        tells the two apart."""
         if uri.user is None:
             return None
-        try:  # one round trip: the user's existence checked in the lookup
-            existing = self.users.existing(uri.user_unescaped or "")
-            bindings = await self.locations.bindings(uri.aor, existing)
+        check = self.users.existing(uri.user_unescaped or "")
+        try:
+            found = await self.locations.bindings(
+                uri.aor, check if proof is None else check.then(proof)
+            )
         except Unproven:
             return None
         gruu = uri.params.get("gr")
         if gruu:
-            bindings = [b for b in bindings if b.instance_id.strip("<>") == gruu]
-        return [b for b in bindings if await self.reachable(Target(b.replica, b.flow_id))]
+            found = [b for b in found if b.instance_id.strip("<>") == gruu]
+        return [b for b in found if await self.reachable(Target(b.replica, b.flow_id))]
 
     async def reachable(self, target: Target) -> bool:
         """Our own flow still open, or another replica still alive."""

@@ -31,6 +31,7 @@ from quietwire.protocols.sip.transaction import (
     Timeout,
 )
 from quietwire.protocols.sip.uri import SipUri
+from quietwire.rpc.signaling.v1.signaling_pb2 import Registration
 from quietwire.signaling.answers import Answers
 from quietwire.signaling.auth import Authenticator, Verdict
 from quietwire.signaling.builders import (
@@ -190,11 +191,15 @@ class Proxy:
         if self.address.addressed_to_us(request):
             self.tx.stateless(context, *domain_answer(request))
             return
-        if not await self._admitted(context, in_dialog=False):
+        uri = request.request_uri
+        proven = await self._proven_lookup(context, uri)
+        if proven is None:
+            if not await self._admitted(context, in_dialog=False, remembered=False):
+                return
+        elif not await self._as_themselves(context, proven[0], in_dialog=False):
             return
         await self._trying(context)
-        uri = request.request_uri
-        bindings = await self.locator.bindings(uri)
+        bindings = await self.locator.bindings(uri) if proven is None else proven[1]
         if bindings is None:
             await self.tx.respond(context, final(request, 404, "Not Found"))
             return
@@ -225,11 +230,35 @@ class Proxy:
             await self.tx.fork(context, target, out)
         await self._check_done(context)
 
-    async def _admitted(self, context: Context, *, in_dialog: bool) -> bool:
-        """Authenticated and sending as themselves; False once the request is answered."""
-        username = await self._authenticate(context)
+    async def _proven_lookup(
+        self, context: Context, uri: SipUri
+    ) -> tuple[str, list[Registration]] | None:
+        """The authenticated user and the callee's bindings in one round trip, for
+        credentials that verify against the HA1 remembered for them (the usual
+        INVITE after its 407) and a callee who exists; None, nothing spent, for
+        anything else, which then takes the full way (the full check, a lookup)."""
+        proof = self.auth.proof(context.request, proxy=True)
+        if proof is None:
+            return None
+        username, precondition = proof
+        bindings = await self.locator.bindings(uri, precondition)
+        if bindings is None:
+            return None
+        context.upstream.authenticated = True  # lifts the pre-auth body limit
+        return username, bindings
+
+    async def _admitted(
+        self, context: Context, *, in_dialog: bool, remembered: bool = True
+    ) -> bool:
+        """Authenticated and sending as themselves; False once the request is answered.
+        ``remembered``: :meth:`.auth.Authenticator.check`'s (False once the proof failed)."""
+        username = await self._authenticate(context, remembered)
         if username is None:
             return False
+        return await self._as_themselves(context, username, in_dialog=in_dialog)
+
+    async def _as_themselves(self, context: Context, username: str, *, in_dialog: bool) -> bool:
+        """The authenticated ``username`` sends as themselves; False once refused."""
         request = context.request
         refusal = identity_refusal(request, username, self.address.domain, in_dialog=in_dialog)
         if refusal is not None:
@@ -237,11 +266,11 @@ class Proxy:
             return False
         return True
 
-    async def _authenticate(self, context: Context) -> str | None:
+    async def _authenticate(self, context: Context, remembered: bool) -> str | None:
         """The authenticated user, or None once the request is answered (a
         challenge, or 403 for wrong credentials: both stateless)."""
         request = context.request
-        result = await self.auth.check(request, proxy=True)
+        result = await self.auth.check(request, proxy=True, remembered=remembered)
         if result.verdict is Verdict.OK:
             context.upstream.authenticated = True  # lifts the pre-auth body limit
             return result.username

@@ -26,8 +26,13 @@ USER_INDEX_KEY = "qw:{{users:{realm}}}:index"
 #: nothing a phone's UI might mangle.
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MIN_PASSWORD_LENGTH = 8
-#: A :class:`Precondition`: the user whose hash is KEYS[2] exists.
-_EXISTS = "if redis.call('EXISTS', KEYS[2]) == 0 then return {'unproven'} end\n"
+#: A :class:`Precondition`: the user whose hash is the last key exists. It takes
+#: that key off KEYS, so another precondition can follow it (:meth:`Precondition.then`).
+_EXISTS = """
+local user = KEYS[#KEYS]
+KEYS[#KEYS] = nil
+if redis.call('EXISTS', user) == 0 then return {'unproven'} end
+"""
 
 
 class UserError(ValueError):
