@@ -41,6 +41,7 @@ TARGET = SOURCES / "quietwire" / "_native"
 MODULES = (
     # The SIP parser and transactions: sans I/O.
     "quietwire.protocols.clock",
+    "quietwire.protocols.hmac_sha256",
     "quietwire.protocols.sip.errors",
     "quietwire.protocols.sip.grammar",
     "quietwire.protocols.sip.headers",

@@ -24,6 +24,11 @@ BRANCH_COOKIE = "z9hG4bK"
 
 
 class State(enum.Enum):
+    # Members hash by identity, in C (they compare by identity): Enum's own
+    # __hash__ runs in Python, and the transition table and every timer
+    # started or stopped look a member up.
+    __hash__ = object.__hash__
+
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -34,6 +39,8 @@ class State(enum.Enum):
 
 
 class Timer(enum.Enum):
+    __hash__ = object.__hash__  # as State's
+
     TIMER_A = "A"  # ICT request retransmission
     TIMER_B = "B"  # ICT timeout
     TIMER_D = "D"  # ICT wait for response retransmissions
