@@ -413,7 +413,7 @@ def our_via(
     host: str, port: int, replica: str, branch: str | None = None, transport: str = "TLS"
 ) -> str:
     """The Via a replica puts on what it sends: ``qwr`` names it, for the responses."""
-    return str(Via(transport, host, port, {"branch": branch or new_branch(), "qwr": replica}))
+    return Via(transport, host, port, {"branch": branch or new_branch(), "qwr": replica}).wire()
 
 
 def _quotable(reason: str) -> str:

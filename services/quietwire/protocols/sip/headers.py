@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.grammar import ascii_int
@@ -280,8 +280,17 @@ class NameAddr:
 
     @classmethod
     def parse(cls, value: str, *, shared: bool = True) -> NameAddr:
-        """``shared``: whether its URI may come from (and go to) the cache of parsed
-        URIs (:meth:`SipUri.parse`)."""
+        """The value ``value`` is. Parsed values are shared (a dialog's From, To
+        and Contact come back in each of its messages): never change one's
+        ``params``. ``shared=False`` parses it anew, its URI too, outside the
+        caches (:meth:`SipUri.parse` says why)."""
+        if not shared:
+            return cls._parse(value, shared=False)
+        known = _NAME_ADDRS.get(value)
+        return known if known is not None else _NAME_ADDRS.put(value, cls._parse(value))
+
+    @classmethod
+    def _parse(cls, value: str, *, shared: bool = True) -> NameAddr:
         value = value.strip()
         open_at = _find_unquoted(value, "<")
         if open_at < 0:
@@ -320,6 +329,30 @@ class NameAddr:
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
+T = TypeVar("T")
+
+
+class Parsed(Generic[T]):
+    """Values parsed from header texts, by text. A dialog's From, To and
+    Contact, and each transaction's Vias, come back in every message and
+    response of it. Bounded: past ``size`` texts the oldest goes first (what
+    repeats is recent)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: dict[str, T] = {}
+
+    def get(self, text: str) -> T | None:
+        return self._values.get(text)
+
+    def put(self, text: str, value: T) -> T:
+        values = self._values
+        if len(values) >= self.size and text not in values:
+            del values[next(iter(values))]
+        values[text] = value
+        return value
+
+
 def _find_unquoted(text: str, char: str) -> int:
     if '"' not in text:
         return text.find(char)
@@ -354,6 +387,12 @@ class Via:
 
     @classmethod
     def parse(cls, value: str) -> Via:
+        """The Via ``value`` is; shared, as :meth:`NameAddr.parse`'s are."""
+        known = _VIAS.get(value)
+        return known if known is not None else _VIAS.put(value, cls._parse(value))
+
+    @classmethod
+    def _parse(cls, value: str) -> Via:
         value = value.strip()
         transport, rest = _plain_sent_protocol(value) or _sent_protocol(value)
         sent_by, _, param_text = rest.partition(";")
@@ -376,6 +415,14 @@ class Via:
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""
         return f"SIP/2.0/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+    def wire(self) -> str:
+        """``str(self)``, and this Via what :meth:`parse` gives for that text from
+        now on: a Via we write (our own, one we stamp) comes back in the
+        responses, which then need not parse it."""
+        text = str(self)
+        _VIAS.put(text, self)
+        return text
 
 
 def _sent_protocol(value: str) -> tuple[str, str]:
@@ -416,3 +463,8 @@ class CSeq:
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"
+
+
+#: Parsed From, To, Contact (and other name-addr) values, and Vias.
+_NAME_ADDRS: Final[Parsed[NameAddr]] = Parsed(4096)
+_VIAS: Final[Parsed[Via]] = Parsed(4096)

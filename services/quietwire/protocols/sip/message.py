@@ -257,7 +257,7 @@ class _Message:
     def replace_top_via(self, via: Via) -> None:
         """The top Via replaced in place (RFC 3581 stamping), its parsed view kept."""
         vias = [via, *self.vias[1:]]
-        if self.headers.replace_first("Via", str(via)):
+        if self.headers.replace_first("Via", via.wire()):
             self._keep("vias", self._values("Via"), vias)
 
     def _serialize(self, start_line: str) -> bytes:
