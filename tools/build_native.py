@@ -42,6 +42,7 @@ MODULES = (
     # The SIP parser and transactions: sans I/O.
     "quietwire.protocols.clock",
     "quietwire.protocols.hmac_sha256",
+    "quietwire.protocols.randomness",
     "quietwire.protocols.sip.errors",
     "quietwire.protocols.sip.grammar",
     "quietwire.protocols.sip.headers",

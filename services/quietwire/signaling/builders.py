@@ -3,8 +3,7 @@ and the response it picks when no branch answered (RFC 3261 section 16.7). Pure.
 
 from __future__ import annotations
 
-import secrets
-
+from quietwire.protocols.randomness import POOL
 from quietwire.protocols.sip.message import Request, Response, reply
 from quietwire.signaling.media import Refusal
 
@@ -16,7 +15,7 @@ def with_to_tag(response: Response) -> Response:
     """Tag a final response we make (a UAS tags its own, RFC 3261 section 8.2.6.2),
     so the ACK of a final response can name it."""
     if response.status > 100 and response.to.tag is None:
-        response.headers.set("To", f"{response.headers.get('To')};tag={secrets.token_hex(5)}")
+        response.headers.set("To", f"{response.headers.get('To')};tag={POOL.hex(5)}")
     return response
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import enum
 import json
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ import redis.asyncio as redis
 from redis.typing import EncodableT
 
 from quietwire.protocols.clock import Clock, MonotonicClock
+from quietwire.protocols.randomness import POOL
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.headers import NameAddr, Via
 from quietwire.protocols.sip.message import Request
@@ -406,7 +406,7 @@ def _leg(fields: dict[str, bytes], party: Party) -> Leg:
 
 
 def new_branch() -> str:
-    return f"{BRANCH_COOKIE}qw{secrets.token_hex(8)}"
+    return f"{BRANCH_COOKIE}qw{POOL.hex(8)}"
 
 
 def our_via(

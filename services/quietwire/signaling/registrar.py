@@ -8,13 +8,13 @@ back to them.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
+from quietwire.protocols.randomness import POOL
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.extensions import refuse_unsupported
 from quietwire.protocols.sip.grammar import is_ascii_int
@@ -133,7 +133,7 @@ class Registrar:
     def _ok(
         self, request: Request, aor: str, bindings: list[Registration], changed: bool
     ) -> Response:
-        ok = reply(request, 200, "OK", to_tag=secrets.token_hex(5))
+        ok = reply(request, 200, "OK", to_tag=POOL.hex(5))
         now = time.time()
         for reg in bindings:
             contact = f"{reg.contact};expires={max(0, int(reg.expires_at_unix - now))}"

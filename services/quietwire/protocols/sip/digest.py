@@ -12,13 +12,13 @@ import enum
 import functools
 import hashlib
 import hmac
-import os
 import re
 import struct
 from dataclasses import dataclass, replace
 from typing import Final
 
 from quietwire.protocols.hmac_sha256 import HmacSha256
+from quietwire.protocols.randomness import POOL
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.headers import is_token
 from quietwire.protocols.sip.uri import SipUri
@@ -467,7 +467,7 @@ class NonceMint:
         return self._hmac.digest(body)[:12]
 
     def mint(self, now: float, algorithm: DigestAlgorithm) -> str:
-        body = _NONCE_HEAD.pack(int(now * 1000), algorithm.nonce_code) + os.urandom(7)
+        body = _NONCE_HEAD.pack(int(now * 1000), algorithm.nonce_code) + POOL.take(7)
         return nonce_text(body + self._mac(body))
 
     def check(self, nonce: str, now: float, algorithm: DigestAlgorithm) -> NonceCheck:
