@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.headers import NameAddr, Parsed, Via
+from quietwire.protocols.sip.uri import MAX_CACHED_TEXT, SipUri
 
 
 def test_the_same_text_is_parsed_once() -> None:
@@ -40,3 +41,18 @@ def test_the_oldest_text_goes_past_the_size() -> None:
     assert (parsed.get("a"), parsed.get("b")) == ("A2", "B")
     parsed.put("c", "C")
     assert (parsed.get("a"), parsed.get("b"), parsed.get("c")) == (None, "B", "C")
+
+
+def test_a_long_text_is_parsed_and_not_kept() -> None:
+    """What a stranger can make the caches hold: ``size`` texts of at most
+    MAX_CACHED_TEXT characters each."""
+    user = "u" * MAX_CACHED_TEXT
+    text = f"<sip:{user}@example.com>;tag=long"
+    first = NameAddr.parse(text)
+    assert first.uri.user == user and NameAddr.parse(text) is not first
+    uri = f"sip:{user}@example.com"
+    assert SipUri.parse(uri) is not SipUri.parse(uri)
+    short = "sip:alice@example.com"
+    assert SipUri.parse(short) is SipUri.parse(short)
+    parsed: Parsed[str] = Parsed(4, longest=3)
+    assert parsed.put("abcd", "v") == "v" and parsed.get("abcd") is None

@@ -14,7 +14,7 @@ from typing import Final, Generic, TypeVar
 
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.grammar import ascii_int
-from quietwire.protocols.sip.uri import SipUri
+from quietwire.protocols.sip.uri import MAX_CACHED_TEXT, SipUri
 
 #: Compact forms (RFC 3261 section 7.3.3 and the extensions that define one).
 COMPACT: Final = {
@@ -336,16 +336,19 @@ class Parsed(Generic[T]):
     """Values parsed from header texts, by text. A dialog's From, To and
     Contact, and each transaction's Vias, come back in every message and
     response of it. Bounded: past ``size`` texts the oldest goes first (what
-    repeats is recent)."""
+    repeats is recent), and a text longer than ``longest`` is not kept (what
+    anyone may send costs at most ``size`` short texts)."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, size: int, longest: int = MAX_CACHED_TEXT) -> None:
+        self.size, self.longest = size, longest
         self._values: dict[str, T] = {}
 
     def get(self, text: str) -> T | None:
         return self._values.get(text)
 
     def put(self, text: str, value: T) -> T:
+        if len(text) > self.longest:
+            return value
         values = self._values
         if len(values) >= self.size and text not in values:
             del values[next(iter(values))]

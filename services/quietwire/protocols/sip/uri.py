@@ -66,7 +66,7 @@ class SipUri:
         ``shared=False`` parses it anew, outside the cache: for a text that comes
         back to no other dialog (a Route naming one dialog), which would otherwise
         push the ones that do (users, phones' contacts) out of it."""
-        return _parse(text) if shared else cls._parse(text)
+        return _parse(text) if shared and len(text) <= MAX_CACHED_TEXT else cls._parse(text)
 
     @classmethod
     def _parse(cls, text: str) -> SipUri:
@@ -157,6 +157,12 @@ class SipUri:
         return SipUri(
             self.scheme, self.host, self.user, self.password, self.port, merged, self.headers
         )
+
+
+#: The longest text a cache of parsed values keeps (this one of URIs, and
+#: ``headers.Parsed``): a phone's are far shorter, and the caches' memory stays
+#: bounded whatever strangers send.
+MAX_CACHED_TEXT: Final = 512
 
 
 #: URIs parsed, by text: repeating ones (users, contacts, request URIs) are many
