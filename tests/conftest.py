@@ -104,13 +104,19 @@ class ServiceProcess:
 
 
 def start_service(
-    name: str, env: Mapping[str, str], prefix: Sequence[str] = (), timeout: float = 30, **popen: Any
+    name: str,
+    env: Mapping[str, str],
+    prefix: Sequence[str] = (),
+    timeout: float = 30,
+    pass_fds: Sequence[int] = (),
+    **popen: Any,
 ) -> ServiceProcess:
     """``quietwire NAME`` on a gRPC port the kernel picks (unless ``env`` names one),
     once it listens: it reports its ports on a pipe (``QW_READY_FD``).
 
-    ``prefix`` runs it through another command (``ip netns exec ...``); ``popen``
-    goes to :class:`subprocess.Popen` (``stderr=...``).
+    ``prefix`` runs it through another command (``ip netns exec ...``); ``pass_fds``
+    are more descriptors it inherits (a listening socket named by ``QW_METRICS_FD``);
+    ``popen`` goes to :class:`subprocess.Popen` (``stderr=...``).
     """
     read_end, write_end = os.pipe()
     with os.fdopen(read_end, encoding="utf-8") as ready:
@@ -118,7 +124,7 @@ def start_service(
             process = subprocess.Popen(
                 [*prefix, sys.executable, "-m", "quietwire", name],
                 env={"QW_GRPC_PORT": "0", **env, "QW_READY_FD": str(write_end)},
-                pass_fds=(write_end,),
+                pass_fds=(write_end, *pass_fds),
                 text=True,
                 **popen,
             )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,15 +117,16 @@ class Cluster:
     def pid(self, name: str) -> int:
         return self.processes[name].process.pid
 
-    async def start(self, name: str, **settings: str) -> None:
-        """Start ``name`` (on its old gRPC port if it ran before) and wait until it serves."""
+    async def start(self, name: str, pass_fds: Sequence[int] = (), **settings: str) -> None:
+        """Start ``name`` (on its old gRPC port if it ran before) and wait until it
+        serves; ``pass_fds``: descriptors it inherits (:func:`start_service`)."""
         command = name.split("-")[0]  # relay-2 is a relay, keyagreement-2 a keyagreement
         env = self.env(**settings)
         if name in self.grpc_ports:
             env["QW_GRPC_PORT"] = str(self.grpc_ports[name])
         self.log(name).parent.mkdir(exist_ok=True)
         with self.log(name).open("a", encoding="utf-8") as log:
-            started = start_service(command, env, stderr=log)
+            started = start_service(command, env, pass_fds=pass_fds, stderr=log)
         self.processes[name] = started
         self.grpc_ports.setdefault(name, started.grpc_port)
         await self.wait_serving(name)

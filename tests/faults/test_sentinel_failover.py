@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -76,12 +77,18 @@ def sentinel_settings(sentinel_set: Sentinels) -> dict[str, str]:
 
 
 async def start_services(cluster: Cluster, settings: dict[str, str]) -> int:
-    """Every service of ``cluster`` with ``settings``, serving; the relay's metrics port."""
-    metrics_port = free_port()
-    for name in cluster.names:
-        extra = {"QW_METRICS_PORT": str(metrics_port)} if name == "relay" else {}
-        await cluster.start(name, **settings, **extra)
-    return metrics_port
+    """Every service of ``cluster`` with ``settings``, serving; the relay's metrics
+    port. Its socket is bound here and handed over (``QW_METRICS_FD``), as
+    ``quietwire up`` does: a port picked free and bound later by the relay could
+    be taken in between (the relay then stopped at start, status 2)."""
+    with socket.create_server(("127.0.0.1", 0)) as metrics:
+        for name in cluster.names:
+            if name == "relay":
+                fd = metrics.fileno()
+                await cluster.start(name, pass_fds=(fd,), QW_METRICS_FD=str(fd), **settings)
+            else:
+                await cluster.start(name, **settings)
+        return int(metrics.getsockname()[1])
 
 
 def relay_calls(metrics_port: int) -> float:
