@@ -116,7 +116,14 @@ async def establish(
     and ACKed: the caller's and the callee's dialogs. ``seen`` gets the INVITE the
     callee received and the 200 the caller received (their SDP as rewritten)."""
     sending = asyncio.create_task(caller.send(invite))
-    incoming = await next_request(callee, "INVITE")
+    arriving = asyncio.create_task(next_request(callee, "INVITE"))
+    await asyncio.wait({sending, arriving}, return_when=asyncio.FIRST_COMPLETED)
+    if not arriving.done():  # answered without ringing the callee: say how
+        arriving.cancel()
+        final = sending.result().final
+        status = f"{final.status} {final.reason}" if final is not None else "nothing"
+        raise AssertionError(f"INVITE to {callee.user} answered {status} before reaching it")
+    incoming = arriving.result()
     ok = callee.answer(incoming, 200, "OK", body=answer)
     ok.headers.set("Record-Route", ", ".join(incoming.headers.get_all("Record-Route")))
     await callee.connection.send(ok)
