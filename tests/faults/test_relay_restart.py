@@ -2,7 +2,9 @@
 the call it carried is dead (its ports are gone), so the platform ends it — a BYE
 with a Reason to each phone — and ``quietwire calls`` stops listing it. Whether
 the relay comes back under a new name or under its own (a pod's container
-restarted: same name, same address, back before its registry entry expired)."""
+restarted: same name, same address, back before its registry entry expired).
+And a call placed the moment the relay is back is carried by it, though
+keyagreement's connection to that address is still waiting out its backoff."""
 
 from __future__ import annotations
 
@@ -25,6 +27,27 @@ async def test_a_call_on_a_relay_restarted_under_its_own_name_is_ended(tmp_path:
     with cluster_files(tmp_path) as files:
         cluster = await start_all(files, QW_RELAY_ID=RELAY_ID)
         await ends_with_a_reason(cluster, QW_RELAY_ID=RELAY_ID)
+
+
+async def test_a_call_placed_as_the_relay_returns_is_carried(tmp_path: Path) -> None:
+    with cluster_files(tmp_path) as files:
+        cluster = await start_all(files, QW_RELAY_ID=RELAY_ID)
+        alice, bob = await cluster.agent("alice"), await cluster.agent("bob")
+        try:
+            assert (await alice.register()).status == 200
+            cluster.kill("relay")
+
+            async def noticed() -> bool:  # its address refused connections for a second
+                lines = cluster.log_lines("keyagreement")
+                return any(line["msg"] == "relay lost" for line in lines)
+
+            await eventually(noticed, WITHIN, "keyagreement noticing the relay's loss")
+            await cluster.start("relay", QW_RELAY_ID=RELAY_ID)
+            again, _ = await established(alice, bob, 40010)
+            assert await cluster.relay_sessions() == [f"{again.call_id}#0"]
+        finally:
+            await alice.close()
+            await bob.close()
 
 
 async def ends_with_a_reason(cluster: Cluster, **relay: str) -> None:

@@ -198,27 +198,40 @@ class Planner:
     ) -> tuple[Relay, tuple[StreamPlan | None, ...]]:
         """The offer's sessions on ``relay``, or, when it cannot be reached (one just
         restarted, or dead and still in the registry), on the next relay the
-        selector picks: RELAY_ATTEMPTS relays at most."""
+        selector picks: RELAY_ATTEMPTS relays at most, each asked at once. When none
+        could be reached, the selector's pick is asked once more, waiting up to
+        RELAY_TIMEOUT for a connection: a relay back from a restart on its old address
+        is in the registry again while the channel to it still waits out its
+        reconnection backoff (up to a second), and asked at once it fails."""
         tried: set[str] = set()
+        patient = False
         while True:
             self.on_relay(relay)
             try:
-                return relay, await self._allocate(relay, offer)
+                return relay, await self._allocate(relay, offer, patient)
             except PlanningError as exc:
                 tried.add(relay.relay_id)
-                others = [e for e in await self.registry.alive() if e.relay_id not in tried]
+                alive = await self.registry.alive()
+                others = [e for e in alive if e.relay_id not in tried]
                 entry = self.selector.choose(others) if len(tried) < RELAY_ATTEMPTS else None
+                if entry is None and not patient and _unreachable(exc):
+                    entry, patient = self.selector.choose(alive), True
                 if entry is None:
                     raise
                 log.warning(
-                    "relay allocation failed: trying another",
+                    "relay allocation failed: "
+                    + ("waiting for a connection" if patient else "trying another"),
                     extra={"relay": relay.relay_id, "error": str(exc)},
                 )
                 relay = Relay(entry.relay_id, entry.grpc)
 
-    async def _allocate(self, relay: Relay, offer: Offer) -> tuple[StreamPlan | None, ...]:
-        """A relay session per active stream, facing the offerer at its SDP address;
-        on any failure every session asked for is released and the error raised."""
+    async def _allocate(
+        self, relay: Relay, offer: Offer, patient: bool = False
+    ) -> tuple[StreamPlan | None, ...]:
+        """A relay session per active stream, facing the offerer at its SDP address
+        (``patient``: waiting for a connection to the relay within the deadline, not
+        failing at once without one); on any failure every session asked for is
+        released and the error raised."""
         stub = self.relays.stub(relay.grpc)
         side = LEG_SIDES[offer.side]
         streams: list[StreamPlan | None] = []
@@ -241,6 +254,7 @@ class Planner:
                         ],
                     ),
                     timeout=RELAY_TIMEOUT,
+                    wait_for_ready=patient,
                 )
                 await self._update_stream(stub, session, side, m)
                 streams.append(stream_plan(allocated))
@@ -438,6 +452,12 @@ def _dialog_of_reoffer(offer: Offer) -> Dialog:
     if offer.side is Side.CALLER:
         return Dialog("", "", offer.tags.from_tag, offer.tags.to_tag)
     return Dialog("", "", offer.tags.to_tag, offer.tags.from_tag)
+
+
+def _unreachable(exc: PlanningError) -> bool:
+    """The relay was not reached (no connection to it), as opposed to refusing."""
+    cause = exc.__cause__
+    return isinstance(cause, grpc.aio.AioRpcError) and cause.code() is grpc.StatusCode.UNAVAILABLE
 
 
 def _why(exc: BaseException) -> str:
