@@ -94,15 +94,17 @@ async def advertised(redis_port: int) -> list[str]:
 
 
 async def test_relay_lifecycle(tmp_path: Path) -> None:
-    """On a gRPC port the kernel picked and reported (QW_GRPC_PORT=0, QW_READY_FD)."""
+    """On a gRPC port the kernel picked and reported (QW_GRPC_PORT=0, QW_READY_FD),
+    its metrics on a socket handed over (QW_METRICS_FD, as ``quietwire up`` does)."""
     redis = start_redis(tmp_path)
-    metrics_port = free_port()
-    env = quietwire_env(
-        QW_REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
-        QW_GRPC_INSECURE="true",
-        QW_METRICS_PORT=str(metrics_port),
-    )
-    relay = start_service("relay", env, stderr=subprocess.PIPE)
+    with socket.create_server(("127.0.0.1", 0)) as metrics:
+        metrics_port, fd = metrics.getsockname()[1], metrics.fileno()
+        env = quietwire_env(
+            QW_REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
+            QW_GRPC_INSECURE="true",
+            QW_METRICS_FD=str(fd),
+        )
+        relay = start_service("relay", env, pass_fds=(fd,), stderr=subprocess.PIPE)
     process, grpc_port = relay.process, relay.grpc_port
     assert relay.ports == {
         "grpc_port": grpc_port,
