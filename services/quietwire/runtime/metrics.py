@@ -9,7 +9,7 @@ from threading import Thread
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import Counter, Info, make_wsgi_app, start_http_server
+from prometheus_client import Counter, Gauge, Info, make_wsgi_app, start_http_server
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from quietwire import __version__
@@ -36,6 +36,9 @@ class Count:
     def inc(self, amount: float = 1.0) -> None:
         self.value += amount
 
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
     def set(self, value: float, timestamp: float | None = None) -> None:
         self.value = value
 
@@ -47,6 +50,14 @@ class Count:
 
     def get_exemplar(self) -> None:
         return None
+
+
+def unlocked(metric: Counter | Gauge) -> Count:
+    """The value of an unlabelled counter or gauge, to count without a lock
+    (:class:`Count`; from the event loop thread only): ``unlocked(Gauge(...)).inc()``."""
+    count = Count()
+    metric._value = count  # what the metric reports
+    return count
 
 
 class Series:

@@ -19,6 +19,7 @@ from quietwire.protocols.sip.transaction import (
     ServerKey,
     ServerNonInviteTransaction,
 )
+from quietwire.runtime.metrics import unlocked
 from quietwire.signaling.dialogs import Dialog, Party
 from quietwire.signaling.early import EarlySdp
 from quietwire.signaling.flows import Flow
@@ -27,7 +28,7 @@ from quietwire.signaling.targets import Target
 ClientTx = ClientInviteTransaction | ClientNonInviteTransaction
 ServerTx = ServerInviteTransaction | ServerNonInviteTransaction
 
-LIVE = Gauge("quietwire_sip_server_transactions", "Live proxy server transactions")
+LIVE = unlocked(Gauge("quietwire_sip_server_transactions", "Live proxy server transactions"))
 REFUSED = Counter(
     "quietwire_sip_transactions_refused", "Requests refused: transaction cap reached", ["cap"]
 )

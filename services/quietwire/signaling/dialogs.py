@@ -71,8 +71,14 @@ class Party(enum.Enum):
     CALLER = "caller"
     CALLEE = "callee"
 
+    __hash__ = object.__hash__  # Enum's runs in Python: members are unique
 
-@dataclass(frozen=True, slots=True)
+
+#: Each party's name in the dialog's Redis fields (``Enum.value`` runs in Python).
+FIELD_NAME = {party: party.value for party in Party}
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Side:
     """One party: the flow it is on, its Contact, its tagged From/To value."""
 
@@ -80,13 +86,18 @@ class Side:
     contact: str
     address: str
     #: The tag of ``address`` (None: it has none or does not parse), parsed once.
-    tag: str | None = field(init=False, repr=False, compare=False)
+    tag: str | None = field(repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __init__(self, flow_id: str, contact: str, address: str) -> None:
+        # Written out: compiled with the module, where the generated one would
+        # run interpreted (two per dialog made or loaded).
         try:
-            tag = NameAddr.parse(self.address).tag
+            tag = NameAddr.parse(address).tag
         except ParseError:
             tag = None
+        object.__setattr__(self, "flow_id", flow_id)
+        object.__setattr__(self, "contact", contact)
+        object.__setattr__(self, "address", address)
         object.__setattr__(self, "tag", tag)
 
 
@@ -294,7 +305,7 @@ class DialogStore:
         self.copies.drop(dialog.call_id)
         args: list[EncodableT] = [DIALOG_TTL, _record(dialog)]
         for party, leg in ((Party.CALLER, dialog.caller_leg), (Party.CALLEE, dialog.callee_leg)):
-            name = party.value
+            name = FIELD_NAME[party]
             args += (f"{name}.sdp", leg.sdp, f"{name}.cseq", leg.cseq, f"{name}.offset", leg.offset)
         keys = _keys(dialog.call_id)
         await self.replication.durably(
@@ -337,18 +348,18 @@ class DialogStore:
 
     async def forwarded_sdp(self, call_id: str, to: Party, sdp: bytes) -> None:
         """``sdp`` went to party ``to`` (an offer or answer that took effect)."""
-        await self._change(_SET_SCRIPT, call_id, f"{to.value}.sdp", sdp)
+        await self._change(_SET_SCRIPT, call_id, f"{FIELD_NAME[to]}.sdp", sdp)
 
     async def phone_request(self, call_id: str, party: Party, number: int) -> int | None:
         """Party's own request numbered ``number``: noted, and the offset to add to
         it returned (None when the dialog is gone)."""
-        offset = int(await self._change(_NOTE_SCRIPT, call_id, party.value, number))
+        offset = int(await self._change(_NOTE_SCRIPT, call_id, FIELD_NAME[party], number))
         return None if offset < 0 else offset
 
     async def platform_number(self, call_id: str, sender: Party) -> int | None:
         """A CSeq number for a request the platform sends as ``sender`` (None when
         the dialog is gone)."""
-        number = int(await self._change(_TAKE_NUMBER_SCRIPT, call_id, sender.value))
+        number = int(await self._change(_TAKE_NUMBER_SCRIPT, call_id, FIELD_NAME[sender]))
         return None if number < 0 else number
 
     async def _change(self, script: LuaScript, call_id: str, *args: str | bytes | int) -> Any:
@@ -400,7 +411,7 @@ def _loaded_side(data: dict[str, str]) -> Side:
 
 
 def _leg(fields: dict[str, bytes], party: Party) -> Leg:
-    name = party.value
+    name = FIELD_NAME[party]
     cseq, offset = fields.get(f"{name}.cseq"), fields.get(f"{name}.offset")
     return Leg(fields.get(f"{name}.sdp") or b"", int(cseq or 0), int(offset or 0))
 

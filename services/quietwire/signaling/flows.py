@@ -51,7 +51,7 @@ from quietwire.protocols.sip.message import (
     split_head,
 )
 from quietwire.runtime.aio import finally_await
-from quietwire.runtime.metrics import Series
+from quietwire.runtime.metrics import Series, unlocked
 from quietwire.signaling.admission import (
     MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_SOURCE,
@@ -77,7 +77,7 @@ WRITE_AT_ONCE = 65536
 #: Answers a UDP peer's flow keeps for its retransmitted requests.
 RECENT_ANSWERS = 8
 
-FLOWS = Gauge("quietwire_sip_flows", "Open SIP connections")
+FLOWS = unlocked(Gauge("quietwire_sip_flows", "Open SIP connections"))
 RECEIVED = Series(Counter("quietwire_sip_messages_received", "SIP messages received", ["kind"]))
 MALFORMED = Counter("quietwire_sip_malformed", "Malformed SIP input", ["action"])
 QUEUE_FULL = Counter("quietwire_sip_send_queue_full", "Messages refused: send queue full")

@@ -77,6 +77,9 @@ class ServerKey:
         object.__setattr__(self, "sent_by", sent_by)
         object.__setattr__(self, "method", method)
 
+    def __hash__(self) -> int:  # written out too: dict keys of every message's lookups
+        return hash((self.branch, self.sent_by, self.method))
+
     @classmethod
     def of(cls, request: Request) -> ServerKey:
         via = request.vias[0]
@@ -95,6 +98,9 @@ class ClientKey:
     def __init__(self, branch: str, method: str) -> None:
         object.__setattr__(self, "branch", branch)
         object.__setattr__(self, "method", method)
+
+    def __hash__(self) -> int:
+        return hash((self.branch, self.method))
 
     @classmethod
     def of(cls, message: Message) -> ClientKey:
