@@ -164,6 +164,10 @@ class Proxy:
         branch.tx.receive(response)
         await self.tx.guarded(context, "response", self._client_events(context, branch))
 
+    async def timers_due(self) -> None:
+        """Returns once a transaction timer is due: then :meth:`run_timers`."""
+        await self.tx.due()
+
     async def run_timers(self) -> None:
         for context in self.tx.poll():
             for branch in list(context.branches.values()):

@@ -232,7 +232,7 @@ class SignalingService(RedisBackedService):
 
     async def _timers(self) -> None:
         while True:
-            await self.proxy.tx.due()
+            await self.proxy.timers_due()
             try:
                 await self.proxy.run_timers()
             except Exception as exc:  # counted; logged once a minute, not every time

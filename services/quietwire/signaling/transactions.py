@@ -245,7 +245,7 @@ class Transactions:
         then runs :meth:`poll` and :meth:`resend`. While nothing is due the
         process sleeps: no tick."""
         self._waiter = asyncio.get_running_loop().create_future()
-        heads = [due[0][0] for due in (self._due, self._timer_c) if due]
+        heads = [heap[0][0] for heap in (self._due, self._timer_c) if heap]
         if heads:
             self._wake_by(min(heads))
         try:
