@@ -76,8 +76,7 @@ class Series:
     def __call__(self, *values: str) -> Count:
         count = self._counts.get(values)
         if count is None:
-            count = self._counts[values] = Count()
-            self.metric.labels(*values)._value = count  # what the series reports
+            count = self._counts[values] = unlocked(self.metric.labels(*values))
         return count
 
 
