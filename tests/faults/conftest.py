@@ -29,10 +29,12 @@ def pytest_runtest_makereport(
     """A failed test shows the last lines its services logged (a CI run's
     temporary directory, and the logs in it, are gone when it is read)."""
     report = yield
-    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
-    if not report.failed or tmp_path is None:
+    funcargs = getattr(item, "funcargs", {})
+    shared = funcargs.get("cluster")
+    root = shared.root if isinstance(shared, Cluster) else funcargs.get("tmp_path")
+    if not report.failed or root is None:
         return report
-    for log in sorted((tmp_path / "logs").glob("*.log")):
+    for log in sorted((root / "logs").glob("*.log")):
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL:]
         text = "\n".join(line[:LOG_WIDTH] for line in lines)
         report.sections.append((f"service log {log.name}", text))

@@ -6,16 +6,18 @@ with the phone's own. A phone that refuses the move makes it REFUSED.
 
 Every service is its own process (tests/faults/cluster.py) with two relays: the
 test allocates the new legs on the relay that does not carry the call, as
-keyagreement's MigrateCall will."""
+keyagreement's MigrateCall will. No test here stops a service, and each makes its
+own call between its own phones: they share one cluster (started once, in this
+module's event loop)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from quietwire.phone.useragent import Dialog, UserAgent
 from quietwire.protocols.sdp.session import SessionDescription
 from quietwire.protocols.sip.message import Message, Request
@@ -46,13 +48,16 @@ class Call:
     answered: bytes
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    with cluster_files(tmp_path, relays=2) as files:
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    with cluster_files(tmp_path_factory.mktemp("cluster"), relays=2) as files:
         yield await start_all(files)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def call(cluster: Cluster) -> AsyncIterator[Call]:
     """alice calls bob through the platform; both phones closed afterwards."""
     alice, bob = await cluster.agent("alice"), await cluster.agent("bob")

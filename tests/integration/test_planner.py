@@ -49,6 +49,7 @@ async def setup(redis_url: str) -> AsyncIterator[Setup]:
         QW_RELAY_ID="relay-small",
         QW_RELAY_PORT_MIN=str(low),
         QW_RELAY_PORT_MAX=str(low + 3),
+        QW_DRAIN_TIMEOUT="1",  # sessions a test leaves allocated do not hold its end
     )
     started = await asyncio.to_thread(start_service, "relay", env)
     relay = started.process
