@@ -422,8 +422,10 @@ class _Broken:
 
 class StreamConnection(asyncio.Protocol):
     """One accepted SIP connection: bytes are framed as they arrive and the
-    messages handled one after the other, in order, by a task that lives while
-    there are some; answers are written straight to the transport.
+    messages handled one after the other, in order, by one task of the
+    connection's (started by its first message, waiting on a future between
+    messages: no task made per message); answers are written straight to the
+    transport.
 
     Deadlines without a timer per read: one timer per connection, moved only
     when a partial message starts (``message_timeout``, which bytes trickled
@@ -440,6 +442,8 @@ class StreamConnection(asyncio.Protocol):
         self.flow: Flow | None = None
         self.inbox: deque[Message | KeepAlive | Malformed | _Broken] = deque()
         self.worker: asyncio.Task[None] | None = None
+        #: What the worker waits on while the inbox is empty (None: it is handling).
+        self.wakeup: asyncio.Future[None] | None = None
         self.reading = True
         self.gone = False
         #: When a message begun must be complete (None: between messages).
@@ -483,8 +487,8 @@ class StreamConnection(asyncio.Protocol):
             self._set_timer(self.message_deadline)
         if len(self.inbox) >= INBOX_LIMIT:
             self._pause()
-        if self.inbox and self.worker is None:
-            self.worker = self.listener.spawn(self._work())
+        if self.inbox:
+            self._wake()
 
     def eof_received(self) -> bool:
         return False  # the transport closes; what was received is still handled
@@ -505,8 +509,15 @@ class StreamConnection(asyncio.Protocol):
             self.listener.caps.release(self.source)
             return
         self.flow.lost()
+        self._wake()
+
+    def _wake(self) -> None:
+        """The worker handles what waits (and, once the peer has gone, ends the flow)."""
         if self.worker is None:
             self.worker = self.listener.spawn(self._work())
+        elif self.wakeup is not None:
+            self.wakeup.set_result(None)
+            self.wakeup = None
 
     async def _work(self) -> None:
         """Handle what was framed, in order; at the connection's end, end its flow."""
@@ -515,14 +526,23 @@ class StreamConnection(asyncio.Protocol):
         await finally_await(self._drain(flow), lambda _: self._finish(flow))
 
     async def _drain(self, flow: Flow) -> None:
-        while self.inbox:
-            await self._handle(flow, self.inbox.popleft())
-            if not self.reading and len(self.inbox) < INBOX_LIMIT // 2 and not flow.closed.is_set():
-                self.reading = True
-                self._transport().resume_reading()
+        while True:
+            while self.inbox:
+                await self._handle(flow, self.inbox.popleft())
+                if (
+                    not self.reading
+                    and len(self.inbox) < INBOX_LIMIT // 2
+                    and not flow.closed.is_set()
+                ):
+                    self.reading = True
+                    self._transport().resume_reading()
+            if self.gone:
+                return
+            self.wakeup = self.loop.create_future()
+            await self.wakeup
 
     async def _finish(self, flow: Flow) -> None:
-        self.worker = None
+        self.worker = self.wakeup = None
         if self.gone:
             await self._end(flow)
         elif self.inbox:  # cancelled while messages waited: the connection goes
@@ -566,7 +586,7 @@ class StreamConnection(asyncio.Protocol):
                 self.flow.close()
             return
         idle_until = self.last_active + self.limits.idle
-        if self.worker is not None:
+        if self.worker is not None and self.wakeup is None:  # a message is being handled
             idle_until = max(idle_until, now + self.limits.idle)
         if now >= idle_until:
             self._transport().abort()
