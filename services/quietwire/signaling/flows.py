@@ -81,6 +81,9 @@ FLOWS = unlocked(Gauge("quietwire_sip_flows", "Open SIP connections"))
 RECEIVED = Series(Counter("quietwire_sip_messages_received", "SIP messages received", ["kind"]))
 MALFORMED = Counter("quietwire_sip_malformed", "Malformed SIP input", ["action"])
 QUEUE_FULL = Counter("quietwire_sip_send_queue_full", "Messages refused: send queue full")
+UDP_DROPPED = Counter(
+    "quietwire_sip_udp_dropped", "UDP messages dropped: their peer had INBOX_LIMIT waiting"
+)
 RESPONSES = Series(
     Counter("quietwire_sip_responses_sent", "SIP responses queued for phones", ["method", "status"])
 )
@@ -190,6 +193,10 @@ class DatagramFlow(Flow):
     #: The last few answers to requests handled without a transaction (REGISTER),
     #: by top Via branch and CSeq, so that a retransmission gets the same one.
     recent: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    #: Messages received from the peer and not yet handled (at most INBOX_LIMIT).
+    inbox: deque[Message] = field(default_factory=deque)
+    #: The task handling them, while there are some.
+    worker: asyncio.Task[None] | None = None
 
     def answered(self, request: Request, response: Response) -> None:
         self.recent[_retransmission_key(request)] = response.serialize()
@@ -614,7 +621,10 @@ class StreamConnection(asyncio.Protocol):
 
 class DatagramListener(asyncio.DatagramProtocol):
     """SIP over UDP (RFC 3261 section 18): one message a datagram, a
-    :class:`DatagramFlow` per peer address, messages handled in arrival order.
+    :class:`DatagramFlow` per peer address. Each peer's messages are handled in
+    arrival order by a task of its own while it has some (one peer waiting on
+    Redis or on a call's plan holds up no other); a peer with INBOX_LIMIT
+    messages waiting has the next dropped and counted (UDP retransmits).
     A peer's flow is forgotten when it has been silent ``idle`` seconds, or
     ``held`` seconds while bindings still name it (they end with it). Peers are
     capped like connections (``caps``): a datagram from one more is dropped."""
@@ -636,21 +646,22 @@ class DatagramListener(asyncio.DatagramProtocol):
         )
         self.server: asyncio.DatagramTransport | None = None
         self.peers: dict[tuple[str, int], DatagramFlow] = {}
-        self._inbox: asyncio.Queue[tuple[DatagramFlow, Message]] = asyncio.Queue(4096)
         self._tasks: list[asyncio.Task[None]] = []
+        self._workers: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
         self.server, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        self._tasks = [asyncio.create_task(self._serve()), asyncio.create_task(self._sweep())]
+        self._tasks = [asyncio.create_task(self._sweep())]
         return int(self.server.get_extra_info("sockname")[1])
 
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._workers]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for flow in list(self.peers.values()):
             await self._forget(flow)
 
@@ -673,18 +684,26 @@ class DatagramListener(asyncio.DatagramProtocol):
             answer_malformed(flow, data, exc)
             return
         RECEIVED("request" if isinstance(message, Request) else "response").inc()
-        try:
-            self._inbox.put_nowait((flow, message))
-        except asyncio.QueueFull:
-            QUEUE_FULL.inc()
+        if len(flow.inbox) >= INBOX_LIMIT:
+            UDP_DROPPED.inc()
+            return
+        flow.inbox.append(message)
+        if flow.worker is None:
+            flow.worker = asyncio.get_running_loop().create_task(self._work(flow))
+            self._workers.add(flow.worker)
+            flow.worker.add_done_callback(self._workers.discard)
 
-    async def _serve(self) -> None:
-        while True:
-            flow, message = await self._inbox.get()
-            try:
-                await self.handler(flow, message)
-            except Exception as exc:
-                HANDLER_ERRORS.record("SIP handler", exc)
+    async def _work(self, flow: DatagramFlow) -> None:
+        """Handle the peer's messages, in order, while it has some."""
+        try:
+            while flow.inbox:
+                message = flow.inbox.popleft()
+                try:
+                    await self.handler(flow, message)
+                except Exception as exc:
+                    HANDLER_ERRORS.record("SIP handler", exc)
+        finally:
+            flow.worker = None
 
     async def _sweep(self) -> None:
         while True:
