@@ -97,7 +97,7 @@ lint: $(VENV)/.installed
 
 bench: setup
 	@tools/debian-packages $(BENCH_DEB_PACKAGES)
-	$(BIN)/python -m bench.signaling
+	$(BIN)/python -m bench.signaling --rounds 3
 	$(BIN)/python -m bench.storm --rounds 3
 	$(BIN)/python -m bench.zrtp
 	$(BIN)/python -m bench.zrtp_network

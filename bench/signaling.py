@@ -12,7 +12,11 @@ Both servers get one core (``taskset``); the load (sipp behind stunnel, which
 adds the TLS sipp lacks) runs on the other. For each offered rate we report the
 rate achieved, failures, p50/p99 times, and the server's CPU per operation read
 from /proc (quietwire counts its Redis too). The machine is shared and noisy:
-compare CPU per operation and the ratios, not raw rates. (:class:`Quietwire`
+compare CPU per operation and the ratios, not raw rates. ``--rounds R`` runs
+every step R times, the two servers in turn (which goes first alternates), and
+reports each step's medians and the ratio of each round — quietwire's figures
+over Kamailio's from the same round, minutes apart — with their median: a
+machine that slows down over a run then weighs on both sides. (:class:`Quietwire`
 and :class:`Kamailio` can be given more cores and workers: ``bench.storm
 --cores``.)
 """
@@ -464,7 +468,12 @@ def main() -> int:
     parser.add_argument("--rates", default="100,200,400,800", help="offered REGISTERs per second")
     parser.add_argument("--call-rates", default="25,50,100,200", help="offered calls per second")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each step")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="runs of every step per server, in turn (medians)"
+    )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     missing = [
         b
         for b in ("kamailio", "sipp", "stunnel4", "redis-server", "taskset")
@@ -478,27 +487,36 @@ def main() -> int:
         CALL: [float(r) for r in args.call_rates.split(",")],
     }
     users = [(USER, PASSWORD), (CALLEE, CALLEE_PASSWORD)]
-    results: dict[Load, dict[str, list[Result]]] = {load: {} for load in steps}
+    #: Each load's runs: by server, a list of steps per round.
+    rounds: dict[Load, dict[str, list[list[Result]]]] = {
+        load: {"quietwire": [], "kamailio": []} for load in steps
+    }
     with tempfile.TemporaryDirectory(prefix="qw-bench-") as scratch:
         work = Path(scratch)
         for name in ("qw", "kam"):
             (work / name).mkdir()
         quietwire = Quietwire(work / "qw", users)
         kamailio = Kamailio(work / "kam", users, work / "qw" / "pki")
-        for server in (quietwire, kamailio):
-            with server.running(), tunnel(work, server.port, quietwire.pki.ca) as via:
-                sipp_load(server, via, work, REGISTER, steps[REGISTER][0], 1.0)  # warm up
-                results[REGISTER][server.name] = [
-                    sipp_load(server, via, work, REGISTER, rate, args.seconds)
-                    for rate in steps[REGISTER]
-                ]
-                with callee(via, work):
-                    results[CALL][server.name] = [
-                        sipp_load(server, via, work, CALL, rate, args.seconds)
-                        for rate in steps[CALL]
-                    ]
-    report("REGISTER with MD5 digest", results[REGISTER])
-    report("call setup and teardown (INVITE with digest, 200, ACK, BYE)", results[CALL])
+        for index in range(args.rounds):
+            servers: list[Quietwire | Kamailio] = [quietwire, kamailio]
+            for server in servers if index % 2 == 0 else servers[::-1]:
+                with server.running(), tunnel(work, server.port, quietwire.pki.ca) as via:
+                    sipp_load(server, via, work, REGISTER, steps[REGISTER][0], 1.0)  # warm up
+                    rounds[REGISTER][server.name].append(
+                        [
+                            sipp_load(server, via, work, REGISTER, rate, args.seconds)
+                            for rate in steps[REGISTER]
+                        ]
+                    )
+                    with callee(via, work):
+                        rounds[CALL][server.name].append(
+                            [
+                                sipp_load(server, via, work, CALL, rate, args.seconds)
+                                for rate in steps[CALL]
+                            ]
+                        )
+    report("REGISTER with MD5 digest", rounds[REGISTER])
+    report("call setup and teardown (INVITE with digest, 200, ACK, BYE)", rounds[CALL])
     return 0
 
 
@@ -507,32 +525,63 @@ def sustained(r: Result) -> bool:
     return r.failed == 0 and r.achieved >= 0.95 * r.offered and r.p99_ms <= 50
 
 
-def report(title: str, results: dict[str, list[Result]]) -> None:
-    print(f"signaling: {title} over TLS (one open connection per sipp), one core each")
+def median_result(runs: Sequence[Result]) -> Result:
+    """One step's runs as one row: the median of each figure, and the most
+    failures any run had (a step that failed once is not called sustained)."""
+    return Result(
+        offered=runs[0].offered,
+        achieved=statistics.median(r.achieved for r in runs),
+        ok=int(statistics.median(r.ok for r in runs)),
+        failed=max(r.failed for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        cpu_us=statistics.median(r.cpu_us for r in runs),
+    )
+
+
+def round_ratios(ours: list[Result], anchor: list[Result]) -> tuple[float | None, float | None]:
+    """One round's quietwire/Kamailio CPU per operation: the median over the steps
+    both sustained, and over every step where both completed operations."""
+    steps = list(zip(ours, anchor, strict=True))
+    clean = [q.cpu_us / k.cpu_us for q, k in steps if sustained(q) and sustained(k) and k.cpu_us]
+    done = [q.cpu_us / k.cpu_us for q, k in steps if q.ok and k.ok and k.cpu_us]
+    return (
+        statistics.median(clean) if clean else None,
+        statistics.median(done) if done else None,
+    )
+
+
+def report(title: str, rounds: dict[str, list[list[Result]]]) -> None:
+    count = len(rounds["quietwire"])
+    median_of = f", medians of {count} rounds" if count > 1 else ""
+    print(f"signaling: {title} over TLS (one open connection per sipp), one core each{median_of}")
     print(
         f"{'server':10} {'offered/s':>9} {'achieved/s':>10} {'ok':>6} {'failed':>6} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'CPU us/op':>10}"
     )
+    results = {
+        name: [median_result(step) for step in zip(*runs, strict=True)]
+        for name, runs in rounds.items()
+    }
     for name, rows in results.items():
         for r in rows:
             print(
                 f"{name:10} {r.offered:9.0f} {r.achieved:10.1f} {r.ok:6d} {r.failed:6d} "
                 f"{r.p50_ms:7.2f} {r.p99_ms:7.2f} {r.cpu_us:10.0f}"
             )
-    ours, anchor = results["quietwire"], results["kamailio"]
-    steps = list(zip(ours, anchor, strict=True))
-    clean = [(q, k) for q, k in steps if sustained(q) and sustained(k)]
-    if clean:
-        cpu_ratio = statistics.median(q.cpu_us / k.cpu_us for q, k in clean if k.cpu_us)
-        print(f"quietwire/kamailio CPU per operation (median over clean steps): {cpu_ratio:.2f}x")
+    ratios = [
+        round_ratios(q, k) for q, k in zip(rounds["quietwire"], rounds["kamailio"], strict=True)
+    ]
     # On a shared machine latency is noise more often than CPU time is: the
     # ratio over every step where both completed operations, too.
-    done = [q.cpu_us / k.cpu_us for q, k in steps if q.ok and k.ok and k.cpu_us]
-    if done:
-        print(
-            "quietwire/kamailio CPU per operation (median over every step):"
-            f" {statistics.median(done):.2f}x"
-        )
+    for kind, index in (("clean steps", 0), ("every step", 1)):
+        each = [ratio for r in ratios if (ratio := r[index]) is not None]
+        if each:
+            listed = f" (rounds: {', '.join(f'{x:.2f}' for x in each)})" if count > 1 else ""
+            print(
+                f"quietwire/kamailio CPU per operation (median over {kind}):"
+                f" {statistics.median(each):.2f}x{listed}"
+            )
     best = {
         n: max((r.achieved for r in rows if sustained(r)), default=0.0)
         for n, rows in results.items()
