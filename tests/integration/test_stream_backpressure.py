@@ -12,19 +12,10 @@ from prometheus_client import REGISTRY
 from quietwire.protocols.sip.message import Message, Request, reply
 from quietwire.signaling.flows import SEND_QUEUE_LIMIT, Flow, FlowTable, StreamListener
 
+from tests.support.requests import options
 from tests.support.wait import eventually
 
 REQUESTS = 2000
-
-
-def options(cseq: int) -> bytes:
-    return (
-        f"OPTIONS sip:example.com SIP/2.0\r\n"
-        f"Via: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-{cseq}\r\n"
-        f"From: <sip:a@example.com>;tag=a\r\nTo: <sip:example.com>\r\n"
-        f"Call-ID: backpressure\r\nCSeq: {cseq} OPTIONS\r\nMax-Forwards: 70\r\n"
-        f"Content-Length: 0\r\n\r\n"
-    ).encode()
 
 
 def queue_full() -> float:
@@ -62,7 +53,9 @@ async def test_a_peer_that_does_not_read_holds_a_bounded_backlog() -> None:
 
     try:
         # Every request is read (the listener goes on reading while it cannot write).
-        await loop.sock_sendall(peer, b"".join(options(n) for n in range(1, REQUESTS + 1)))
+        await loop.sock_sendall(
+            peer, b"".join(options("backpressure", n) for n in range(1, REQUESTS + 1))
+        )
 
         async def backlog_full() -> bool:
             return bool(flows) and len(flows[0].backlog) == SEND_QUEUE_LIMIT and flows[0].paused
@@ -81,7 +74,7 @@ async def test_a_peer_that_does_not_read_holds_a_bounded_backlog() -> None:
         assert numbers == sorted(numbers) and numbers[0] == 1
         assert SEND_QUEUE_LIMIT < len(numbers) < REQUESTS
         # And the connection still serves.
-        await loop.sock_sendall(peer, options(REQUESTS + 1))
+        await loop.sock_sendall(peer, options("backpressure", REQUESTS + 1))
         await read_until(lambda data: f"CSeq: {REQUESTS + 1} OPTIONS".encode() in data)
     finally:
         peer.close()
@@ -113,7 +106,7 @@ async def test_a_request_sent_just_before_the_peer_closes_is_still_handled() -> 
     peer.setblocking(False)
     try:
         await loop.sock_connect(peer, ("127.0.0.1", port))
-        await loop.sock_sendall(peer, options(1) + options(2))
+        await loop.sock_sendall(peer, options("backpressure", 1) + options("backpressure", 2))
         peer.close()
         await eventually(no_flows, 10, "the connection gone")
         closed_meanwhile.set()

@@ -11,19 +11,10 @@ import socket
 from quietwire.protocols.sip.message import Message, Request, reply
 from quietwire.signaling.flows import Flow, FlowTable, StreamLimits, StreamListener
 
+from tests.support.requests import options
 from tests.support.wait import eventually
 
 IDLE = 0.5
-
-
-def options(cseq: int) -> bytes:
-    return (
-        f"OPTIONS sip:example.com SIP/2.0\r\n"
-        f"Via: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-w{cseq}\r\n"
-        f"From: <sip:a@example.com>;tag=a\r\nTo: <sip:example.com>\r\n"
-        f"Call-ID: worker\r\nCSeq: {cseq} OPTIONS\r\nMax-Forwards: 70\r\n"
-        f"Content-Length: 0\r\n\r\n"
-    ).encode()
 
 
 async def test_one_task_handles_a_connections_messages_and_idle_still_ends_it() -> None:
@@ -51,9 +42,9 @@ async def test_one_task_handles_a_connections_messages_and_idle_still_ends_it() 
 
     try:
         # One message, its answer; then two in one segment, after the worker waited.
-        await loop.sock_sendall(peer, options(1))
+        await loop.sock_sendall(peer, options("worker", 1))
         first = await answered(1)
-        await loop.sock_sendall(peer, options(2) + options(3))
+        await loop.sock_sendall(peer, options("worker", 2) + options("worker", 3))
         rest = await answered(2)
         numbers = [int(n) for n in re.findall(rb"CSeq: (\d+) OPTIONS", first + rest)]
         assert numbers == [1, 2, 3]

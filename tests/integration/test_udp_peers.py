@@ -12,20 +12,11 @@ from prometheus_client import REGISTRY
 from quietwire.protocols.sip.message import Message, Request, reply
 from quietwire.signaling.flows import INBOX_LIMIT, DatagramListener, Flow, FlowTable
 
+from tests.support.requests import options
 from tests.support.wait import eventually
 
 #: Requests the slow peer sends beyond those it may have waiting.
 EXTRA = 3
-
-
-def options(call_id: str, cseq: int) -> bytes:
-    return (
-        f"OPTIONS sip:example.com SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-{call_id}-{cseq}\r\n"
-        f"From: <sip:a@example.com>;tag=a\r\nTo: <sip:example.com>\r\n"
-        f"Call-ID: {call_id}\r\nCSeq: {cseq} OPTIONS\r\nMax-Forwards: 70\r\n"
-        f"Content-Length: 0\r\n\r\n"
-    ).encode()
 
 
 def dropped() -> float:
@@ -59,14 +50,14 @@ async def test_a_waiting_peer_holds_up_no_other_and_its_backlog_is_capped() -> N
 
     try:
         before = dropped()
-        slow.send(options("slow", 1))
+        slow.send(options("slow", 1, "UDP"))
         await asyncio.wait_for(started.wait(), 10)
         # The slow peer's request waits; another peer is answered meanwhile.
-        fast.send(options("fast", 1))
+        fast.send(options("fast", 1, "UDP"))
         assert await answers(fast, 1) == [1]
         # The slow peer's next requests wait behind its first, up to the cap.
         for cseq in range(2, 2 + INBOX_LIMIT + EXTRA):
-            slow.send(options("slow", cseq))
+            slow.send(options("slow", cseq, "UDP"))
 
         async def extra_dropped() -> bool:
             return dropped() - before == EXTRA
