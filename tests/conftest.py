@@ -29,20 +29,30 @@ from tests.support.wait import wait_line, wait_until
 UP_TIMEOUT = 90
 
 
+#: Every port `free_port` has handed out in this run: the kernel may give a port just
+#: released to the next bind of port 0, so two calls before anything binds (a test's
+#: plain SIP port, then its platform's TLS port) could otherwise get the same one.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     """A loopback port free now for TCP and for UDP (SIP and relays listen on both), for
     peers that cannot bind port 0 and say which port they got (Linphone, stunnel,
-    redis-server); it may be taken before they bind it."""
+    redis-server); never one handed out before in this run, though another process may
+    take it before they bind it."""
     for _ in range(100):
         with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             tcp.bind(("127.0.0.1", 0))
             port = int(tcp.getsockname()[1])
+            if port in _HANDED_OUT:
+                continue
             try:
                 udp.bind(("127.0.0.1", port))
             except OSError:  # some process holds it for UDP: another
                 continue
+            _HANDED_OUT.add(port)
             return port
-    raise AssertionError("no loopback port free for both TCP and UDP in 100 tries")
+    raise AssertionError("no new loopback port free for both TCP and UDP in 100 tries")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
