@@ -34,6 +34,7 @@ from quietwire.keyagreement.outcome import Outcome, Seen, observe
 from quietwire.keyagreement.planner import RelayClients
 from quietwire.keyagreement.policy import Policy
 from quietwire.rpc.relay.v1 import relay_pb2
+from quietwire.runtime.aio import Tasks
 from quietwire.runtime.context import call_context
 from quietwire.runtime.errorlog import ErrorLog
 from quietwire.runtime.registry import RelayRegistry
@@ -77,7 +78,7 @@ class BindingChecker:
         #: Where a lost relay's calls go (set when migration is on); None: ended.
         self.lost_calls: LostCalls | None = None
         self._streams: dict[str, asyncio.Task[None]] = {}
-        self._losses: set[asyncio.Task[None]] = set()
+        self._losses = Tasks()
         #: Relays seen alive, by id: their gRPC address (to tell a lost one).
         self._known: dict[str, str] = {}
         #: Discovery errors: each counted, logged once a minute per kind.
@@ -140,10 +141,11 @@ class BindingChecker:
                 await self.end_call(call_id, "relay lost")
 
     async def close(self) -> None:
-        tasks = [*self._streams.values(), *self._losses]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        streams = list(self._streams.values())
+        for stream in streams:
+            stream.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+        await self._losses.cancel()
 
     async def _follow(self, address: str) -> None:
         stub = self.relays.stub(address)
@@ -184,9 +186,7 @@ class BindingChecker:
                 del self._known[relay_id]
                 # Apart: moving its calls takes seconds; a relay restarted on this
                 # address is followed meanwhile.
-                task = asyncio.create_task(self._guarded_lost(relay_id))
-                self._losses.add(task)
-                task.add_done_callback(self._losses.discard)
+                self._losses.spawn(self._guarded_lost(relay_id))
 
     async def _guarded_lost(self, relay_id: str) -> None:
         try:

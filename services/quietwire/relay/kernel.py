@@ -43,6 +43,8 @@ from pyroute2 import Conntrack
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
+from quietwire.runtime.aio import Tasks
+
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
 #: conntrack mark of the flows this relay NATs (ASCII "QW").
@@ -123,7 +125,7 @@ class KernelPaths:
         self._carried: dict[int, tuple[int, int]] = {}
         self._pending: list[_Change] = []
         self._batch: asyncio.Future[None] | None = None
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending = Tasks()
 
     async def _in_thread(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -200,9 +202,7 @@ class KernelPaths:
         changes, batch = self._pending, self._batch
         self._pending, self._batch = [], None
         assert batch is not None
-        task = asyncio.get_running_loop().create_task(self._send(changes, batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._sending.spawn(self._send(changes, batch))
 
     async def _send(self, changes: list[_Change], batch: asyncio.Future[None]) -> None:
         try:

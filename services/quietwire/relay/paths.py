@@ -9,7 +9,6 @@ down when latching or the SDP moves a phone; the engine decides when.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 
@@ -18,6 +17,7 @@ from quietwire.relay.fastpath import FastPaths
 from quietwire.relay.kernel import KernelPathError, KernelPaths, Link
 from quietwire.relay.latch import Channel
 from quietwire.relay.legs import Leg, Phone, RelayCall
+from quietwire.runtime.aio import Tasks
 from quietwire.runtime.streams import stream_log_fields
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class SettledPaths:
         self.fast: FastPaths[Owner] = FastPaths(full_path)
         #: Set (started) when settled calls are forwarded by the kernel instead.
         self.kernel: KernelPaths | None = None
-        self._kernel_work: set[asyncio.Task[None]] = set()
+        self._kernel_work = Tasks()
 
     def open(
         self, call: RelayCall, leg: Leg, other: Leg, source: Address, destination: Address
@@ -78,7 +78,7 @@ class SettledPaths:
 
     async def close(self) -> None:
         self.fast.shutdown()
-        await asyncio.gather(*self._kernel_work, return_exceptions=True)
+        await self._kernel_work.wait()
         if self.kernel is not None:
             await self.kernel.close()
 
@@ -108,9 +108,7 @@ class SettledPaths:
                 extra = {**stream_log_fields(call.call_id), "error": str(exc)}
                 log.warning("kernel path not changed", extra=extra)
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._kernel_work.add(task)
-        task.add_done_callback(self._kernel_work.discard)
+        self._kernel_work.spawn(run())
 
 
 def _phones(call: RelayCall, link: Link) -> tuple[Address | None, Address | None]:

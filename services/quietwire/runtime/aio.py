@@ -1,4 +1,5 @@
-"""``try``/``finally`` with an ``await`` in the ``finally``, for modules compiled with mypyc.
+"""asyncio helpers: the tasks an owner cancels when it closes (:class:`Tasks`), and
+``try``/``finally`` with an ``await`` in the ``finally``, for modules compiled with mypyc.
 
 mypyc (tools/build_native.py) mishandles a coroutine that suspends while it
 handles an exception (an ``await`` in an ``except`` or ``finally`` block, or in
@@ -12,10 +13,39 @@ checks): they note the exception, leave the handler, and await after it, here.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+class Tasks:
+    """The tasks an owner (a listener) started and still runs: held until each ends
+    (asyncio keeps only weak references), all cancelled when the owner closes."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        """How many are running."""
+        return len(self._running)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
+
+    async def wait(self) -> None:
+        """Wait until every task running now has ended (what they raised is theirs)."""
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def cancel(self) -> None:
+        """Cancel every task still running and wait until they have ended."""
+        for task in list(self._running):
+            task.cancel()
+        await self.wait()
 
 
 async def finally_await(

@@ -44,7 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import DEMOTED_MASTER_UNBLOCKED_ERROR
 from redis.typing import EncodableT
 
-from quietwire.runtime.aio import finally_await
+from quietwire.runtime.aio import Tasks, finally_await
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class Multiplexer:
         self._timeout = float(timeout) if timeout else DEFAULT_TIMEOUT
         self._link: _Link | None = None
         self._linking: asyncio.Future[_Link] | None = None
-        self._returning: set[asyncio.Task[None]] = set()
+        self._returning = Tasks()
 
     @property
     def connected(self) -> bool:
@@ -286,9 +286,7 @@ class Multiplexer:
         """``link`` failed: its connection is closed and given back to the pool."""
         if self._link is link:
             self._link = None
-        task = asyncio.ensure_future(self._give_back(link.connection))
-        self._returning.add(task)
-        task.add_done_callback(self._returning.discard)
+        self._returning.spawn(self._give_back(link.connection))
 
     async def _give_back(self, connection: AbstractConnection) -> None:
         await finally_await(connection.disconnect(), lambda _: self._pool.release(connection))
@@ -299,4 +297,4 @@ class Multiplexer:
             self._linking.cancel()
         if self._link is not None:
             self._link.fail(RedisConnectionError("Connection closed by the client."))
-        await asyncio.gather(*self._returning, return_exceptions=True)
+        await self._returning.wait()

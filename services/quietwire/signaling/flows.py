@@ -50,7 +50,7 @@ from quietwire.protocols.sip.message import (
     parse_message,
     split_head,
 )
-from quietwire.runtime.aio import finally_await
+from quietwire.runtime.aio import Tasks, finally_await
 from quietwire.runtime.metrics import Series, unlocked
 from quietwire.signaling.admission import (
     MAX_CONNECTIONS,
@@ -326,7 +326,7 @@ class StreamListener:
         self._sockets: list[socket.socket] = []
         self._acceptors: list[asyncio.Task[None]] = []
         self._handshake = {"ssl_handshake_timeout": HANDSHAKE_TIMEOUT} if context else {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()
 
     async def start(self, host: str, port: int) -> int:
         """Listen on every address ``host`` names; the port bound (``port`` 0: any)."""
@@ -359,16 +359,11 @@ class StreamListener:
         self.stop_accepting()
         for flow in list(self.table.flows.values()):
             flow.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task of this listener's (cancelled when it closes)."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(work)
 
     async def _accept(self, listening: socket.socket) -> None:
         """Admit each connection before anything of it is read: one over a cap is
@@ -646,22 +641,18 @@ class DatagramListener(asyncio.DatagramProtocol):
         )
         self.server: asyncio.DatagramTransport | None = None
         self.peers: dict[tuple[str, int], DatagramFlow] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._workers: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()  # the sweep and the peers' workers
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
         self.server, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        self._tasks = [asyncio.create_task(self._sweep())]
+        self._tasks.spawn(self._sweep())
         return int(self.server.get_extra_info("sockname")[1])
 
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
-        tasks = [*self._tasks, *self._workers]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel()
         for flow in list(self.peers.values()):
             await self._forget(flow)
 
@@ -689,9 +680,7 @@ class DatagramListener(asyncio.DatagramProtocol):
             return
         flow.inbox.append(message)
         if flow.worker is None:
-            flow.worker = asyncio.get_running_loop().create_task(self._work(flow))
-            self._workers.add(flow.worker)
-            flow.worker.add_done_callback(self._workers.discard)
+            flow.worker = self._tasks.spawn(self._work(flow))
 
     async def _work(self, flow: DatagramFlow) -> None:
         """Handle the peer's messages, in order, while it has some."""
