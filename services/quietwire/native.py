@@ -5,13 +5,14 @@ SIP parser, the signaling modules a REGISTER or a call runs through, the Redis
 client under them: most of signaling's CPU per operation was interpreted
 bytecode) into ``_native/`` beside this file, with a manifest of each source's
 SHA-256 and of the libraries built (a small one per module, and the one they
-all load their code from: ``GROUP`` in tools/build_native.py). :func:`install` (at ``import quietwire``) puts a finder first on
-``sys.meta_path`` that loads those libraries instead of the sources, if and only
-if every source still hashes as the manifest says and the Python is the one
-they were built for. Otherwise nothing changes: all of them run as Python (one
-edited module is never shadowed by a stale build, nor mixed with the others'
-compiled code). ``QW_NATIVE=0`` turns it off (fuzzing instruments Python
-bytecode, not compiled code).
+all load their code from: ``GROUP`` in tools/build_native.py). :func:`install`
+(at ``import quietwire``) puts a finder first on ``sys.meta_path`` that loads
+those libraries instead of the sources, if and only if every source still
+hashes as the manifest says and the Python is the one they were built for.
+Otherwise nothing changes: all of them run as Python (one edited module is
+never shadowed by a stale build, nor mixed with the others' compiled code).
+``QW_NATIVE=0`` turns it off (fuzzing instruments Python bytecode, not compiled
+code).
 """
 
 from __future__ import annotations
