@@ -22,7 +22,6 @@ from quietwire.keyagreement.calls import CALL_KEY, CALLS_KEY, ENDED_TTL
 from quietwire.keyagreement.userpolicies import USER_POLICY_KEY
 from quietwire.runtime.redisclient import text
 from quietwire.runtime.registry import RELAY_KEY, RELAYS_KEY, REPLICA_KEY, REPLICAS_KEY
-from quietwire.signaling.auth import NONCE_KEY
 from quietwire.signaling.locations import LOCATION_KEY
 from quietwire.signaling.users import USER_INDEX_KEY, USER_KEY
 
@@ -34,7 +33,6 @@ KEPT = [
     ("users", USER_INDEX_KEY.format(realm="*"), False),
     ("user policies", USER_POLICY_KEY, False),
     ("registrations", LOCATION_KEY.format(aor="*"), True),
-    ("nonces", NONCE_KEY.format(nonce="*"), True),
     ("registry", RELAY_KEY.format(relay="*"), True),
     ("registry", RELAYS_KEY, True),
     ("registry", REPLICA_KEY.format(replica="*"), True),

@@ -53,6 +53,7 @@ MODULES = (
     "quietwire.protocols.sip.message",
     "quietwire.protocols.sip.framing",
     "quietwire.protocols.sip.digest",
+    "quietwire.protocols.sip.nonces",
     "quietwire.protocols.sip.transaction",
     "quietwire.protocols.sip.extensions",
     # Redis: the multiplexed connection and the Lua scripts on it.

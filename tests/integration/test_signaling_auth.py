@@ -45,12 +45,12 @@ async def keys(url: str, pattern: str) -> list[str]:
         await client.aclose()
 
 
-async def test_overlong_nc_answered_400_before_redis(
-    pki: Pki, one: Replica, redis_url: str
-) -> None:
+async def test_overlong_nc_answered_400_before_redis(pki: Pki, one: Replica) -> None:
     """Finding 3: 4000 hex digits of nc made redis-py raise; the INVITE got no answer and
     its transaction stayed in memory."""
     ua = await phone(pki, one.port, "alice")
+    counts = one.service.proxy.auth.counts
+    counted = len(counts)
     for request in (ua.build("INVITE", f"sip:bob@{DOMAIN}"), register(ua)):
         first = (await challenges(ua, request))[0]
         value = credential(first, ua, request).replace("nc=00000001", "nc=" + "f" * 4000)
@@ -59,7 +59,7 @@ async def test_overlong_nc_answered_400_before_redis(
             answer = await send_with(ua, request, value)
             assert answer is not None and answer.status == 400, answer
         assert len(one.service.proxy.servers) <= live  # none left behind
-    assert await keys(redis_url, "qw:nonce:*") == []
+    assert len(counts) == counted  # no nonce-count taken for them
     assert (await ua.register()).status == 200  # the connection and the listener go on
     await ua.close()
 

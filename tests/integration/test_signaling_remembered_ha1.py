@@ -60,8 +60,8 @@ async def alice(pki: Pki, one: Replica) -> AsyncIterator[UserAgent]:
 
 
 async def test_a_reregister_is_one_round_trip(alice: UserAgent, client: redis.Redis) -> None:
-    """The full check runs two scripts (nonce-count, then the bindings); a REGISTER
-    whose credentials match the remembered HA1, one."""
+    """The full check reads the user, then runs the bindings' script; a REGISTER
+    whose credentials match the remembered HA1 runs that script alone."""
     before = await calls(client)
     assert (await alice.register()).status == 200
     assert await calls(client) - before == 1
@@ -80,8 +80,8 @@ async def test_the_proxy_checks_the_remembered_ha1(alice: UserAgent, client: red
 async def test_a_callee_who_does_not_exist_is_not_found(
     alice: UserAgent, client: redis.Redis
 ) -> None:
-    """The lookup with the proof finds no user: nothing spent, the full way says 404
-    (not a challenge for a nonce-count the failed script used up)."""
+    """The lookup with the proof finds no user: the nonce-count is given back, and
+    the full way says 404 (not a challenge for a count the failed lookup used up)."""
     answer = await attempt(alice, alice.build("OPTIONS", f"sip:nobody@{DOMAIN}"))
     assert answer is not None and answer.status == 404
 
@@ -137,3 +137,27 @@ async def test_a_replayed_nonce_count_is_not_taken(alice: UserAgent, method: str
     assert again is not None and again.status in (401, 407)  # stale: challenged afresh
     header = "WWW-Authenticate" if method == "REGISTER" else "Proxy-Authenticate"
     assert "stale=true" in str(again.headers.get(header)).lower()
+
+
+@pytest.mark.parametrize("method", ["REGISTER", "OPTIONS"])
+async def test_a_nonce_of_another_replica_is_stale(
+    pki: Pki, redis_url: str, alice: UserAgent, method: str
+) -> None:
+    """A replica keeps the counts of the nonces it minted: the answer to another
+    replica's challenge is challenged afresh with stale=true (the phone answers
+    again without its user), never refused, and the fresh answer is taken."""
+    async with replica(pki, redis_url, **SMALL_LOCKOUT) as other:
+        moved = await phone(pki, other.port, "alice")
+        try:
+            target = f"sip:bob@{DOMAIN}"
+            request = register(moved) if method == "REGISTER" else moved.build("OPTIONS", target)
+            elsewhere = register(alice) if method == "REGISTER" else alice.build("OPTIONS", target)
+            value = credential((await challenges(alice, elsewhere))[0], moved, request)
+            again = await send_with(moved, request, value)
+            assert again is not None and again.status in (401, 407)
+            header = "WWW-Authenticate" if method == "REGISTER" else "Proxy-Authenticate"
+            assert "stale=true" in str(again.headers.get(header)).lower()
+            answer = await attempt(moved, request.copy())
+            assert answer is not None and answer.status in (200, 480)
+        finally:
+            await moved.close()

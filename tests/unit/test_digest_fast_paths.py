@@ -18,11 +18,8 @@ from quietwire.protocols.sip.digest import (
     Challenge,
     Credentials,
     DigestAlgorithm,
-    NonceCheck,
-    NonceMint,
-    nonce_bytes,
-    nonce_text,
 )
+from quietwire.protocols.sip.nonces import NonceCheck, NonceMint, nonce_bytes, nonce_text
 
 
 def _urlsafe_decoded(text: str) -> bytes | None:
@@ -49,11 +46,11 @@ def test_nonce_bytes_as_urlsafe_b64decode(text: str) -> None:
     assert nonce_bytes(text) == _urlsafe_decoded(text)
 
 
-@given(st.integers(min_value=0, max_value=37), st.sampled_from("!.=+/ é"))
+@given(st.integers(min_value=0, max_value=42), st.sampled_from("!.=+/ é"))
 def test_a_minted_nonce_with_a_character_added(where: int, extra: str) -> None:
     """base64 decoding skips characters outside the alphabet: such a nonce still
     reads as the one minted, as it did (its text, hashed into the response and
-    naming its count in Redis, is what differs)."""
+    naming its count, is what differs)."""
     mint = NonceMint(b"k" * 32)
     nonce = mint.mint(1000.0, DigestAlgorithm.MD5)
     changed = nonce[:where] + extra + nonce[where:]

@@ -7,14 +7,13 @@ from quietwire.protocols.sip.digest import (
     Challenge,
     Credentials,
     DigestAlgorithm,
-    NonceCheck,
-    NonceMint,
     client_credentials,
     format_credentials,
     ha1,
     parse_challenge,
 )
 from quietwire.protocols.sip.errors import ParseError
+from quietwire.protocols.sip.nonces import NonceCheck, NonceMint
 
 # RFC 7616 section 3.9.1: the same request answered with MD5 and with SHA-256.
 RFC7616 = {

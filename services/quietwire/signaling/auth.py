@@ -3,17 +3,18 @@
 The configured algorithms are challenged (by default SHA-256 first, MD5 for
 older phones), with ``qop=auth``; an answer with any other algorithm, or with
 a nonce minted for another algorithm's challenge, fails. Nonces are minted
-by :class:`NonceMint` (they expire by themselves); nonce-counts are
-remembered in Redis so a captured request cannot be replayed, and a nonce
-answered without qop is good for one use. Credentials are parsed by a strict
+by :class:`NonceMint` (they expire by themselves, and only this replica takes
+its own); their counts are remembered here (:class:`NonceCounts`) so a
+captured request cannot be replayed, and a nonce answered without qop is good
+for one use. Credentials are parsed by a strict
 grammar before anything of theirs reaches Redis; every failure is counted
 toward a block (:mod:`quietwire.signaling.lockout`).
 
 A replica remembers the HA1 of each user who authenticated through it. A
 REGISTER whose credentials verify against it is answered in one Redis round
 trip: :meth:`Authenticator.proof` makes the checks that need Redis (the HA1
-is still the stored one, no block, the nonce-count moves forward) a
-precondition of the binding's write. Anything else (no remembered HA1, a
+is still the stored one, no block) a precondition of the binding's write,
+and :meth:`Authenticator.proven` takes the nonce-count for it. Anything else (no remembered HA1, a
 wrong answer, a block, a changed password) takes the full check, which
 alone answers failures, so the remembered HA1 can never let through what
 the stored one would not.
@@ -24,54 +25,39 @@ from __future__ import annotations
 import enum
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis.asyncio as redis
 from prometheus_client import Counter
-from redis.exceptions import NoScriptError
 
 from quietwire.protocols.sip.digest import (
     Challenge,
     Credentials,
     DigestAlgorithm,
-    NonceCheck,
-    NonceMint,
     same_resource,
 )
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.message import Request, Response, reply
+from quietwire.protocols.sip.nonces import NonceCheck, NonceCounts, NonceMint
 from quietwire.runtime.redisclient import LuaScript, executed
-from quietwire.signaling.locations import Precondition
+from quietwire.signaling.locations import Precondition, Unproven
 from quietwire.signaling.lockout import Lockout
 from quietwire.signaling.users import UserStore, ha1_field
 
-#: String per nonce: the highest nonce-count seen. TTL: the nonce lifetime.
-NONCE_KEY = "qw:nonce:{{{nonce}}}"
-_ADVANCE_NC = """
-local seen = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[1]) > seen then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
 #: The checks of :meth:`Authenticator.proof`, before an update (a
-#: :class:`Precondition`): KEYS[2] the user's hash, KEYS[3] the nonce's
-#: count, KEYS[4] on the blocks (present while they hold); ARGV ends with the
-#: HA1 field, the HA1 the credentials were verified with, their nonce-count and
-#: the nonce's TTL. Each redis.call and library call costs Redis's Lua more
+#: :class:`Precondition`): KEYS[2] the user's hash, KEYS[3] on the blocks
+#: (present while they hold); ARGV ends with the HA1 field and the HA1 the
+#: credentials were verified with. Each redis.call costs Redis's Lua more
 #: than the command it runs: the blocks are one EXISTS, and the arguments are
 #: taken off by index (no table.remove).
 PROOF_CHECK = """
 local n = #ARGV
-local field, ha1, count, ttl = ARGV[n - 3], ARGV[n - 2], tonumber(ARGV[n - 1]), ARGV[n]
-for i = n - 3, n do ARGV[i] = nil end
+local field, ha1 = ARGV[n - 1], ARGV[n]
+ARGV[n - 1], ARGV[n] = nil, nil
 if redis.call('HGET', KEYS[2], field) ~= ha1 then return {'unproven'} end
-if #KEYS > 3 and redis.call('EXISTS', unpack(KEYS, 4)) > 0 then return {'unproven'} end
-if count <= tonumber(redis.call('GET', KEYS[3]) or '-1') then return {'unproven'} end
-redis.call('SET', KEYS[3], count, 'EX', ttl)
+if #KEYS > 2 and redis.call('EXISTS', unpack(KEYS, 3)) > 0 then return {'unproven'} end
 """
 #: Users whose HA1 a replica remembers (least recently verified dropped first).
 MAX_REMEMBERED = 100_000
@@ -92,6 +78,20 @@ class AuthResult:
     username: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """Credentials that verified against a remembered HA1 (:meth:`Authenticator.proof`):
+    what Redis must confirm, and the nonce-count to take when it is asked."""
+
+    username: str
+    precondition: Precondition
+    nonce: str
+    count: int
+
+
+T = TypeVar("T")
+
+
 class Authenticator:
     def __init__(
         self,
@@ -107,31 +107,15 @@ class Authenticator:
         self.mint = mint
         self.lockout = lockout
         self.realm = users.realm
-        self._advance = LuaScript(_ADVANCE_NC)
+        self.counts = NonceCounts(mint)
         self._proven = LuaScript(PROOF_CHECK + "return 'proven'\n")
         #: (username, algorithm token) → the HA1 last verified against (see the module
         #: doc). The token, not the member: an enum member hashes in Python.
         self._remembered: OrderedDict[tuple[str, str], str] = OrderedDict()
 
-    async def _lookup(
-        self, username: str, nonce_key: str, count: int
-    ) -> tuple[Mapping[bytes | str, bytes | str], int, bool]:
-        """One round trip: the user's hashes, the nonce-count moved forward, and
-        whether the user or the source is blocked (:class:`Lockout`).
-
-        A wrong password thus spends a count of a nonce it could not use anyway.
-        The script is loaded again if Redis lost it.
-        """
-        try:
-            return await self._pipelined(username, nonce_key, count)
-        except NoScriptError:
-            pass  # loaded again after the handler (runtime/aio.py says why)
-        await self._advance.load(self.redis)
-        return await self._pipelined(username, nonce_key, count)
-
-    def proof(self, request: Request, *, proxy: bool) -> tuple[str, Precondition] | None:
-        """The username and what Redis must confirm, when the request's credentials
-        verify against the HA1 remembered for them (no I/O); None otherwise."""
+    def proof(self, request: Request, *, proxy: bool) -> Proof | None:
+        """What Redis must confirm, when the request's credentials verify
+        against the HA1 remembered for them (no I/O); None otherwise."""
         try:
             credentials = self.credentials(request, proxy=proxy)
         except ParseError:
@@ -144,17 +128,22 @@ class Authenticator:
             return None
         if self.mint.check(credentials.nonce, time.time(), algorithm) is not NonceCheck.FRESH:
             return None
-        keys = (
-            self.users.key(username),
-            NONCE_KEY.format(nonce=credentials.nonce),
-            *self.lockout.block_keys(username),
-        )
-        args = (ha1_field(algorithm), remembered, credentials.nonce_count or 0, self._nonce_ttl)
-        return username, Precondition(PROOF_CHECK, keys, args)
+        keys = (self.users.key(username), *self.lockout.block_keys(username))
+        precondition = Precondition(PROOF_CHECK, keys, (ha1_field(algorithm), remembered))
+        return Proof(username, precondition, credentials.nonce, credentials.nonce_count or 0)
 
-    @property
-    def _nonce_ttl(self) -> int:
-        return int(self.mint.lifetime) + 10
+    async def proven(self, proof: Proof, write: Callable[[Precondition], Awaitable[T]]) -> T:
+        """``write`` under the proof's precondition, its nonce-count taken first;
+        :class:`Unproven` (and the count given back) when Redis does not confirm
+        it, or at once when the count is not fresh (the full check says why)."""
+        previous = self.counts.advance(proof.nonce, proof.count, time.time())
+        if previous is None:
+            raise Unproven(proof.username)
+        try:
+            return await write(proof.precondition)
+        except Unproven:
+            self.counts.restore(proof.nonce, proof.count, previous)
+            raise
 
     def _remember(self, username: str, algorithm: DigestAlgorithm, ha1: str | None) -> None:
         key = (username, algorithm.token)
@@ -166,17 +155,15 @@ class Authenticator:
         if len(self._remembered) > MAX_REMEMBERED:
             self._remembered.popitem(last=False)
 
-    async def _pipelined(
-        self, username: str, nonce_key: str, count: int
-    ) -> tuple[Mapping[bytes | str, bytes | str], int, bool]:
-        blocks = self.lockout.block_keys(username)
+    async def _lookup(self, username: str) -> tuple[Mapping[bytes | str, bytes | str], bool]:
+        """One round trip: the user's hashes, and whether the user or the source
+        is blocked (:class:`Lockout`)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.users.key(username))
-        self._advance.queue(pipe, (nonce_key,), (count, self._nonce_ttl))
-        for key in blocks:
+        for key in self.lockout.block_keys(username):
             pipe.pttl(key)
-        stored, fresh, *pttls = await executed(pipe)
-        return stored, int(fresh), self.lockout.refused([int(ms) for ms in pttls])
+        stored, *pttls = await executed(pipe)
+        return stored, self.lockout.refused([int(ms) for ms in pttls])
 
     def challenge(self, request: Request, *, proxy: bool, stale: bool = False) -> Response:
         """401 (registrar) or 407 (proxy) with one challenge per configured algorithm,
@@ -229,11 +216,11 @@ class Authenticator:
         the full check when Redis does not confirm it."""
         proof = self.proof(request, proxy=proxy) if remembered else None
         if proof is not None:
-            username, precondition = proof
-            # Run alone, the script's KEYS[1] (a location, else) is the user's hash again.
-            keys = (precondition.keys[0], *precondition.keys)
-            if await self._proven(self.redis, keys, precondition.args) == b"proven":
-                return AuthResult(Verdict.OK, username)
+            try:
+                await self.proven(proof, self._confirm)
+                return AuthResult(Verdict.OK, proof.username)
+            except Unproven:
+                pass
         try:
             credentials, malformed = self.credentials(request, proxy=proxy), False
         except ParseError:
@@ -252,10 +239,7 @@ class Authenticator:
             return await self._failed("algorithm", None)
         if nonce_state is NonceCheck.STALE:
             return AuthResult(Verdict.STALE)
-        count = credentials.nonce_count or 0
-        stored, fresh, blocked = await self._lookup(
-            credentials.username, NONCE_KEY.format(nonce=credentials.nonce), count
-        )
+        stored, blocked = await self._lookup(credentials.username)
         if blocked:
             AUTH_FAILURES.labels("blocked").inc()
             return AuthResult(Verdict.FAILED, credentials.username)
@@ -266,10 +250,18 @@ class Authenticator:
                 self._remember(credentials.username, algorithm, None)  # no longer the stored one
             return await self._failed("credentials", None if user is None else user.username)
         self._remember(credentials.username, algorithm, stored_ha1)
-        if not fresh:
+        count = credentials.nonce_count or 0
+        if self.counts.advance(credentials.nonce, count, time.time()) is None:
             AUTH_FAILURES.labels("replay").inc()
             return AuthResult(Verdict.STALE)
         return AuthResult(Verdict.OK, credentials.username)
+
+    async def _confirm(self, precondition: Precondition) -> None:
+        """The precondition alone (no update); :class:`Unproven` when it does not hold."""
+        # Run alone, the script's KEYS[1] (a location, else) is the user's hash again.
+        keys = (precondition.keys[0], *precondition.keys)
+        if await self._proven(self.redis, keys, precondition.args) != b"proven":
+            raise Unproven(precondition.keys[0])
 
     async def _failed(self, why: str, account: str | None) -> AuthResult:
         AUTH_FAILURES.labels(why).inc()

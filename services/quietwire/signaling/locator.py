@@ -31,18 +31,20 @@ class Locator:
 
         One round trip: the user's existence checked in the lookup, and the
         caller's ``proof`` with it if given (:meth:`.auth.Authenticator.proof`:
-        an INVITE's credentials, their nonce count spent only if all holds).
-        None then also when the proof does not hold, nothing changed: the caller
-        takes the full way (the full check, then this without a proof), which
-        tells the two apart."""
-        if uri.user is None:
-            return None
-        check = self.users.existing(uri.user_unescaped or "")
+        an INVITE's credentials). With a proof, :class:`Unproven` when it or the
+        user's existence does not hold, nothing changed: the caller takes the
+        full way (the full check, then this without a proof), which tells the
+        two apart."""
         try:
+            if uri.user is None:
+                raise Unproven(uri.aor)
+            check = self.users.existing(uri.user_unescaped or "")
             found = await self.locations.bindings(
                 uri.aor, check if proof is None else check.then(proof)
             )
         except Unproven:
+            if proof is not None:
+                raise
             return None
         gruu = uri.params.get("gr")
         if gruu:

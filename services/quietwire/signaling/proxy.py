@@ -46,6 +46,7 @@ from quietwire.signaling.early import early_party
 from quietwire.signaling.errorlog import sip_errors
 from quietwire.signaling.failures import refusal_answer
 from quietwire.signaling.flows import Flow
+from quietwire.signaling.locations import Unproven
 from quietwire.signaling.locator import Locator
 from quietwire.signaling.media import (
     MediaPlanner,
@@ -244,12 +245,16 @@ class Proxy:
         proof = self.auth.proof(context.request, proxy=True)
         if proof is None:
             return None
-        username, precondition = proof
-        bindings = await self.locator.bindings(uri, precondition)
+        try:
+            bindings = await self.auth.proven(
+                proof, lambda precondition: self.locator.bindings(uri, precondition)
+            )
+        except Unproven:
+            return None
         if bindings is None:
             return None
         context.upstream.authenticated = True  # lifts the pre-auth body limit
-        return username, bindings
+        return proof.username, bindings
 
     async def _admitted(
         self, context: Context, *, in_dialog: bool, remembered: bool = True

@@ -100,19 +100,18 @@ class Registrar:
         proof = self.auth.proof(request, proxy=False)
         if proof is None:
             return None
-        username, precondition = proof
-        aor = self._own_aor(request, username)
+        aor = self._own_aor(request, proof.username)
         values = request.headers.get_all("Contact")
         if aor is None or not values or any(v.strip() == "*" for v in values):
             return None
         try:
             changes = self._changes(flow, request, aor, values)
-            bindings = await self.locations.update(
-                aor,
-                changes,
-                call_id=request.call_id,
-                cseq=request.cseq.number,
-                precondition=precondition,
+            call_id, cseq = request.call_id, request.cseq.number
+            bindings = await self.auth.proven(
+                proof,
+                lambda precondition: self.locations.update(
+                    aor, changes, call_id=call_id, cseq=cseq, precondition=precondition
+                ),
             )
         except (_Refused, Unproven):
             return None

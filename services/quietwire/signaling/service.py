@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 
 from quietwire.protocols.clock import MonotonicClock
-from quietwire.protocols.sip.digest import NonceMint
+from quietwire.protocols.sip.nonces import NonceMint
 from quietwire.rpc.signaling.v1 import signaling_pb2_grpc
 from quietwire.runtime import tls
 from quietwire.runtime.errorlog import ErrorLog

@@ -2,23 +2,19 @@
 
 ``HA1`` stands in for a password: the registrar keeps it per algorithm and
 never the password itself. Challenges and credentials are parsed and
-formatted here; :class:`NonceMint` makes nonces that expire without storage.
+formatted here; :mod:`.nonces` makes the nonces and keeps their counts.
 """
 
 from __future__ import annotations
 
-import binascii
 import enum
 import functools
 import hashlib
 import hmac
 import re
-import struct
 from dataclasses import dataclass, replace
 from typing import Final
 
-from quietwire.protocols.hmac_sha256 import HmacSha256
-from quietwire.protocols.randomness import POOL
 from quietwire.protocols.sip.errors import ParseError
 from quietwire.protocols.sip.headers import is_token
 from quietwire.protocols.sip.uri import SipUri
@@ -57,7 +53,7 @@ class DigestAlgorithm(enum.Enum):
 
 
 #: Upper bounds on parameter values, in characters. The RFCs leave them open;
-#: these are far above what phones send (our nonces are 38) and keep what a
+#: these are far above what phones send (our nonces are 43) and keep what a
 #: stranger makes us hash, compare and look up small.
 LIMITS: Final = {"uri": 1024, "response": 64, "nc": 8}
 MAX_VALUE: Final = 256
@@ -443,76 +439,6 @@ def parse_challenge(value: str) -> Challenge:
         params.get("stale", "").lower() == "true",
         params.get("qop", "auth"),
     )
-
-
-class NonceMint:
-    """Nonces that carry their own age, algorithm and integrity (base64url of
-    ``time(8) algorithm(1) random(7) mac(12)``).
-
-    The registrar needs no storage to know a nonce is ours, fresh, and was
-    issued in the challenge for the algorithm it is answered with (a nonce
-    from the SHA-256 challenge answered with MD5 is a downgrade, RFC 8760
-    section 3); replay of a nonce-count is the store's business (it remembers
-    the highest ``nc``).
-    """
-
-    def __init__(self, secret: bytes, lifetime: float = 300.0) -> None:
-        #: HMAC-SHA-256 under the secret, over a label naming this layout: a nonce
-        #: of the earlier layout (no algorithm; from a replica not yet upgraded)
-        #: is not ours, so it is challenged again rather than refused.
-        self._hmac = HmacSha256(secret, _NONCE_LABEL)
-        self.lifetime = lifetime
-
-    def _mac(self, body: bytes) -> bytes:
-        return self._hmac.digest(body)[:12]
-
-    def mint(self, now: float, algorithm: DigestAlgorithm) -> str:
-        body = _NONCE_HEAD.pack(int(now * 1000), algorithm.nonce_code) + POOL.take(7)
-        return nonce_text(body + self._mac(body))
-
-    def check(self, nonce: str, now: float, algorithm: DigestAlgorithm) -> NonceCheck:
-        raw = nonce_bytes(nonce)
-        if raw is None or len(raw) != 28 or not hmac.compare_digest(self._mac(raw[:16]), raw[16:]):
-            return NonceCheck.FORGED
-        millis, code = _NONCE_HEAD.unpack_from(raw)
-        if code != algorithm.nonce_code:
-            return NonceCheck.OTHER_ALGORITHM
-        issued = millis / 1000
-        if not issued - 5 <= now <= issued + self.lifetime:
-            return NonceCheck.STALE
-        return NonceCheck.FRESH
-
-
-_NONCE_LABEL = b"quietwire digest nonce, algorithm bound:"
-#: A nonce's time in ms and its algorithm's code.
-_NONCE_HEAD: Final = struct.Struct("!QB")
-#: The base64 alphabet to base64url's and back (RFC 4648 section 5).
-_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
-_FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
-
-
-def nonce_text(raw: bytes) -> str:
-    """``raw`` in base64url without padding (what ``base64.urlsafe_b64encode``
-    and ``rstrip("=")`` give, with no Python-level helper in between)."""
-    return binascii.b2a_base64(raw, newline=False).rstrip(b"=").translate(_TO_URLSAFE).decode()
-
-
-def nonce_bytes(text: str) -> bytes | None:
-    """What ``base64.urlsafe_b64decode`` gives for ``text`` padded to whole
-    quanta (characters outside the alphabet skipped), None where it raises."""
-    try:
-        padded = (text + "=" * (-len(text) % 4)).encode("ascii")
-        return binascii.a2b_base64(padded.translate(_FROM_URLSAFE))
-    except ValueError:  # binascii.Error and UnicodeEncodeError are ValueErrors
-        return None
-
-
-class NonceCheck(enum.Enum):
-    FRESH = "fresh"
-    STALE = "stale"
-    FORGED = "forged"
-    #: Ours, but minted for another algorithm's challenge.
-    OTHER_ALGORITHM = "other-algorithm"
 
 
 def same_resource(digest_uri: str, request_uri: str) -> bool:
