@@ -11,13 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.conftest import free_port
+
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_port(

@@ -45,7 +45,8 @@ import grpc
 from quietwire.rpc.relay.v1 import relay_pb2 as pb
 from quietwire.rpc.relay.v1 import relay_pb2_grpc
 
-from bench.processes import cpu_seconds, free_port, machine_cpu_seconds, redis_server, wait_port
+from bench.processes import cpu_seconds, machine_cpu_seconds, redis_server, wait_port
+from tests.conftest import free_port
 from tests.netns import Netns, available, netns
 
 HERE = Path(__file__).resolve().parent

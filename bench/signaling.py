@@ -40,11 +40,11 @@ from pathlib import Path
 from bench.processes import (
     cpu_seconds,
     descendants,
-    free_port,
     redis_server,
     wait_port,
     wait_ready,
 )
+from tests.conftest import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -23,14 +23,15 @@ LOCATION_KEY = "qw:loc:{{{aor}}}"
 #: KEYS[1]: the AOR hash. ARGV[1]: now in ms, ARGV[2]: key TTL, ARGV[3]: the
 #: REGISTER's Call-ID, ARGV[4]: its CSeq, ARGV[5]: "1" to clear first, then
 #: (field, value) pairs, one per field, a value live (written) or empty (the
-#: field removed). Returns the live values, or {"out-of-order"} without
-#: changing anything when a binding already holds a newer CSeq of the same
-#: Call-ID (RFC 3261 section 10.3 step 7).
+#: field removed). Returns the values of the other fields still live (the
+#: caller has those it wrote), or {"out-of-order"} without changing anything
+#: when a binding already holds a newer CSeq of the same Call-ID (RFC 3261
+#: section 10.3 step 7).
 #:
 #: Redis's Lua hashes every string that enters it whole, and each redis.call,
 #: table, capture and tonumber costs more than the command it runs, so: the
 #: hash is read once (the order check and the expiry sweep share the HGETALL),
-#: new values are answered from ARGV, numbers are parsed only when compared,
+#: new values are not sent back, numbers are parsed only when compared,
 #: and a single change (a REGISTER's usual one) is compared without a table.
 #: The key's TTL is renewed when a binding is written: it already outlives every
 #: binding written before, so a lookup or a removal leaves it.
@@ -72,7 +73,6 @@ for i = 6, #ARGV, 2 do
     redis.call('HDEL', key, ARGV[i])
   else
     redis.call('HSET', key, ARGV[i], ARGV[i + 1])
-    live[#live + 1] = ARGV[i + 1]
     written = true
   end
 end
@@ -189,8 +189,13 @@ class LocationStore:
             cseq,
             "1" if clear else "0",
         ]
+        written: list[Registration] = []
         for field, reg in _final(changes, now).items():
-            args += [field, encode(reg) if reg is not None else b""]
+            if reg is None:
+                args += [field, b""]
+            else:
+                args += [field, encode(reg)]
+                written.append(reg)
         keys = [self._key(aor)]
         script = self._update
         if precondition is not None:
@@ -207,7 +212,7 @@ class LocationStore:
             raise OutOfOrder(aor)
         if live and live[0] in (b"unproven", "unproven"):
             raise Unproven(aor)
-        return [decode(v) for v in live]
+        return [*(decode(v) for v in live), *written]
 
     def _script(self, precondition: str) -> LuaScript:
         script = self._guarded.get(precondition)
