@@ -85,3 +85,15 @@ def test_expired_nonces_go_and_stay_refused() -> None:
     assert counts.advance(mint.mint(1070.0, MD5), 1, 1070.0) == -1
     assert len(counts) == 1
     assert counts.advance(old, 1, 1070.0) is None
+
+
+def test_the_next_nonce_expires_on_its_own_time() -> None:
+    """With the first nonce given back, the next is swept by when it was minted."""
+    mint = NonceMint(SECRET, lifetime=60)
+    counts = NonceCounts(mint)
+    first, second = mint.mint(1000.0, MD5), mint.mint(1050.0, MD5)
+    taken = counts.advance(first, 1, 1050.0)
+    assert counts.advance(second, 1, 1050.0) == -1
+    counts.restore(first, 1, taken or -1)
+    assert counts.advance(mint.mint(1070.0, MD5), 1, 1070.0) == -1
+    assert counts.advance(second, 2, 1070.0) == 1  # still counted: minted 20 s ago

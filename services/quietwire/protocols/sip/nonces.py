@@ -111,6 +111,8 @@ class NonceCounts:
         self._counts: OrderedDict[str, int] = OrderedDict()
         #: Nonces minted at or before this time and not remembered are refused.
         self._floor = float("-inf")
+        #: When the first nonce of ``_counts`` was minted (read while there is one).
+        self._first = 0.0
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -123,11 +125,13 @@ class NonceCounts:
         counts = self._counts
         seen = counts.get(nonce)
         if seen is None:
-            if self.mint.issued(nonce) <= self._floor:
+            if self._floor > float("-inf") and self.mint.issued(nonce) <= self._floor:
                 return None
             oldest = now - self.mint.lifetime
-            while counts and (len(counts) >= self.capacity or self._first_issued() < oldest):
+            while counts and (len(counts) >= self.capacity or self._first < oldest):
                 self._drop_first()
+            if not counts:
+                self._first = self.mint.issued(nonce)
             counts[nonce] = count
             return -1
         if count <= seen:
@@ -142,18 +146,21 @@ class NonceCounts:
         if self._counts.get(nonce) != count:
             return
         if previous < 0:
-            del self._counts[nonce]
+            self._drop(nonce)
         else:
             self._counts[nonce] = previous
-
-    def _first_issued(self) -> float:
-        return self.mint.issued(next(iter(self._counts)))
 
     def _drop_first(self) -> None:
         """Forget the nonce counted first; refuse from then on what was minted
         no later (an expired nonce's check and its count are apart in time)."""
-        self._floor = max(self._floor, self._first_issued())
-        self._counts.popitem(last=False)
+        self._floor = max(self._floor, self._first)
+        self._drop(next(iter(self._counts)))
+
+    def _drop(self, nonce: str) -> None:
+        first = next(iter(self._counts))
+        del self._counts[nonce]
+        if nonce == first and self._counts:
+            self._first = self.mint.issued(next(iter(self._counts)))
 
 
 _NONCE_LABEL: Final = b"quietwire digest nonce, algorithm and minter bound:"
