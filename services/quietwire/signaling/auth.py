@@ -3,21 +3,21 @@
 The configured algorithms are challenged (by default SHA-256 first, MD5 for
 older phones), with ``qop=auth``; an answer with any other algorithm, or with
 a nonce minted for another algorithm's challenge, fails. Nonces are minted
-by :class:`NonceMint` (they expire by themselves, and only this replica takes
+by :class:`NonceMint` (they expire by themselves, and a replica takes only
 its own); their counts are remembered here (:class:`NonceCounts`) so a
 captured request cannot be replayed, and a nonce answered without qop is good
-for one use. Credentials are parsed by a strict
-grammar before anything of theirs reaches Redis; every failure is counted
-toward a block (:mod:`quietwire.signaling.lockout`).
+for one use. Credentials are parsed by a strict grammar before anything of
+theirs reaches Redis; every failure is counted toward a block
+(:mod:`quietwire.signaling.lockout`).
 
 A replica remembers the HA1 of each user who authenticated through it. A
 REGISTER whose credentials verify against it is answered in one Redis round
 trip: :meth:`Authenticator.proof` makes the checks that need Redis (the HA1
 is still the stored one, no block) a precondition of the binding's write,
-and :meth:`Authenticator.proven` takes the nonce-count for it. Anything else (no remembered HA1, a
-wrong answer, a block, a changed password) takes the full check, which
-alone answers failures, so the remembered HA1 can never let through what
-the stored one would not.
+and :meth:`Authenticator.proven` takes the nonce-count for it. Anything else
+(no remembered HA1, a wrong answer, a block, a changed password) takes the
+full check, which alone answers failures, so the remembered HA1 can never let
+through what the stored one would not.
 """
 
 from __future__ import annotations
