@@ -34,7 +34,7 @@ FUZZ_SECONDS ?= 2400
 SOAK_CALLS ?= 200
 SOAK_SECONDS ?= 600
 
-.PHONY: run test setup lock lock-check debs deploy-tools protos protos-check lint bench fuzz soak clean
+.PHONY: run test setup lock lock-check debs deploy-tools protos protos-check lint bench fuzz soak clean other-interpreter
 
 run: setup
 	$(BIN)/quietwire up --state-dir $(STATE_DIR) --sip-host $(SIP_HOST) --sip-port $(SIP_PORT)
@@ -60,10 +60,20 @@ $(UV): tools/uv.txt
 
 # Exactly the locked set (--locked: a uv.lock that no longer matches
 # pyproject.toml stops here instead of being re-resolved).
-$(VENV)/.installed: pyproject.toml uv.lock $(UV)
+# A venv made on another interpreter than $(PYTHON)'s (say before Debian's
+# python3.11 was installed) is made again: both named by their real paths.
+INTERPRETER = $(shell $(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable))')
+VENV_INTERPRETER = $(realpath $(BIN)/python)
+$(VENV)/.installed: pyproject.toml uv.lock $(UV) \
+		$(if $(filter-out $(INTERPRETER),$(VENV_INTERPRETER)),other-interpreter)
+	@if [ -n "$(filter-out $(INTERPRETER),$(VENV_INTERPRETER))" ]; then \
+		echo "$(VENV) was made with $(VENV_INTERPRETER): making it again with $(INTERPRETER)"; \
+		rm -rf $(VENV); fi
 	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --quiet --python $(PYTHON) \
 		|| { echo "$(STALE_LOCK)" >&2; exit 1; }
 	@touch $@
+
+other-interpreter:
 
 # Re-resolve on purpose: after editing pyproject.toml (or tools/checkov,
 # tools/*.in), or `make lock UPGRADE=1` to take the newest versions allowed.
