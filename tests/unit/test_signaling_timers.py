@@ -1,8 +1,8 @@
 """The proxy's transaction timers run from one heap of deadlines: a wakeup touches
 only what is due (not every live transaction), the process sleeps while nothing
 is due and wakes once per slot of deadlines, contexts are freed when their
-transaction ends, Timer C still cancels a branch ringing too long and holds
-nothing of a branch that ended."""
+transaction ends (the heap holds keys, not contexts), Timer C still cancels a
+branch ringing too long and holds nothing of a branch that ended."""
 
 from __future__ import annotations
 
@@ -220,6 +220,19 @@ async def test_timer_c_holds_nothing_of_a_branch_that_ended() -> None:
     clock.t += 64 * T1  # every transaction timer of theirs is due
     tx.poll()
     assert not alive("answered-at-once")
+
+
+async def test_the_heap_holds_nothing_of_a_context_that_ended() -> None:
+    """A call over as soon as it was answered: its transactions' deadlines (32 s
+    of Timer B, F, L, M) stay on the heap, but nothing of its context waits for
+    them (a call's messages, dialog and transactions, times every call of 32 s,
+    for the collector to walk)."""
+    tx, _, caller, callee = setup()
+    context, branch = await forked(tx, caller, callee, "over-at-once")
+    tx.drop_branch(branch)
+    tx.servers.remove(context.key)
+    del context, branch
+    assert not alive("over-at-once")
 
 
 def alive(call_id: str) -> bool:

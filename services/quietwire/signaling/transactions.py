@@ -58,9 +58,11 @@ FORWARDS = Series(
 )
 
 Work = Coroutine[object, object, None]
-#: A timer heap entry: deadline, tie-break, the context, and its branch (None:
-#: its server transaction).
-Due = tuple[float, int, Context, Branch | None]
+#: A timer heap entry: deadline, tie-break, the key of the context and the name
+#: of its branch (None: its server transaction), looked up when due: a
+#: transaction over in a second keeps nothing of its call (requests, responses,
+#: dialog) alive until its longest timer's deadline, and no cycle through it.
+Due = tuple[float, int, ServerKey, str | None]
 
 
 class Transactions:
@@ -114,7 +116,7 @@ class Transactions:
             else ServerNonInviteTransaction(request, reliable(flow.id), self.clock)
         )
         context = Context(request, server, flow, ServerKey.of(request), source)
-        self._watch(server, context, None)
+        self._watch(server, context.key, None)
         self.servers.add(context)
         return context
 
@@ -197,7 +199,7 @@ class Transactions:
             else ClientNonInviteTransaction(out, reliable(target.flow_id), self.clock)
         )
         branch = Branch(out.vias[0].branch or "", target, tx, out)
-        self._watch(tx, context, branch)
+        self._watch(tx, context.key, branch.branch)
         if out.method == "INVITE":
             deadline = self.clock.now() + TIMER_C
             heapq.heappush(self._timer_c, (deadline, branch.branch))
@@ -230,14 +232,14 @@ class Transactions:
 
     # -- timers and background work -----------------------------------------------------
 
-    def _watch(self, tx: ServerTx | ClientTx, context: Context, branch: Branch | None) -> None:
+    def _watch(self, tx: ServerTx | ClientTx, key: ServerKey, branch: str | None) -> None:
         """Put ``tx``'s timers, those running and those it will start, on the heap."""
         for deadline in tx.timers.values():
-            self._at(deadline, context, branch)
-        tx.on_timer = lambda deadline: self._at(deadline, context, branch)
+            self._at(deadline, key, branch)
+        tx.on_timer = lambda deadline: self._at(deadline, key, branch)
 
-    def _at(self, deadline: float, context: Context, branch: Branch | None) -> None:
-        heapq.heappush(self._due, (deadline, next(self._order), context, branch))
+    def _at(self, deadline: float, key: ServerKey, branch: str | None) -> None:
+        heapq.heappush(self._due, (deadline, next(self._order), key, branch))
         self._wake_by(deadline)
 
     async def due(self) -> None:
@@ -293,10 +295,15 @@ class Transactions:
         touched: list[Context] = []
         now = self.clock.now()
         while self._due and self._due[0][0] <= now:
-            _, _, context, branch = heapq.heappop(self._due)
-            if branch is None:
-                self._server_due(context)
-            elif branch.branch in self.clients:
+            _, _, key, name = heapq.heappop(self._due)
+            if name is None:
+                server = self.servers.get(key)
+                if server is not None:  # else freed already
+                    self._server_due(server)
+                continue
+            live = self.clients.get(name)
+            if live is not None:
+                context, branch = live
                 branch.tx.poll()
                 if branch.tx.to_tu or branch.tx.to_send or branch.tx.terminated:
                     touched.append(context)
@@ -308,8 +315,6 @@ class Transactions:
         return list(dict.fromkeys(touched))
 
     def _server_due(self, context: Context) -> None:
-        if self.servers.get(context.key) is not context:
-            return  # freed already
         context.server.poll()
         if context.server.to_send:
             self._resend.append(context)  # a final response again, over UDP (timer G)
